@@ -1,0 +1,1 @@
+//! Base download: HTTP(S)/file/local sources into a cache, sha256 verified while streaming.

@@ -1,0 +1,1 @@
+//! Filesystems made for the image: the FAT ESP (in-process) and the live root (mksquashfs).

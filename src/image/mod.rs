@@ -1,0 +1,1 @@
+//! The hybrid image: ISO9660 + El Torito + protective MBR + GPT in one file.

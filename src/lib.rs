@@ -1,0 +1,15 @@
+//! undercloud-live: build, write, boot and install a hybrid ISO/USB live image
+//! of an OpenStack undercloud. The pipeline flows one way (see docs/design.md):
+//! spec -> fetch -> rootfs -> elements -> boot assets -> fs -> image -> boot.
+
+pub mod boot;
+pub mod build;
+pub mod chroot;
+pub mod elements;
+pub mod fetch;
+pub mod fs;
+pub mod image;
+pub mod progress;
+pub mod qemu;
+pub mod rootfs;
+pub mod spec;

@@ -1,0 +1,1 @@
+//! Boot an image under QEMU and watch its serial console.

@@ -1,0 +1,1 @@
+//! Unpacking a base archive into a build root.
