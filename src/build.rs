@@ -1,1 +1,396 @@
-//! (in progress)
+//! `undercloud-live build`: the pipeline from a spec to one hybrid image.
+//!
+//! fetch -> unpack -> elements (+ packages) -> live initrd -> squashfs ->
+//! ESP -> ISO9660/El Torito/GPT. Each stage is a module with a narrow
+//! interface; this file only sequences them, owns the work folder and makes
+//! sure a failed or interrupted build leaves no output file and no mounts.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::boot::{self, loader::EfiLoader, menu};
+use crate::chroot::{self, Chroot};
+use crate::elements::{self, hooks::Phase, run::Runner};
+use crate::fetch::{Fetcher, Source};
+use crate::fs::{esp, squashfs};
+use crate::image::{self, HybridSpec, IsoSource};
+use crate::interrupt;
+use crate::progress::{human_bytes, Progress};
+use crate::rootfs::unpack;
+use crate::spec::{self, LoadedSpec};
+
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    pub spec: PathBuf,
+    pub output: Option<PathBuf>,
+    /// Override the spec's base source (a URL or a local path).
+    pub base: Option<String>,
+    pub base_sha256: Option<String>,
+    pub base_checksum_url: Option<String>,
+    /// Searched before the spec's elements_path.
+    pub elements_path: Vec<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub keep_workdir: bool,
+    pub offline: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct BuildReport {
+    pub output: PathBuf,
+    pub size: u64,
+    pub seconds: f64,
+    pub kernel: String,
+}
+
+/// `$UCL_CACHE_DIR`, else `$XDG_CACHE_HOME/undercloud-live`, else
+/// `~/.cache/undercloud-live`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("UCL_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"));
+    base.join("undercloud-live")
+}
+
+/// Removes a half-written output on every exit path but success.
+struct PartialOutput {
+    path: PathBuf,
+    done: bool,
+}
+
+impl Drop for PartialOutput {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes the work folder (unless kept), refusing while anything is
+/// mounted inside it.
+struct WorkDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("note: work folder kept at {}", self.path.display());
+        } else if let Err(e) = chroot::remove_tree(&self.path) {
+            eprintln!("warning: {e:#}");
+        }
+    }
+}
+
+fn derive_u32(seed: &str, role: &str) -> u32 {
+    let h = Sha256::digest(format!("{seed}\0{role}").as_bytes());
+    u32::from_le_bytes([h[0], h[1], h[2], h[3]])
+}
+
+pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
+    let started = Instant::now();
+    let loaded = LoadedSpec::load(&opts.spec)?;
+    let spec = &loaded.spec;
+    let epoch = spec::source_date_epoch()?;
+
+    // Everything that can be checked without work is checked first, so a
+    // typo costs a second, not a download.
+    let mut elements_path: Vec<PathBuf> = opts.elements_path.clone();
+    elements_path.extend(spec.elements_path.iter().map(|p| loaded.resolve(p)));
+    if let Some(env) = std::env::var_os("ELEMENTS_PATH") {
+        elements_path.extend(std::env::split_paths(&env));
+    }
+    let set = elements::resolve(&spec.elements, &elements_path, spec.base.distro)?;
+    squashfs::check_tool()?;
+    for tool in ["chroot", "bash"] {
+        if squashfs::which(tool).is_none() {
+            anyhow::bail!("{tool} not found: install package coreutils / bash");
+        }
+    }
+
+    let output = match (&opts.output, &spec.output) {
+        (Some(o), _) => o.clone(),
+        (None, Some(o)) => loaded.resolve(o),
+        (None, None) => PathBuf::from(format!("{}.iso", spec.name)),
+    };
+    let out_dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let file_name = output
+        .file_name()
+        .with_context(|| format!("output {} has no file name", output.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let partial = PartialOutput {
+        path: out_dir.join(format!(".{file_name}.partial-{}", std::process::id())),
+        done: false,
+    };
+
+    let cache_dir = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let work = WorkDir {
+        path: match &opts.workdir {
+            Some(w) => w.clone(),
+            None => std::env::temp_dir().join(format!(
+                "undercloud-live-{}-{}",
+                spec.name,
+                std::process::id()
+            )),
+        },
+        keep: opts.keep_workdir,
+    };
+    if work.path.exists() {
+        chroot::remove_tree(&work.path)?;
+    }
+    fs::create_dir_all(&work.path).with_context(|| format!("creating {}", work.path.display()))?;
+    let root = work.path.join("root");
+    fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+
+    // fetch
+    let source = base_source(opts, &loaded)?;
+    progress.step(format!("fetching base {}", source.location));
+    let fetcher = Fetcher::new(cache_dir.join("downloads"), progress.clone()).offline(opts.offline);
+    let archive = fetcher.fetch(&source)?;
+    if source.sha256.is_none() && source.checksum_url.is_none() {
+        eprintln!(
+            "warning: base {} has no checksum in the spec: it is used unverified",
+            source.location
+        );
+    }
+    interrupt::check()?;
+
+    // unpack
+    let t = Instant::now();
+    let stats = unpack::unpack(&archive, &root, progress)?;
+    progress.step(format!(
+        "unpacked {} entries ({}) in {:.1} s",
+        stats.entries,
+        human_bytes(stats.bytes),
+        t.elapsed().as_secs_f64()
+    ));
+
+    // elements, then the live initrd, inside the root
+    let kernel;
+    let initrd = work.path.join("initrd.img");
+    {
+        let chroot = Chroot::enter(&root)?;
+        let mut runner = Runner::new(
+            &set,
+            &root,
+            &work.path,
+            spec.base.distro,
+            &spec.base.release,
+            &spec.name,
+            &cache_dir,
+            progress,
+        )?;
+        let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
+        progress.step(format!("elements: {}", names.join(" ")));
+        runner.run(
+            &[
+                Phase::Root,
+                Phase::ExtraData,
+                Phase::PreInstall,
+                Phase::Install,
+                Phase::PostInstall,
+                Phase::PostRoot,
+                Phase::BlockDevice,
+                Phase::PreFinalise,
+                Phase::Finalise,
+            ],
+            Some(&chroot),
+        )?;
+        kernel = boot::kernel::find(&root)?;
+        let t = Instant::now();
+        progress.step(format!("building the live initrd for kernel {} with dracut", kernel.version));
+        boot::build_initrd(&chroot, &kernel.version, epoch, &initrd)?;
+        progress.step(format!("initrd built in {:.1} s", t.elapsed().as_secs_f64()));
+        runner.finish()?;
+        chroot.close()?;
+        runner.run(&[Phase::Cleanup], None)?;
+    }
+    let loader = boot::loader::find(&root, spec.base.distro)?;
+    interrupt::check()?;
+
+    // Kernel out of the root before squashfs (the root keeps its own copy:
+    // an installed system needs it).
+    let kernel_copy = work.path.join("vmlinuz");
+    fs::copy(&kernel.path, &kernel_copy)
+        .with_context(|| format!("copying {}", kernel.path.display()))?;
+
+    // live root
+    let squash = work.path.join("squashfs.img");
+    let t = Instant::now();
+    progress.step(format!("making the live root ({})", spec.root.compression.name()));
+    squashfs::make(&root, &squash, spec.root.compression, epoch, true)?;
+    let squash_size = fs::metadata(&squash).map(|m| m.len()).unwrap_or(0);
+    progress.step(format!(
+        "live root {} in {:.1} s",
+        human_bytes(squash_size),
+        t.elapsed().as_secs_f64()
+    ));
+    // The root folder is no longer needed; free its space before the image
+    // copy doubles the disk use.
+    if !opts.keep_workdir {
+        chroot::remove_tree(&root)?;
+    }
+
+    // boot menu + ESP
+    let title = format!("Start {}", spec.name);
+    let cmdline = menu::kernel_cmdline(&spec.label, &spec.kernel_cmdline);
+    let grub_cfg = work.path.join("grub.cfg");
+    let mut esp_files: Vec<esp::EspFile> = Vec::new();
+    let mut iso_files: Vec<IsoSource> = Vec::new();
+    match &loader {
+        EfiLoader::Shim { shim, grub, mm, vendor } => {
+            fs::write(&grub_cfg, menu::grub_cfg(&title, &spec.label, &cmdline, spec.boot.timeout))
+                .with_context(|| format!("writing {}", grub_cfg.display()))?;
+            let mut efi = vec![
+                ("EFI/BOOT/BOOTX64.EFI".to_string(), shim.clone()),
+                ("EFI/BOOT/grubx64.efi".to_string(), grub.clone()),
+            ];
+            if let Some(mm) = mm {
+                efi.push(("EFI/BOOT/mmx64.efi".to_string(), mm.clone()));
+            }
+            // grub reads its built-in prefix (/EFI/<vendor>) first, then the
+            // folder it was started from.
+            efi.push(("EFI/BOOT/grub.cfg".to_string(), grub_cfg.clone()));
+            efi.push((format!("EFI/{vendor}/grub.cfg"), grub_cfg.clone()));
+            for (dest, src) in &efi {
+                // The loaders are read out of the root now: the root folder
+                // may be removed before the image is written.
+                esp_files.push(esp::EspFile {
+                    dest: dest.clone(),
+                    content: esp::EspContent::Bytes(
+                        fs::read(src).with_context(|| format!("reading {}", src.display()))?,
+                    ),
+                });
+                // The same files in the ISO tree: on a CD, grub's $cmdpath
+                // is the ISO9660 volume, not the El Torito image.
+                if dest.starts_with("EFI/BOOT/") {
+                    let staged = work.path.join("iso").join(dest);
+                    fs::create_dir_all(staged.parent().unwrap_or(&work.path))
+                        .with_context(|| format!("creating {}", staged.display()))?;
+                    if staged != *src {
+                        fs::copy(src, &staged).with_context(|| format!("copying {}", src.display()))?;
+                    }
+                    iso_files.push(IsoSource { iso_path: dest.clone(), source: staged });
+                }
+            }
+            iso_files.push(IsoSource { iso_path: "boot/grub/grub.cfg".into(), source: grub_cfg.clone() });
+        }
+        EfiLoader::SystemdBoot { efi } => {
+            esp_files.push(esp::EspFile {
+                dest: "EFI/BOOT/BOOTX64.EFI".into(),
+                content: esp::EspContent::Bytes(fs::read(efi).with_context(|| format!("reading {}", efi.display()))?),
+            });
+            esp_files.push(esp::EspFile {
+                dest: "loader/loader.conf".into(),
+                content: esp::EspContent::Bytes(menu::systemd_boot_loader_conf(spec.boot.timeout).into_bytes()),
+            });
+            esp_files.push(esp::EspFile {
+                dest: "loader/entries/undercloud-live.conf".into(),
+                content: esp::EspContent::Bytes(menu::systemd_boot_entry(&title, &cmdline).into_bytes()),
+            });
+            esp_files.push(esp::EspFile {
+                dest: menu::ESP_KERNEL.into(),
+                content: esp::EspContent::Path(kernel_copy.clone()),
+            });
+            esp_files.push(esp::EspFile {
+                dest: menu::ESP_INITRD.into(),
+                content: esp::EspContent::Path(initrd.clone()),
+            });
+        }
+    }
+    let esp_img = work.path.join("efiboot.img");
+    let esp_report = esp::write_esp(
+        &esp_files,
+        &esp::EspOptions {
+            label: "UCL-ESP".into(),
+            volume_id: derive_u32(&loaded.seed(), "esp"),
+            epoch,
+            extra_bytes: 0,
+        },
+        &esp_img,
+    )?;
+    progress.step(format!(
+        "ESP {} ({})",
+        human_bytes(esp_report.size),
+        esp_report.fat_type
+    ));
+
+    iso_files.push(IsoSource { iso_path: "images/efiboot.img".into(), source: esp_img });
+    iso_files.push(IsoSource { iso_path: menu::ISO_KERNEL.into(), source: kernel_copy });
+    iso_files.push(IsoSource { iso_path: menu::ISO_INITRD.into(), source: initrd });
+    iso_files.push(IsoSource { iso_path: "LiveOS/squashfs.img".into(), source: squash });
+
+    // image
+    let t = Instant::now();
+    progress.step(format!("writing {}", output.display()));
+    let report = image::write_hybrid(
+        &HybridSpec {
+            volume_label: spec.label.clone(),
+            epoch,
+            seed: loaded.seed(),
+            files: iso_files,
+            esp: "images/efiboot.img".into(),
+            root: Some("LiveOS/squashfs.img".into()),
+            bios_boot: None,
+            mbr_code: None,
+        },
+        &partial.path,
+    )?;
+    interrupt::check()?;
+    {
+        let f = fs::File::open(&partial.path)
+            .with_context(|| format!("opening {}", partial.path.display()))?;
+        f.sync_all().with_context(|| format!("syncing {}", partial.path.display()))?;
+    }
+    fs::rename(&partial.path, &output)
+        .with_context(|| format!("renaming {} to {}", partial.path.display(), output.display()))?;
+    let mut partial = partial;
+    partial.done = true;
+    progress.step(format!(
+        "image written in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    drop(work);
+    Ok(BuildReport {
+        output,
+        size: report.size,
+        seconds: started.elapsed().as_secs_f64(),
+        kernel: kernel.version,
+    })
+}
+
+fn base_source(opts: &BuildOptions, loaded: &LoadedSpec) -> Result<Source> {
+    let b = &loaded.spec.base;
+    let location = match (&opts.base, &b.url, &b.path) {
+        (Some(o), _, _) => o.clone(),
+        (None, Some(u), _) => u.clone(),
+        (None, None, Some(p)) => loaded.resolve(p).display().to_string(),
+        (None, None, None) => anyhow::bail!("base: needs url or path"),
+    };
+    let overridden = opts.base.is_some();
+    Ok(Source {
+        location,
+        sha256: opts
+            .base_sha256
+            .clone()
+            .or_else(|| if overridden { None } else { b.sha256.clone() }),
+        checksum_url: opts
+            .base_checksum_url
+            .clone()
+            .or_else(|| if overridden { None } else { b.checksum_url.clone() }),
+    })
+}

@@ -1,1 +1,290 @@
-//! (in progress)
+//! A build root prepared for running commands inside it.
+//!
+//! `Chroot::enter` mounts /proc, /sys, /dev, /dev/pts and the host's
+//! resolv.conf into the root; the guard unmounts them in reverse order when
+//! it is closed or dropped, so success, error and Ctrl-C (which becomes an
+//! error, see `interrupt`) all leave nothing mounted. `isolate_mounts` puts
+//! the whole build in a private mount namespace as a second line of defence:
+//! even a SIGKILL cannot leave a mount visible on the host.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::interrupt;
+
+/// Move this process into a private mount namespace (needs root). Must be
+/// called before any thread is started.
+pub fn isolate_mounts() -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("creating a private mount namespace (are you root?)")?;
+    // Without MS_PRIVATE our mounts would still propagate back to the host
+    // through shared subtrees (systemd makes / shared).
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("making mounts private")?;
+    Ok(())
+}
+
+pub struct Chroot {
+    root: PathBuf,
+    /// Mount points in the order they were mounted.
+    mounts: Vec<PathBuf>,
+    resolv: Option<ResolvState>,
+}
+
+/// What stood at /etc/resolv.conf before we put the host's there.
+enum ResolvState {
+    /// A regular file: we bind-mounted over it.
+    BoundOver,
+    /// A symlink or nothing: moved aside (if present) and an empty file made
+    /// as the mount point, because mounting onto a symlink would follow it
+    /// out of the root onto the host.
+    Replaced { saved: Option<PathBuf> },
+}
+
+impl Chroot {
+    pub fn enter(root: &Path) -> Result<Chroot> {
+        let mut c = Chroot {
+            root: root.to_path_buf(),
+            mounts: Vec::new(),
+            resolv: None,
+        };
+        c.mount_fs("proc", "proc", "proc", MsFlags::empty())?;
+        c.mount_fs("sys", "sysfs", "sysfs", MsFlags::MS_RDONLY)?;
+        c.bind("/dev", "dev")?;
+        c.mount_fs("dev/pts", "devpts", "devpts", MsFlags::empty())?;
+        c.bind_resolv_conf()?;
+        Ok(c)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A path inside the root, refusing to pass through symlinks: a hostile
+    /// or odd base could point `proc` at the host's /etc.
+    fn real_dir(&self, rel: &str) -> Result<PathBuf> {
+        let mut p = self.root.clone();
+        for comp in rel.split('/') {
+            p.push(comp);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    bail!("{} in the build root is a symlink", p.display())
+                }
+                Ok(m) if !m.is_dir() => bail!("{} in the build root is not a directory", p.display()),
+                Ok(_) => {}
+                Err(_) => fs::create_dir(&p)
+                    .with_context(|| format!("creating {}", p.display()))?,
+            }
+        }
+        Ok(p)
+    }
+
+    fn mount_fs(&mut self, rel: &str, source: &str, fstype: &str, flags: MsFlags) -> Result<()> {
+        let target = self.real_dir(rel)?;
+        let flags = flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        let data = (fstype == "devpts").then_some("newinstance,ptmxmode=0666");
+        mount(Some(source), &target, Some(fstype), flags, data)
+            .with_context(|| format!("mounting {fstype} on {}", target.display()))?;
+        self.mounts.push(target);
+        Ok(())
+    }
+
+    fn bind(&mut self, host: &str, rel: &str) -> Result<()> {
+        let target = self.real_dir(rel)?;
+        mount(
+            Some(host),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind-mounting {host} on {}", target.display()))?;
+        self.mounts.push(target);
+        Ok(())
+    }
+
+    fn bind_resolv_conf(&mut self) -> Result<()> {
+        let host = Path::new("/etc/resolv.conf");
+        if !host.exists() {
+            return Ok(()); // an offline host: nothing to lend
+        }
+        let etc = self.real_dir("etc")?;
+        let target = etc.join("resolv.conf");
+        let state = match fs::symlink_metadata(&target) {
+            Ok(m) if m.is_file() => ResolvState::BoundOver,
+            Ok(_) => {
+                let saved = etc.join("resolv.conf.undercloud-live-saved");
+                fs::rename(&target, &saved)
+                    .with_context(|| format!("moving {} aside", target.display()))?;
+                fs::write(&target, b"")
+                    .with_context(|| format!("creating {}", target.display()))?;
+                ResolvState::Replaced { saved: Some(saved) }
+            }
+            Err(_) => {
+                fs::write(&target, b"")
+                    .with_context(|| format!("creating {}", target.display()))?;
+                ResolvState::Replaced { saved: None }
+            }
+        };
+        self.resolv = Some(state);
+        mount(
+            Some(host),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind-mounting /etc/resolv.conf on {}", target.display()))?;
+        self.mounts.push(target);
+        Ok(())
+    }
+
+    /// A command that runs `argv` inside the root with a clean environment
+    /// plus `env`.
+    pub fn command<S: AsRef<OsStr>>(&self, argv: &[S], env: &[(String, String)]) -> Command {
+        let mut cmd = Command::new("chroot");
+        cmd.arg(&self.root).arg("/usr/bin/env").arg("-i");
+        for (k, v) in base_env().iter().chain(env.iter()) {
+            cmd.arg(format!("{k}={v}"));
+        }
+        cmd.args(argv);
+        cmd
+    }
+
+    /// Run `argv` inside the root; `what` names it in errors.
+    pub fn run<S: AsRef<OsStr>>(&self, argv: &[S], env: &[(String, String)], what: &str) -> Result<()> {
+        interrupt::run(&mut self.command(argv, env), what)
+    }
+
+    /// Unmount everything, reporting the first failure.
+    pub fn close(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        let mut first_err = None;
+        while let Some(m) = self.mounts.pop() {
+            if let Err(e) = umount2(&m, MntFlags::empty()) {
+                // A process that outlived its hook can keep a mount busy;
+                // detach it so it disappears once that process exits.
+                if let Err(e2) = umount2(&m, MntFlags::MNT_DETACH) {
+                    first_err.get_or_insert_with(|| {
+                        anyhow::anyhow!("unmounting {}: {e} (lazy: {e2})", m.display())
+                    });
+                }
+            }
+        }
+        if let Some(state) = self.resolv.take() {
+            let target = self.root.join("etc/resolv.conf");
+            if let ResolvState::Replaced { saved } = state {
+                let _ = fs::remove_file(&target);
+                if let Some(saved) = saved {
+                    if let Err(e) = fs::rename(&saved, &target) {
+                        first_err.get_or_insert_with(|| {
+                            anyhow::anyhow!("restoring {}: {e}", target.display())
+                        });
+                    }
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("warning: {e:#}");
+        }
+    }
+}
+
+/// The environment every command in the root starts from.
+fn base_env() -> Vec<(String, String)> {
+    [
+        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        ("HOME", "/root"),
+        ("LANG", "C.UTF-8"),
+        ("TERM", "dumb"),
+        ("DEBIAN_FRONTEND", "noninteractive"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Mount points at or below `dir`, from /proc/self/mountinfo. Used before
+/// deleting a work folder: removing a tree with /dev bound inside it would
+/// delete the host's device nodes.
+pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let text = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(&dir))
+        .collect())
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Remove a work folder, refusing while anything is mounted inside it.
+pub fn remove_tree(dir: &Path) -> Result<()> {
+    let busy = mounts_under(dir)?;
+    if !busy.is_empty() {
+        bail!(
+            "not removing {}: {} is still mounted",
+            dir.display(),
+            busy[0].display()
+        );
+    }
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_unescapes_octal() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/end\\"), "/end\\");
+    }
+}

@@ -1,1 +1,345 @@
-//! (in progress)
+//! The image specification: a YAML file describing one image.
+//!
+//! Parsed with serde-saphyr (serde_yaml is deprecated upstream). Unknown keys
+//! and wrong types are errors naming the key and the file. Relative paths in
+//! a spec are relative to the spec file's directory, so a spec and its
+//! elements can move together.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// Distributions whose package manager and boot-file locations we know.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Distro {
+    Fedora,
+    Debian,
+}
+
+impl Distro {
+    pub fn name(self) -> &'static str {
+        match self {
+            Distro::Fedora => "fedora",
+            Distro::Debian => "debian",
+        }
+    }
+
+    /// The architecture name the distro's packages use (dib's `ARCH`).
+    pub fn arch(self) -> &'static str {
+        match self {
+            Distro::Fedora => "x86_64",
+            Distro::Debian => "amd64",
+        }
+    }
+}
+
+/// Root filesystem compressors mksquashfs supports that both Fedora's and
+/// Debian's kernels can read.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Fast to build and to boot; the default because build time is what an
+    /// operator waits on.
+    #[default]
+    Zstd,
+    Xz,
+    Gzip,
+    Lz4,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
+            Compression::Gzip => "gzip",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Base {
+    pub distro: Distro,
+    /// Release name or number (`bookworm`, `43`): `DIB_RELEASE` for elements.
+    pub release: String,
+    /// http(s):// or file:// URL of a rootfs archive.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Local rootfs archive (relative to the spec's directory).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Expected sha256 of the archive.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// A SHA256SUMS or Fedora CHECKSUM file that lists the archive.
+    #[serde(default)]
+    pub checksum_url: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RootOptions {
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BootMenu {
+    /// Seconds the menu waits before booting the default entry.
+    #[serde(default = "default_menu_timeout")]
+    pub timeout: u32,
+}
+
+impl Default for BootMenu {
+    fn default() -> Self {
+        BootMenu {
+            timeout: default_menu_timeout(),
+        }
+    }
+}
+
+fn default_menu_timeout() -> u32 {
+    5
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Image name: `IMAGE_NAME` for elements, default output file name.
+    pub name: String,
+    /// ISO volume label, also `root=live:CDLABEL=` on the kernel command line.
+    pub label: String,
+    pub base: Base,
+    #[serde(default)]
+    pub elements: Vec<String>,
+    /// Folders searched for elements, earlier entries win.
+    #[serde(default)]
+    pub elements_path: Vec<PathBuf>,
+    /// Added to the kernel command line after the live arguments.
+    #[serde(default)]
+    pub kernel_cmdline: Vec<String>,
+    #[serde(default)]
+    pub root: RootOptions,
+    #[serde(default)]
+    pub boot: BootMenu,
+    /// Output image path (relative to the spec's directory).
+    #[serde(default)]
+    pub output: Option<PathBuf>,
+    /// Seed for GUIDs and volume serials; defaults to name + label so that
+    /// two specs never share disk GUIDs by accident.
+    #[serde(default)]
+    pub seed: Option<String>,
+}
+
+/// A spec together with where it came from.
+#[derive(Clone, Debug)]
+pub struct LoadedSpec {
+    pub spec: Spec,
+    pub file: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl LoadedSpec {
+    pub fn load(file: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading spec {}", file.display()))?;
+        let spec = parse(&text).with_context(|| format!("spec {}", file.display()))?;
+        let dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        Ok(LoadedSpec {
+            spec,
+            file: file.to_path_buf(),
+            dir,
+        })
+    }
+
+    /// A path from the spec, made relative to the spec's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    pub fn seed(&self) -> String {
+        self.spec
+            .seed
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", self.spec.name, self.spec.label))
+    }
+}
+
+/// Parse and validate a spec. The error is one line: the YAML library's
+/// multi-line snippet rendering is folded so a terminal or log shows the key
+/// and position on the same line as the file name.
+pub fn parse(text: &str) -> Result<Spec> {
+    let spec: Spec = serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!(one_line(&e)))?;
+    validate(&spec)?;
+    Ok(spec)
+}
+
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    let s = e.to_string();
+    let lines: Vec<&str> = s
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" ")
+}
+
+fn validate(spec: &Spec) -> Result<()> {
+    validate_label(&spec.label)?;
+    if spec.name.is_empty()
+        || !spec
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!(
+            "name {:?}: use letters, digits, '-', '_' and '.' only",
+            spec.name
+        );
+    }
+    let b = &spec.base;
+    match (&b.url, &b.path) {
+        (Some(_), Some(_)) => bail!("base: give either url or path, not both"),
+        (None, None) => bail!("base: needs url or path"),
+        _ => {}
+    }
+    if b.url.is_some() && b.sha256.is_none() && b.checksum_url.is_none() {
+        bail!("base: a url needs sha256 or checksum_url, so the download can be verified");
+    }
+    if let Some(h) = &b.sha256 {
+        if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+            bail!("base.sha256: {h:?} is not 64 hex digits");
+        }
+    }
+    for e in &spec.elements {
+        if e.is_empty() || e.contains('/') {
+            bail!("elements: {e:?} is not an element name");
+        }
+    }
+    for arg in &spec.kernel_cmdline {
+        if arg.contains(['\n', '"', '\'']) {
+            bail!("kernel_cmdline: {arg:?} has a quote or newline");
+        }
+    }
+    Ok(())
+}
+
+/// ISO9660 volume identifiers are at most 32 d-characters; '-' is accepted
+/// by every reader in practice (Fedora's labels use it) and by udev's
+/// /dev/disk/by-label, which dracut's `CDLABEL=` looks up.
+pub fn validate_label(label: &str) -> Result<()> {
+    if label.is_empty() || label.len() > 32 {
+        bail!("label {label:?}: must be 1 to 32 characters");
+    }
+    if !label
+        .chars()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
+        bail!("label {label:?}: use A-Z, 0-9, '_' and '-' only (ISO9660 d-characters)");
+    }
+    Ok(())
+}
+
+/// `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
+pub fn source_date_epoch() -> Result<i64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a non-negative integer")),
+        Err(_) => Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+name: minimal
+label: UCL-MINIMAL
+base:
+  distro: debian
+  release: bookworm
+  url: http://127.0.0.1:1/rootfs.tar.xz
+  checksum_url: http://127.0.0.1:1/SHA256SUMS
+elements: [marker]
+elements_path: [elements]
+kernel_cmdline: [console=ttyS0, panic=-1]
+root:
+  compression: xz
+";
+
+    #[test]
+    fn parses_a_full_spec() {
+        let s = parse(GOOD).expect("parse");
+        assert_eq!(s.base.distro, Distro::Debian);
+        assert_eq!(s.root.compression, Compression::Xz);
+        assert_eq!(s.kernel_cmdline, vec!["console=ttyS0", "panic=-1"]);
+        assert_eq!(s.boot.timeout, 5);
+        assert_eq!(s.elements, vec!["marker"]);
+    }
+
+    #[test]
+    fn unknown_key_is_named_on_one_line() {
+        let bad = GOOD.replace("elements: [marker]", "elements: [marker]\nflavour: sweet");
+        let e = format!("{:#}", parse(&bad).unwrap_err());
+        assert!(e.contains("flavour"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn unknown_nested_key_is_named() {
+        let bad = GOOD.replace("  release: bookworm", "  release: bookworm\n  mirorr: x");
+        let e = format!("{:#}", parse(&bad).unwrap_err());
+        assert!(e.contains("mirorr"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let bad = GOOD.replace("elements: [marker]", "elements: 7");
+        let e = format!("{:#}", parse(&bad).unwrap_err());
+        assert!(e.contains("elements") || e.contains("sequence"), "{e}");
+        let bad = GOOD.replace("distro: debian", "distro: gentoo");
+        let e = format!("{:#}", parse(&bad).unwrap_err());
+        assert!(e.contains("gentoo"), "{e}");
+    }
+
+    #[test]
+    fn url_needs_a_checksum() {
+        let bad = GOOD.replace("  checksum_url: http://127.0.0.1:1/SHA256SUMS\n", "");
+        let e = format!("{:#}", parse(&bad).unwrap_err());
+        assert!(e.contains("sha256 or checksum_url"), "{e}");
+    }
+
+    #[test]
+    fn labels_are_d_characters() {
+        assert!(validate_label("UCL_LIVE-43").is_ok());
+        assert!(validate_label("lower").is_err());
+        assert!(validate_label("HAS SPACE").is_err());
+        assert!(validate_label(&"A".repeat(33)).is_err());
+        assert!(validate_label("").is_err());
+    }
+}

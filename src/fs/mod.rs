@@ -1,1 +1,2 @@
 //! Filesystems made for the image: the FAT ESP (in-process) and the live root (mksquashfs).
+pub mod squashfs;

@@ -1,0 +1,233 @@
+//! Phases and run-parts: which hook scripts run, in which order.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use super::Element;
+
+/// diskimage-builder's phases, in the order it runs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    Root,
+    ExtraData,
+    PreInstall,
+    Install,
+    PostInstall,
+    PostRoot,
+    BlockDevice,
+    PreFinalise,
+    Finalise,
+    Cleanup,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 10] = [
+        Phase::Root,
+        Phase::ExtraData,
+        Phase::PreInstall,
+        Phase::Install,
+        Phase::PostInstall,
+        Phase::PostRoot,
+        Phase::BlockDevice,
+        Phase::PreFinalise,
+        Phase::Finalise,
+        Phase::Cleanup,
+    ];
+
+    /// The hook folder name, e.g. `install.d`.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Phase::Root => "root.d",
+            Phase::ExtraData => "extra-data.d",
+            Phase::PreInstall => "pre-install.d",
+            Phase::Install => "install.d",
+            Phase::PostInstall => "post-install.d",
+            Phase::PostRoot => "post-root.d",
+            Phase::BlockDevice => "block-device.d",
+            Phase::PreFinalise => "pre-finalise.d",
+            Phase::Finalise => "finalise.d",
+            Phase::Cleanup => "cleanup.d",
+        }
+    }
+
+    pub fn from_dir(s: &str) -> Option<Phase> {
+        let s = s.trim_end_matches(".d");
+        Phase::ALL.into_iter().find(|p| p.dir().trim_end_matches(".d") == s)
+    }
+
+    /// Whether dib runs this phase's hooks inside the chroot.
+    pub fn in_chroot(self) -> bool {
+        matches!(
+            self,
+            Phase::PreInstall | Phase::Install | Phase::PostInstall | Phase::Finalise
+        )
+    }
+}
+
+/// One hook script and the element it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hook {
+    pub name: String,
+    pub element: String,
+    pub path: PathBuf,
+}
+
+/// run-parts accepts only these names; anything with a dot (editor
+/// backups, `.sh`, `.disabled`) is skipped, as dib-run-parts does.
+pub fn valid_hook_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `LANG=C sort -n`: compare the leading number (none counts as 0), then the
+/// whole name bytewise, so `9-b` runs before `10-a`.
+pub fn sort_n(a: &str, b: &str) -> Ordering {
+    fn lead(s: &str) -> u128 {
+        let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().unwrap_or(0)
+    }
+    lead(a).cmp(&lead(b)).then_with(|| a.as_bytes().cmp(b.as_bytes()))
+}
+
+/// The hooks of `phase` across `elements`, in run order. Two elements with a
+/// hook of the same name in the same phase is an error (dib merges phases into
+/// one folder, where one would silently replace the other).
+pub fn collect(elements: &[Element], phase: Phase) -> Result<Vec<Hook>> {
+    let mut by_name: BTreeMap<String, Hook> = BTreeMap::new();
+    for el in elements {
+        let dir = el.dir.join(phase.dir());
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let meta = fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+            if !meta.is_file() {
+                continue;
+            }
+            if !valid_hook_name(&name) {
+                if std::env::var_os("DIB_DEBUG_TRACE").is_some_and(|v| v != "0") {
+                    eprintln!("debug: skipping {} (run-parts ignores names with dots)", path.display());
+                }
+                continue;
+            }
+            if meta.permissions().mode() & 0o111 == 0 {
+                continue; // run-parts runs executables only
+            }
+            if let Some(prev) = by_name.get(&name) {
+                bail!(
+                    "hook {} {name} is defined by both elements {:?} and {:?}",
+                    phase.dir(),
+                    prev.element,
+                    el.name
+                );
+            }
+            by_name.insert(
+                name.clone(),
+                Hook {
+                    name,
+                    element: el.name.clone(),
+                    path,
+                },
+            );
+        }
+    }
+    let mut hooks: Vec<Hook> = by_name.into_values().collect();
+    hooks.sort_by(|a, b| sort_n(&a.name, &b.name));
+    Ok(hooks)
+}
+
+/// environment.d files of all elements, sourced in name order before each
+/// phase.
+pub fn environment_files(elements: &[Element]) -> Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    for el in elements {
+        let dir = el.dir.join("environment.d");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            if entry.path().is_file() {
+                files.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+            }
+        }
+    }
+    files.sort_by(|a, b| sort_n(&a.0, &b.0));
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn hook(dir: &Path, phase: &str, name: &str, exec: bool) {
+        let d = dir.join(phase);
+        fs::create_dir_all(&d).unwrap();
+        let p = d.join(name);
+        fs::write(&p, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 })).unwrap();
+    }
+
+    #[test]
+    fn sort_n_matches_gnu_sort() {
+        let mut v = vec!["10-a", "9-b", "01-x", "a", "50-z", "1-y", "B"];
+        v.sort_by(|a, b| sort_n(a, b));
+        assert_eq!(v, ["B", "a", "01-x", "1-y", "9-b", "10-a", "50-z"]);
+    }
+
+    #[test]
+    fn collects_in_order_and_skips_invalid() {
+        let t = tempfile::tempdir().unwrap();
+        let a = t.path().join("a");
+        let b = t.path().join("b");
+        hook(&a, "install.d", "10-a", true);
+        hook(&b, "install.d", "9-b", true);
+        hook(&a, "install.d", "20-x.sh", true);
+        hook(&a, "install.d", "30-noexec", false);
+        let els = vec![
+            Element { name: "a".into(), dir: a },
+            Element { name: "b".into(), dir: b },
+        ];
+        let hooks = collect(&els, Phase::Install).unwrap();
+        let names: Vec<_> = hooks.iter().map(|h| (h.name.as_str(), h.element.as_str())).collect();
+        assert_eq!(names, [("9-b", "b"), ("10-a", "a")]);
+        assert!(collect(&els, Phase::Finalise).unwrap().is_empty());
+    }
+
+    #[test]
+    fn duplicate_hook_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        let a = t.path().join("a");
+        let b = t.path().join("b");
+        hook(&a, "install.d", "50-same", true);
+        hook(&b, "install.d", "50-same", true);
+        let els = vec![
+            Element { name: "a".into(), dir: a },
+            Element { name: "b".into(), dir: b },
+        ];
+        let e = format!("{:#}", collect(&els, Phase::Install).unwrap_err());
+        assert!(e.contains("50-same") && e.contains("\"a\"") && e.contains("\"b\""), "{e}");
+    }
+
+    #[test]
+    fn phase_names_round_trip() {
+        for p in Phase::ALL {
+            assert_eq!(Phase::from_dir(p.dir()), Some(p));
+        }
+        assert!(Phase::Install.in_chroot());
+        assert!(!Phase::Root.in_chroot());
+    }
+}

@@ -1,0 +1,168 @@
+//! Bad input gets a one-line error naming the culprit, a non-zero exit, no
+//! output file and no mounts left behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+
+const SPEC: &str = "\
+name: bad
+label: UCL-BAD
+base:
+  distro: debian
+  release: bookworm
+  path: base.tar.gz
+elements: [marker]
+elements_path: [ELEMENTS]
+";
+
+struct Case {
+    dir: PathBuf,
+    out: PathBuf,
+    work: PathBuf,
+}
+
+fn case(name: &str, spec: &str) -> Case {
+    let dir = scratch(&format!("bad-{name}"));
+    let elements = repo().join("tests/elements");
+    std::fs::write(dir.join("spec.yaml"), spec.replace("ELEMENTS", &elements.display().to_string())).unwrap();
+    Case {
+        out: dir.join("out.iso"),
+        work: dir.join("work"),
+        dir,
+    }
+}
+
+fn build(c: &Case, extra: &[&str]) -> Output {
+    run(bin()
+        .arg("--quiet")
+        .arg("build")
+        .arg(c.dir.join("spec.yaml"))
+        .arg("--output")
+        .arg(&c.out)
+        .arg("--workdir")
+        .arg(&c.work)
+        .arg("--cache-dir")
+        .arg(c.dir.join("cache"))
+        .args(extra))
+}
+
+/// The common promises of every failure.
+fn assert_clean_failure(c: &Case, o: &Output, culprit: &str) {
+    assert!(!o.status.success(), "build should have failed");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(lines[0].contains(culprit), "error does not name {culprit:?}: {stderr}");
+    assert!(!c.out.exists(), "output file left behind");
+    let leftovers: Vec<_> = std::fs::read_dir(&c.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "partial output left: {leftovers:?}");
+    assert!(!c.work.exists(), "work folder left behind");
+    assert!(mounts_under(&c.dir).is_empty(), "mounts left behind");
+}
+
+/// A small valid tar.gz to serve as a base.
+fn small_base(dir: &Path) -> PathBuf {
+    let p = dir.join("base.tar.gz");
+    let f = std::fs::File::create(&p).unwrap();
+    let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(6);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "etc/hostname", &b"hello\n"[..]).unwrap();
+    b.into_inner().unwrap().finish().unwrap();
+    p
+}
+
+fn sha256_of(p: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+#[test]
+fn unknown_spec_key() {
+    let c = case("key", &SPEC.replace("elements: [marker]", "elements: [marker]\ncolour: blue"));
+    let o = build(&c, &[]);
+    assert_clean_failure(&c, &o, "colour");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("spec.yaml"));
+}
+
+#[test]
+fn missing_element() {
+    let c = case("element", &SPEC.replace("[marker]", "[marker, no-such-element]"));
+    let o = build(&c, &[]);
+    assert_clean_failure(&c, &o, "no-such-element");
+}
+
+#[test]
+fn wrong_sha256() {
+    let c = case("sha", SPEC);
+    let base = small_base(&c.dir);
+    let server = serve(&c.dir, Mode::Normal);
+    let wrong = "0".repeat(64);
+    let o = build(&c, &["--base", &server.url("base.tar.gz"), "--base-sha256", &wrong]);
+    assert_clean_failure(&c, &o, "checksum mismatch");
+    assert!(base.is_file());
+    // Nothing unverified was kept in the cache.
+    let cached = walk(&c.dir.join("cache"));
+    assert!(cached.iter().all(|p| !p.ends_with(&wrong)), "{cached:?}");
+}
+
+#[test]
+fn truncated_download() {
+    let c = case("truncated", SPEC);
+    let base = small_base(&c.dir);
+    let server = serve(&c.dir, Mode::Truncate);
+    let sum = sha256_of(&base);
+    let o = build(&c, &["--base", &server.url("base.tar.gz"), "--base-sha256", &sum]);
+    assert_clean_failure(&c, &o, "truncated");
+}
+
+#[test]
+fn tar_entry_leaving_the_root() {
+    let c = case("dotdot", SPEC);
+    let p = c.dir.join("evil.tar");
+    // The tar crate refuses to write "..", so the header name is set raw.
+    let mut data = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut data);
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..12].copy_from_slice(b"../escape-me");
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, &b"evil"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    std::fs::write(&p, &data).unwrap();
+    let sum = sha256_of(&p);
+    let o = build(&c, &["--base", p.to_str().unwrap(), "--base-sha256", &sum]);
+    assert_clean_failure(&c, &o, "../escape-me");
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
