@@ -191,9 +191,8 @@ mod tests {
     fn signature_block_is_never_parsed() {
         // A base64 line that happens to look like a checksum line must not
         // count when it sits inside the signature block.
-        let text = format!(
-            "-----BEGIN PGP SIGNATURE-----\n{A}  evil.tar\n-----END PGP SIGNATURE-----\n"
-        );
+        let text =
+            format!("-----BEGIN PGP SIGNATURE-----\n{A}  evil.tar\n-----END PGP SIGNATURE-----\n");
         assert!(parse_checksums(&text).is_empty());
     }
 }

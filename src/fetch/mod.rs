@@ -72,12 +72,12 @@ impl Location {
     fn parse(location: &str) -> Result<Location> {
         let lower = location.to_ascii_lowercase();
         if lower.starts_with("http://") || lower.starts_with("https://") {
-            let url = reqwest::Url::parse(location)
-                .with_context(|| format!("invalid URL {location}"))?;
+            let url =
+                reqwest::Url::parse(location).with_context(|| format!("invalid URL {location}"))?;
             Ok(Location::Remote(url))
         } else if lower.starts_with("file:") {
-            let url = reqwest::Url::parse(location)
-                .with_context(|| format!("invalid URL {location}"))?;
+            let url =
+                reqwest::Url::parse(location).with_context(|| format!("invalid URL {location}"))?;
             // to_file_path refuses remote hosts and relative forms, which
             // cannot name a local file unambiguously.
             let path = url
@@ -165,7 +165,10 @@ impl Fetcher {
                     return Ok(blob);
                 }
                 if self.offline {
-                    bail!("{url} is not in the cache ({}) and downloads are off (offline)", blob.display());
+                    bail!(
+                        "{url} is not in the cache ({}) and downloads are off (offline)",
+                        blob.display()
+                    );
                 }
                 http::download(self, &url, &hex)?;
                 Ok(blob)
@@ -189,15 +192,20 @@ impl Fetcher {
         let Some(list_location) = &src.checksum_url else {
             return Ok(None);
         };
-        let name = location
-            .basename()
-            .with_context(|| format!("{} has no file name to look up in {list_location}", src.location))?;
+        let name = location.basename().with_context(|| {
+            format!(
+                "{} has no file name to look up in {list_location}",
+                src.location
+            )
+        })?;
         let text = self.checksum_list(list_location)?;
         parse_checksums(&text)
             .into_iter()
             .find(|(n, _)| *n == name)
             .map(|(_, hex)| Some(hex))
-            .with_context(|| format!("checksum file {list_location} has no SHA-256 entry for {name}"))
+            .with_context(|| {
+                format!("checksum file {list_location} has no SHA-256 entry for {name}")
+            })
     }
 
     /// Text of a checksum list. Remote lists are fetched fresh when online
@@ -224,10 +232,11 @@ impl Fetcher {
 
     /// Hash a local file in place, streaming, with a progress bar.
     fn verify_local(&self, path: &Path, expected: &str) -> Result<()> {
-        let mut file =
-            File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let len = file.metadata().map(|m| m.len()).ok();
-        let mut bar = self.progress.bytes(&format!("verify {}", display_name(path)), len);
+        let mut bar = self
+            .progress
+            .bytes(&format!("verify {}", display_name(path)), len);
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 17];
         loop {

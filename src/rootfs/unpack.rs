@@ -81,7 +81,10 @@ pub fn sniff(path: &Path) -> Result<Compression> {
         // POSIX ("ustar\0") and GNU ("ustar  ") headers both start so.
         Ok(Compression::None)
     } else if head.starts_with(b"BZh") {
-        bail!("{}: bzip2 archives are not supported (use xz, gzip or zstd)", path.display())
+        bail!(
+            "{}: bzip2 archives are not supported (use xz, gzip or zstd)",
+            path.display()
+        )
     } else {
         bail!(
             "{}: not a tar archive (expected xz, gzip, zstd or plain tar)",
@@ -125,9 +128,13 @@ pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<Unpack
         };
         let decoded: Box<dyn Read + '_> = match compression {
             Compression::None => Box::new(counted),
-            Compression::Xz => Box::new(XzStreams::new(BufReader::with_capacity(1 << 16, counted))?),
+            Compression::Xz => {
+                Box::new(XzStreams::new(BufReader::with_capacity(1 << 16, counted))?)
+            }
             // Multi-member gzip (pigz, concatenated files) is valid gzip.
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(counted))),
+            Compression::Gzip => {
+                Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(counted)))
+            }
             Compression::Zstd => Box::new(
                 zstd::stream::read::Decoder::new(counted).context("starting the zstd decoder")?,
             ),
@@ -154,7 +161,10 @@ pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<Unpack
                 io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
             ) =>
         {
-            Err(anyhow!("{} data is truncated or corrupt", compression.name()))
+            Err(anyhow!(
+                "{} data is truncated or corrupt",
+                compression.name()
+            ))
         }
         (Err(_), Some(e)) => Err(anyhow!("{} decoding failed: {e}", compression.name())),
         (r, _) => r,
@@ -598,7 +608,10 @@ impl Extractor {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(refuse(
                     shown,
-                    format!("hard link target {:?} does not exist", target_rel.display().to_string()),
+                    format!(
+                        "hard link target {:?} does not exist",
+                        target_rel.display().to_string()
+                    ),
                 ))
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", target_full.display())),
@@ -630,13 +643,19 @@ impl Extractor {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(refuse(
                         shown,
-                        format!("hard link target goes through the symlink {}", self.inside(&full)),
+                        format!(
+                            "hard link target goes through the symlink {}",
+                            self.inside(&full)
+                        ),
                     ))
                 }
                 _ => {
                     return Err(refuse(
                         shown,
-                        format!("hard link target {:?} does not exist", rel.display().to_string()),
+                        format!(
+                            "hard link target {:?} does not exist",
+                            rel.display().to_string()
+                        ),
                     ))
                 }
             }
@@ -827,7 +846,10 @@ mod tests {
 
     #[test]
     fn lexical_paths() {
-        assert_eq!(lexical(Path::new("./etc/passwd")), Ok(PathBuf::from("etc/passwd")));
+        assert_eq!(
+            lexical(Path::new("./etc/passwd")),
+            Ok(PathBuf::from("etc/passwd"))
+        );
         assert_eq!(lexical(Path::new("./")), Ok(PathBuf::new()));
         assert_eq!(lexical(Path::new("a/./b")), Ok(PathBuf::from("a/b")));
         assert_eq!(lexical(Path::new("../x")), Err("path leaves the root"));
