@@ -1,1 +1,381 @@
 //! Base download: HTTP(S)/file/local sources into a cache, sha256 verified while streaming.
+//!
+//! The cache is content-addressed (`<cache>/blobs/sha256/<hex>`): a blob is
+//! only ever renamed into place after its digest matched, so its presence
+//! alone proves it was verified and a later fetch needs no network. Local
+//! sources are hashed in place and never copied: a multi-GiB base on a local
+//! disk should not be duplicated just to be checked.
+
+mod checksums;
+mod http;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+pub use checksums::parse_checksums;
+
+use crate::progress::Progress;
+
+/// Where a file comes from and how to know it is the right one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Source {
+    /// `http://`, `https://`, `file://` URL, or a local path.
+    pub location: String,
+    /// Expected SHA-256 digest in hex; takes precedence over `checksum_url`.
+    pub sha256: Option<String>,
+    /// A `SHA256SUMS` or Fedora `CHECKSUM` list (URL, `file://` or path)
+    /// with an entry for the basename of `location`.
+    pub checksum_url: Option<String>,
+}
+
+impl Source {
+    pub fn new(location: impl Into<String>) -> Self {
+        Source {
+            location: location.into(),
+            ..Source::default()
+        }
+    }
+
+    pub fn sha256(mut self, hex: impl Into<String>) -> Self {
+        self.sha256 = Some(hex.into());
+        self
+    }
+
+    pub fn checksum_url(mut self, url: impl Into<String>) -> Self {
+        self.checksum_url = Some(url.into());
+        self
+    }
+}
+
+/// Downloads and verifies sources into a content-addressed cache.
+pub struct Fetcher {
+    cache_dir: PathBuf,
+    progress: Progress,
+    offline: bool,
+    // Built on first network use: offline runs and local sources never pay
+    // for (or fail on) TLS setup.
+    client: OnceLock<reqwest::blocking::Client>,
+}
+
+/// A parsed `Source::location`.
+enum Location {
+    Remote(reqwest::Url),
+    Local(PathBuf),
+}
+
+impl Location {
+    fn parse(location: &str) -> Result<Location> {
+        let lower = location.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            let url =
+                reqwest::Url::parse(location).with_context(|| format!("invalid URL {location}"))?;
+            Ok(Location::Remote(url))
+        } else if lower.starts_with("file:") {
+            let url =
+                reqwest::Url::parse(location).with_context(|| format!("invalid URL {location}"))?;
+            // to_file_path refuses remote hosts and relative forms, which
+            // cannot name a local file unambiguously.
+            let path = url
+                .to_file_path()
+                .map_err(|()| anyhow::anyhow!("{location} does not name a local file"))?;
+            Ok(Location::Local(path))
+        } else if location.contains("://") {
+            bail!("unsupported URL scheme in {location} (use http, https, file or a path)")
+        } else if location.is_empty() {
+            bail!("empty source location")
+        } else {
+            Ok(Location::Local(PathBuf::from(location)))
+        }
+    }
+
+    /// The name looked up in a checksum list.
+    fn basename(&self) -> Option<String> {
+        match self {
+            Location::Remote(url) => url
+                .path_segments()
+                .and_then(|mut s| s.next_back())
+                .filter(|s| !s.is_empty())
+                .map(percent_decode),
+            Location::Local(path) => path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        }
+    }
+}
+
+impl Fetcher {
+    pub fn new(cache_dir: PathBuf, progress: Progress) -> Self {
+        Fetcher {
+            cache_dir,
+            progress,
+            offline: false,
+            client: OnceLock::new(),
+        }
+    }
+
+    /// Only the cache (and local files) may be used; no network access.
+    pub fn offline(mut self, yes: bool) -> Self {
+        self.offline = yes;
+        self
+    }
+
+    /// Where a verified blob with this digest lives (whether or not it exists yet).
+    pub fn blob_path(&self, sha256_hex: &str) -> PathBuf {
+        self.blob_dir().join(sha256_hex.to_ascii_lowercase())
+    }
+
+    fn blob_dir(&self) -> PathBuf {
+        self.cache_dir.join("blobs").join("sha256")
+    }
+
+    /// Returns the path of a verified copy of `src`: the cache blob for remote
+    /// sources, the file itself for local ones. A local source without any
+    /// checksum is returned unverified; the caller decides whether to warn.
+    pub fn fetch(&self, src: &Source) -> Result<PathBuf> {
+        let location = Location::parse(&src.location)?;
+        if let Location::Remote(_) = location {
+            if src.sha256.is_none() && src.checksum_url.is_none() {
+                bail!(
+                    "remote source {} needs a sha256 or a checksum_url",
+                    src.location
+                );
+            }
+        }
+        let expected = self.expected_digest(src, &location)?;
+        match location {
+            Location::Local(path) => {
+                let meta = std::fs::metadata(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if !meta.is_file() {
+                    bail!("{} is not a regular file", path.display());
+                }
+                if let Some(hex) = expected {
+                    self.verify_local(&path, &hex)?;
+                }
+                Ok(path)
+            }
+            Location::Remote(url) => {
+                // Checked above: a remote source always has a digest by now.
+                let hex = expected.with_context(|| format!("no sha256 known for {url}"))?;
+                let blob = self.blob_path(&hex);
+                if blob.is_file() {
+                    return Ok(blob);
+                }
+                if self.offline {
+                    bail!(
+                        "{url} is not in the cache ({}) and downloads are off (offline)",
+                        blob.display()
+                    );
+                }
+                http::download(self, &url, &hex)?;
+                Ok(blob)
+            }
+        }
+    }
+
+    /// The digest to check against: the explicit one, else the entry for
+    /// this file's basename in the checksum list.
+    fn expected_digest(&self, src: &Source, location: &Location) -> Result<Option<String>> {
+        if let Some(hex) = &src.sha256 {
+            let hex = hex.trim();
+            if !checksums::is_sha256_hex(hex) {
+                bail!(
+                    "invalid sha256 for {}: {hex:?} is not 64 hex digits",
+                    src.location
+                );
+            }
+            return Ok(Some(hex.to_ascii_lowercase()));
+        }
+        let Some(list_location) = &src.checksum_url else {
+            return Ok(None);
+        };
+        let name = location.basename().with_context(|| {
+            format!(
+                "{} has no file name to look up in {list_location}",
+                src.location
+            )
+        })?;
+        let text = self.checksum_list(list_location)?;
+        parse_checksums(&text)
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, hex)| Some(hex))
+            .with_context(|| {
+                format!("checksum file {list_location} has no SHA-256 entry for {name}")
+            })
+    }
+
+    /// Text of a checksum list. Remote lists are fetched fresh when online
+    /// (they may move, like Fedora's "latest" composes) and remembered under
+    /// `<cache>/checksums/` so an offline run can still resolve the digest.
+    fn checksum_list(&self, list_location: &str) -> Result<String> {
+        match Location::parse(list_location)? {
+            Location::Local(path) => read_limited_file(&path),
+            Location::Remote(url) => {
+                let key = hex::encode(Sha256::digest(url.as_str().as_bytes()));
+                let saved = self.cache_dir.join("checksums").join(key);
+                if self.offline {
+                    return read_limited_file(&saved).with_context(|| {
+                        format!("checksum file {url} is not in the cache and downloads are off (offline)")
+                    });
+                }
+                let text = http::get_small(self, &url)?;
+                save_atomically(&saved, text.as_bytes())
+                    .with_context(|| format!("caching checksum file {url}"))?;
+                Ok(text)
+            }
+        }
+    }
+
+    /// Hash a local file in place, streaming, with a progress bar.
+    fn verify_local(&self, path: &Path, expected: &str) -> Result<()> {
+        let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let len = file.metadata().map(|m| m.len()).ok();
+        let mut bar = self
+            .progress
+            .bytes(&format!("verify {}", display_name(path)), len);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 17];
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            hasher.update(&buf[..n]);
+            bar.inc(n as u64);
+        }
+        bar.finish();
+        let got = hex::encode(hasher.finalize());
+        if got != expected {
+            bail!(
+                "checksum mismatch for {}: expected {expected}, got {got}",
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn client(&self) -> Result<&reqwest::blocking::Client> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let client = http::build_client()?;
+        // A concurrent first use may have won the race; either client is fine.
+        let _ = self.client.set(client);
+        self.client.get().context("http client not initialised")
+    }
+}
+
+/// Checksum lists are small; a cap keeps a wrong URL (say, the ISO itself)
+/// from being read into memory.
+const MAX_CHECKSUM_LIST: u64 = 16 << 20;
+
+fn read_limited_file(path: &Path) -> Result<String> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CHECKSUM_LIST + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > MAX_CHECKSUM_LIST {
+        bail!("{} is too large for a checksum file", path.display());
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Write to a temporary name beside `path`, fsync, rename: readers only ever
+/// see a complete file.
+fn save_atomically(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent folder", path.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let result = (|| -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Decode `%XX` escapes in a URL path segment (names in checksum lists are
+/// plain file names, not URL-encoded).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            // Byte-wise: slicing the str here could split a UTF-8 character.
+            if let (Some(hi), Some(lo)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert!(matches!(
+            Location::parse("https://example.org/a/b.tar.xz").unwrap(),
+            Location::Remote(_)
+        ));
+        match Location::parse("file:///srv/base%20image.tar").unwrap() {
+            Location::Local(p) => assert_eq!(p, PathBuf::from("/srv/base image.tar")),
+            Location::Remote(_) => panic!("file URL parsed as remote"),
+        }
+        match Location::parse("relative/base.tar").unwrap() {
+            Location::Local(p) => assert_eq!(p, PathBuf::from("relative/base.tar")),
+            Location::Remote(_) => panic!("path parsed as remote"),
+        }
+        let err = Location::parse("ftp://example.org/x").err().unwrap();
+        assert!(format!("{err:#}").contains("ftp://example.org/x"));
+    }
+
+    #[test]
+    fn basenames() {
+        let l = Location::parse("https://example.org/pub/Fedora%2041.tar.xz?x=1").unwrap();
+        assert_eq!(l.basename().as_deref(), Some("Fedora 41.tar.xz"));
+        let l = Location::parse("https://example.org/").unwrap();
+        assert_eq!(l.basename(), None);
+        let l = Location::parse("/srv/rootfs.tar").unwrap();
+        assert_eq!(l.basename().as_deref(), Some("rootfs.tar"));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b"), "a b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

@@ -1,1 +1,3 @@
 //! Unpacking a base archive into a build root.
+
+pub mod unpack;

@@ -1,0 +1,884 @@
+//! Safe, streaming extraction of a base rootfs tarball into a build root.
+//!
+//! The archive is untrusted input even after its checksum matched (the
+//! checksum only says it is the file the spec named), and the build runs as
+//! root, so extraction must never write outside `dest`. The tar crate's
+//! `unpack_in` is not enough for that: it canonicalizes paths on the host,
+//! and canonicalizing through a rootfs's absolute symlinks (`/etc/mtab ->
+//! /proc/...`, `lib -> /usr/lib`) resolves them against the *host*. So paths
+//! are checked lexically and every existing component is `lstat`ed, and
+//! each entry kind is created here with no-follow primitives.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder, File, FileTimes, OpenOptions, Permissions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use tar::EntryType;
+
+use crate::progress::{Bar, Progress};
+
+/// Compression of a base archive, told by magic bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Xz,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    fn name(self) -> &'static str {
+        match self {
+            Compression::None => "tar",
+            Compression::Xz => "xz",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// What an unpack wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnpackStats {
+    /// Entries created (files, directories, links, nodes).
+    pub entries: u64,
+    /// Bytes of regular file content written.
+    pub bytes: u64,
+}
+
+/// Tell the compression of `path` from its first bytes. Names lie (Fedora's
+/// `.tar.xz` images and `docker export` output are both called many things),
+/// magic numbers do not.
+pub fn sniff(path: &Path) -> Result<Compression> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut head = [0u8; 512];
+    let mut len = 0;
+    while len < head.len() {
+        match file.read(&mut head[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    let head = &head[..len];
+    if head.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0x00]) {
+        Ok(Compression::Xz)
+    } else if head.starts_with(&[0x1F, 0x8B]) {
+        Ok(Compression::Gzip)
+    } else if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+        Ok(Compression::Zstd)
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        // POSIX ("ustar\0") and GNU ("ustar  ") headers both start so.
+        Ok(Compression::None)
+    } else if head.starts_with(b"BZh") {
+        bail!(
+            "{}: bzip2 archives are not supported (use xz, gzip or zstd)",
+            path.display()
+        )
+    } else {
+        bail!(
+            "{}: not a tar archive (expected xz, gzip, zstd or plain tar)",
+            path.display()
+        )
+    }
+}
+
+/// Extract `archive` into `dest` (which must exist), keeping numeric owners,
+/// modes (setuid included), mtimes, links, device nodes, fifos and xattrs.
+///
+/// Streams: file -> decompressor -> tar reader -> filesystem; memory stays
+/// flat whatever the archive size. Hostile entries (absolute paths, `..`,
+/// writes through symlinks, type-changing replacements) stop the unpack
+/// with an error naming the entry; nothing is written outside `dest`.
+pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<UnpackStats> {
+    let label = archive.display().to_string();
+    let compression = sniff(archive)?;
+    let file = File::open(archive).with_context(|| format!("opening {label}"))?;
+    let size = file
+        .metadata()
+        .with_context(|| format!("reading {label}"))?
+        .len();
+    let root_meta = fs::metadata(dest).with_context(|| format!("reading {}", dest.display()))?;
+    if !root_meta.is_dir() {
+        bail!("{} is not a directory", dest.display());
+    }
+
+    let shown = archive
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| label.clone());
+    let mut bar = progress.bytes(&format!("unpack {shown}"), Some(size));
+    let decode_error: RefCell<Option<io::Error>> = RefCell::new(None);
+    let mut extractor = Extractor::new(dest);
+
+    let result = (|| -> Result<()> {
+        let counted = Counting {
+            inner: file,
+            bar: &mut bar,
+        };
+        let decoded: Box<dyn Read + '_> = match compression {
+            Compression::None => Box::new(counted),
+            Compression::Xz => {
+                Box::new(XzStreams::new(BufReader::with_capacity(1 << 16, counted))?)
+            }
+            // Multi-member gzip (pigz, concatenated files) is valid gzip.
+            Compression::Gzip => {
+                Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(counted)))
+            }
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::new(counted).context("starting the zstd decoder")?,
+            ),
+        };
+        let watched = Watch {
+            inner: decoded,
+            error: &decode_error,
+        };
+        let mut archive = tar::Archive::new(watched);
+        extractor.run(&mut archive)?;
+        // Read the compressed stream to its end: a stream cut right after a
+        // tar entry boundary still looks like a complete tar to the tar
+        // reader, and only the decompressor notices the missing end of stream.
+        let mut rest = archive.into_inner();
+        io::copy(&mut rest, &mut io::sink()).context("reading to the end of the archive")?;
+        Ok(())
+    })();
+    bar.finish();
+
+    let result = match (result, decode_error.into_inner()) {
+        (Err(_), Some(e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+            ) =>
+        {
+            Err(anyhow!(
+                "{} data is truncated or corrupt",
+                compression.name()
+            ))
+        }
+        (Err(_), Some(e)) => Err(anyhow!("{} decoding failed: {e}", compression.name())),
+        (r, _) => r,
+    };
+    result.with_context(|| format!("unpacking {label}"))?;
+    Ok(extractor.stats)
+}
+
+/// Counts compressed bytes as the decompressor pulls them, so the bar tracks
+/// position in the file (its size is known; the unpacked size is not).
+struct Counting<'a> {
+    inner: File,
+    bar: &'a mut Bar,
+}
+
+impl Read for Counting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+/// Remembers the decompressor's first error, so a failure deep inside the
+/// tar reader can be reported as what it is: bad compressed data.
+struct Watch<'a, R> {
+    inner: R,
+    error: &'a RefCell<Option<io::Error>>,
+}
+
+impl<R: Read> Read for Watch<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            let mut slot = self.error.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(io::Error::new(e.kind(), e.to_string()));
+            }
+        })
+    }
+}
+
+/// xz decoding with liblzma's multithreaded decoder, across concatenated
+/// streams. Files made with `xz -T0` are split into independently
+/// compressed blocks, which the threaded decoder decodes in parallel; the
+/// threaded decoder has no "concatenated" flag here, so the next stream
+/// after stream padding is started by hand.
+struct XzStreams<R: BufRead> {
+    decoder: Option<liblzma::bufread::XzDecoder<R>>,
+}
+
+impl<R: BufRead> XzStreams<R> {
+    fn new(input: R) -> Result<Self> {
+        Ok(XzStreams {
+            decoder: Some(liblzma::bufread::XzDecoder::new_stream(
+                input,
+                threaded_xz_decoder()?,
+            )),
+        })
+    }
+}
+
+fn threaded_xz_decoder() -> Result<liblzma::stream::Stream> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    liblzma::stream::MtStreamBuilder::new()
+        .threads(u32::try_from(threads).unwrap_or(1))
+        // Below this budget the decoder uses threads; above it, it falls
+        // back to one thread instead of failing (xz's own default is a
+        // quarter of RAM).
+        .memlimit_threading(physical_memory() / 4)
+        .memlimit_stop(u64::MAX)
+        // No timeout: with one, a call may return having made no progress,
+        // which the liblzma reader would take for a corrupt stream.
+        .timeout_ms(0)
+        .decoder()
+        .map_err(|e| anyhow!("starting the xz decoder: {e}"))
+}
+
+fn physical_memory() -> u64 {
+    const FALLBACK: u64 = 1 << 30;
+    let Ok(text) = fs::read_to_string("/proc/meminfo") else {
+        return FALLBACK;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(FALLBACK, |kib| kib * 1024)
+}
+
+impl<R: BufRead> Read for XzStreams<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(decoder) = self.decoder.as_mut() else {
+                return Ok(0);
+            };
+            let n = decoder.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // End of one stream. Skip stream padding (zero bytes); anything
+            // else must be the next stream.
+            let Some(decoder) = self.decoder.take() else {
+                return Ok(0);
+            };
+            let mut input = decoder.into_inner();
+            loop {
+                let avail = input.fill_buf()?;
+                if avail.is_empty() {
+                    return Ok(0);
+                }
+                let zeros = avail.iter().take_while(|&&b| b == 0).count();
+                let more = zeros < avail.len();
+                input.consume(zeros);
+                if more {
+                    break;
+                }
+            }
+            let stream = threaded_xz_decoder().map_err(io::Error::other)?;
+            self.decoder = Some(liblzma::bufread::XzDecoder::new_stream(input, stream));
+        }
+    }
+}
+
+/// Metadata common to all entry kinds.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, u32),
+    xattrs: Vec<(OsString, Vec<u8>)>,
+}
+
+/// What sits (or will sit) at a path; replacing one kind by another is
+/// refused because that is how "create a dir, swap it for a symlink, write
+/// through it" attacks work, and a real rootfs never needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+    CharDev,
+    BlockDev,
+    Fifo,
+    Socket,
+}
+
+impl Kind {
+    fn of(ft: fs::FileType) -> Kind {
+        if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_char_device() {
+            Kind::CharDev
+        } else if ft.is_block_device() {
+            Kind::BlockDev
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else if ft.is_socket() {
+            Kind::Socket
+        } else {
+            Kind::File
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Dir => "directory",
+            Kind::File => "regular file",
+            Kind::Symlink => "symlink",
+            Kind::CharDev => "character device",
+            Kind::BlockDev => "block device",
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+        }
+    }
+}
+
+fn refuse(entry: &str, why: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("refusing tar entry {entry:?}: {why}")
+}
+
+/// The entry's path as a plain relative path, or why it is not one.
+fn lexical(path: &Path) -> std::result::Result<PathBuf, &'static str> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("path leaves the root"),
+            Component::RootDir | Component::Prefix(_) => return Err("path is absolute"),
+        }
+    }
+    Ok(out)
+}
+
+struct Extractor {
+    root: PathBuf,
+    /// Owners can only be given away by root; as another user the files
+    /// stay the caller's (the build itself needs root anyway).
+    chown: bool,
+    /// Directory modes and mtimes, applied after everything is written: a
+    /// read-only directory must not block its own children, and creating a
+    /// child changes the parent's mtime. Keyed by path so a repeated entry
+    /// wins and iteration in reverse visits children before parents.
+    dirs: BTreeMap<PathBuf, (u32, (i64, u32))>,
+    stats: UnpackStats,
+    buf: Vec<u8>,
+}
+
+impl Extractor {
+    fn new(root: &Path) -> Self {
+        Extractor {
+            root: root.to_path_buf(),
+            chown: nix::unistd::geteuid().is_root(),
+            dirs: BTreeMap::new(),
+            stats: UnpackStats::default(),
+            buf: vec![0u8; 1 << 17],
+        }
+    }
+
+    fn run<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<()> {
+        for entry in archive.entries().context("reading the tar archive")? {
+            let mut entry = entry.context("reading a tar entry header")?;
+            self.entry(&mut entry)?;
+        }
+        self.finish_dirs()
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let kind = entry.header().entry_type();
+        let path_bytes = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&path_bytes).into_owned();
+        if kind.is_pax_global_extensions() || kind == EntryType::new(b'V') {
+            // Archive-wide metadata / a GNU volume label: nothing to create.
+            return Ok(());
+        }
+        let path = entry
+            .path()
+            .map_err(|e| refuse(&shown, format!("unreadable path: {e}")))?;
+        let rel = lexical(&path).map_err(|why| refuse(&shown, why))?;
+        let meta = read_meta(entry).map_err(|e| refuse(&shown, format!("bad header: {e:#}")))?;
+
+        // Old (pre-POSIX) tars mark directories only by a trailing slash.
+        let is_dir = kind.is_dir() || (kind == EntryType::Regular && path_bytes.ends_with(b"/"));
+        if is_dir {
+            self.directory(&rel, &shown, &meta)?;
+        } else if rel.as_os_str().is_empty() {
+            return Err(refuse(&shown, "empty path"));
+        } else {
+            match kind {
+                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                    self.file(&rel, &shown, &meta, entry)?
+                }
+                EntryType::Symlink => {
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| refuse(&shown, format!("unreadable link target: {e}")))?
+                        .filter(|t| !t.as_os_str().is_empty())
+                        .ok_or_else(|| refuse(&shown, "symlink without a target"))?
+                        .into_owned();
+                    self.symlink(&rel, &shown, &target, &meta)?
+                }
+                EntryType::Link => {
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| refuse(&shown, format!("unreadable link target: {e}")))?
+                        .filter(|t| !t.as_os_str().is_empty())
+                        .ok_or_else(|| refuse(&shown, "hard link without a target"))?
+                        .into_owned();
+                    self.hard_link(&rel, &shown, &target)?
+                }
+                EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                    self.node(&rel, &shown, kind, &meta, entry.header())?
+                }
+                other => return Err(refuse(&shown, format!("unsupported entry type {other:?}"))),
+            }
+        }
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// Create missing parent directories of `rel` and return the full path,
+    /// refusing if any existing component is a symlink or not a directory.
+    fn prepare(&self, rel: &Path, shown: &str) -> Result<PathBuf> {
+        let mut full = self.root.clone();
+        let parts: Vec<_> = rel.components().collect();
+        let Some((last, parents)) = parts.split_last() else {
+            return Ok(full);
+        };
+        for part in parents {
+            full.push(part);
+            match fs::symlink_metadata(&full) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(refuse(
+                        shown,
+                        format!("path goes through the symlink {}", self.inside(&full)),
+                    ))
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(refuse(
+                        shown,
+                        format!("{} is not a directory", self.inside(&full)),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // Archives may omit parent entries; tar then makes them 0755.
+                    DirBuilder::new()
+                        .mode(0o755)
+                        .create(&full)
+                        .with_context(|| format!("creating {}", full.display()))?;
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {}", full.display())),
+            }
+        }
+        full.push(last);
+        Ok(full)
+    }
+
+    /// Make room for a new entry of kind `new` at `full`. Same kind: a
+    /// non-directory is unlinked (never written in place, which would write
+    /// through hard links) and a directory is kept. Different kind: refused.
+    /// Returns whether a directory already exists there.
+    fn make_room(&self, full: &Path, shown: &str, new: Kind) -> Result<bool> {
+        match fs::symlink_metadata(full) {
+            Ok(m) => {
+                let old = Kind::of(m.file_type());
+                if old != new {
+                    return Err(refuse(
+                        shown,
+                        format!("would replace a {} with a {}", old.noun(), new.noun()),
+                    ));
+                }
+                if old == Kind::Dir {
+                    return Ok(true);
+                }
+                fs::remove_file(full).with_context(|| format!("removing {}", full.display()))?;
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("reading {}", full.display())),
+        }
+    }
+
+    fn directory(&mut self, rel: &Path, shown: &str, meta: &Meta) -> Result<()> {
+        // "./" describes the root itself: its owner and mode matter too.
+        let full = if rel.as_os_str().is_empty() {
+            self.root.clone()
+        } else {
+            let full = self.prepare(rel, shown)?;
+            if !self.make_room(&full, shown, Kind::Dir)? {
+                // Owner-only until finish_dirs: the final mode may forbid writes.
+                DirBuilder::new()
+                    .mode(0o700)
+                    .create(&full)
+                    .with_context(|| format!("creating {}", full.display()))?;
+            }
+            full
+        };
+        self.owner(&full, shown, meta, None)?;
+        self.set_xattrs(&full, shown, meta, None)?;
+        self.dirs.insert(full, (meta.mode, meta.mtime));
+        Ok(())
+    }
+
+    fn file<R: Read>(
+        &mut self,
+        rel: &Path,
+        shown: &str,
+        meta: &Meta,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<()> {
+        let full = self.prepare(rel, shown)?;
+        self.make_room(&full, shown, Kind::File)?;
+        // create_new (O_EXCL) never follows a symlink, even a dangling one.
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&full)
+            .with_context(|| format!("creating {}", full.display()))?;
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("reading {shown:?} from the archive"))
+                }
+            };
+            out.write_all(&self.buf[..n])
+                .with_context(|| format!("writing {}", full.display()))?;
+            self.stats.bytes += n as u64;
+        }
+        // Order matters: chown clears setuid/setgid bits and file
+        // capabilities, so mode and xattrs come after it.
+        self.owner(&full, shown, meta, Some(&out))?;
+        out.set_permissions(Permissions::from_mode(meta.mode))
+            .with_context(|| format!("setting the mode of {}", full.display()))?;
+        self.set_xattrs(&full, shown, meta, Some(&out))?;
+        let t = system_time(meta.mtime);
+        out.set_times(FileTimes::new().set_accessed(t).set_modified(t))
+            .with_context(|| format!("setting the mtime of {}", full.display()))?;
+        Ok(())
+    }
+
+    fn symlink(&mut self, rel: &Path, shown: &str, target: &Path, meta: &Meta) -> Result<()> {
+        // The target is stored, never followed, so it may point anywhere
+        // (rootfs symlinks are often absolute); writes through it are what
+        // prepare() and make_room() refuse.
+        let full = self.prepare(rel, shown)?;
+        self.make_room(&full, shown, Kind::Symlink)?;
+        std::os::unix::fs::symlink(target, &full)
+            .with_context(|| format!("creating the symlink {}", full.display()))?;
+        self.owner(&full, shown, meta, None)?;
+        self.set_xattrs(&full, shown, meta, None)?;
+        set_times_nofollow(&full, meta.mtime)
+    }
+
+    fn hard_link(&mut self, rel: &Path, shown: &str, target: &Path) -> Result<()> {
+        let target_rel = match lexical(target) {
+            Ok(t) if t.as_os_str().is_empty() => {
+                return Err(refuse(shown, "hard link to the root"))
+            }
+            Ok(t) => t,
+            Err(why) => {
+                return Err(refuse(
+                    shown,
+                    format!("hard link target {:?}: {why}", target.display().to_string()),
+                ))
+            }
+        };
+        if target_rel == rel {
+            // A link to itself: the file is already there.
+            return Ok(());
+        }
+        let target_full = self.existing(&target_rel, shown)?;
+        let target_kind = match fs::symlink_metadata(&target_full) {
+            Ok(m) => Kind::of(m.file_type()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(refuse(
+                    shown,
+                    format!(
+                        "hard link target {:?} does not exist",
+                        target_rel.display().to_string()
+                    ),
+                ))
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", target_full.display())),
+        };
+        if target_kind == Kind::Dir {
+            return Err(refuse(shown, "hard link to a directory"));
+        }
+        let full = self.prepare(rel, shown)?;
+        self.make_room(&full, shown, target_kind)?;
+        // linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the
+        // symlink itself, never what it points to.
+        fs::hard_link(&target_full, &full)
+            .with_context(|| format!("linking {} to {}", full.display(), target_full.display()))
+    }
+
+    /// Full path of an entry that must already exist, with no symlink in
+    /// its parent components (a hard link through a symlink could reach a
+    /// host file).
+    fn existing(&self, rel: &Path, shown: &str) -> Result<PathBuf> {
+        let mut full = self.root.clone();
+        let parts: Vec<_> = rel.components().collect();
+        let Some((last, parents)) = parts.split_last() else {
+            return Ok(full);
+        };
+        for part in parents {
+            full.push(part);
+            match fs::symlink_metadata(&full) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(refuse(
+                        shown,
+                        format!(
+                            "hard link target goes through the symlink {}",
+                            self.inside(&full)
+                        ),
+                    ))
+                }
+                _ => {
+                    return Err(refuse(
+                        shown,
+                        format!(
+                            "hard link target {:?} does not exist",
+                            rel.display().to_string()
+                        ),
+                    ))
+                }
+            }
+        }
+        full.push(last);
+        Ok(full)
+    }
+
+    fn node(
+        &mut self,
+        rel: &Path,
+        shown: &str,
+        kind: EntryType,
+        meta: &Meta,
+        header: &tar::Header,
+    ) -> Result<()> {
+        let (sflag, new_kind) = match kind {
+            EntryType::Char => (SFlag::S_IFCHR, Kind::CharDev),
+            EntryType::Block => (SFlag::S_IFBLK, Kind::BlockDev),
+            _ => (SFlag::S_IFIFO, Kind::Fifo),
+        };
+        let dev = if new_kind == Kind::Fifo {
+            0
+        } else {
+            let major = header
+                .device_major()
+                .ok()
+                .flatten()
+                .ok_or_else(|| refuse(shown, "device node without a major number"))?;
+            let minor = header
+                .device_minor()
+                .ok()
+                .flatten()
+                .ok_or_else(|| refuse(shown, "device node without a minor number"))?;
+            makedev(u64::from(major), u64::from(minor))
+        };
+        let full = self.prepare(rel, shown)?;
+        self.make_room(&full, shown, new_kind)?;
+        mknod(&full, sflag, Mode::from_bits_truncate(0o600), dev)
+            .with_context(|| format!("creating the {} {}", new_kind.noun(), full.display()))?;
+        self.owner(&full, shown, meta, None)?;
+        // The node was just created by us and is not a symlink, so a
+        // path-based chmod cannot be redirected.
+        fs::set_permissions(&full, Permissions::from_mode(meta.mode))
+            .with_context(|| format!("setting the mode of {}", full.display()))?;
+        self.set_xattrs(&full, shown, meta, None)?;
+        set_times_nofollow(&full, meta.mtime)
+    }
+
+    /// Numeric owner, never looked up by name: the host's user database
+    /// has nothing to do with the rootfs's.
+    fn owner(&self, full: &Path, shown: &str, meta: &Meta, file: Option<&File>) -> Result<()> {
+        if !self.chown {
+            return Ok(());
+        }
+        let r = match file {
+            Some(f) => std::os::unix::fs::fchown(f, Some(meta.uid), Some(meta.gid)),
+            None => std::os::unix::fs::lchown(full, Some(meta.uid), Some(meta.gid)),
+        };
+        r.with_context(|| {
+            format!(
+                "setting owner {}:{} of {shown:?} on {}",
+                meta.uid,
+                meta.gid,
+                full.display()
+            )
+        })
+    }
+
+    fn set_xattrs(&self, full: &Path, shown: &str, meta: &Meta, file: Option<&File>) -> Result<()> {
+        use xattr::FileExt;
+        for (name, value) in &meta.xattrs {
+            let r = match file {
+                Some(f) => f.set_xattr(name, value),
+                // xattr::set is lsetxattr: it never follows a symlink.
+                None => xattr::set(full, name, value),
+            };
+            r.with_context(|| {
+                format!(
+                    "setting xattr {} of {shown:?} on {}",
+                    name.to_string_lossy(),
+                    full.display()
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn finish_dirs(&mut self) -> Result<()> {
+        for (path, (mode, mtime)) in std::mem::take(&mut self.dirs).into_iter().rev() {
+            let m = fs::symlink_metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if !m.is_dir() {
+                bail!("{} is no longer a directory", path.display());
+            }
+            fs::set_permissions(&path, Permissions::from_mode(mode))
+                .with_context(|| format!("setting the mode of {}", path.display()))?;
+            set_times_nofollow(&path, mtime)?;
+        }
+        Ok(())
+    }
+
+    fn inside(&self, full: &Path) -> String {
+        format!(
+            "{:?}",
+            full.strip_prefix(&self.root)
+                .unwrap_or(full)
+                .display()
+                .to_string()
+        )
+    }
+}
+
+fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
+    let header = entry.header();
+    // Only permission bits plus setuid/setgid/sticky: the file type comes
+    // from the entry type, never from stray high mode bits.
+    let mode = header.mode().context("mode")? & 0o7777;
+    let uid = u32::try_from(header.uid().context("uid")?).context("uid out of range")?;
+    let gid = u32::try_from(header.gid().context("gid")?).context("gid out of range")?;
+    let mut mtime = (
+        i64::try_from(header.mtime().context("mtime")?).unwrap_or(i64::MAX),
+        0,
+    );
+    let mut xattrs = Vec::new();
+    if let Some(exts) = entry.pax_extensions().context("pax header")? {
+        for ext in exts {
+            let ext = ext.context("pax header")?;
+            let key = ext.key_bytes();
+            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                xattrs.push((
+                    std::ffi::OsStr::from_bytes(name).to_os_string(),
+                    ext.value_bytes().to_vec(),
+                ));
+            } else if key == b"mtime" {
+                // pax keeps sub-second precision ("1700000000.123456789").
+                if let Some(t) = ext.value().ok().and_then(parse_pax_time) {
+                    mtime = t;
+                }
+            }
+        }
+    }
+    Ok(Meta {
+        mode,
+        uid,
+        gid,
+        mtime,
+        xattrs,
+    })
+}
+
+fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
+    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let digits: String = frac.chars().take(9).collect();
+    if !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let nanos = if digits.is_empty() {
+        0
+    } else {
+        format!("{digits:0<9}").parse().ok()?
+    };
+    Some((secs, nanos))
+}
+
+fn system_time((secs, nanos): (i64, u32)) -> SystemTime {
+    // Pre-1970 stamps are clamped: FileTimes wants a SystemTime, and no
+    // real rootfs file predates the epoch.
+    SystemTime::UNIX_EPOCH + Duration::new(secs.max(0) as u64, nanos)
+}
+
+fn set_times_nofollow(path: &Path, (secs, nanos): (i64, u32)) -> Result<()> {
+    let t = TimeSpec::new(secs, i64::from(nanos));
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .with_context(|| format!("setting the mtime of {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lexical_paths() {
+        assert_eq!(
+            lexical(Path::new("./etc/passwd")),
+            Ok(PathBuf::from("etc/passwd"))
+        );
+        assert_eq!(lexical(Path::new("./")), Ok(PathBuf::new()));
+        assert_eq!(lexical(Path::new("a/./b")), Ok(PathBuf::from("a/b")));
+        assert_eq!(lexical(Path::new("../x")), Err("path leaves the root"));
+        assert_eq!(lexical(Path::new("a/../../x")), Err("path leaves the root"));
+        assert_eq!(lexical(Path::new("/etc/passwd")), Err("path is absolute"));
+    }
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(parse_pax_time("1700000000"), Some((1_700_000_000, 0)));
+        assert_eq!(
+            parse_pax_time("1700000000.5"),
+            Some((1_700_000_000, 500_000_000))
+        );
+        assert_eq!(
+            parse_pax_time("1700000000.1234567891"),
+            Some((1_700_000_000, 123_456_789))
+        );
+        assert_eq!(parse_pax_time("x"), None);
+    }
+
+    #[test]
+    fn sniff_rejects_unknown_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mystery.tar.xz");
+        fs::write(&p, b"hello, not an archive").unwrap();
+        let err = sniff(&p).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("mystery.tar.xz"), "{msg}");
+        assert!(msg.contains("not a tar archive"), "{msg}");
+    }
+}
