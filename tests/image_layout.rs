@@ -373,6 +373,41 @@ fn hybrid_image_reads_back_with_independent_tools() {
         assert!(out.contains("/DEEP/NESTED/MIXEDCASE_1"), "{out}");
     }
 
+    if tools_present(&["grub-fstest"]) {
+        // GRUB's own iso9660 driver, which reads grub.cfg and the kernel at
+        // boot, must see the Rock Ridge names too (grub-common ships it).
+        let (ok, out) = run("grub-fstest", &[img_s, "ls", "(loop0)"]);
+        assert!(ok && out.contains("Label `UCLIVE-Test_1'"), "{out}");
+        let (ok, out) = run("grub-fstest", &[img_s, "ls", "(loop0)/Deep/Nested"]);
+        assert!(
+            ok && out.contains("MixedCase/") && out.contains("mixedcase/"),
+            "{out}"
+        );
+        let (ok, out) = run("grub-fstest", &[img_s, "ls", "(loop0)/EFI/BOOT"]);
+        assert!(
+            ok && out.contains("BOOTX64.EFI") && out.contains("grub.cfg"),
+            "{out}"
+        );
+        for f in &fx.spec.files {
+            if fx.expected[&f.iso_path].is_empty() {
+                continue; // grub-fstest cmp cannot read an empty host file
+            }
+            let inside = format!("(loop0)/{}", f.iso_path);
+            let (ok, out) = run(
+                "grub-fstest",
+                &[img_s, "cmp", &inside, f.source.to_str().unwrap()],
+            );
+            assert!(ok, "grub-fstest cmp {inside}:\n{out}");
+        }
+        // And GRUB finds the ESP through the GPT.
+        let (ok, out) = run("grub-fstest", &[img_s, "ls", "(loop0,gpt1)"]);
+        let start = format!("Partition start at {}KiB", report.esp.0 / 1024);
+        assert!(
+            ok && out.contains("Filesystem type fat") && out.contains(&start),
+            "{out}"
+        );
+    }
+
     if tools_present(&["fsck.fat"]) {
         // The fixture itself must be clean, or the next check proves nothing.
         let source = &fx
