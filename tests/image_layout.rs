@@ -232,6 +232,15 @@ fn hybrid_image_reads_back_with_independent_tools() {
         fs::read(&img).unwrap() == fs::read(&img2).unwrap(),
         "two writes differ"
     );
+    // The order in which files are listed does not matter either.
+    let mut reordered = fx.spec.clone();
+    reordered.files.reverse();
+    let report3 = write_hybrid(&reordered, &img2).unwrap();
+    assert_eq!(report, report3);
+    assert!(
+        fs::read(&img).unwrap() == fs::read(&img2).unwrap(),
+        "file order changed the image"
+    );
 
     if tools_present(&["sgdisk"]) {
         let (ok, out) = run("sgdisk", &["-v", img_s]);

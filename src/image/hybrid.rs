@@ -373,8 +373,12 @@ impl Plan {
             self.dirs[d].serial = serial;
             serial += 1;
         }
-        for f in &mut self.files {
-            f.serial = serial;
+        // By path, not by position in the spec: listing the same files in
+        // another order must not change a byte.
+        let mut by_path: Vec<usize> = (0..self.files.len()).collect();
+        by_path.sort_by(|&a, &b| self.files[a].iso_path.cmp(&self.files[b].iso_path));
+        for i in by_path {
+            self.files[i].serial = serial;
             serial += 1;
         }
     }
