@@ -448,20 +448,23 @@ impl Plan {
                 .iter()
                 .map(|r| iso::record_len(r.ident.len(), r.su.inline_len()))
                 .collect();
-            let (offsets, _) = iso::pack_records(&lengths);
+            let (offsets, sectors) = iso::pack_records(&lengths);
             for (r, off) in recs.iter_mut().zip(offsets) {
                 r.offset = off;
             }
-            all.push(recs);
+            // The directory's own records state its size in 32 bits.
+            if sectors * SECTOR > u64::from(u32::MAX) {
+                bail!(
+                    "a directory with {} entries is too large for ISO 9660",
+                    recs.len()
+                );
+            }
+            all.push((recs, sectors));
         }
-        for (d, recs) in all.iter().enumerate() {
-            let lengths: Vec<usize> = recs
-                .iter()
-                .map(|r| iso::record_len(r.ident.len(), r.su.inline_len()))
-                .collect();
-            self.dirs[d].sectors = iso::pack_records(&lengths).1;
+        for (d, (_, sectors)) in all.iter().enumerate() {
+            self.dirs[d].sectors = *sectors;
         }
-        self.records = all;
+        self.records = all.into_iter().map(|(recs, _)| recs).collect();
         Ok(())
     }
 
@@ -903,6 +906,85 @@ fn read_small(source: &Path, iso_path: &str, size: u64) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plan over real (tiny) files, as `write_hybrid` would make it.
+    fn small_plan(dir: &Path) -> (HybridSpec, Plan) {
+        let mut files = Vec::new();
+        for (name, len) in [
+            ("images/efiboot.img", 4096),
+            ("LiveOS/squashfs.img", 5000),
+            ("a.txt", 3),
+        ] {
+            let host = dir.join(name.replace('/', "_"));
+            std::fs::write(&host, vec![1u8; len]).unwrap();
+            files.push(IsoSource {
+                iso_path: name.to_string(),
+                source: host,
+            });
+        }
+        let spec = HybridSpec {
+            volume_label: "T".to_string(),
+            epoch: 0,
+            seed: "s".to_string(),
+            files,
+            esp: "images/efiboot.img".to_string(),
+            root: Some("/LiveOS/squashfs.img".to_string()),
+            bios_boot: None,
+            mbr_code: None,
+        };
+        let plan = Plan::new(&spec).unwrap();
+        (spec, plan)
+    }
+
+    #[test]
+    fn root_dot_record_announces_rock_ridge() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, plan) = small_plan(tmp.path());
+        let root = plan.encode_dir(0);
+        let len = root[0] as usize;
+        let ident_len = root[32] as usize;
+        assert_eq!((ident_len, root[33]), (1, 0), "first record is '.'");
+        // System Use starts right after the identifier (odd length: no pad).
+        let su = &root[34..len];
+        assert_eq!(&su[..7], b"SP\x07\x01\xbe\xef\x00", "SP opens the field");
+        let ce_at = su
+            .windows(4)
+            .position(|w| w == b"CE\x1c\x01")
+            .expect("CE entry");
+        let ce = &su[ce_at..ce_at + 28];
+        let lba = u32::from_le_bytes(ce[4..8].try_into().unwrap());
+        let off = u32::from_le_bytes(ce[12..16].try_into().unwrap()) as usize;
+        let n = u32::from_le_bytes(ce[20..24].try_into().unwrap()) as usize;
+        assert_eq!(lba, plan.ce_lba);
+        let area = plan.encode_continuations();
+        let er = &area[off..off + n];
+        assert_eq!(&er[..2], b"ER");
+        assert_eq!(&er[8..18], b"IEEE_P1282");
+    }
+
+    #[test]
+    fn layout_aligns_partitions_and_keeps_the_tail_free() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, plan) = small_plan(tmp.path());
+        let esp = &plan.files[plan.esp];
+        let root = &plan.files[plan.root.unwrap()];
+        assert_eq!(u64::from(esp.lba) % PARTITION_ALIGN, 0);
+        assert_eq!(u64::from(root.lba) % PARTITION_ALIGN, 0);
+        assert!(root.lba > esp.lba);
+        // 5000 bytes -> a 5120-byte partition, rounded to 512-byte LBAs.
+        assert_eq!(plan.extent(plan.root.unwrap()).1, 5120);
+        // Everything ends before the backup GPT.
+        let end = plan
+            .files
+            .iter()
+            .map(|f| u64::from(f.lba) * SECTOR + f.size)
+            .max()
+            .unwrap();
+        assert!(end <= plan.total_bytes() - BACKUP_BYTES);
+        assert_eq!(plan.total_bytes() % SECTOR, 0);
+        // The catalog is the first file after the metadata.
+        assert!(plan.files[plan.catalog].lba < esp.lba);
+    }
 
     #[test]
     fn labels() {
