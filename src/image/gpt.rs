@@ -1,0 +1,225 @@
+//! The disk view of the hybrid image: a protective MBR in sector 0 and a GPT
+//! (header at LBA 1, 128 entries at LBA 2..33, backup at the very end).
+//!
+//! The primary GPT lives in the ISO 9660 system area (the first 32 KiB, which
+//! ISO readers ignore); the backup lives past the last file, inside the ISO
+//! volume space but outside every file. The `gpt` crate writes headers,
+//! entries and CRCs; we only decide what goes in them.
+
+use anyhow::{bail, Context, Result};
+use gpt::disk::LogicalBlockSize;
+use gpt::mbr::ProtectiveMBR;
+use gpt::partition::Partition;
+use gpt::partition_types::Type;
+use gpt::GptConfig;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use uuid::Uuid;
+
+/// The 512-byte logical block of the disk view (USB sticks, disk images).
+pub const LBA: u64 = 512;
+
+/// Bytes the backup GPT needs at the end of the disk: 128 entries of 128
+/// bytes (32 sectors) followed by the backup header (1 sector).
+pub const BACKUP_BYTES: u64 = 33 * LBA;
+
+/// Namespace for our name-based (v5) GUIDs, itself derived from a fixed URL
+/// so that it never changes between builds or versions.
+fn namespace() -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://undercloud-live/image/gpt")
+}
+
+/// A deterministic GUID for `role` ("disk", "esp", "root") of the image
+/// built from `seed`: the same seed always yields the same GUIDs, two seeds
+/// (two images) practically never collide.
+pub fn derive_guid(seed: &str, role: &str) -> Uuid {
+    Uuid::new_v5(&namespace(), format!("{seed}\0{role}").as_bytes())
+}
+
+/// One partition to record, in 512-byte LBAs (inclusive range).
+#[derive(Debug, Clone)]
+pub struct PartitionSpec {
+    pub name: String,
+    pub type_guid: Type,
+    pub guid: Uuid,
+    pub first_lba: u64,
+    pub last_lba: u64,
+}
+
+/// Partition type GUID of an EFI System Partition.
+pub fn esp_type() -> Type {
+    gpt::partition_types::EFI
+}
+
+/// Discoverable Partitions Specification "Linux root (x86-64)".
+pub fn root_x86_64_type() -> Type {
+    gpt::partition_types::LINUX_ROOT_X64
+}
+
+/// Sector 0: a protective MBR with one 0xEE partition from LBA 1 to the last
+/// LBA (capped at 0xFFFFFFFF sectors, as UEFI 2.x 5.2.3 prescribes for larger
+/// disks), optional boot code in bytes 0..440 and a disk signature.
+pub fn protective_mbr(
+    disk_bytes: u64,
+    boot_code: Option<&[u8]>,
+    signature: [u8; 4],
+) -> Result<[u8; 512]> {
+    let sectors = disk_bytes / LBA;
+    let size = (sectors.saturating_sub(1)).min(u64::from(u32::MAX)) as u32;
+    let mut mbr = ProtectiveMBR::with_lb_size(size);
+    if let Some(code) = boot_code {
+        if code.len() > 440 {
+            bail!(
+                "mbr boot code is {} bytes; at most 440 fit before the disk signature",
+                code.len()
+            );
+        }
+        let mut full = [0u8; 440];
+        full[..code.len()].copy_from_slice(code);
+        mbr.set_bootcode(full);
+    }
+    mbr.set_disk_signature(signature);
+    Ok(mbr.to_bytes())
+}
+
+/// Writes the primary and backup GPT into `file`, which must already have its
+/// final length (the backup header goes into its last 512 bytes), then the
+/// protective MBR into sector 0. `path` is only for messages.
+pub fn write_gpt(
+    file: &mut File,
+    path: &Path,
+    disk_guid: Uuid,
+    partitions: &[PartitionSpec],
+    mbr: &[u8; 512],
+) -> Result<()> {
+    let ctx = || format!("writing GPT to {}", path.display());
+    let mut disk = GptConfig::new()
+        .writable(true)
+        .logical_block_size(LogicalBlockSize::Lb512)
+        .create_from_device(&mut *file, Some(disk_guid))
+        .with_context(ctx)?;
+
+    let (first_usable, last_usable) = {
+        let h = disk.primary_header().with_context(ctx)?;
+        (h.first_usable, h.last_usable)
+    };
+    let mut table = BTreeMap::new();
+    for (i, p) in partitions.iter().enumerate() {
+        // The crate does not validate entries; a partition outside the usable
+        // range would make a table that sgdisk and firmware reject.
+        if p.first_lba < first_usable || p.last_lba > last_usable || p.first_lba > p.last_lba {
+            bail!(
+                "partition {} ({}..={}) is outside the usable LBAs {}..={} of {}",
+                p.name,
+                p.first_lba,
+                p.last_lba,
+                first_usable,
+                last_usable,
+                path.display()
+            );
+        }
+        table.insert(
+            i as u32 + 1,
+            Partition {
+                part_type_guid: p.type_guid.clone(),
+                part_guid: p.guid,
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
+                flags: 0,
+                name: p.name.clone(),
+            },
+        );
+    }
+    disk.update_partitions(table).with_context(ctx)?;
+    disk.write().with_context(ctx)?;
+
+    file.write_all_at(mbr, 0)
+        .with_context(|| format!("writing protective MBR to {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_are_deterministic_and_distinct() {
+        let a = derive_guid("seed-1", "disk");
+        assert_eq!(a, derive_guid("seed-1", "disk"));
+        assert_ne!(a, derive_guid("seed-1", "esp"));
+        assert_ne!(a, derive_guid("seed-2", "disk"));
+        assert_eq!(a.get_version_num(), 5);
+        // "ab"+"c" must not equal "a"+"bc".
+        assert_ne!(derive_guid("ab", "c"), derive_guid("a", "bc"));
+    }
+
+    #[test]
+    fn protective_mbr_layout() {
+        let mbr = protective_mbr(10 << 20, Some(&[0xFA, 0xEB]), [1, 2, 3, 4]).unwrap();
+        assert_eq!(&mbr[..2], &[0xFA, 0xEB]);
+        assert!(mbr[2..440].iter().all(|&b| b == 0));
+        assert_eq!(&mbr[440..444], &[1, 2, 3, 4]);
+        let p = &mbr[446..462];
+        assert_eq!(p[4], 0xEE);
+        assert_eq!(u32::from_le_bytes(p[8..12].try_into().unwrap()), 1);
+        assert_eq!(
+            u32::from_le_bytes(p[12..16].try_into().unwrap()),
+            (10 << 20) / 512 - 1
+        );
+        assert!(mbr[462..510].iter().all(|&b| b == 0));
+        assert_eq!(&mbr[510..], &[0x55, 0xAA]);
+
+        // Huge disks cap the size field.
+        let mbr = protective_mbr(4 << 40, None, [0; 4]).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(mbr[458..462].try_into().unwrap()),
+            u32::MAX
+        );
+        assert!(protective_mbr(1 << 20, Some(&[0; 441]), [0; 4]).is_err());
+    }
+
+    #[test]
+    fn writes_a_table_the_crate_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(8 << 20).unwrap();
+        let guid = derive_guid("t", "disk");
+        let parts = vec![PartitionSpec {
+            name: "ESP".into(),
+            type_guid: esp_type(),
+            guid: derive_guid("t", "esp"),
+            first_lba: 2048,
+            last_lba: 4095,
+        }];
+        let mbr = protective_mbr(8 << 20, None, [9; 4]).unwrap();
+        write_gpt(&mut f, &path, guid, &parts, &mbr).unwrap();
+        drop(f);
+
+        let disk = GptConfig::new().open(&path).unwrap();
+        assert_eq!(*disk.guid(), guid);
+        let h = disk.primary_header().unwrap();
+        assert_eq!(h.num_parts, 128);
+        assert_eq!(h.part_start, 2);
+        assert_eq!(h.backup_lba, (8 << 20) / 512 - 1);
+        let p = &disk.partitions()[&1];
+        assert_eq!((p.first_lba, p.last_lba), (2048, 4095));
+        assert_eq!(p.part_guid, derive_guid("t", "esp"));
+
+        // Outside the usable range is an error, not a broken table.
+        let mut f = File::options().read(true).write(true).open(&path).unwrap();
+        let bad = vec![PartitionSpec {
+            first_lba: 10,
+            ..parts[0].clone()
+        }];
+        assert!(write_gpt(&mut f, &path, guid, &bad, &mbr).is_err());
+    }
+}
