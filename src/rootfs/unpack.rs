@@ -166,7 +166,8 @@ pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<Unpack
                 compression.name()
             ))
         }
-        (Err(_), Some(e)) => Err(anyhow!("{} decoding failed: {e}", compression.name())),
+        // Out of memory, an unsupported check type, a read error on the file.
+        (Err(_), Some(e)) => Err(anyhow!("reading {} data: {e}", compression.name())),
         (r, _) => r,
     };
     result.with_context(|| format!("unpacking {label}"))?;
@@ -386,8 +387,12 @@ impl Extractor {
     }
 
     fn run<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<()> {
-        for entry in archive.entries().context("reading the tar archive")? {
-            let mut entry = entry.context("reading a tar entry header")?;
+        // Failures reading the archive itself (as opposed to writing the
+        // tree) mean a damaged or cut-off tar; say so rather than echo the
+        // tar reader's internal wording alone.
+        let damaged = |e: io::Error| anyhow!("tar data is truncated or corrupt ({e})");
+        for entry in archive.entries().map_err(damaged)? {
+            let mut entry = entry.map_err(damaged)?;
             self.entry(&mut entry)?;
         }
         self.finish_dirs()
@@ -553,7 +558,9 @@ impl Extractor {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(e).with_context(|| format!("reading {shown:?} from the archive"))
+                    return Err(anyhow!(
+                        "tar data is truncated or corrupt in entry {shown:?} ({e})"
+                    ))
                 }
             };
             out.write_all(&self.buf[..n])
