@@ -99,7 +99,9 @@ pub fn sniff(path: &Path) -> Result<Compression> {
 /// Streams: file -> decompressor -> tar reader -> filesystem; memory stays
 /// flat whatever the archive size. Hostile entries (absolute paths, `..`,
 /// writes through symlinks, type-changing replacements) stop the unpack
-/// with an error naming the entry; nothing is written outside `dest`.
+/// with an error naming the entry; nothing is written outside `dest`. After
+/// an error `dest` holds a partial tree (directory modes not yet applied):
+/// the caller discards it rather than build on it.
 pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<UnpackStats> {
     let label = archive.display().to_string();
     let compression = sniff(archive)?;
