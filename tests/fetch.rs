@@ -539,3 +539,55 @@ fn local_paths_and_file_urls_are_verified_in_place() {
         .unwrap_err();
     assert!(format!("{err:#}").contains("nope.tar"), "{err:#}");
 }
+
+#[test]
+fn complete_part_file_is_published_after_a_416() {
+    // A run that died between the last byte and the rename.
+    let body = payload(30_000, 9);
+    let hex = sha256_hex(&body);
+    let server = Server::start(vec![("/base.tar", Behaviour::Serve(body.clone()))]);
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("blobs/sha256");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{hex}.part")), &body).unwrap();
+
+    let path = fetcher(cache.path())
+        .fetch(&Source::new(server.url("/base.tar")).sha256(&hex))
+        .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), body);
+    assert_eq!(
+        server.ranges("/base.tar"),
+        vec![Some("bytes=30000-".to_string())]
+    );
+    assert_eq!(blob_files(cache.path()), vec![hex]);
+}
+
+#[test]
+fn concurrent_download_of_the_same_blob_is_refused() {
+    use nix::fcntl::{Flock, FlockArg};
+    let body = payload(1_000, 10);
+    let hex = sha256_hex(&body);
+    let server = Server::start(vec![("/base.tar", Behaviour::Serve(body))]);
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("blobs/sha256");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Another "process" holds the lock on an (empty, just started) .part.
+    let part = dir.join(format!("{hex}.part"));
+    let held = Flock::lock(
+        std::fs::File::create(&part).unwrap(),
+        FlockArg::LockExclusiveNonblock,
+    )
+    .map_err(|(_, e)| e)
+    .unwrap();
+
+    let err = fetcher(cache.path())
+        .fetch(&Source::new(server.url("/base.tar")).sha256(&hex))
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("another process is downloading"),
+        "{err:#}"
+    );
+    assert!(part.exists(), "the other run's .part must be left alone");
+    assert_eq!(server.total_hits(), 0);
+    drop(held);
+}

@@ -70,31 +70,13 @@ pub(super) fn download(fetcher: &Fetcher, url: &Url, hex: &str) -> Result<()> {
     let dir = fetcher.blob_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let part_path = dir.join(format!("{hex}.part"));
-    let result = transfer(fetcher, url, hex, &dir, &part_path);
-    if result.is_err() {
-        // An empty .part (say, after a 404) is worth nothing for a resume.
-        if std::fs::metadata(&part_path).is_ok_and(|m| m.len() == 0) {
-            let _ = std::fs::remove_file(part_path);
-        }
-    }
-    result
-}
-
-fn transfer(
-    fetcher: &Fetcher,
-    url: &Url,
-    hex: &str,
-    dir: &std::path::Path,
-    part_path: &std::path::Path,
-) -> Result<()> {
-    let blob = fetcher.blob_path(hex);
     let part = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o644)
-        .open(part_path)
+        .open(&part_path)
         .with_context(|| format!("opening {}", part_path.display()))?;
     let mut part = match Flock::lock(part, FlockArg::LockExclusiveNonblock) {
         Ok(locked) => locked,
@@ -106,6 +88,25 @@ fn transfer(
         }
         Err((_, e)) => return Err(e).with_context(|| format!("locking {}", part_path.display())),
     };
+    let result = fill(fetcher, url, hex, &dir, &part_path, &mut part);
+    // Still under the lock, so this cannot remove another run's file: an
+    // empty .part (say, after a 404) is worth nothing for a resume.
+    if result.is_err() && part.metadata().is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(&part_path);
+    }
+    result
+}
+
+/// The locked part of `download`: resume or start, stream, verify, publish.
+fn fill(
+    fetcher: &Fetcher,
+    url: &Url,
+    hex: &str,
+    dir: &std::path::Path,
+    part_path: &std::path::Path,
+    part: &mut File,
+) -> Result<()> {
+    let blob = fetcher.blob_path(hex);
     if blob.is_file() {
         // Another run finished it between our cache check and the lock.
         let _ = std::fs::remove_file(part_path);
@@ -113,7 +114,7 @@ fn transfer(
     }
 
     let mut hasher = Sha256::new();
-    let mut have = hash_existing(&mut part, &mut hasher)
+    let mut have = hash_existing(part, &mut hasher)
         .with_context(|| format!("reading {}", part_path.display()))?;
 
     let mut resp = get(fetcher, url, (have > 0).then_some(have))?;
@@ -122,9 +123,9 @@ fn transfer(
         // Either the .part already holds the whole file (a run died between
         // the last byte and the rename) or the file on the server shrank.
         if hex::encode(hasher.clone().finalize()) == hex {
-            return publish(&part, part_path, &blob, dir);
+            return publish(part, part_path, &blob, dir);
         }
-        restart(&mut part, &mut hasher, &mut have, part_path)?;
+        restart(part, &mut hasher, &mut have, part_path)?;
         resp = get(fetcher, url, None)?;
     } else if have > 0
         && status.is_success()
@@ -133,7 +134,7 @@ fn transfer(
         // The server ignored the Range (plain 200, whole body follows) or
         // answered a range we did not ask for: start over rather than splice
         // wrong bytes.
-        restart(&mut part, &mut hasher, &mut have, part_path)?;
+        restart(part, &mut hasher, &mut have, part_path)?;
         if status != StatusCode::OK {
             resp = get(fetcher, url, None)?;
         }
@@ -192,7 +193,7 @@ fn transfer(
         let _ = std::fs::remove_file(part_path);
         bail!("checksum mismatch for {url}: expected {hex}, got {actual}");
     }
-    publish(&part, part_path, &blob, dir)
+    publish(part, part_path, &blob, dir)
 }
 
 /// Feed what an earlier run left in the `.part` into the hasher.

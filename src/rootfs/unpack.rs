@@ -99,7 +99,9 @@ pub fn sniff(path: &Path) -> Result<Compression> {
 /// Streams: file -> decompressor -> tar reader -> filesystem; memory stays
 /// flat whatever the archive size. Hostile entries (absolute paths, `..`,
 /// writes through symlinks, type-changing replacements) stop the unpack
-/// with an error naming the entry; nothing is written outside `dest`.
+/// with an error naming the entry; nothing is written outside `dest`. After
+/// an error `dest` holds a partial tree (directory modes not yet applied):
+/// the caller discards it rather than build on it.
 pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<UnpackStats> {
     let label = archive.display().to_string();
     let compression = sniff(archive)?;
@@ -166,7 +168,8 @@ pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<Unpack
                 compression.name()
             ))
         }
-        (Err(_), Some(e)) => Err(anyhow!("{} decoding failed: {e}", compression.name())),
+        // Out of memory, an unsupported check type, a read error on the file.
+        (Err(_), Some(e)) => Err(anyhow!("reading {} data: {e}", compression.name())),
         (r, _) => r,
     };
     result.with_context(|| format!("unpacking {label}"))?;
@@ -386,8 +389,12 @@ impl Extractor {
     }
 
     fn run<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<()> {
-        for entry in archive.entries().context("reading the tar archive")? {
-            let mut entry = entry.context("reading a tar entry header")?;
+        // Failures reading the archive itself (as opposed to writing the
+        // tree) mean a damaged or cut-off tar; say so rather than echo the
+        // tar reader's internal wording alone.
+        let damaged = |e: io::Error| anyhow!("tar data is truncated or corrupt ({e})");
+        for entry in archive.entries().map_err(damaged)? {
+            let mut entry = entry.map_err(damaged)?;
             self.entry(&mut entry)?;
         }
         self.finish_dirs()
@@ -553,7 +560,9 @@ impl Extractor {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(e).with_context(|| format!("reading {shown:?} from the archive"))
+                    return Err(anyhow!(
+                        "tar data is truncated or corrupt in entry {shown:?} ({e})"
+                    ))
                 }
             };
             out.write_all(&self.buf[..n])
