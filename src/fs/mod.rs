@@ -1,1 +1,3 @@
 //! Filesystems made for the image: the FAT ESP (in-process) and the live root (mksquashfs).
+
+pub mod esp;
