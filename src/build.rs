@@ -212,9 +212,15 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         )?;
         kernel = boot::kernel::find(&root)?;
         let t = Instant::now();
-        progress.step(format!("building the live initrd for kernel {} with dracut", kernel.version));
+        progress.step(format!(
+            "building the live initrd for kernel {} with dracut",
+            kernel.version
+        ));
         boot::build_initrd(&chroot, &kernel.version, epoch, &initrd)?;
-        progress.step(format!("initrd built in {:.1} s", t.elapsed().as_secs_f64()));
+        progress.step(format!(
+            "initrd built in {:.1} s",
+            t.elapsed().as_secs_f64()
+        ));
         runner.finish()?;
         chroot.close()?;
         runner.run(&[Phase::Cleanup], None)?;
@@ -231,7 +237,10 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     // live root
     let squash = work.path.join("squashfs.img");
     let t = Instant::now();
-    progress.step(format!("making the live root ({})", spec.root.compression.name()));
+    progress.step(format!(
+        "making the live root ({})",
+        spec.root.compression.name()
+    ));
     squashfs::make(&root, &squash, spec.root.compression, epoch, true)?;
     let squash_size = fs::metadata(&squash).map(|m| m.len()).unwrap_or(0);
     progress.step(format!(
@@ -239,11 +248,6 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         human_bytes(squash_size),
         t.elapsed().as_secs_f64()
     ));
-    // The root folder is no longer needed; free its space before the image
-    // copy doubles the disk use.
-    if !opts.keep_workdir {
-        chroot::remove_tree(&root)?;
-    }
 
     // boot menu + ESP
     let title = format!("Start {}", spec.name);
@@ -252,9 +256,17 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     let mut esp_files: Vec<esp::EspFile> = Vec::new();
     let mut iso_files: Vec<IsoSource> = Vec::new();
     match &loader {
-        EfiLoader::Shim { shim, grub, mm, vendor } => {
-            fs::write(&grub_cfg, menu::grub_cfg(&title, &spec.label, &cmdline, spec.boot.timeout))
-                .with_context(|| format!("writing {}", grub_cfg.display()))?;
+        EfiLoader::Shim {
+            shim,
+            grub,
+            mm,
+            vendor,
+        } => {
+            fs::write(
+                &grub_cfg,
+                menu::grub_cfg(&title, &spec.label, &cmdline, spec.boot.timeout),
+            )
+            .with_context(|| format!("writing {}", grub_cfg.display()))?;
             let mut efi = vec![
                 ("EFI/BOOT/BOOTX64.EFI".to_string(), shim.clone()),
                 ("EFI/BOOT/grubx64.efi".to_string(), grub.clone()),
@@ -282,25 +294,38 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
                     fs::create_dir_all(staged.parent().unwrap_or(&work.path))
                         .with_context(|| format!("creating {}", staged.display()))?;
                     if staged != *src {
-                        fs::copy(src, &staged).with_context(|| format!("copying {}", src.display()))?;
+                        fs::copy(src, &staged)
+                            .with_context(|| format!("copying {}", src.display()))?;
                     }
-                    iso_files.push(IsoSource { iso_path: dest.clone(), source: staged });
+                    iso_files.push(IsoSource {
+                        iso_path: dest.clone(),
+                        source: staged,
+                    });
                 }
             }
-            iso_files.push(IsoSource { iso_path: "boot/grub/grub.cfg".into(), source: grub_cfg.clone() });
+            iso_files.push(IsoSource {
+                iso_path: "boot/grub/grub.cfg".into(),
+                source: grub_cfg.clone(),
+            });
         }
         EfiLoader::SystemdBoot { efi } => {
             esp_files.push(esp::EspFile {
                 dest: "EFI/BOOT/BOOTX64.EFI".into(),
-                content: esp::EspContent::Bytes(fs::read(efi).with_context(|| format!("reading {}", efi.display()))?),
+                content: esp::EspContent::Bytes(
+                    fs::read(efi).with_context(|| format!("reading {}", efi.display()))?,
+                ),
             });
             esp_files.push(esp::EspFile {
                 dest: "loader/loader.conf".into(),
-                content: esp::EspContent::Bytes(menu::systemd_boot_loader_conf(spec.boot.timeout).into_bytes()),
+                content: esp::EspContent::Bytes(
+                    menu::systemd_boot_loader_conf(spec.boot.timeout).into_bytes(),
+                ),
             });
             esp_files.push(esp::EspFile {
                 dest: "loader/entries/undercloud-live.conf".into(),
-                content: esp::EspContent::Bytes(menu::systemd_boot_entry(&title, &cmdline).into_bytes()),
+                content: esp::EspContent::Bytes(
+                    menu::systemd_boot_entry(&title, &cmdline).into_bytes(),
+                ),
             });
             esp_files.push(esp::EspFile {
                 dest: menu::ESP_KERNEL.into(),
@@ -328,11 +353,28 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         human_bytes(esp_report.size),
         esp_report.fat_type
     ));
+    // The root folder is no longer needed (loaders are read, the squashfs
+    // is made); free its space before the image copy adds to the disk use.
+    if !opts.keep_workdir {
+        chroot::remove_tree(&root)?;
+    }
 
-    iso_files.push(IsoSource { iso_path: "images/efiboot.img".into(), source: esp_img });
-    iso_files.push(IsoSource { iso_path: menu::ISO_KERNEL.into(), source: kernel_copy });
-    iso_files.push(IsoSource { iso_path: menu::ISO_INITRD.into(), source: initrd });
-    iso_files.push(IsoSource { iso_path: "LiveOS/squashfs.img".into(), source: squash });
+    iso_files.push(IsoSource {
+        iso_path: "images/efiboot.img".into(),
+        source: esp_img,
+    });
+    iso_files.push(IsoSource {
+        iso_path: menu::ISO_KERNEL.into(),
+        source: kernel_copy,
+    });
+    iso_files.push(IsoSource {
+        iso_path: menu::ISO_INITRD.into(),
+        source: initrd,
+    });
+    iso_files.push(IsoSource {
+        iso_path: "LiveOS/squashfs.img".into(),
+        source: squash,
+    });
 
     // image
     let t = Instant::now();
@@ -354,10 +396,16 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     {
         let f = fs::File::open(&partial.path)
             .with_context(|| format!("opening {}", partial.path.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", partial.path.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", partial.path.display()))?;
     }
-    fs::rename(&partial.path, &output)
-        .with_context(|| format!("renaming {} to {}", partial.path.display(), output.display()))?;
+    fs::rename(&partial.path, &output).with_context(|| {
+        format!(
+            "renaming {} to {}",
+            partial.path.display(),
+            output.display()
+        )
+    })?;
     let mut partial = partial;
     partial.done = true;
     progress.step(format!(
@@ -388,9 +436,12 @@ fn base_source(opts: &BuildOptions, loaded: &LoadedSpec) -> Result<Source> {
             .base_sha256
             .clone()
             .or_else(|| if overridden { None } else { b.sha256.clone() }),
-        checksum_url: opts
-            .base_checksum_url
-            .clone()
-            .or_else(|| if overridden { None } else { b.checksum_url.clone() }),
+        checksum_url: opts.base_checksum_url.clone().or_else(|| {
+            if overridden {
+                None
+            } else {
+                b.checksum_url.clone()
+            }
+        }),
     })
 }

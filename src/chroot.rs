@@ -1,6 +1,6 @@
 //! A build root prepared for running commands inside it.
 //!
-//! `Chroot::enter` mounts /proc, /sys, /dev, /dev/pts and the host's
+//! `Chroot::enter` mounts /proc, /sys, /dev (with /dev/pts) and the host's
 //! resolv.conf into the root; the guard unmounts them in reverse order when
 //! it is closed or dropped, so success, error and Ctrl-C (which becomes an
 //! error, see `interrupt`) all leave nothing mounted. `isolate_mounts` puts
@@ -61,8 +61,10 @@ impl Chroot {
         };
         c.mount_fs("proc", "proc", "proc", MsFlags::empty())?;
         c.mount_fs("sys", "sysfs", "sysfs", MsFlags::MS_RDONLY)?;
+        // Recursive: the host's /dev/pts comes along. A new devpts instance
+        // would not match the host /dev/ptmx that the bind brings, and apt's
+        // and dpkg's pty logging fails with EACCES.
         c.bind("/dev", "dev")?;
-        c.mount_fs("dev/pts", "devpts", "devpts", MsFlags::empty())?;
         c.bind_resolv_conf()?;
         Ok(c)
     }
@@ -81,10 +83,13 @@ impl Chroot {
                 Ok(m) if m.file_type().is_symlink() => {
                     bail!("{} in the build root is a symlink", p.display())
                 }
-                Ok(m) if !m.is_dir() => bail!("{} in the build root is not a directory", p.display()),
+                Ok(m) if !m.is_dir() => {
+                    bail!("{} in the build root is not a directory", p.display())
+                }
                 Ok(_) => {}
-                Err(_) => fs::create_dir(&p)
-                    .with_context(|| format!("creating {}", p.display()))?,
+                Err(_) => {
+                    fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?
+                }
             }
         }
         Ok(p)
@@ -93,8 +98,7 @@ impl Chroot {
     fn mount_fs(&mut self, rel: &str, source: &str, fstype: &str, flags: MsFlags) -> Result<()> {
         let target = self.real_dir(rel)?;
         let flags = flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-        let data = (fstype == "devpts").then_some("newinstance,ptmxmode=0666");
-        mount(Some(source), &target, Some(fstype), flags, data)
+        mount(Some(source), &target, Some(fstype), flags, None::<&str>)
             .with_context(|| format!("mounting {fstype} on {}", target.display()))?;
         self.mounts.push(target);
         Ok(())
@@ -163,7 +167,12 @@ impl Chroot {
     }
 
     /// Run `argv` inside the root; `what` names it in errors.
-    pub fn run<S: AsRef<OsStr>>(&self, argv: &[S], env: &[(String, String)], what: &str) -> Result<()> {
+    pub fn run<S: AsRef<OsStr>>(
+        &self,
+        argv: &[S],
+        env: &[(String, String)],
+        what: &str,
+    ) -> Result<()> {
         interrupt::run(&mut self.command(argv, env), what)
     }
 
@@ -175,7 +184,14 @@ impl Chroot {
     fn teardown(&mut self) -> Result<()> {
         let mut first_err = None;
         while let Some(m) = self.mounts.pop() {
-            if let Err(e) = umount2(&m, MntFlags::empty()) {
+            // The /dev bind carries the host's submounts (pts, shm, mqueue):
+            // detach it as a whole tree.
+            let flags = if m.ends_with("dev") {
+                MntFlags::MNT_DETACH
+            } else {
+                MntFlags::empty()
+            };
+            if let Err(e) = umount2(&m, flags) {
                 // A process that outlived its hook can keep a mount busy;
                 // detach it so it disappears once that process exits.
                 if let Err(e2) = umount2(&m, MntFlags::MNT_DETACH) {
@@ -216,7 +232,10 @@ impl Drop for Chroot {
 /// The environment every command in the root starts from.
 fn base_env() -> Vec<(String, String)> {
     [
-        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
         ("HOME", "/root"),
         ("LANG", "C.UTF-8"),
         ("TERM", "dumb"),
@@ -232,7 +251,8 @@ fn base_env() -> Vec<(String, String)> {
 /// delete the host's device nodes.
 pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let text = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let text =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     Ok(text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))

@@ -51,7 +51,10 @@ pub fn run(cmd: &mut Command, what: &str) -> Result<()> {
 /// Wait for a child, killing it if we are interrupted.
 pub fn wait(mut child: Child, what: &str) -> Result<ExitStatus> {
     loop {
-        if let Some(status) = child.try_wait().with_context(|| format!("waiting for {what}"))? {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("waiting for {what}"))?
+        {
             return Ok(status);
         }
         if interrupted() {

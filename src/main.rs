@@ -12,7 +12,11 @@ use undercloud_live::progress::{human_bytes, Progress};
 use undercloud_live::{chroot, interrupt, qemu};
 
 #[derive(Parser)]
-#[command(name = "undercloud-live", version, about = "Build, boot and look after a live USB/ISO image of an OpenStack undercloud")]
+#[command(
+    name = "undercloud-live",
+    version,
+    about = "Build, boot and look after a live USB/ISO image of an OpenStack undercloud"
+)]
 struct Cli {
     /// Print only errors.
     #[arg(long, short, global = true)]

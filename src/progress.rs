@@ -65,7 +65,9 @@ impl Progress {
         } else {
             eprintln!(
                 "==> {what}: started{}",
-                total.map(|t| format!(" ({})", human_bytes(t))).unwrap_or_default()
+                total
+                    .map(|t| format!(" ({})", human_bytes(t)))
+                    .unwrap_or_default()
             );
             Bar {
                 inner: BarKind::Plain {

@@ -193,11 +193,7 @@ pub fn parse(text: &str) -> Result<Spec> {
 
 fn one_line(e: &dyn std::fmt::Display) -> String {
     let s = e.to_string();
-    let lines: Vec<&str> = s
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     lines.join(" ")
 }
 

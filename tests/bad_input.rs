@@ -28,7 +28,11 @@ struct Case {
 fn case(name: &str, spec: &str) -> Case {
     let dir = scratch(&format!("bad-{name}"));
     let elements = repo().join("tests/elements");
-    std::fs::write(dir.join("spec.yaml"), spec.replace("ELEMENTS", &elements.display().to_string())).unwrap();
+    std::fs::write(
+        dir.join("spec.yaml"),
+        spec.replace("ELEMENTS", &elements.display().to_string()),
+    )
+    .unwrap();
     Case {
         out: dir.join("out.iso"),
         work: dir.join("work"),
@@ -57,7 +61,10 @@ fn assert_clean_failure(c: &Case, o: &Output, culprit: &str) {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
-    assert!(lines[0].contains(culprit), "error does not name {culprit:?}: {stderr}");
+    assert!(
+        lines[0].contains(culprit),
+        "error does not name {culprit:?}: {stderr}"
+    );
     assert!(!c.out.exists(), "output file left behind");
     let leftovers: Vec<_> = std::fs::read_dir(&c.dir)
         .unwrap()
@@ -80,7 +87,8 @@ fn small_base(dir: &Path) -> PathBuf {
     h.set_size(6);
     h.set_mode(0o644);
     h.set_cksum();
-    b.append_data(&mut h, "etc/hostname", &b"hello\n"[..]).unwrap();
+    b.append_data(&mut h, "etc/hostname", &b"hello\n"[..])
+        .unwrap();
     b.into_inner().unwrap().finish().unwrap();
     p
 }
@@ -92,7 +100,10 @@ fn sha256_of(p: &Path) -> String {
 
 #[test]
 fn unknown_spec_key() {
-    let c = case("key", &SPEC.replace("elements: [marker]", "elements: [marker]\ncolour: blue"));
+    let c = case(
+        "key",
+        &SPEC.replace("elements: [marker]", "elements: [marker]\ncolour: blue"),
+    );
     let o = build(&c, &[]);
     assert_clean_failure(&c, &o, "colour");
     assert!(String::from_utf8_lossy(&o.stderr).contains("spec.yaml"));
@@ -100,7 +111,10 @@ fn unknown_spec_key() {
 
 #[test]
 fn missing_element() {
-    let c = case("element", &SPEC.replace("[marker]", "[marker, no-such-element]"));
+    let c = case(
+        "element",
+        &SPEC.replace("[marker]", "[marker, no-such-element]"),
+    );
     let o = build(&c, &[]);
     assert_clean_failure(&c, &o, "no-such-element");
 }
@@ -111,7 +125,15 @@ fn wrong_sha256() {
     let base = small_base(&c.dir);
     let server = serve(&c.dir, Mode::Normal);
     let wrong = "0".repeat(64);
-    let o = build(&c, &["--base", &server.url("base.tar.gz"), "--base-sha256", &wrong]);
+    let o = build(
+        &c,
+        &[
+            "--base",
+            &server.url("base.tar.gz"),
+            "--base-sha256",
+            &wrong,
+        ],
+    );
     assert_clean_failure(&c, &o, "checksum mismatch");
     assert!(base.is_file());
     // Nothing unverified was kept in the cache.
@@ -125,7 +147,10 @@ fn truncated_download() {
     let base = small_base(&c.dir);
     let server = serve(&c.dir, Mode::Truncate);
     let sum = sha256_of(&base);
-    let o = build(&c, &["--base", &server.url("base.tar.gz"), "--base-sha256", &sum]);
+    let o = build(
+        &c,
+        &["--base", &server.url("base.tar.gz"), "--base-sha256", &sum],
+    );
     assert_clean_failure(&c, &o, "truncated");
 }
 

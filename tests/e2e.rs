@@ -51,8 +51,14 @@ fn sha256(p: &Path) -> String {
 }
 
 fn tool(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(o.status.success(), "{cmd:?} failed:\n{text}");
     text
 }
@@ -70,20 +76,33 @@ fn check_layout(img: &Path, scratch: &Path) {
             .args(["-report_el_torito", "plain"]),
     );
     assert!(
-        report.lines().any(|l| l.contains("El Torito boot img") && l.contains("UEFI")),
+        report
+            .lines()
+            .any(|l| l.contains("El Torito boot img") && l.contains("UEFI")),
         "no UEFI El Torito entry:\n{report}"
     );
 
     let info = tool(Command::new("isoinfo").arg("-d").arg("-i").arg(img));
     assert!(info.contains("Volume id: UCL-MINIMAL"), "{info}");
     let files = tool(Command::new("isoinfo").args(["-R", "-f", "-i"]).arg(img));
-    for want in ["/LiveOS/squashfs.img", "/boot/vmlinuz", "/boot/initrd.img", "/EFI/BOOT/BOOTX64.EFI"] {
-        assert!(files.lines().any(|l| l == want), "{want} missing from the ISO tree:\n{files}");
+    for want in [
+        "/LiveOS/squashfs.img",
+        "/boot/vmlinuz",
+        "/boot/initrd.img",
+        "/EFI/BOOT/BOOTX64.EFI",
+    ] {
+        assert!(
+            files.lines().any(|l| l == want),
+            "{want} missing from the ISO tree:\n{files}"
+        );
     }
 
     // Cut partition 1 (the ESP) out at the extent the GPT gives and fsck it.
     let p1 = tool(Command::new("sgdisk").args(["-i", "1"]).arg(img));
-    assert!(p1.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"), "partition 1 is not an ESP:\n{p1}");
+    assert!(
+        p1.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+        "partition 1 is not an ESP:\n{p1}"
+    );
     let field = |name: &str| -> u64 {
         p1.lines()
             .find(|l| l.starts_with(name))
@@ -95,15 +114,27 @@ fn check_layout(img: &Path, scratch: &Path) {
     let (first, last) = (field("First sector"), field("Last sector"));
     let esp = scratch.join("esp.img");
     let data = std::fs::read(img).unwrap();
-    std::fs::write(&esp, &data[(first * 512) as usize..((last + 1) * 512) as usize]).unwrap();
+    std::fs::write(
+        &esp,
+        &data[(first * 512) as usize..((last + 1) * 512) as usize],
+    )
+    .unwrap();
     let fsck = tool(Command::new("fsck.fat").arg("-n").arg(&esp));
     assert!(!fsck.contains("differences"), "{fsck}");
-    let dir = tool(Command::new("mdir").args(["-i"]).arg(&esp).arg("::/EFI/BOOT"));
+    let dir = tool(
+        Command::new("mdir")
+            .args(["-i"])
+            .arg(&esp)
+            .arg("::/EFI/BOOT"),
+    );
     assert!(dir.contains("BOOTX64") && dir.contains("grubx64"), "{dir}");
 
     // Partition 2 is the live root: exactly the squashfs bytes.
     let p2 = tool(Command::new("sgdisk").args(["-i", "2"]).arg(img));
-    assert!(p2.contains("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"), "partition 2 type:\n{p2}");
+    assert!(
+        p2.contains("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+        "partition 2 type:\n{p2}"
+    );
     let start2 = p2
         .lines()
         .find(|l| l.starts_with("First sector"))
@@ -111,7 +142,11 @@ fn check_layout(img: &Path, scratch: &Path) {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap();
-    assert_eq!(&data[start2 * 512..start2 * 512 + 4], b"hsqs", "partition 2 is not the squashfs");
+    assert_eq!(
+        &data[start2 * 512..start2 * 512 + 4],
+        b"hsqs",
+        "partition 2 is not the squashfs"
+    );
 }
 
 fn boot(img: &Path, media: &str, log: &Path) {
@@ -124,12 +159,24 @@ fn boot(img: &Path, media: &str, log: &Path) {
         .arg(log)
         .arg("--quiet"));
     let console = std::fs::read_to_string(log).unwrap_or_default();
-    assert!(o.status.success(), "boot as {media} did not reach the marker; console:\n{console}");
+    assert!(
+        o.status.success(),
+        "boot as {media} did not reach the marker; console:\n{console}"
+    );
     // Facts the marker unit reported from inside the booted image.
     let line = console.lines().find(|l| l.contains(MARKER)).unwrap();
-    assert!(line.contains("rootfs=overlay"), "live root is not the overlay: {line}");
-    assert!(line.contains("hello=Hello,_world!"), "package from package-installs missing: {line}");
-    println!("boot as {media}: marker after {:.0} s", t.elapsed().as_secs_f64());
+    assert!(
+        line.contains("rootfs=overlay"),
+        "live root is not the overlay: {line}"
+    );
+    assert!(
+        line.contains("hello=Hello,_world!"),
+        "package from package-installs missing: {line}"
+    );
+    println!(
+        "boot as {media}: marker after {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -149,6 +196,14 @@ fn build_check_boot_and_rebuild_identically() {
     let b = dir.join("b.iso");
     build(&server, &cache, &b, &dir.join("work-b"));
     let after = server.requests.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(after - before <= 1, "the cached base was downloaded again ({} requests)", after - before);
-    assert_eq!(sha256(&a), sha256(&b), "two builds with SOURCE_DATE_EPOCH={EPOCH} differ");
+    assert!(
+        after - before <= 1,
+        "the cached base was downloaded again ({} requests)",
+        after - before
+    );
+    assert_eq!(
+        sha256(&a),
+        sha256(&b),
+        "two builds with SOURCE_DATE_EPOCH={EPOCH} differ"
+    );
 }

@@ -32,7 +32,10 @@ pub fn find(root: &Path) -> Result<Kernel> {
                 root.join("boot").join(format!("vmlinuz-{kver}")),
             ];
             if let Some(path) = candidates.into_iter().find(|p| p.is_file()) {
-                found.push(Kernel { version: kver, path });
+                found.push(Kernel {
+                    version: kver,
+                    path,
+                });
             }
         }
     }

@@ -39,16 +39,28 @@ struct Locations {
 }
 
 const DEBIAN: Locations = Locations {
-    shim: &["usr/lib/shim/shimx64.efi.signed", "usr/lib/shim/shimx64.efi.signed.latest"],
+    shim: &[
+        "usr/lib/shim/shimx64.efi.signed",
+        "usr/lib/shim/shimx64.efi.signed.latest",
+    ],
     grub: &["usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"],
     mm: &["usr/lib/shim/mmx64.efi.signed", "usr/lib/shim/mmx64.efi"],
     vendor: "debian",
 };
 
 const FEDORA: Locations = Locations {
-    shim: &["boot/efi/EFI/fedora/shimx64.efi", "usr/lib/efi/shim/*/EFI/fedora/shimx64.efi"],
-    grub: &["boot/efi/EFI/fedora/grubx64.efi", "usr/lib/efi/grub2/*/EFI/fedora/grubx64.efi"],
-    mm: &["boot/efi/EFI/fedora/mmx64.efi", "usr/lib/efi/shim/*/EFI/fedora/mmx64.efi"],
+    shim: &[
+        "boot/efi/EFI/fedora/shimx64.efi",
+        "usr/lib/efi/shim/*/EFI/fedora/shimx64.efi",
+    ],
+    grub: &[
+        "boot/efi/EFI/fedora/grubx64.efi",
+        "usr/lib/efi/grub2/*/EFI/fedora/grubx64.efi",
+    ],
+    mm: &[
+        "boot/efi/EFI/fedora/mmx64.efi",
+        "usr/lib/efi/shim/*/EFI/fedora/mmx64.efi",
+    ],
     vendor: "fedora",
 };
 
@@ -144,7 +156,11 @@ mod tests {
         // shim-signed ships the binary under a versioned name reached by a
         // symlink; it must be followed inside the root.
         touch(r, "usr/lib/shim/shimx64.efi.signed.latest");
-        symlink("/usr/lib/shim/shimx64.efi.signed.latest", r.join("usr/lib/shim/shimx64.efi.signed")).unwrap();
+        symlink(
+            "/usr/lib/shim/shimx64.efi.signed.latest",
+            r.join("usr/lib/shim/shimx64.efi.signed"),
+        )
+        .unwrap();
         touch(r, "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed");
         touch(r, "usr/lib/shim/mmx64.efi.signed");
         let l = find(r, Distro::Debian).unwrap();
@@ -168,8 +184,16 @@ mod tests {
         touch(r, "usr/lib/efi/shim/15.8-3/EFI/fedora/mmx64.efi");
         touch(r, "boot/efi/EFI/fedora/grubx64.efi");
         match find(r, Distro::Fedora).unwrap() {
-            EfiLoader::Shim { shim, grub, mm, vendor } => {
-                assert_eq!(shim, r.join("usr/lib/efi/shim/15.8-3/EFI/fedora/shimx64.efi"));
+            EfiLoader::Shim {
+                shim,
+                grub,
+                mm,
+                vendor,
+            } => {
+                assert_eq!(
+                    shim,
+                    r.join("usr/lib/efi/shim/15.8-3/EFI/fedora/shimx64.efi")
+                );
                 assert_eq!(grub, r.join("boot/efi/EFI/fedora/grubx64.efi"));
                 assert!(mm.is_some());
                 assert_eq!(vendor, "fedora");
@@ -183,14 +207,20 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let r = t.path();
         touch(r, "usr/lib/systemd/boot/efi/systemd-bootx64.efi");
-        assert!(matches!(find(r, Distro::Fedora).unwrap(), EfiLoader::SystemdBoot { .. }));
+        assert!(matches!(
+            find(r, Distro::Fedora).unwrap(),
+            EfiLoader::SystemdBoot { .. }
+        ));
     }
 
     #[test]
     fn nothing_names_the_packages() {
         let t = tempfile::tempdir().unwrap();
         let e = format!("{:#}", find(t.path(), Distro::Debian).unwrap_err());
-        assert!(e.contains("shim-signed") && e.contains("systemd-boot-efi"), "{e}");
+        assert!(
+            e.contains("shim-signed") && e.contains("systemd-boot-efi"),
+            "{e}"
+        );
         touch(t.path(), "boot/efi/EFI/fedora/shimx64.efi");
         let e = format!("{:#}", find(t.path(), Distro::Fedora).unwrap_err());
         assert!(e.contains("grub2-efi-x64"), "{e}");

@@ -46,9 +46,7 @@ pub fn systemd_boot_loader_conf(timeout: u32) -> String {
 }
 
 pub fn systemd_boot_entry(title: &str, cmdline: &str) -> String {
-    format!(
-        "title {title}\nlinux /{ESP_KERNEL}\ninitrd /{ESP_INITRD}\noptions {cmdline}\n"
-    )
+    format!("title {title}\nlinux /{ESP_KERNEL}\ninitrd /{ESP_INITRD}\noptions {cmdline}\n")
 }
 
 #[cfg(test)]

@@ -20,7 +20,10 @@ pub fn build_initrd(chroot: &Chroot, kver: &str, epoch: i64, out: &Path) -> Resu
     if !root.join("usr/bin/dracut").exists() && !root.join("usr/sbin/dracut").exists() {
         bail!("dracut is not installed in the root: add package dracut to an element");
     }
-    if !root.join("usr/lib/dracut/modules.d/90dmsquash-live").is_dir() {
+    if !root
+        .join("usr/lib/dracut/modules.d/90dmsquash-live")
+        .is_dir()
+    {
         // Both Debian and Fedora package the module as dracut-live.
         bail!("dracut's dmsquash-live module is missing in the root: add package dracut-live to an element");
     }

@@ -57,7 +57,9 @@ impl Phase {
 
     pub fn from_dir(s: &str) -> Option<Phase> {
         let s = s.trim_end_matches(".d");
-        Phase::ALL.into_iter().find(|p| p.dir().trim_end_matches(".d") == s)
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.dir().trim_end_matches(".d") == s)
     }
 
     /// Whether dib runs this phase's hooks inside the chroot.
@@ -93,7 +95,9 @@ pub fn sort_n(a: &str, b: &str) -> Ordering {
         let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
         digits.parse().unwrap_or(0)
     }
-    lead(a).cmp(&lead(b)).then_with(|| a.as_bytes().cmp(b.as_bytes()))
+    lead(a)
+        .cmp(&lead(b))
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
 /// The hooks of `phase` across `elements`, in run order. Two elements with a
@@ -112,13 +116,17 @@ pub fn collect(elements: &[Element], phase: Phase) -> Result<Vec<Hook>> {
             let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            let meta = fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+            let meta =
+                fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
             if !meta.is_file() {
                 continue;
             }
             if !valid_hook_name(&name) {
                 if std::env::var_os("DIB_DEBUG_TRACE").is_some_and(|v| v != "0") {
-                    eprintln!("debug: skipping {} (run-parts ignores names with dots)", path.display());
+                    eprintln!(
+                        "debug: skipping {} (run-parts ignores names with dots)",
+                        path.display()
+                    );
                 }
                 continue;
             }
@@ -160,7 +168,10 @@ pub fn environment_files(elements: &[Element]) -> Result<Vec<(String, PathBuf)>>
         for entry in entries {
             let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
             if entry.path().is_file() {
-                files.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+                files.push((
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.path(),
+                ));
             }
         }
     }
@@ -178,7 +189,11 @@ mod tests {
         fs::create_dir_all(&d).unwrap();
         let p = d.join(name);
         fs::write(&p, "#!/bin/sh\n").unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 })).unwrap();
+        fs::set_permissions(
+            &p,
+            fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -198,11 +213,20 @@ mod tests {
         hook(&a, "install.d", "20-x.sh", true);
         hook(&a, "install.d", "30-noexec", false);
         let els = vec![
-            Element { name: "a".into(), dir: a },
-            Element { name: "b".into(), dir: b },
+            Element {
+                name: "a".into(),
+                dir: a,
+            },
+            Element {
+                name: "b".into(),
+                dir: b,
+            },
         ];
         let hooks = collect(&els, Phase::Install).unwrap();
-        let names: Vec<_> = hooks.iter().map(|h| (h.name.as_str(), h.element.as_str())).collect();
+        let names: Vec<_> = hooks
+            .iter()
+            .map(|h| (h.name.as_str(), h.element.as_str()))
+            .collect();
         assert_eq!(names, [("9-b", "b"), ("10-a", "a")]);
         assert!(collect(&els, Phase::Finalise).unwrap().is_empty());
     }
@@ -215,11 +239,20 @@ mod tests {
         hook(&a, "install.d", "50-same", true);
         hook(&b, "install.d", "50-same", true);
         let els = vec![
-            Element { name: "a".into(), dir: a },
-            Element { name: "b".into(), dir: b },
+            Element {
+                name: "a".into(),
+                dir: a,
+            },
+            Element {
+                name: "b".into(),
+                dir: b,
+            },
         ];
         let e = format!("{:#}", collect(&els, Phase::Install).unwrap_err());
-        assert!(e.contains("50-same") && e.contains("\"a\"") && e.contains("\"b\""), "{e}");
+        assert!(
+            e.contains("50-same") && e.contains("\"a\"") && e.contains("\"b\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -24,11 +24,23 @@ use crate::spec::Distro;
 /// We implement what they do natively, so elements written for dib work
 /// unchanged without dib installed.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("package-installs", "package-installs.yaml is installed by undercloud-live"),
-    ("install-static", "static/ trees are copied by undercloud-live"),
-    ("install-bin", "bin/ files are copied to /usr/local/bin by undercloud-live"),
+    (
+        "package-installs",
+        "package-installs.yaml is installed by undercloud-live",
+    ),
+    (
+        "install-static",
+        "static/ trees are copied by undercloud-live",
+    ),
+    (
+        "install-bin",
+        "bin/ files are copied to /usr/local/bin by undercloud-live",
+    ),
     ("install-types", "install type 'package' is the default"),
-    ("dib-init-system", "DIB_INIT_SYSTEM=systemd is set by undercloud-live"),
+    (
+        "dib-init-system",
+        "DIB_INIT_SYSTEM=systemd is set by undercloud-live",
+    ),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,9 +87,10 @@ pub fn resolve(requested: &[String], path: &[PathBuf], distro: Distro) -> Result
     let mut missing: Vec<String> = Vec::new();
     // The base distro is the operating system (dib's distro elements
     // provide `operating-system`).
-    let mut provided: BTreeSet<String> = [distro.name().to_string(), "operating-system".to_string()]
-        .into_iter()
-        .collect();
+    let mut provided: BTreeSet<String> =
+        [distro.name().to_string(), "operating-system".to_string()]
+            .into_iter()
+            .collect();
 
     while let Some(name) = queue.pop_front() {
         if !seen.insert(name.clone()) {
@@ -164,7 +177,10 @@ mod tests {
         mk(t.path(), "mid", &["ghost"]);
         let e = resolve(&["top".into()], &[t.path().to_path_buf()], Distro::Debian).unwrap_err();
         let msg = format!("{e:#}");
-        assert!(msg.contains("\"ghost\" not found (needed by top -> mid)"), "{msg}");
+        assert!(
+            msg.contains("\"ghost\" not found (needed by top -> mid)"),
+            "{msg}"
+        );
     }
 
     #[test]

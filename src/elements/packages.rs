@@ -70,8 +70,15 @@ pub fn for_element(el: &Element, cx: &Filter) -> Result<BTreeMap<Phase, PhasePac
 }
 
 pub fn parse(text: &str, cx: &Filter) -> Result<BTreeMap<Phase, PhasePackages>> {
-    let map: Option<BTreeMap<String, Option<Value>>> = serde_saphyr::from_str(text)
-        .map_err(|e| anyhow::anyhow!(e.to_string().lines().map(str::trim).collect::<Vec<_>>().join(" ")))?;
+    let map: Option<BTreeMap<String, Option<Value>>> =
+        serde_saphyr::from_str(text).map_err(|e| {
+            anyhow::anyhow!(e
+                .to_string()
+                .lines()
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" "))
+        })?;
     let mut out: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
     for (pkg, value) in map.unwrap_or_default() {
         let entries = match value {

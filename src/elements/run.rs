@@ -112,7 +112,10 @@ impl<'a> Runner<'a> {
             ("IMAGE_NAME".into(), self.image_name.into()),
             ("IMAGE_ELEMENT".into(), names.join(" ")),
             ("TMP_HOOKS_PATH".into(), hooks_path),
-            ("DIB_IMAGE_CACHE".into(), self.cache_dir.display().to_string()),
+            (
+                "DIB_IMAGE_CACHE".into(),
+                self.cache_dir.display().to_string(),
+            ),
             ("DIB_OFFLINE".into(), String::new()),
         ];
         if !inside {
@@ -148,7 +151,12 @@ impl<'a> Runner<'a> {
 
     fn run_phase(&mut self, phase: Phase, chroot: Option<&Chroot>) -> Result<()> {
         let inside = || {
-            chroot.with_context(|| format!("{} runs inside the root, which is not prepared", phase.dir()))
+            chroot.with_context(|| {
+                format!(
+                    "{} runs inside the root, which is not prepared",
+                    phase.dir()
+                )
+            })
         };
         if phase == Phase::BlockDevice {
             // A live image has no block device while it is built; hooks
@@ -186,14 +194,21 @@ impl<'a> Runner<'a> {
             let status = if phase.in_chroot() {
                 let inner = format!("/{IN_TARGET}/{}/{}", phase.dir(), hook.name);
                 let child = inside()?
-                    .command(&["/bin/bash", "-c", SOURCE_ENV_AND_EXEC, &inner], &self.env(true))
+                    .command(
+                        &["/bin/bash", "-c", SOURCE_ENV_AND_EXEC, &inner],
+                        &self.env(true),
+                    )
                     .spawn()
                     .with_context(|| format!("starting hook {}/{}", phase.dir(), hook.name))?;
                 interrupt::wait(child, &format!("hook {}/{}", phase.dir(), hook.name))?
             } else {
                 let mut cmd = Command::new("/bin/bash");
                 cmd.env_clear()
-                    .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()))
+                    .env(
+                        "PATH",
+                        std::env::var("PATH")
+                            .unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+                    )
                     .envs(self.env(false))
                     .args(["-c", SOURCE_ENV_AND_EXEC])
                     .arg(&hook.path);
@@ -247,8 +262,7 @@ impl<'a> Runner<'a> {
             if st.is_dir() {
                 let n = tree::copy_tree(&st, self.root, Path::new(""))
                     .with_context(|| format!("element {:?}: copying static/", el.name))?;
-                self.progress
-                    .step(format!("{}: {n} static files", el.name));
+                self.progress.step(format!("{}: {n} static files", el.name));
             }
             let bin = el.dir.join("bin");
             if bin.is_dir() {
@@ -273,21 +287,35 @@ impl<'a> Runner<'a> {
                 chroot.run(&pm.refresh(), &[], &format!("{tool} metadata refresh"))?;
                 self.refreshed = true;
             }
-            self.progress
-                .step(format!("{}: installing {}", phase.dir(), p.install.join(" ")));
+            self.progress.step(format!(
+                "{}: installing {}",
+                phase.dir(),
+                p.install.join(" ")
+            ));
             chroot.run(
                 &pm.install(&p.install),
                 &[],
-                &format!("{tool} install for {} ({})", phase.dir(), p.install.join(" ")),
+                &format!(
+                    "{tool} install for {} ({})",
+                    phase.dir(),
+                    p.install.join(" ")
+                ),
             )?;
         }
         if !p.uninstall.is_empty() {
-            self.progress
-                .step(format!("{}: removing {}", phase.dir(), p.uninstall.join(" ")));
+            self.progress.step(format!(
+                "{}: removing {}",
+                phase.dir(),
+                p.uninstall.join(" ")
+            ));
             chroot.run(
                 &pm.uninstall(&p.uninstall),
                 &[],
-                &format!("{tool} remove for {} ({})", phase.dir(), p.uninstall.join(" ")),
+                &format!(
+                    "{tool} remove for {} ({})",
+                    phase.dir(),
+                    p.uninstall.join(" ")
+                ),
             )?;
         }
         Ok(())
@@ -297,7 +325,8 @@ impl<'a> Runner<'a> {
     pub fn finish(&self) -> Result<()> {
         let staged = self.root.join(IN_TARGET);
         if staged.exists() {
-            fs::remove_dir_all(&staged).with_context(|| format!("removing {}", staged.display()))?;
+            fs::remove_dir_all(&staged)
+                .with_context(|| format!("removing {}", staged.display()))?;
         }
         for rel in packages::manager(self.distro).leftovers() {
             let p = tree::resolve_in_root(self.root, Path::new(rel))?;
@@ -318,7 +347,9 @@ impl<'a> Runner<'a> {
                         .with_context(|| format!("removing {}", ep.display()))?;
                     }
                 }
-                Ok(_) => fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?,
+                Ok(_) => {
+                    fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?
+                }
                 Err(_) => {}
             }
         }
@@ -328,4 +359,5 @@ impl<'a> Runner<'a> {
 
 /// Source environment.d (sorted by the staging) and exec the hook given as
 /// $0, the way dib-run-parts does it.
-const SOURCE_ENV_AND_EXEC: &str = r#"for f in "$TMP_HOOKS_PATH"/environment.d/*; do [ -f "$f" ] && . "$f"; done; exec "$0""#;
+const SOURCE_ENV_AND_EXEC: &str =
+    r#"for f in "$TMP_HOOKS_PATH"/environment.d/*; do [ -f "$f" ] && . "$f"; done; exec "$0""#;

@@ -36,9 +36,14 @@ pub fn resolve_in_root(root: &Path, rel: &Path) -> Result<PathBuf> {
             Ok(m) if m.file_type().is_symlink() && !is_last => {
                 hops += 1;
                 if hops > 40 {
-                    bail!("too many symlinks resolving {} in {}", rel.display(), root.display());
+                    bail!(
+                        "too many symlinks resolving {} in {}",
+                        rel.display(),
+                        root.display()
+                    );
                 }
-                let target = fs::read_link(&cur).with_context(|| format!("reading {}", cur.display()))?;
+                let target =
+                    fs::read_link(&cur).with_context(|| format!("reading {}", cur.display()))?;
                 if target.is_absolute() {
                     parts.clear();
                 }
@@ -66,7 +71,8 @@ pub fn resolve_in_root_follow(root: &Path, rel: &Path) -> Result<PathBuf> {
         let p = resolve_in_root(root, &rel)?;
         match fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
-                let target = fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
+                let target =
+                    fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
                 let parent = p
                     .strip_prefix(root)
                     .ok()
@@ -82,7 +88,11 @@ pub fn resolve_in_root_follow(root: &Path, rel: &Path) -> Result<PathBuf> {
             _ => return Ok(p),
         }
     }
-    bail!("too many symlinks resolving {} in {}", rel.display(), root.display())
+    bail!(
+        "too many symlinks resolving {} in {}",
+        rel.display(),
+        root.display()
+    )
 }
 
 /// Copy the tree `src` into `root` at `dest_rel`, keeping modes; owners are
@@ -91,39 +101,59 @@ pub fn resolve_in_root_follow(root: &Path, rel: &Path) -> Result<PathBuf> {
 pub fn copy_tree(src: &Path, root: &Path, dest_rel: &Path) -> Result<u64> {
     let mut count = 0;
     let entries = fs::read_dir(src).with_context(|| format!("reading {}", src.display()))?;
-    let mut entries: Vec<_> = entries.collect::<std::io::Result<_>>().with_context(|| format!("reading {}", src.display()))?;
+    let mut entries: Vec<_> = entries
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading {}", src.display()))?;
     // Sorted so that two builds create files in the same order.
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let from = entry.path();
         let rel = dest_rel.join(entry.file_name());
         let to = resolve_in_root(root, &rel)?;
-        let meta = fs::symlink_metadata(&from).with_context(|| format!("reading {}", from.display()))?;
+        let meta =
+            fs::symlink_metadata(&from).with_context(|| format!("reading {}", from.display()))?;
         let ft = meta.file_type();
         if ft.is_dir() {
+            // A directory may be reached through a symlink in the root
+            // (merged /usr: lib -> usr/lib); files then go where it points.
+            let to = resolve_in_root_follow(root, &rel)?;
             match fs::symlink_metadata(&to) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => bail!("{} exists in the root and is not a directory", rel.display()),
+                Ok(_) => bail!(
+                    "{} exists in the root and is not a directory",
+                    rel.display()
+                ),
                 Err(_) => {
                     fs::create_dir(&to).with_context(|| format!("creating {}", to.display()))?;
-                    fs::set_permissions(&to, fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))
-                        .with_context(|| format!("setting mode of {}", to.display()))?;
+                    fs::set_permissions(
+                        &to,
+                        fs::Permissions::from_mode(meta.permissions().mode() & 0o7777),
+                    )
+                    .with_context(|| format!("setting mode of {}", to.display()))?;
                 }
             }
             count += copy_tree(&from, root, &rel)?;
         } else if ft.is_symlink() {
-            let target = fs::read_link(&from).with_context(|| format!("reading {}", from.display()))?;
+            let target =
+                fs::read_link(&from).with_context(|| format!("reading {}", from.display()))?;
             remove_existing(&to)?;
             symlink(&target, &to).with_context(|| format!("creating symlink {}", to.display()))?;
             count += 1;
         } else if ft.is_file() {
             remove_existing(&to)?;
-            fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-            fs::set_permissions(&to, fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))
-                .with_context(|| format!("setting mode of {}", to.display()))?;
+            fs::copy(&from, &to)
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+            fs::set_permissions(
+                &to,
+                fs::Permissions::from_mode(meta.permissions().mode() & 0o7777),
+            )
+            .with_context(|| format!("setting mode of {}", to.display()))?;
             count += 1;
         } else {
-            bail!("{}: only files, folders and symlinks can be copied", from.display());
+            bail!(
+                "{}: only files, folders and symlinks can be copied",
+                from.display()
+            );
         }
     }
     Ok(count)
@@ -150,11 +180,23 @@ mod tests {
         fs::create_dir_all(root.join("etc")).unwrap();
         symlink("/etc", root.join("etc/abs")).unwrap();
         symlink("../../../../..", root.join("etc/up")).unwrap();
-        assert_eq!(resolve_in_root(root, Path::new("lib/x")).unwrap(), root.join("usr/lib/x"));
-        assert_eq!(resolve_in_root(root, Path::new("etc/abs/passwd")).unwrap(), root.join("etc/passwd"));
-        assert_eq!(resolve_in_root(root, Path::new("etc/up/etc/shadow")).unwrap(), root.join("etc/shadow"));
+        assert_eq!(
+            resolve_in_root(root, Path::new("lib/x")).unwrap(),
+            root.join("usr/lib/x")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("etc/abs/passwd")).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("etc/up/etc/shadow")).unwrap(),
+            root.join("etc/shadow")
+        );
         symlink("/usr/lib/real", root.join("usr/lib/alias")).unwrap();
-        assert_eq!(resolve_in_root_follow(root, Path::new("lib/alias")).unwrap(), root.join("usr/lib/real"));
+        assert_eq!(
+            resolve_in_root_follow(root, Path::new("lib/alias")).unwrap(),
+            root.join("usr/lib/real")
+        );
     }
 
     #[test]
@@ -167,11 +209,19 @@ mod tests {
         fs::create_dir_all(src.join("lib/systemd")).unwrap();
         symlink("usr/lib", root.join("lib")).unwrap();
         fs::write(src.join("usr/local/bin/tool"), "x").unwrap();
-        fs::set_permissions(src.join("usr/local/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(
+            src.join("usr/local/bin/tool"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         fs::write(src.join("lib/systemd/unit"), "u").unwrap();
-        assert_eq!(copy_tree(&src, &root, Path::new("")).unwrap(), 2);
+        let n = copy_tree(&src, &root, Path::new("")).map_err(|e| format!("{e:#}")).unwrap();
+        assert_eq!(n, 2);
         let m = fs::metadata(root.join("usr/local/bin/tool")).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o755);
-        assert_eq!(fs::read_to_string(root.join("usr/lib/systemd/unit")).unwrap(), "u");
+        assert_eq!(
+            fs::read_to_string(root.join("usr/lib/systemd/unit")).unwrap(),
+            "u"
+        );
     }
 }

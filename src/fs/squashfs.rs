@@ -58,6 +58,9 @@ pub fn make(root: &Path, out: &Path, comp: Compression, epoch: i64, quiet: bool)
     check_tool()?;
     let mut cmd = Command::new("mksquashfs");
     cmd.args(args(root, out, comp, epoch, quiet));
+    // mksquashfs refuses -mkfs-time/-all-time when SOURCE_DATE_EPOCH is also
+    // in its environment; the explicit options carry the same value.
+    cmd.env_remove("SOURCE_DATE_EPOCH");
     if quiet {
         cmd.stdout(std::process::Stdio::null());
     }
@@ -70,7 +73,13 @@ mod tests {
 
     #[test]
     fn args_fix_time_and_compression() {
-        let a = args(Path::new("/r"), Path::new("/o.img"), Compression::Xz, 42, false);
+        let a = args(
+            Path::new("/r"),
+            Path::new("/o.img"),
+            Compression::Xz,
+            42,
+            false,
+        );
         let s = a.join(" ");
         assert!(s.starts_with("/r /o.img -noappend -comp xz"));
         assert!(s.contains("-mkfs-time 42 -all-time 42"));
@@ -92,7 +101,12 @@ mod tests {
         make(&root, &a, Compression::Zstd, 1_700_000_000, true).unwrap();
         make(&root, &b, Compression::Zstd, 1_700_000_000, true).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
-        let out = Command::new("unsquashfs").arg("-cat").arg(&a).arg("etc/hostname").output().unwrap();
+        let out = Command::new("unsquashfs")
+            .arg("-cat")
+            .arg(&a)
+            .arg("etc/hostname")
+            .output()
+            .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "live\n");
     }
 }

@@ -62,7 +62,9 @@ fn handle(mut stream: TcpStream, dir: &Path, mode: Mode) -> std::io::Result<()> 
     let name = path.trim_start_matches('/');
     let file = dir.join(name);
     if name.contains("..") || !file.is_file() {
-        stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        stream.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
         return Ok(());
     }
     let mut f = std::fs::File::open(&file)?;
@@ -93,7 +95,13 @@ pub fn test_base() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(stdout.lines().last().expect("make-test-base printed its folder").trim())
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("make-test-base printed its folder")
+            .trim(),
+    )
 }
 
 pub fn repo() -> PathBuf {
@@ -121,7 +129,9 @@ pub fn run(cmd: &mut Command) -> Output {
 pub fn have(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")
-        .arg(format!("command -v {tool} >/dev/null || test -x /usr/sbin/{tool} || test -x /sbin/{tool}"))
+        .arg(format!(
+            "command -v {tool} >/dev/null || test -x /usr/sbin/{tool} || test -x /sbin/{tool}"
+        ))
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
