@@ -215,7 +215,9 @@ mod tests {
         )
         .unwrap();
         fs::write(src.join("lib/systemd/unit"), "u").unwrap();
-        let n = copy_tree(&src, &root, Path::new("")).map_err(|e| format!("{e:#}")).unwrap();
+        let n = copy_tree(&src, &root, Path::new(""))
+            .map_err(|e| format!("{e:#}"))
+            .unwrap();
         assert_eq!(n, 2);
         let m = fs::metadata(root.join("usr/local/bin/tool")).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o755);
