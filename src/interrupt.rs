@@ -5,12 +5,15 @@
 //! record the signal in a flag instead; child processes are polled and killed
 //! when it is set, and the error that follows unwinds through every guard.
 
-use std::process::{Child, Command, ExitStatus};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 
 static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
@@ -36,11 +39,19 @@ pub fn check() -> Result<()> {
     Ok(())
 }
 
+/// Start a command in its own process group with no standard input, so
+/// that on interrupt the whole group (a hook and whatever it started) can be
+/// killed, and no grandchild keeps our output pipes open.
+pub fn spawn(cmd: &mut Command, what: &str) -> Result<Child> {
+    check()?;
+    cmd.process_group(0).stdin(Stdio::null());
+    cmd.spawn().with_context(|| format!("starting {what}"))
+}
+
 /// Run a command to completion, killing it if we are interrupted.
 /// `what` names the command in errors ("dracut in the build root").
 pub fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    check()?;
-    let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    let child = spawn(cmd, what)?;
     let status = wait(child, what)?;
     if !status.success() {
         bail!("{what} failed ({status})");
@@ -48,7 +59,8 @@ pub fn run(cmd: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Wait for a child, killing it if we are interrupted.
+/// Wait for a child started by `spawn`, killing its process group if we are
+/// interrupted.
 pub fn wait(mut child: Child, what: &str) -> Result<ExitStatus> {
     loop {
         if let Some(status) = child
@@ -58,6 +70,8 @@ pub fn wait(mut child: Child, what: &str) -> Result<ExitStatus> {
             return Ok(status);
         }
         if interrupted() {
+            let pgid = Pid::from_raw(child.id() as i32);
+            let _ = killpg(pgid, Signal::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
             bail!("interrupted while running {what}");

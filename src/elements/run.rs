@@ -193,14 +193,12 @@ impl<'a> Runner<'a> {
             interrupt::check()?;
             let status = if phase.in_chroot() {
                 let inner = format!("/{IN_TARGET}/{}/{}", phase.dir(), hook.name);
-                let child = inside()?
-                    .command(
-                        &["/bin/bash", "-c", SOURCE_ENV_AND_EXEC, &inner],
-                        &self.env(true),
-                    )
-                    .spawn()
-                    .with_context(|| format!("starting hook {}/{}", phase.dir(), hook.name))?;
-                interrupt::wait(child, &format!("hook {}/{}", phase.dir(), hook.name))?
+                let mut cmd = inside()?.command(
+                    &["/bin/bash", "-c", SOURCE_ENV_AND_EXEC, &inner],
+                    &self.env(true),
+                );
+                let what = format!("hook {}/{}", phase.dir(), hook.name);
+                interrupt::wait(interrupt::spawn(&mut cmd, &what)?, &what)?
             } else {
                 let mut cmd = Command::new("/bin/bash");
                 cmd.env_clear()
@@ -212,10 +210,8 @@ impl<'a> Runner<'a> {
                     .envs(self.env(false))
                     .args(["-c", SOURCE_ENV_AND_EXEC])
                     .arg(&hook.path);
-                let child = cmd
-                    .spawn()
-                    .with_context(|| format!("starting hook {}", hook.path.display()))?;
-                interrupt::wait(child, &format!("hook {}/{}", phase.dir(), hook.name))?
+                let what = format!("hook {}/{}", phase.dir(), hook.name);
+                interrupt::wait(interrupt::spawn(&mut cmd, &what)?, &what)?
             };
             if !status.success() {
                 bail!(
