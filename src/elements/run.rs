@@ -73,13 +73,11 @@ impl<'a> Runner<'a> {
         }
         let packages = packages::merge(per);
         for (phase, p) in &packages {
-            if !p.install.is_empty() || !p.uninstall.is_empty() {
-                if !phase.in_chroot() {
-                    bail!(
-                        "package-installs: phase {} runs outside the root; packages can be installed in pre-install.d, install.d, post-install.d or finalise.d",
-                        phase.dir()
-                    );
-                }
+            if (!p.install.is_empty() || !p.uninstall.is_empty()) && !phase.in_chroot() {
+                bail!(
+                    "package-installs: phase {} runs outside the root; packages can be installed in pre-install.d, install.d, post-install.d or finalise.d",
+                    phase.dir()
+                );
             }
         }
         Ok(Runner {

@@ -1,3 +1,4 @@
 //! Unpacking a base archive into a build root.
 
+pub mod oci;
 pub mod unpack;

@@ -8,22 +8,34 @@
 //! /proc/...`, `lib -> /usr/lib`) resolves them against the *host*. So paths
 //! are checked lexically and every existing component is `lstat`ed, and
 //! each entry kind is created here with no-follow primitives.
+//!
+//! The archive may also be an OCI image layout (Fedora's Container Base is
+//! published as one): `blobs/sha256/<hex>`, `index.json`, `oci-layout`.
+//! Such a layout is told from a rootfs by its first entry (writers put
+//! `blobs/` first; a rootfs has no `blobs`, `index.json` or `oci-layout` at
+//! its top). Its blobs are streamed, sha256-checked against their names,
+//! into a private folder beside `dest`, which is removed on every path;
+//! then the layers of the image `index.json` leads to are applied in order
+//! with OCI whiteouts, each through the same entry checks as a rootfs.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder, File, FileTimes, OpenOptions, Permissions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
+use sha2::{Digest, Sha256};
 use tar::EntryType;
 
+use super::oci;
 use crate::progress::{Bar, Progress};
 
 /// Compression of a base archive, told by magic bytes.
@@ -71,15 +83,8 @@ pub fn sniff(path: &Path) -> Result<Compression> {
         }
     }
     let head = &head[..len];
-    if head.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0x00]) {
-        Ok(Compression::Xz)
-    } else if head.starts_with(&[0x1F, 0x8B]) {
-        Ok(Compression::Gzip)
-    } else if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
-        Ok(Compression::Zstd)
-    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
-        // POSIX ("ustar\0") and GNU ("ustar  ") headers both start so.
-        Ok(Compression::None)
+    if let Some(c) = magic(head) {
+        Ok(c)
     } else if head.starts_with(b"BZh") {
         bail!(
             "{}: bzip2 archives are not supported (use xz, gzip or zstd)",
@@ -93,6 +98,60 @@ pub fn sniff(path: &Path) -> Result<Compression> {
     }
 }
 
+fn magic(head: &[u8]) -> Option<Compression> {
+    if head.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0x00]) {
+        Some(Compression::Xz)
+    } else if head.starts_with(&[0x1F, 0x8B]) {
+        Some(Compression::Gzip)
+    } else if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+        Some(Compression::Zstd)
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        // POSIX ("ustar\0") and GNU ("ustar  ") headers both start so.
+        Some(Compression::None)
+    } else if is_v7_tar_header(head) {
+        Some(Compression::None)
+    } else {
+        None
+    }
+}
+
+/// A pre-POSIX (V7) tar header has no magic; its checksum (the byte sum
+/// of the header with the checksum field read as spaces) is what marks it.
+fn is_v7_tar_header(head: &[u8]) -> bool {
+    let Some(header) = head.get(..512) else {
+        return false;
+    };
+    if header[0] == 0 {
+        return false;
+    }
+    let field = &header[148..156];
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|&b| b == b' ')
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .collect();
+    let Some(stored) = std::str::from_utf8(&digits)
+        .ok()
+        .filter(|d| !d.is_empty())
+        .and_then(|d| u32::from_str_radix(d, 8).ok())
+    else {
+        return false;
+    };
+    let sum: u32 = header
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    sum == stored
+}
+
 /// Extract `archive` into `dest` (which must exist), keeping numeric owners,
 /// modes (setuid included), mtimes, links, device nodes, fifos and xattrs.
 ///
@@ -102,6 +161,11 @@ pub fn sniff(path: &Path) -> Result<Compression> {
 /// with an error naming the entry; nothing is written outside `dest`. After
 /// an error `dest` holds a partial tree (directory modes not yet applied):
 /// the caller discards it rather than build on it.
+///
+/// An OCI image layout (see the module notes) is unpacked as the image it
+/// holds for this machine's platform: its layers applied in order, with
+/// whiteouts. Every blob must hash to its name; the stats count the
+/// entries of all layers.
 pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<UnpackStats> {
     let label = archive.display().to_string();
     let compression = sniff(archive)?;
@@ -120,43 +184,60 @@ pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<Unpack
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| label.clone());
     let mut bar = progress.bytes(&format!("unpack {shown}"), Some(size));
-    let decode_error: RefCell<Option<io::Error>> = RefCell::new(None);
     let mut extractor = Extractor::new(dest);
-
-    let result = (|| -> Result<()> {
-        let counted = Counting {
+    // Dropped on every return (and unwind): that removes an OCI spool.
+    let mut sink = Sink::Undecided { root: None };
+    let result = read_tar(
+        compression,
+        Counting {
             inner: file,
             bar: &mut bar,
-        };
+        },
+        |tar| outer_entries(tar, &mut extractor, &mut sink, dest),
+    );
+    bar.finish();
+    result.with_context(|| format!("unpacking {label}"))?;
+
+    match sink {
+        Sink::Oci(spool) => apply_oci(&spool, &mut extractor, progress),
+        Sink::Undecided { root: Some(root) } => extractor.apply_root(root),
+        Sink::Undecided { root: None } | Sink::Rootfs => Ok(()),
+    }
+    .and_then(|()| extractor.finish_dirs())
+    .with_context(|| format!("unpacking {label}"))?;
+    Ok(extractor.stats)
+}
+
+/// Decompress `input` and hand the tar reader to `body`, then read the
+/// compressed stream to its end: a stream cut right after a tar entry
+/// boundary still looks like a complete tar to the tar reader, and only the
+/// decompressor notices the missing end of stream. A failure that started
+/// in the decompressor is reported as bad compressed data.
+fn read_tar<R: Read>(
+    compression: Compression,
+    input: R,
+    body: impl FnOnce(&mut tar::Archive<&mut dyn Read>) -> Result<()>,
+) -> Result<()> {
+    let decode_error: RefCell<Option<io::Error>> = RefCell::new(None);
+    let result = (|| -> Result<()> {
         let decoded: Box<dyn Read + '_> = match compression {
-            Compression::None => Box::new(counted),
-            Compression::Xz => {
-                Box::new(XzStreams::new(BufReader::with_capacity(1 << 16, counted))?)
-            }
+            Compression::None => Box::new(input),
+            Compression::Xz => Box::new(XzStreams::new(BufReader::with_capacity(1 << 16, input))?),
             // Multi-member gzip (pigz, concatenated files) is valid gzip.
-            Compression::Gzip => {
-                Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(counted)))
-            }
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(input))),
             Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::new(counted).context("starting the zstd decoder")?,
+                zstd::stream::read::Decoder::new(input).context("starting the zstd decoder")?,
             ),
         };
-        let watched = Watch {
+        let mut watched = Watch {
             inner: decoded,
             error: &decode_error,
         };
-        let mut archive = tar::Archive::new(watched);
-        extractor.run(&mut archive)?;
-        // Read the compressed stream to its end: a stream cut right after a
-        // tar entry boundary still looks like a complete tar to the tar
-        // reader, and only the decompressor notices the missing end of stream.
-        let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink()).context("reading to the end of the archive")?;
+        body(&mut tar::Archive::new(&mut watched as &mut dyn Read))?;
+        io::copy(&mut watched, &mut io::sink()).context("reading to the end of the archive")?;
         Ok(())
     })();
-    bar.finish();
-
-    let result = match (result, decode_error.into_inner()) {
+    match (result, decode_error.into_inner()) {
         (Err(_), Some(e))
             if matches!(
                 e.kind(),
@@ -171,9 +252,307 @@ pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<Unpack
         // Out of memory, an unsupported check type, a read error on the file.
         (Err(_), Some(e)) => Err(anyhow!("reading {} data: {e}", compression.name())),
         (r, _) => r,
+    }
+}
+
+/// Failures reading the archive itself (as opposed to writing the tree)
+/// mean a damaged or cut-off tar; say so rather than echo the tar reader's
+/// internal wording alone.
+fn damaged(e: io::Error) -> anyhow::Error {
+    anyhow!("tar data is truncated or corrupt ({e})")
+}
+
+/// Where the entries of the archive go, decided by its first entry.
+enum Sink {
+    /// Nothing but the root entry (kept for a rootfs) seen yet.
+    Undecided {
+        root: Option<Parsed>,
+    },
+    Rootfs,
+    Oci(Spool),
+}
+
+/// Top-level names that only an OCI image layout has.
+fn starts_oci_layout(rel: &Path) -> bool {
+    rel.components().next().is_some_and(|c| {
+        ["blobs", "index.json", "oci-layout"]
+            .map(OsStr::new)
+            .contains(&c.as_os_str())
+    })
+}
+
+fn outer_entries(
+    tar: &mut tar::Archive<&mut dyn Read>,
+    extractor: &mut Extractor,
+    sink: &mut Sink,
+    dest: &Path,
+) -> Result<()> {
+    for entry in tar.entries().map_err(damaged)? {
+        let mut entry = entry.map_err(damaged)?;
+        let Some(parsed) = Extractor::parse(&mut entry)? else {
+            continue;
+        };
+        match sink {
+            Sink::Rootfs => extractor.apply(parsed, &mut entry)?,
+            Sink::Oci(spool) => spool.entry(parsed, &mut entry)?,
+            Sink::Undecided { root } => {
+                if parsed.is_dir && parsed.rel.as_os_str().is_empty() {
+                    *root = Some(parsed);
+                } else if starts_oci_layout(&parsed.rel) {
+                    let mut spool = Spool::create(dest, &parsed.shown)?;
+                    spool.entry(parsed, &mut entry)?;
+                    *sink = Sink::Oci(spool);
+                } else {
+                    if let Some(root) = root.take() {
+                        extractor.apply_root(root)?;
+                    }
+                    extractor.apply(parsed, &mut entry)?;
+                    *sink = Sink::Rootfs;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The blobs of an OCI layout, each checked against its digest as it is
+/// copied out of the archive, plus its `index.json` and `oci-layout`. The
+/// folder lives beside `dest` (same filesystem, outside the tree being
+/// built) and is removed when the spool is dropped.
+struct Spool {
+    dir: PathBuf,
+    /// The entry that showed the archive to be a layout, for messages.
+    first: String,
+    index: Option<Vec<u8>>,
+    layout: Option<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Spool {
+    fn create(dest: &Path, first: &str) -> Result<Spool> {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = parent.join(format!(
+            ".oci-blobs-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A folder of this name can only be left over from a dead process
+        // that had our pid.
+        if fs::symlink_metadata(&dir).is_ok() {
+            fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Spool {
+            dir,
+            first: first.to_string(),
+            index: None,
+            layout: None,
+            buf: vec![0u8; 1 << 17],
+        })
+    }
+
+    fn entry<R: Read>(&mut self, parsed: Parsed, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let parts: Vec<&OsStr> = parsed.rel.iter().collect();
+        let shown = &parsed.shown;
+        let regular = matches!(parsed.kind, EntryType::Regular | EntryType::Continuous);
+        let is = |i: usize, name: &str| parts.get(i).is_some_and(|p| *p == OsStr::new(name));
+        if parsed.is_dir {
+            // blobs/, blobs/sha256/, the layout's own root: nothing to keep.
+            return Ok(());
+        }
+        if parts.len() == 1 && (is(0, "index.json") || is(0, "oci-layout")) {
+            if !regular {
+                return Err(refuse(shown, "is not a regular file"));
+            }
+            let bytes = read_small(entry, shown)?;
+            if is(0, "index.json") {
+                self.index = Some(bytes);
+            } else {
+                self.layout = Some(bytes);
+            }
+            return Ok(());
+        }
+        if parts.len() == 3 && is(0, "blobs") && is(1, "sha256") {
+            let Some(hex) = parts[2].to_str().filter(|h| oci::is_sha256_hex(h)) else {
+                // Not a digest, so no descriptor can name it.
+                return Ok(());
+            };
+            if !regular {
+                return Err(refuse(shown, "a blob must be a regular file"));
+            }
+            return self.store(hex, entry, shown);
+        }
+        // Anything else (blobs of other digest algorithms, docker's
+        // manifest.json and repositories) is not needed.
+        Ok(())
+    }
+
+    fn store<R: Read>(
+        &mut self,
+        hex: &str,
+        entry: &mut tar::Entry<'_, R>,
+        shown: &str,
+    ) -> Result<()> {
+        let path = self.dir.join(hex);
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        let mut hasher = Sha256::new();
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(anyhow!(
+                        "tar data is truncated or corrupt in entry {shown:?} ({e})"
+                    ))
+                }
+            };
+            hasher.update(&self.buf[..n]);
+            out.write_all(&self.buf[..n])
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != hex {
+            return Err(oci::digest_mismatch(hex, &actual));
+        }
+        Ok(())
+    }
+
+    /// The verified blob a descriptor names, opened, with its size checked.
+    fn open(&self, d: &oci::Descriptor) -> Result<File> {
+        let hex = d.sha256()?;
+        let path = self.dir.join(hex);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                bail!("blob {} is missing from the archive", d.digest)
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        };
+        let len = file
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        if len != d.size {
+            bail!(
+                "blob {} is {len} bytes, but its descriptor says {}",
+                d.digest,
+                d.size
+            );
+        }
+        Ok(file)
+    }
+
+    fn read_json(&self, d: &oci::Descriptor) -> Result<Vec<u8>> {
+        if d.size > oci::MAX_JSON {
+            bail!(
+                "blob {} is {} bytes, too large for image metadata",
+                d.digest,
+                d.size
+            );
+        }
+        let mut bytes = Vec::new();
+        self.open(d)?
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading blob {}", d.digest))?;
+        Ok(bytes)
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The content of a small metadata file of the layout.
+fn read_small<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Vec<u8>> {
+    let size = entry.header().size().unwrap_or(u64::MAX);
+    if size > oci::MAX_JSON {
+        return Err(refuse(shown, format!("{size} bytes is too large")));
+    }
+    let mut bytes = Vec::new();
+    entry
+        .read_to_end(&mut bytes)
+        .map_err(|e| anyhow!("tar data is truncated or corrupt in entry {shown:?} ({e})"))?;
+    Ok(bytes)
+}
+
+/// Apply the layers of the image the spooled layout holds for this machine.
+fn apply_oci(spool: &Spool, extractor: &mut Extractor, progress: &Progress) -> Result<()> {
+    let (Some(index), Some(layout)) = (&spool.index, &spool.layout) else {
+        let missing = if spool.index.is_none() {
+            "index.json"
+        } else {
+            "oci-layout"
+        };
+        bail!(
+            "{:?} looks like part of an OCI image layout, but the archive has no {missing}",
+            spool.first
+        );
     };
-    result.with_context(|| format!("unpacking {label}"))?;
-    Ok(extractor.stats)
+    oci::check_layout(layout)?;
+    let image = oci::resolve(index, oci::host_arch(), &mut |d| spool.read_json(d))?;
+    progress.step(format!("OCI image {image}"));
+    let count = image.layers.len();
+    for (i, layer) in image.layers.iter().enumerate() {
+        let n = i + 1;
+        (|| -> Result<()> {
+            let mut file = spool.open(layer)?;
+            let compression = layer_compression(&mut file, &layer.digest)?;
+            let mut bar = progress.bytes(&format!("layer {n}/{count}"), Some(layer.size));
+            extractor.begin_layer();
+            let result = read_tar(
+                compression,
+                Counting {
+                    inner: file,
+                    bar: &mut bar,
+                },
+                |tar| extractor.run(tar),
+            );
+            bar.finish();
+            result
+        })()
+        .with_context(|| format!("layer {n}/{count} ({})", layer.digest))?;
+    }
+    extractor.end_layers();
+    Ok(())
+}
+
+/// A layer's compression, told by magic bytes like the archive's own
+/// (media types are not trusted for it); no magic means plain tar, which
+/// also covers the all-zero empty tar.
+fn layer_compression(file: &mut File, digest: &str) -> Result<Compression> {
+    let mut head = [0u8; 8];
+    let mut len = 0;
+    while len < head.len() {
+        match file.read(&mut head[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading blob {digest}")),
+        }
+    }
+    file.seek(SeekFrom::Start(0))
+        .with_context(|| format!("reading blob {digest}"))?;
+    Ok(match magic(&head[..len]) {
+        Some(c) => c,
+        None if head.starts_with(b"BZh") => bail!("bzip2 layers are not supported"),
+        None => Compression::None,
+    })
 }
 
 /// Counts compressed bytes as the decompressor pulls them, so the bar tracks
@@ -363,16 +742,43 @@ fn lexical(path: &Path) -> std::result::Result<PathBuf, &'static str> {
     Ok(out)
 }
 
+/// One tar entry's header, checked and decoded.
+struct Parsed {
+    kind: EntryType,
+    /// Old (pre-POSIX) tars mark directories only by a trailing slash.
+    is_dir: bool,
+    rel: PathBuf,
+    shown: String,
+    meta: Meta,
+}
+
+/// Paths the OCI layer being applied has written. Whiteouts and opaque
+/// markers only act on what lower layers left, and a lower layer's path may
+/// change kind (as overlayfs allows) where within one layer that is refused.
+#[derive(Default)]
+struct Layer {
+    /// Paths this layer created.
+    written: HashSet<PathBuf>,
+    /// Those and all their ancestors.
+    touched: HashSet<PathBuf>,
+}
+
+const WHITEOUT: &[u8] = b".wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+
 struct Extractor {
     root: PathBuf,
     /// Owners can only be given away by root; as another user the files
     /// stay the caller's (the build itself needs root anyway).
     chown: bool,
-    /// Directory modes and mtimes, applied after everything is written: a
-    /// read-only directory must not block its own children, and creating a
-    /// child changes the parent's mtime. Keyed by path so a repeated entry
-    /// wins and iteration in reverse visits children before parents.
+    /// Directory modes and mtimes, applied after everything is written
+    /// (after every layer of an OCI image): a read-only directory must not
+    /// block its own children, and creating a child changes the parent's
+    /// mtime. Keyed by path so a repeated entry wins and iteration in
+    /// reverse visits children before parents.
     dirs: BTreeMap<PathBuf, (u32, (i64, u32))>,
+    /// Set while applying OCI layers.
+    layer: Option<Layer>,
     stats: UnpackStats,
     buf: Vec<u8>,
 }
@@ -383,73 +789,235 @@ impl Extractor {
             root: root.to_path_buf(),
             chown: nix::unistd::geteuid().is_root(),
             dirs: BTreeMap::new(),
+            layer: None,
             stats: UnpackStats::default(),
             buf: vec![0u8; 1 << 17],
         }
     }
 
-    fn run<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<()> {
-        // Failures reading the archive itself (as opposed to writing the
-        // tree) mean a damaged or cut-off tar; say so rather than echo the
-        // tar reader's internal wording alone.
-        let damaged = |e: io::Error| anyhow!("tar data is truncated or corrupt ({e})");
+    /// Apply every entry of one tar (an OCI layer).
+    fn run(&mut self, archive: &mut tar::Archive<&mut dyn Read>) -> Result<()> {
         for entry in archive.entries().map_err(damaged)? {
             let mut entry = entry.map_err(damaged)?;
-            self.entry(&mut entry)?;
+            if let Some(parsed) = Self::parse(&mut entry)? {
+                self.apply(parsed, &mut entry)?;
+            }
         }
-        self.finish_dirs()
+        Ok(())
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+    /// Start applying an OCI layer: whiteouts are interpreted from now on.
+    fn begin_layer(&mut self) {
+        self.layer = Some(Layer::default());
+    }
+
+    fn end_layers(&mut self) {
+        self.layer = None;
+    }
+
+    /// Decode and check an entry's header; `None` for entries that describe
+    /// nothing to create.
+    fn parse<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Parsed>> {
         let kind = entry.header().entry_type();
         let path_bytes = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&path_bytes).into_owned();
         if kind.is_pax_global_extensions() || kind == EntryType::new(b'V') {
             // Archive-wide metadata / a GNU volume label: nothing to create.
-            return Ok(());
+            return Ok(None);
         }
         let path = entry
             .path()
             .map_err(|e| refuse(&shown, format!("unreadable path: {e}")))?;
         let rel = lexical(&path).map_err(|why| refuse(&shown, why))?;
         let meta = read_meta(entry).map_err(|e| refuse(&shown, format!("bad header: {e:#}")))?;
-
-        // Old (pre-POSIX) tars mark directories only by a trailing slash.
         let is_dir = kind.is_dir() || (kind == EntryType::Regular && path_bytes.ends_with(b"/"));
+        Ok(Some(Parsed {
+            kind,
+            is_dir,
+            rel,
+            shown,
+            meta,
+        }))
+    }
+
+    /// The root entry ("./") of a rootfs, held back until the archive
+    /// proved not to be an OCI layout.
+    fn apply_root(&mut self, root: Parsed) -> Result<()> {
+        self.directory(&root.rel, &root.shown, &root.meta)?;
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    fn apply<R: Read>(&mut self, parsed: Parsed, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let Parsed {
+            kind,
+            is_dir,
+            rel,
+            shown,
+            meta,
+        } = parsed;
+        let shown = shown.as_str();
+        if self.layer.is_some() {
+            let name = rel.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
+            if name.starts_with(WHITEOUT) {
+                return self.whiteout(&rel, name, shown);
+            }
+        }
         if is_dir {
-            self.directory(&rel, &shown, &meta)?;
+            self.directory(&rel, shown, &meta)?;
         } else if rel.as_os_str().is_empty() {
-            return Err(refuse(&shown, "empty path"));
+            return Err(refuse(shown, "empty path"));
         } else {
             match kind {
                 EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                    self.file(&rel, &shown, &meta, entry)?
+                    self.file(&rel, shown, &meta, entry)?
                 }
                 EntryType::Symlink => {
                     let target = entry
                         .link_name()
-                        .map_err(|e| refuse(&shown, format!("unreadable link target: {e}")))?
+                        .map_err(|e| refuse(shown, format!("unreadable link target: {e}")))?
                         .filter(|t| !t.as_os_str().is_empty())
-                        .ok_or_else(|| refuse(&shown, "symlink without a target"))?
+                        .ok_or_else(|| refuse(shown, "symlink without a target"))?
                         .into_owned();
-                    self.symlink(&rel, &shown, &target, &meta)?
+                    self.symlink(&rel, shown, &target, &meta)?
                 }
                 EntryType::Link => {
                     let target = entry
                         .link_name()
-                        .map_err(|e| refuse(&shown, format!("unreadable link target: {e}")))?
+                        .map_err(|e| refuse(shown, format!("unreadable link target: {e}")))?
                         .filter(|t| !t.as_os_str().is_empty())
-                        .ok_or_else(|| refuse(&shown, "hard link without a target"))?
+                        .ok_or_else(|| refuse(shown, "hard link without a target"))?
                         .into_owned();
-                    self.hard_link(&rel, &shown, &target)?
+                    self.hard_link(&rel, shown, &target)?
                 }
                 EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                    self.node(&rel, &shown, kind, &meta, entry.header())?
+                    self.node(&rel, shown, kind, &meta, entry.header())?
                 }
-                other => return Err(refuse(&shown, format!("unsupported entry type {other:?}"))),
+                other => return Err(refuse(shown, format!("unsupported entry type {other:?}"))),
+            }
+        }
+        if let Some(layer) = &mut self.layer {
+            layer.written.insert(rel.clone());
+            let mut p = rel.as_path();
+            loop {
+                // Ancestors are mostly shared: stop at the first one known.
+                if !layer.touched.insert(p.to_path_buf()) {
+                    break;
+                }
+                match p.parent() {
+                    Some(parent) => p = parent,
+                    None => break,
+                }
             }
         }
         self.stats.entries += 1;
+        Ok(())
+    }
+
+    /// An OCI whiteout `<dir>/.wh.<name>` (delete `<dir>/<name>` from lower
+    /// layers) or opaque marker `<dir>/.wh..wh..opq` (empty `<dir>` of what
+    /// lower layers put there). The marker itself is never created.
+    fn whiteout(&mut self, rel: &Path, name: &[u8], shown: &str) -> Result<()> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        if name == OPAQUE {
+            if let Some(dir) = self.lower_dir(parent, shown)? {
+                self.clear_lower(&dir, parent)?;
+            }
+            return Ok(());
+        }
+        let target = &name[WHITEOUT.len()..];
+        if target.starts_with(WHITEOUT) {
+            // Other `.wh..wh.` names are aufs bookkeeping (`.wh..wh.plnk`),
+            // not changes to the tree.
+            return Ok(());
+        }
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(refuse(shown, "whiteout without a file name"));
+        }
+        let Some(dir) = self.lower_dir(parent, shown)? else {
+            return Ok(());
+        };
+        let target_rel = parent.join(OsStr::from_bytes(target));
+        let full = dir.join(OsStr::from_bytes(target));
+        let layer = self.layer.as_ref().expect("whiteouts only in layers");
+        if layer.written.contains(&target_rel) {
+            // Whiteouts hide lower layers only, never their own layer.
+            return Ok(());
+        }
+        match fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() && layer.touched.contains(&target_rel) => {
+                // This layer put files below it: only the lower part goes.
+                self.clear_lower(&full, &target_rel)
+            }
+            Ok(_) => self.remove_lower(&full),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", full.display())),
+        }
+    }
+
+    /// The full path of directory `rel` for a whiteout in it, or `None` if
+    /// there is no such directory (then there is nothing to delete). A
+    /// symlink on the way is refused: deleting through it could reach
+    /// anywhere.
+    fn lower_dir(&self, rel: &Path, shown: &str) -> Result<Option<PathBuf>> {
+        let mut full = self.root.clone();
+        for part in rel.components() {
+            full.push(part);
+            match fs::symlink_metadata(&full) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(refuse(
+                        shown,
+                        format!("whiteout goes through the symlink {}", self.inside(&full)),
+                    ))
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e).with_context(|| format!("reading {}", full.display())),
+            }
+        }
+        Ok(Some(full))
+    }
+
+    /// Remove what lower layers left in directory `full` (`rel` inside the
+    /// root), keeping what the current layer wrote there.
+    fn clear_lower(&mut self, full: &Path, rel: &Path) -> Result<()> {
+        let mut names = Vec::new();
+        for child in fs::read_dir(full).with_context(|| format!("reading {}", full.display()))? {
+            names.push(
+                child
+                    .with_context(|| format!("reading {}", full.display()))?
+                    .file_name(),
+            );
+        }
+        for name in names {
+            let child_rel = rel.join(&name);
+            let child = full.join(&name);
+            let layer = self.layer.as_ref().expect("whiteouts only in layers");
+            if layer.touched.contains(&child_rel) {
+                let m = fs::symlink_metadata(&child)
+                    .with_context(|| format!("reading {}", child.display()))?;
+                if m.is_dir() {
+                    self.clear_lower(&child, &child_rel)?;
+                }
+                continue;
+            }
+            self.remove_lower(&child)?;
+        }
+        Ok(())
+    }
+
+    /// Remove a lower layer's file or whole tree at `full`; symlinks are
+    /// removed themselves, never followed.
+    fn remove_lower(&mut self, full: &Path) -> Result<()> {
+        let m =
+            fs::symlink_metadata(full).with_context(|| format!("reading {}", full.display()))?;
+        if m.is_dir() {
+            fs::remove_dir_all(full).with_context(|| format!("removing {}", full.display()))?;
+            self.dirs.retain(|p, _| !p.starts_with(full));
+        } else {
+            fs::remove_file(full).with_context(|| format!("removing {}", full.display()))?;
+        }
         Ok(())
     }
 
@@ -493,13 +1061,24 @@ impl Extractor {
 
     /// Make room for a new entry of kind `new` at `full`. Same kind: a
     /// non-directory is unlinked (never written in place, which would write
-    /// through hard links) and a directory is kept. Different kind: refused.
-    /// Returns whether a directory already exists there.
-    fn make_room(&self, full: &Path, shown: &str, new: Kind) -> Result<bool> {
+    /// through hard links) and a directory is kept. Different kind: refused,
+    /// unless a lower OCI layer put it there (then it is removed, as
+    /// overlayfs would hide it). Returns whether a directory already exists
+    /// there.
+    fn make_room(&mut self, full: &Path, shown: &str, new: Kind) -> Result<bool> {
         match fs::symlink_metadata(full) {
             Ok(m) => {
                 let old = Kind::of(m.file_type());
                 if old != new {
+                    let rel = full.strip_prefix(&self.root).unwrap_or(full);
+                    if self
+                        .layer
+                        .as_ref()
+                        .is_some_and(|l| !l.touched.contains(rel))
+                    {
+                        self.remove_lower(full)?;
+                        return Ok(false);
+                    }
                     return Err(refuse(
                         shown,
                         format!("would replace a {} with a {}", old.noun(), new.noun()),
@@ -878,6 +1457,20 @@ mod tests {
             Some((1_700_000_000, 123_456_789))
         );
         assert_eq!(parse_pax_time("x"), None);
+    }
+
+    #[test]
+    fn old_v7_tar_headers_are_recognised_by_checksum() {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..5].copy_from_slice(b"hello");
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_cksum();
+        assert_eq!(magic(h.as_bytes()), Some(Compression::None));
+        let mut bad = *h.as_bytes();
+        bad[0] = b'j';
+        assert_eq!(magic(&bad), None);
+        assert_eq!(magic(&[0u8; 512]), None);
     }
 
     #[test]
