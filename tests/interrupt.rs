@@ -52,7 +52,10 @@ fn sigint_during_a_hook_cleans_up() {
             Some(_) => {}
             None => panic!("build ended before the hook started"),
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "hook never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "hook never started"
+        );
     }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -63,7 +66,11 @@ fn sigint_during_a_hook_cleans_up() {
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(t.elapsed() < Duration::from_secs(30), "took {:?} to stop", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?} to stop",
+        t.elapsed()
+    );
     assert!(stderr.contains("error: interrupted"), "{stderr}");
     assert!(!out.exists(), "output left behind");
     assert!(!work.exists(), "work folder left behind");
