@@ -196,20 +196,13 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         )?;
         let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
         progress.step(format!("elements: {}", names.join(" ")));
-        runner.run(
-            &[
-                Phase::Root,
-                Phase::ExtraData,
-                Phase::PreInstall,
-                Phase::Install,
-                Phase::PostInstall,
-                Phase::PostRoot,
-                Phase::BlockDevice,
-                Phase::PreFinalise,
-                Phase::Finalise,
-            ],
-            Some(&chroot),
-        )?;
+        // Every phase but cleanup.d runs now; cleanup.d comes after the
+        // initrd is built and the root is unmounted, as in dib.
+        let before_cleanup: Vec<Phase> = Phase::ALL
+            .into_iter()
+            .filter(|p| *p != Phase::Cleanup)
+            .collect();
+        runner.run(&before_cleanup, Some(&chroot))?;
         kernel = boot::kernel::find(&root)?;
         let t = Instant::now();
         progress.step(format!(
@@ -221,9 +214,9 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
             "initrd built in {:.1} s",
             t.elapsed().as_secs_f64()
         ));
-        runner.finish()?;
         chroot.close()?;
         runner.run(&[Phase::Cleanup], None)?;
+        runner.finish()?;
     }
     let loader = boot::loader::find(&root, spec.base.distro)?;
     interrupt::check()?;

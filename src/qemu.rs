@@ -138,6 +138,8 @@ pub enum BootOutcome {
     PoweredOff { elapsed: Duration },
 }
 
+/// How long to wait for the end of the marker's line once the marker is seen.
+const MARKER_LINE_GRACE: Duration = Duration::from_secs(2);
 const QEMU: &str = "qemu-system-x86_64";
 
 /// Finds `qemu-system-x86_64` on PATH (or RHEL's `/usr/libexec/qemu-kvm`).
@@ -726,6 +728,18 @@ impl Tail {
         }
     }
 
+    /// Whether a newline follows the last occurrence of `marker`.
+    fn marker_line_complete(&self, marker: &str) -> bool {
+        let m = marker.as_bytes();
+        if m.is_empty() {
+            return true;
+        }
+        match self.buf.windows(m.len()).rposition(|w| w == m) {
+            Some(pos) => self.buf[pos + m.len()..].contains(&b'\n'),
+            None => true,
+        }
+    }
+
     /// The last `n` non-trailing lines, escape sequences removed.
     fn lines(&self, n: usize) -> Vec<String> {
         let text = strip_ansi(&String::from_utf8_lossy(&self.buf));
@@ -852,8 +866,11 @@ fn attempt(qemu: &Path, opts: &BootOptions, engine: Engine, sinks: &mut Sinks) -
         elapsed: Duration::ZERO,
     };
     let result = watch.run(&rx, sinks, &mut vm);
-    // Time of the marker (or the failure), not of the clean-up after it.
-    watch.elapsed = start.elapsed();
+    // Time of the marker (or the failure), not of the clean-up after it;
+    // `run` already noted the marker's time if it waited for the line's end.
+    if watch.elapsed == Duration::ZERO {
+        watch.elapsed = start.elapsed();
+    }
     let status = vm.stop();
     // Collect what QEMU said while dying (a KVM dump, an error).
     watch.drain(&rx, sinks);
@@ -937,9 +954,16 @@ impl Watch<'_> {
         // A stop decided but delayed to collect the lines that explain it.
         let mut stopping: Option<(Instant, Stop)> = None;
         let (mut console_open, mut stderr_open) = (true, true);
+        // When the marker was seen but its line is not complete yet: the
+        // rest of that line usually carries facts from the guest, and the
+        // log (and whoever reads it) should have it whole.
+        let mut marker_seen: Option<Instant> = None;
 
         while console_open || stderr_open {
             let now = Instant::now();
+            if marker_seen.is_some_and(|at| now >= at + MARKER_LINE_GRACE) {
+                return Ok(Watched::Marker);
+            }
             if let Some((at, stop)) = stopping {
                 if now >= at {
                     return Ok(Watched::Stopped(stop));
@@ -954,8 +978,22 @@ impl Watch<'_> {
                 Ok(Event::Console(chunk)) => {
                     sinks.write(&chunk)?;
                     self.tail.push(&chunk);
+                    if marker_seen.is_some() {
+                        if chunk.contains(&b'\n') {
+                            return Ok(Watched::Marker);
+                        }
+                        continue;
+                    }
                     if marker.as_mut().is_some_and(|m| m.feed(&chunk)) {
-                        return Ok(Watched::Marker);
+                        if self
+                            .tail
+                            .marker_line_complete(self.opts.expect.as_deref().unwrap_or(""))
+                        {
+                            return Ok(Watched::Marker);
+                        }
+                        self.elapsed = self.start.elapsed();
+                        marker_seen = Some(now);
+                        continue;
                     }
                     panicked |= panic.feed(&chunk);
                     panic_ended |= panic_end.feed(&chunk);
@@ -988,6 +1026,9 @@ impl Watch<'_> {
         }
         // Output closed: QEMU exited (or is about to). Let it finish.
         vm.finish(Duration::from_secs(5));
+        if marker_seen.is_some() {
+            return Ok(Watched::Marker);
+        }
         Ok(match stopping {
             Some((_, stop)) => Watched::Stopped(stop),
             None if panicked => Watched::Stopped(Stop::Panic),
@@ -1073,6 +1114,17 @@ impl Watch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marker_line_completion() {
+        let mut t = Tail::default();
+        t.push(b"boot...\nMARK rootf");
+        assert!(!t.marker_line_complete("MARK"));
+        t.push(b"s=overlay\n");
+        assert!(t.marker_line_complete("MARK"));
+        t.push(b"MARK again");
+        assert!(!t.marker_line_complete("MARK"));
+    }
 
     fn strs(args: &[OsString]) -> Vec<String> {
         args.iter()

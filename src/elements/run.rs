@@ -139,7 +139,7 @@ impl<'a> Runner<'a> {
     pub fn run(&mut self, phases: &[Phase], chroot: Option<&Chroot>) -> Result<()> {
         let mut phases = phases.to_vec();
         phases.sort();
-        self.stage_environment()?;
+        self.stage_environment(phases.iter().any(|p| p.in_chroot()))?;
         for phase in phases {
             interrupt::check()?;
             self.run_phase(phase, chroot)?;
@@ -225,9 +225,13 @@ impl<'a> Runner<'a> {
 
     /// Copy every element's environment.d into one folder, for outside hooks
     /// (work/hooks/environment.d) and inside ones (/tmp/in_target.d).
-    fn stage_environment(&self) -> Result<()> {
+    fn stage_environment(&self, inside: bool) -> Result<()> {
         let files = hooks::environment_files(&self.set.elements)?;
-        for base in [self.work.join("hooks"), self.root.join(IN_TARGET)] {
+        let mut bases = vec![self.work.join("hooks")];
+        if inside {
+            bases.push(self.root.join(IN_TARGET));
+        }
+        for base in bases {
             let dir = base.join("environment.d");
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             for (name, path) in &files {
