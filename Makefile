@@ -9,7 +9,7 @@ BASE ?= fedora
 BIN := target/release/undercloud-live
 OUT ?= target/images/undercloud-live-$(BASE).iso
 
-.PHONY: all deps bin image test test-base test-image check lint fmt clean
+.PHONY: all deps bin image test test-base test-image bench check lint fmt clean
 
 all: bin
 
@@ -48,6 +48,11 @@ test: deps
 	cargo build --release --locked
 	UCL_TEST_BASE=$$(scripts/make-test-base | tail -n1) \
 	  cargo test --release --locked -- --test-threads=2
+
+# Not a test: compares undercloud-live with the standard tools on the same
+# inputs in the same run and records the ratios in docs/benchmarks.md.
+bench: bin
+	@for s in scripts/bench-*; do echo "== $$s"; "$$s" || exit 1; done
 
 check: lint
 lint:

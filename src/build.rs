@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 
 use crate::boot::{self, loader::EfiLoader, menu};
 use crate::chroot::{self, Chroot};
@@ -89,11 +88,6 @@ impl Drop for WorkDir {
             eprintln!("warning: {e:#}");
         }
     }
-}
-
-fn derive_u32(seed: &str, role: &str) -> u32 {
-    let h = Sha256::digest(format!("{seed}\0{role}").as_bytes());
-    u32::from_le_bytes([h[0], h[1], h[2], h[3]])
 }
 
 pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
@@ -335,7 +329,7 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         &esp_files,
         &esp::EspOptions {
             label: "UCL-ESP".into(),
-            volume_id: derive_u32(&loaded.seed(), "esp"),
+            volume_id: spec::derive_u32(&loaded.seed(), "esp"),
             epoch,
             extra_bytes: 0,
         },

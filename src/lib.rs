@@ -2,6 +2,7 @@
 //! of an OpenStack undercloud. The pipeline flows one way (see docs/design.md):
 //! spec -> fetch -> rootfs -> elements -> boot assets -> fs -> image -> boot.
 
+pub mod assemble;
 pub mod boot;
 pub mod build;
 pub mod chroot;

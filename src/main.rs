@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use undercloud_live::build::{self, BuildOptions};
 use undercloud_live::progress::{human_bytes, Progress};
-use undercloud_live::{chroot, interrupt, qemu};
+use undercloud_live::{assemble, chroot, interrupt, qemu};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +58,23 @@ enum Command {
         /// Use only what is already in the cache.
         #[arg(long)]
         offline: bool,
+    },
+    /// Write the ESP and the hybrid image from a staged ISO tree (no build).
+    Assemble {
+        /// Folder whose files become the ISO9660 tree.
+        #[arg(long)]
+        tree: PathBuf,
+        /// Folder whose files become the EFI system partition.
+        #[arg(long)]
+        esp_dir: PathBuf,
+        /// ISO volume label.
+        #[arg(long)]
+        label: String,
+        /// ISO path of the live root in the tree (GPT partition 2).
+        #[arg(long)]
+        root: Option<String>,
+        #[arg(long, short)]
+        output: PathBuf,
     },
     /// Boot an image in QEMU and watch its serial console.
     Boot {
@@ -165,6 +182,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     human_bytes(report.size),
                     report.kernel,
                     report.seconds
+                );
+            }
+            Ok(())
+        }
+        Command::Assemble {
+            tree,
+            esp_dir,
+            label,
+            root,
+            output,
+        } => {
+            let r = assemble::assemble(&assemble::AssembleOptions {
+                tree,
+                esp_dir,
+                label,
+                root,
+                output: output.clone(),
+                seed: None,
+            })?;
+            if !cli.quiet {
+                println!(
+                    "{}: {} ({} files, ESP {})",
+                    output.display(),
+                    human_bytes(r.size),
+                    r.files,
+                    r.esp_fat
                 );
             }
             Ok(())

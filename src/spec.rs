@@ -253,6 +253,14 @@ pub fn validate_label(label: &str) -> Result<()> {
     Ok(())
 }
 
+/// A 32-bit value (volume serials) derived from the spec's seed and a role,
+/// so two builds of one spec agree and two specs differ.
+pub fn derive_u32(seed: &str, role: &str) -> u32 {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{seed}\0{role}").as_bytes());
+    u32::from_le_bytes([h[0], h[1], h[2], h[3]])
+}
+
 /// `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
 pub fn source_date_epoch() -> Result<i64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
