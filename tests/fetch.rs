@@ -1081,3 +1081,53 @@ fn concurrent_download_of_the_same_blob_is_refused() {
     assert_eq!(server.total_hits(), 0);
     drop(held);
 }
+
+#[test]
+fn fetch_command_derives_fedora_urls_and_skips_signatures_only_when_told() {
+    let (stranger, _) = test_key("Not Fedora <x@example.invalid>");
+    let m = fedora_mirror("43", "1.6", |body| clearsign(body, &stranger));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("f.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: f\nlabel: F\nbase:\n  distro: fedora\n  release: \"43\"\n  mirror: {}\n",
+            m.server.url("/fedora")
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_undercloud-live"))
+            .arg("fetch")
+            .arg(&spec)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}: signed by an unknown key",
+            m.server.url(&m.checksum)
+        )),
+        "{stderr}"
+    );
+    assert_eq!(m.server.hits(&m.image), 0);
+
+    for _ in 0..2 {
+        let out = run(&["--insecure-skip-signature", "--quiet"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        // Every time, even quiet and even when the blob is cached already.
+        assert!(
+            stderr.contains("warning: NOT checking the OpenPGP signature of"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(m.server.hits(&m.image), 1);
+}
