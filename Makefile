@@ -9,7 +9,7 @@ BASE ?= fedora
 BIN := target/release/undercloud-live
 OUT ?= target/images/undercloud-live-$(BASE).iso
 
-.PHONY: all deps bin image test test-base test-image check lint fmt clean bench
+.PHONY: all deps bin image test test-base test-image check lint fmt clean
 
 all: bin
 
@@ -41,11 +41,6 @@ test: deps
 	cargo build --release --locked
 	UCL_TEST_BASE=$$(scripts/make-test-base | tail -n1) \
 	  cargo test --release --locked -- --test-threads=2
-
-# Benchmarks (not tests): every scripts/bench-* in turn; results go to
-# docs/benchmarks.md by hand.
-bench: bin
-	@for b in scripts/bench-*; do echo "==> $$b"; BIN=$(BIN) "$$b" || exit 1; done
 
 check: lint
 lint:
