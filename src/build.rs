@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use crate::boot::{self, loader::EfiLoader, menu};
 use crate::chroot::{self, Chroot};
 use crate::elements::{self, hooks::Phase, run::Runner};
-use crate::fetch::{Fetcher, Source};
+use crate::fetch::{self, Fetcher};
 use crate::fs::{esp, squashfs};
 use crate::image::{self, HybridSpec, IsoSource};
 use crate::interrupt;
@@ -36,6 +36,8 @@ pub struct BuildOptions {
     pub cache_dir: Option<PathBuf>,
     pub keep_workdir: bool,
     pub offline: bool,
+    /// Use a signed checksum list without checking its signature (warns).
+    pub insecure_skip_signature: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -151,14 +153,24 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
 
     // fetch
-    let source = base_source(opts, &loaded)?;
-    progress.step(format!("fetching base {}", source.location));
-    let fetcher = Fetcher::new(cache_dir.join("downloads"), progress.clone()).offline(opts.offline);
-    let archive = fetcher.fetch(&source)?;
-    if source.sha256.is_none() && source.checksum_url.is_none() {
+    let plan = fetch::base::plan(
+        &loaded,
+        &fetch::base::Overrides {
+            location: opts.base.clone(),
+            sha256: opts.base_sha256.clone(),
+            checksum_url: opts.base_checksum_url.clone(),
+        },
+    )?;
+    progress.step(format!("fetching base {}", plan.describe()));
+    let fetcher = Fetcher::new(cache_dir.join("downloads"), progress.clone())
+        .offline(opts.offline)
+        .insecure_skip_signature(opts.insecure_skip_signature);
+    let fetched = fetch::base::fetch(&fetcher, &plan)?;
+    let archive = fetched.path;
+    if !fetched.verified {
         eprintln!(
             "warning: base {} has no checksum in the spec: it is used unverified",
-            source.location
+            fetched.location
         );
     }
     interrupt::check()?;
@@ -405,30 +417,5 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         size: report.size,
         seconds: started.elapsed().as_secs_f64(),
         kernel: kernel.version,
-    })
-}
-
-fn base_source(opts: &BuildOptions, loaded: &LoadedSpec) -> Result<Source> {
-    let b = &loaded.spec.base;
-    let location = match (&opts.base, &b.url, &b.path) {
-        (Some(o), _, _) => o.clone(),
-        (None, Some(u), _) => u.clone(),
-        (None, None, Some(p)) => loaded.resolve(p).display().to_string(),
-        (None, None, None) => anyhow::bail!("base: needs url or path"),
-    };
-    let overridden = opts.base.is_some();
-    Ok(Source {
-        location,
-        sha256: opts
-            .base_sha256
-            .clone()
-            .or_else(|| if overridden { None } else { b.sha256.clone() }),
-        checksum_url: opts.base_checksum_url.clone().or_else(|| {
-            if overridden {
-                None
-            } else {
-                b.checksum_url.clone()
-            }
-        }),
     })
 }

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use undercloud_live::build::{self, BuildOptions};
 use undercloud_live::progress::{human_bytes, Progress};
-use undercloud_live::{assemble, chroot, interrupt, qemu};
+use undercloud_live::{assemble, chroot, interrupt, prefetch, qemu};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +58,32 @@ enum Command {
         /// Use only what is already in the cache.
         #[arg(long)]
         offline: bool,
+        /// Use a signed checksum list without checking its signature (warns every time).
+        #[arg(long)]
+        insecure_skip_signature: bool,
+    },
+    /// Download and verify a base into the cache; optionally unpack it.
+    Fetch {
+        /// An image spec (*.yaml), or a base archive URL or path.
+        what: String,
+        /// Expected sha256 of the archive.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// SHA256SUMS or CHECKSUM file listing the archive.
+        #[arg(long)]
+        checksum_url: Option<String>,
+        /// Unpack the base into this new or empty folder.
+        #[arg(long)]
+        unpack: Option<PathBuf>,
+        /// Download cache (default: $XDG_CACHE_HOME/undercloud-live).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Use only what is already in the cache.
+        #[arg(long)]
+        offline: bool,
+        /// Use a signed checksum list without checking its signature (warns every time).
+        #[arg(long)]
+        insecure_skip_signature: bool,
     },
     /// Write the ESP and the hybrid image from a staged ISO tree (no build).
     Assemble {
@@ -155,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cache_dir,
             keep_workdir,
             offline,
+            insecure_skip_signature,
         } => {
             // Before any thread exists: mounts made by the build then live
             // only in this process's namespace.
@@ -172,6 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     cache_dir,
                     keep_workdir,
                     offline,
+                    insecure_skip_signature,
                 },
                 &progress,
             )?;
@@ -209,6 +237,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     r.files,
                     r.esp_fat
                 );
+            }
+            Ok(())
+        }
+        Command::Fetch {
+            what,
+            sha256,
+            checksum_url,
+            unpack,
+            cache_dir,
+            offline,
+            insecure_skip_signature,
+        } => {
+            // A debootstrap base mounts /proc in its target: as root, keep
+            // such mounts in a namespace that dies with us. Not being root
+            // is fine for downloads, so a failure here is not an error.
+            let _ = chroot::isolate_mounts();
+            interrupt::install()?;
+            let report = prefetch::fetch(
+                &prefetch::FetchOptions {
+                    what,
+                    sha256,
+                    checksum_url,
+                    unpack,
+                    cache_dir,
+                    offline,
+                    insecure_skip_signature,
+                },
+                &progress,
+            )?;
+            if !cli.quiet {
+                println!(
+                    "{} ({}) in {:.1} s",
+                    report.path.display(),
+                    human_bytes(report.size),
+                    report.fetch_seconds
+                );
+                if let Some((stats, secs)) = report.unpacked {
+                    println!(
+                        "unpacked {} entries ({}) in {:.1} s",
+                        stats.entries,
+                        human_bytes(stats.bytes),
+                        secs
+                    );
+                }
             }
             Ok(())
         }
