@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod fs;
 pub mod image;
 pub mod interrupt;
+pub mod kickstart;
 pub mod progress;
 pub mod qemu;
 pub mod rootfs;
