@@ -60,8 +60,9 @@ impl OutputLog {
     /// One line of output from `prefix` (`marker install.d/50-marker`).
     pub fn line(&self, prefix: &str, text: &str) {
         let line = format!("[{prefix}] {text}");
+        // Hook output on stdout, our own progress on stderr.
         if self.echo {
-            eprintln!("{line}");
+            println!("{line}");
         }
         self.write(&line);
     }
