@@ -34,7 +34,10 @@ fn base_root() -> &'static Path {
             )
             .expect("unpacking the test base");
             std::fs::write(&done, "").unwrap();
-            println!("unpacked the test base in {:.0} s", t.elapsed().as_secs_f64());
+            println!(
+                "unpacked the test base in {:.0} s",
+                t.elapsed().as_secs_f64()
+            );
         }
         dir.join("root")
     })
@@ -71,13 +74,21 @@ exit $rc"#,
     );
     let t = Instant::now();
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "bash", "-c", &script, "bash"])
-        .arg(env!("CARGO_BIN_EXE_undercloud-live"))
-        .args(["elements", "apply", "--target"])
-        .arg(&merged)
-        .arg("--elements-path")
-        .arg(repo().join("tests/elements"))
-        .args(args);
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        &script,
+        "bash",
+    ])
+    .arg(env!("CARGO_BIN_EXE_undercloud-live"))
+    .args(["elements", "apply", "--target"])
+    .arg(&merged)
+    .arg("--elements-path")
+    .arg(repo().join("tests/elements"))
+    .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -98,13 +109,8 @@ exit $rc"#,
     }
 }
 
-fn section<'a>(after: &'a str, n: usize) -> Vec<&'a str> {
-    after
-        .split("===\n")
-        .nth(n)
-        .unwrap_or("")
-        .lines()
-        .collect()
+fn section(after: &str, n: usize) -> Vec<&str> {
+    after.split("===\n").nth(n).unwrap_or("").lines().collect()
 }
 
 #[test]
@@ -112,7 +118,14 @@ fn every_phase_in_dib_order_with_environment_static_and_bin() {
     let log = scratch("apply-log").join("apply.log");
     let a = apply(
         "phases",
-        &["-e", "phases-all", "-e", "provider", "--log", &log.display().to_string()],
+        &[
+            "-e",
+            "phases-all",
+            "-e",
+            "provider",
+            "--log",
+            &log.display().to_string(),
+        ],
         &[("DIB_UCL_CALLER", "passed")],
         r#"cat $ROOT/var/log/ucl-phases; echo ===
 cat $ROOT/var/log/ucl-env; echo ===
@@ -161,9 +174,16 @@ cat $ROOT/etc/ucl-static-file"#,
     ] {
         assert!(env.contains(&want), "{want} missing from {env:#?}");
     }
-    assert!(env.iter().any(|l| l.starts_with("DIB_IMAGE_CACHE=/")), "{env:#?}");
+    assert!(
+        env.iter().any(|l| l.starts_with("DIB_IMAGE_CACHE=/")),
+        "{env:#?}"
+    );
     // The staged hooks are gone; the static file is the element's.
-    assert!(!section(&a.after, 2).contains(&"in_target.d"), "{}", a.after);
+    assert!(
+        !section(&a.after, 2).contains(&"in_target.d"),
+        "{}",
+        a.after
+    );
     assert_eq!(section(&a.after, 3), ["from static/"]);
 
     // Hook output is streamed with element and phase, and logged.
@@ -226,8 +246,14 @@ fn failing_hook_stops_and_names_element_phase_script_and_status() {
         a.stderr
     );
     assert!(a.stdout.contains("[fails install.d/50-fail] about to fail"));
-    assert!(section(&a.after, 1).is_empty(), "a hook ran after the failure");
-    assert!(!section(&a.after, 0).contains(&"in_target.d"), "staged hooks left");
+    assert!(
+        section(&a.after, 1).is_empty(),
+        "a hook ran after the failure"
+    );
+    assert!(
+        !section(&a.after, 0).contains(&"in_target.d"),
+        "staged hooks left"
+    );
 }
 
 fn cli(args: &[&str]) -> Output {
@@ -240,7 +266,16 @@ fn cli(args: &[&str]) -> Output {
 
 #[test]
 fn plan_deps_and_show_without_a_root() {
-    let o = cli(&["elements", "plan", "-e", "phases-all", "-e", "provider", "-e", "pkgs"]);
+    let o = cli(&[
+        "elements",
+        "plan",
+        "-e",
+        "phases-all",
+        "-e",
+        "provider",
+        "-e",
+        "pkgs",
+    ]);
     assert!(o.status.success());
     let plan = String::from_utf8_lossy(&o.stdout);
     // Built-in helpers at dib's positions among the elements' hooks.
@@ -254,7 +289,15 @@ fn plan_deps_and_show_without_a_root() {
         .collect();
     assert_eq!(
         install,
-        ["01-package-installs", "9-b", "10-a", "10-install-static-files", "40-env", "50-check-packages", "60-provider"],
+        [
+            "01-package-installs",
+            "9-b",
+            "10-a",
+            "10-install-static-files",
+            "40-env",
+            "50-check-packages",
+            "60-provider"
+        ],
         "{plan}"
     );
     assert!(plan.contains("01-install-bin"), "{plan}");
@@ -267,8 +310,14 @@ fn plan_deps_and_show_without_a_root() {
 
     let o = cli(&["elements", "deps", "-e", "phases-all", "-e", "provider"]);
     let deps = String::from_utf8_lossy(&o.stdout);
-    assert!(deps.contains("provides-me") && deps.contains("provided by provider"), "{deps}");
-    assert!(deps.contains("install-static") && deps.contains("built in"), "{deps}");
+    assert!(
+        deps.contains("provides-me") && deps.contains("provided by provider"),
+        "{deps}"
+    );
+    assert!(
+        deps.contains("install-static") && deps.contains("built in"),
+        "{deps}"
+    );
 
     let o = cli(&["elements", "show", "pkgs", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -296,9 +345,16 @@ fn duplicate_hook_cycle_and_conflict_are_errors() {
     mk("db-two", "element-provides", "db\n");
     let graph = |els: &[&str]| -> String {
         let mut c = bin();
-        c.args(["elements", "deps", "--distro", "debian", "--release", "bookworm"])
-            .arg("--elements-path")
-            .arg(&d);
+        c.args([
+            "elements",
+            "deps",
+            "--distro",
+            "debian",
+            "--release",
+            "bookworm",
+        ])
+        .arg("--elements-path")
+        .arg(&d);
         for e in els {
             c.args(["-e", e]);
         }
@@ -309,5 +365,8 @@ fn duplicate_hook_cycle_and_conflict_are_errors() {
     let e = graph(&["loop-a"]);
     assert!(e.contains("cycle: loop-a -> loop-b -> loop-a"), "{e}");
     let e = graph(&["db-one", "db-two"]);
-    assert!(e.contains("\"db\" is provided by both \"db-one\" and \"db-two\""), "{e}");
+    assert!(
+        e.contains("\"db\" is provided by both \"db-one\" and \"db-two\""),
+        "{e}"
+    );
 }

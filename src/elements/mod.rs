@@ -182,12 +182,15 @@ pub fn resolve(requested: &[String], path: &[PathBuf], distro: Distro) -> Result
     bail!("element provides do not settle (too many rounds)")
 }
 
+/// A name neither found nor provided, and the chain that asked for it.
+type Missing = (String, Vec<String>);
+
 fn walk(
     requested: &[String],
     path: &[PathBuf],
     distro: Distro,
     known: &BTreeMap<String, String>,
-) -> Result<(ElementSet, Vec<(String, Vec<String>)>)> {
+) -> Result<(ElementSet, Vec<Missing>)> {
     let mut set = ElementSet::default();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut chains: HashMap<String, Vec<String>> = HashMap::new();

@@ -13,7 +13,7 @@
 //! with an `[element phase/hook]` prefix to the terminal and to the log.
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -479,22 +479,16 @@ pub fn stream(
     prefix: &str,
     log: &OutputLog,
 ) -> Result<std::process::ExitStatus> {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = interrupt::spawn(cmd, what)?;
-    let readers: Vec<Box<dyn Read + Send>> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let threads: Vec<_> = readers
+    // One pipe for both streams keeps a hook's lines in the order it wrote
+    // them (an error message right after the output it explains).
+    let (reader, writer) = nix::unistd::pipe().context("creating a pipe")?;
+    let writer2 = writer.try_clone().context("creating a pipe")?;
+    cmd.stdout(Stdio::from(writer)).stderr(Stdio::from(writer2));
+    let child = interrupt::spawn(cmd, what);
+    // Our copies of the write end must close, or the reader never ends.
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let child = child?;
+    let threads: Vec<_> = [File::from(reader)]
         .into_iter()
         .map(|r| {
             let log = log.clone();
