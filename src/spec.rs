@@ -145,6 +145,12 @@ pub struct Spec {
     /// two specs never share disk GUIDs by accident.
     #[serde(default)]
     pub seed: Option<String>,
+    /// A kickstart applied after `elements` (relative to the spec's folder).
+    #[serde(default)]
+    pub kickstart: Option<PathBuf>,
+    /// Package names of the kickstart's distro mapped to the base's.
+    #[serde(default)]
+    pub kickstart_package_map: Option<PathBuf>,
 }
 
 /// A spec together with where it came from.
