@@ -14,3 +14,4 @@ pub mod progress;
 pub mod qemu;
 pub mod rootfs;
 pub mod spec;
+pub mod write;

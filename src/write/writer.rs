@@ -1,0 +1,789 @@
+//! Writing one image to several targets at once, and reading it back.
+//!
+//! One reader decompresses the image once into large aligned chunks taken
+//! from a fixed pool; each chunk goes (shared, not copied) to one writer
+//! thread per target and to a hasher. Memory is the pool, whatever the
+//! number of targets or their speeds: a slow stick holds chunks, the pool
+//! runs dry and the reader waits. A target that fails drops its queue and
+//! the others go on.
+//!
+//! Each writer: zeroes the first and last MiB (stale partition tables must
+//! not survive a failed write), writes everything after the first MiB,
+//! syncs, then writes the first MiB and syncs again, so the stick only
+//! becomes bootable once all the rest is on it. On any failure, including
+//! Ctrl-C, the first MiB is zeroed again.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::errno::Errno;
+use nix::libc;
+use sha2::{Digest, Sha256};
+
+use super::safety::{Kind, Target};
+use super::source::Source;
+use crate::interrupt;
+use crate::progress::{Bar, Group, Progress};
+
+/// The part of the image written last.
+pub const HEAD: usize = 1 << 20;
+/// Chunk size: big enough that a system call moves a lot, small enough
+/// that a pool of them stays modest.
+pub const CHUNK: usize = 4 << 20;
+/// Chunks in flight, shared by all targets: POOL * CHUNK bytes of memory.
+pub const POOL: usize = 16;
+/// Buffer alignment for O_DIRECT (covers 4 KiB sectors and pages).
+const ALIGN: usize = 64 << 10;
+
+/// A heap buffer whose start is ALIGN-aligned, without unsafe code: a
+/// slightly larger Vec and an offset into it.
+pub struct AlignedBuf {
+    mem: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn new(len: usize) -> Self {
+        let mem = vec![0u8; len + ALIGN];
+        let off = mem.as_ptr().align_offset(ALIGN);
+        AlignedBuf { mem, off, len }
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        &self.mem[self.off..self.off + self.len]
+    }
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.mem[self.off..self.off + self.len]
+    }
+}
+
+/// A piece of the image at `offset`; its buffer goes back to the pool when
+/// the last target is done with it.
+struct Chunk {
+    offset: u64,
+    len: usize,
+    buf: Option<AlignedBuf>,
+    pool: Sender<AlignedBuf>,
+}
+
+impl Chunk {
+    fn data(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], |b| &b.as_slice()[..self.len])
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            // The reader may be gone already; then the buffer is just freed.
+            let _ = self.pool.send(b);
+        }
+    }
+}
+
+enum Msg {
+    Data(Arc<Chunk>),
+    /// The whole image was sent: its length.
+    End(u64),
+    /// The reader stopped: why.
+    Abort(String),
+}
+
+/// A value one thread sets and others wait for.
+struct Slot<T> {
+    value: Mutex<Option<T>>,
+    ready: Condvar,
+}
+
+impl<T: Clone> Slot<T> {
+    fn new() -> Self {
+        Slot {
+            value: Mutex::new(None),
+            ready: Condvar::new(),
+        }
+    }
+    fn set(&self, v: T) {
+        let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        *g = Some(v);
+        self.ready.notify_all();
+    }
+    fn get(&self) -> T {
+        let mut g = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(v) = g.as_ref() {
+                return v.clone();
+            }
+            g = self.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// What happened to one target.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DeviceReport {
+    /// As shown to the user ("/dev/sdb", or "by-id-name (/dev/sdb)").
+    pub device: String,
+    pub ok: bool,
+    pub bytes_written: u64,
+    pub write_seconds: f64,
+    pub verify_seconds: Option<f64>,
+    pub verified: bool,
+    /// O_DIRECT, or buffered writes (file systems or devices without it).
+    pub direct_io: bool,
+    pub error: Option<String>,
+    /// After a failure: whether the first MiB is now zero (so the target
+    /// does not boot a half-written image).
+    pub first_mib_zeroed: bool,
+    /// Things worth knowing that are not failures (partition table not
+    /// re-read).
+    pub notes: Vec<String>,
+}
+
+/// An opened target.
+pub struct Sink {
+    shown: String,
+    label: String,
+    /// O_DIRECT descriptor; None when the target refused it.
+    direct: Option<File>,
+    /// Buffered descriptor: unaligned tails, and everything when O_DIRECT
+    /// is not available.
+    file: File,
+    /// Bytes the target can hold (block devices).
+    capacity: Option<u64>,
+    /// O_DIRECT offset/length granularity.
+    align: u64,
+    is_block: bool,
+    path: PathBuf,
+    /// Buffered mode: ranges whose writeback was started, oldest first.
+    pending: VecDeque<(u64, u64)>,
+}
+
+/// Open a target for writing. Block devices are opened exclusively
+/// (O_EXCL), which the kernel refuses while anything has them mounted or
+/// claimed, and which keeps auto-mounters off them until we are done.
+pub fn open(target: &Target) -> Result<Sink> {
+    let shown = target.shown();
+    let (is_block, capacity, align, create) = match &target.kind {
+        Kind::Block(d) => (true, Some(d.size), d.logical_block.max(512), false),
+        Kind::File { exists } => (false, None, 4096, !exists),
+    };
+    let label = target
+        .disk()
+        .map(|d| d.name.clone())
+        .or_else(|| {
+            target
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| shown.clone());
+    let opts = |direct: bool| {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).create(create);
+        let mut flags = 0;
+        if is_block {
+            flags |= libc::O_EXCL;
+        }
+        if direct {
+            flags |= libc::O_DIRECT;
+        }
+        o.custom_flags(flags);
+        o
+    };
+    let explain = |e: io::Error| -> anyhow::Error {
+        match e.raw_os_error() {
+            Some(libc::EBUSY) => anyhow!(
+                "{shown}: busy: something holds it open (a mount, RAID, LVM or device-mapper)"
+            ),
+            Some(libc::EROFS) | Some(libc::EACCES) if is_block => anyhow!("{shown}: read-only"),
+            _ => anyhow::Error::new(e).context(format!("{shown}: opening for writing")),
+        }
+    };
+    let direct = match opts(true).open(&target.path) {
+        Ok(f) => Some(f),
+        // File systems without O_DIRECT say EINVAL at open.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+        Err(e) => return Err(explain(e)),
+    };
+    let file = match &direct {
+        // Our own exclusive open holds the device; a second, plain one is
+        // allowed alongside it.
+        Some(_) => OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&target.path)
+            .map_err(explain)?,
+        None => opts(false).open(&target.path).map_err(explain)?,
+    };
+    Ok(Sink {
+        shown,
+        label,
+        direct,
+        file,
+        capacity,
+        align,
+        is_block,
+        path: target.path.clone(),
+        pending: VecDeque::new(),
+    })
+}
+
+impl Sink {
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Write `data` at `offset` (a multiple of ALIGN): the aligned part with
+    /// O_DIRECT, the rest buffered.
+    fn put(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
+        let mut done = 0;
+        if let Some(d) = &self.direct {
+            let n = data.len() / self.align as usize * self.align as usize;
+            if n > 0 {
+                match d.write_all_at(&data[..n], offset) {
+                    Ok(()) => done = n,
+                    // Some devices or file systems accept O_DIRECT at open
+                    // and refuse it on write: go on buffered.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = None,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if done < data.len() {
+            let off = offset + done as u64;
+            let rest = &data[done..];
+            self.file.write_all_at(rest, off)?;
+            if rest.len() >= HEAD {
+                self.pace(off, rest.len() as u64);
+            }
+        }
+        Ok(())
+    }
+
+    /// Buffered writes land in the page cache; without this the bar would
+    /// race to 100% and the final sync would then sit for minutes on a
+    /// slow stick. Start writeback of each range at once and wait for the
+    /// one written two chunks ago, so dirty memory stays bounded and the
+    /// bar follows the device.
+    fn pace(&mut self, off: u64, len: u64) {
+        let fd = self.file.as_raw_fd();
+        // SAFETY: sync_file_range only reads its integer arguments; the
+        // descriptor is open for the life of self.
+        unsafe {
+            libc::sync_file_range(fd, off as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+        }
+        self.pending.push_back((off, len));
+        if self.pending.len() > 2 {
+            if let Some((o, l)) = self.pending.pop_front() {
+                // SAFETY: as above.
+                unsafe {
+                    libc::sync_file_range(
+                        fd,
+                        o as i64,
+                        l as i64,
+                        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                            | libc::SYNC_FILE_RANGE_WRITE
+                            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                    );
+                }
+            }
+        }
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.pending.clear();
+        if let Some(d) = &self.direct {
+            d.sync_all()?;
+        }
+        self.file.sync_all()
+    }
+
+    /// Zero the first MiB (and, on a block device, the last MiB, where a
+    /// backup GPT lives) and make it stick.
+    fn wipe(&mut self, tail: bool) -> io::Result<()> {
+        let zeros = AlignedBuf::new(HEAD);
+        let head = self.capacity.map_or(HEAD as u64, |c| c.min(HEAD as u64));
+        self.put(&zeros.as_slice()[..head as usize], 0)?;
+        if let (true, Some(cap)) = (tail, self.capacity) {
+            if cap >= 2 * HEAD as u64 {
+                let start = (cap - HEAD as u64) / self.align * self.align;
+                self.put(&zeros.as_slice()[..(cap - start) as usize], start)?;
+            }
+        }
+        self.sync()
+    }
+
+    /// Ask the kernel to read the new partition table. udev or a probing
+    /// tool may hold a partition open for a moment after our writes: retry
+    /// on EBUSY.
+    fn reread_partitions(&self) -> Option<String> {
+        if !self.is_block {
+            return None;
+        }
+        let fd = self.file.as_raw_fd();
+        let mut last = Errno::UnknownErrno;
+        for attempt in 0..10 {
+            // SAFETY: BLKRRPART takes no argument; fd is an open block device.
+            match unsafe { blkrrpart(fd) } {
+                Ok(_) => return None,
+                // No partition support (a loop device without partscan):
+                // nothing to re-read.
+                Err(Errno::EINVAL) => return None,
+                Err(Errno::EBUSY) => {
+                    last = Errno::EBUSY;
+                    std::thread::sleep(Duration::from_millis(100 * (attempt + 1)));
+                }
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            }
+        }
+        Some(format!(
+            "the kernel did not re-read the partition table ({}); unplug and replug the stick",
+            last.desc()
+        ))
+    }
+}
+
+// BLKRRPART from <linux/fs.h>: _IO(0x12, 95).
+nix::ioctl_none!(blkrrpart, 0x12, 95);
+
+/// Write the image to every sink, then read each back. Never fails as a
+/// whole: every target gets its own report.
+pub fn run(
+    source: &Source,
+    sinks: Vec<Sink>,
+    verify: bool,
+    progress: &Progress,
+) -> (Vec<DeviceReport>, Option<String>) {
+    let group = progress.group();
+    let (pool_tx, pool_rx) = mpsc::channel();
+    for _ in 0..POOL {
+        let _ = pool_tx.send(AlignedBuf::new(CHUNK));
+    }
+    let image_digest: Slot<Option<[u8; 32]>> = Slot::new();
+    let mut reports = Vec::new();
+    let mut image_sha = None;
+    std::thread::scope(|s| {
+        let mut queues: Vec<Option<SyncSender<Msg>>> = Vec::new();
+        let mut workers = Vec::new();
+        for sink in sinks {
+            let (tx, rx) = mpsc::sync_channel(POOL + 2);
+            queues.push(Some(tx));
+            let group = &group;
+            let digest = &image_digest;
+            let size = source.size;
+            workers.push(s.spawn(move || device(sink, rx, size, verify, digest, group)));
+        }
+        let hasher = verify.then(|| {
+            let (tx, rx) = mpsc::sync_channel(POOL + 2);
+            queues.push(Some(tx));
+            let digest = &image_digest;
+            s.spawn(move || digest.set(hash_stream(rx)))
+        });
+        read_image(source, &mut queues, pool_tx, pool_rx);
+        drop(queues);
+        if let Some(h) = hasher {
+            if h.join().is_err() {
+                image_digest.set(None);
+            }
+        } else {
+            image_digest.set(None);
+        }
+        for w in workers {
+            reports.push(w.join().unwrap_or_else(|_| DeviceReport {
+                error: Some("writer thread panicked".into()),
+                ..Default::default()
+            }));
+        }
+        image_sha = image_digest.get().map(hex::encode);
+    });
+    (reports, image_sha)
+}
+
+/// The reader: fill chunks from the pool and hand each to every queue
+/// that is still listening.
+fn read_image(
+    source: &Source,
+    queues: &mut [Option<SyncSender<Msg>>],
+    pool_tx: Sender<AlignedBuf>,
+    pool_rx: Receiver<AlignedBuf>,
+) {
+    let broadcast = |queues: &mut [Option<SyncSender<Msg>>], make: &dyn Fn() -> Msg| {
+        for q in queues.iter_mut() {
+            if let Some(tx) = q {
+                if tx.send(make()).is_err() {
+                    *q = None;
+                }
+            }
+        }
+    };
+    let abort = |queues: &mut [Option<SyncSender<Msg>>], why: String| {
+        broadcast(queues, &|| Msg::Abort(why.clone()));
+    };
+    let mut reader = match source.reader() {
+        Ok(r) => r,
+        Err(e) => return abort(queues, format!("{e:#}")),
+    };
+    let shown = source.path.display();
+    let mut offset: u64 = 0;
+    loop {
+        if queues.iter().all(Option::is_none) {
+            return;
+        }
+        let mut buf = loop {
+            if interrupt::interrupted() {
+                return abort(queues, "interrupted".into());
+            }
+            match pool_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(b) => break b,
+                Err(RecvTimeoutError::Timeout) => continue,
+                // Cannot happen while we hold pool_tx; stop rather than spin.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return abort(queues, "internal error: buffer pool closed".into())
+                }
+            }
+        };
+        let n = match fill(&mut reader, buf.as_mut_slice()) {
+            Ok(n) => n,
+            Err(e) => return abort(queues, format!("reading image {shown}: {e}")),
+        };
+        if let Some(size) = source.size {
+            if offset + n as u64 > size {
+                return abort(
+                    queues,
+                    format!("image {shown} is larger than the {size} bytes it announced"),
+                );
+            }
+        }
+        if n == 0 {
+            if offset == 0 {
+                return abort(queues, format!("image {shown} holds no data"));
+            }
+            if let Some(size) = source.size.filter(|&s| s != offset) {
+                return abort(
+                    queues,
+                    format!("image {shown} ended after {offset} of the {size} bytes it announced"),
+                );
+            }
+            return broadcast(queues, &|| Msg::End(offset));
+        }
+        let chunk = Arc::new(Chunk {
+            offset,
+            len: n,
+            buf: Some(buf),
+            pool: pool_tx.clone(),
+        });
+        broadcast(queues, &|| Msg::Data(Arc::clone(&chunk)));
+        offset += n as u64;
+    }
+}
+
+/// Read until `buf` is full or the stream ends: every chunk but the last
+/// is full, so offsets stay aligned for O_DIRECT.
+fn fill(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn hash_stream(rx: Receiver<Msg>) -> Option<[u8; 32]> {
+    let mut h = Sha256::new();
+    for msg in rx {
+        match msg {
+            Msg::Data(c) => h.update(c.data()),
+            Msg::End(_) => return Some(h.finalize().into()),
+            Msg::Abort(_) => return None,
+        }
+    }
+    None
+}
+
+/// One target's whole life: wipe, write, sync, head, verify.
+fn device(
+    mut sink: Sink,
+    rx: Receiver<Msg>,
+    size: Option<u64>,
+    verify: bool,
+    image_digest: &Slot<Option<[u8; 32]>>,
+    group: &Group,
+) -> DeviceReport {
+    let mut report = DeviceReport {
+        device: sink.shown.clone(),
+        direct_io: sink.direct.is_some(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut bar = group.bytes(&format!("{} write", sink.label), size);
+    let written = write_all(&mut sink, rx, &mut bar, &mut report);
+    bar.finish();
+    report.write_seconds = started.elapsed().as_secs_f64();
+    report.direct_io = report.direct_io && sink.direct.is_some();
+    let result = written.and_then(|total| {
+        if let Some(note) = sink.reread_partitions() {
+            report.notes.push(note);
+        }
+        if !verify {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut bar = group.bytes(&format!("{} verify", sink.label), Some(total));
+        let read_back = read_back(&sink, total, &mut bar);
+        bar.finish();
+        report.verify_seconds = Some(started.elapsed().as_secs_f64());
+        let read_back = read_back?;
+        match image_digest.get() {
+            Some(image) if image == read_back => {
+                report.verified = true;
+                Ok(())
+            }
+            Some(image) => bail!(
+                "{}: verification failed: read back sha256 {}, image {}",
+                sink.shown,
+                hex::encode(read_back),
+                hex::encode(image)
+            ),
+            None => bail!("{}: no image checksum to verify against", sink.shown),
+        }
+    });
+    match result {
+        Ok(()) => report.ok = true,
+        Err(e) => {
+            report.error = Some(format!("{e:#}"));
+            // Whatever went wrong, a stick that is not known good must not
+            // boot: zero its first MiB again.
+            match sink.wipe(false) {
+                Ok(()) => report.first_mib_zeroed = true,
+                Err(w) => report
+                    .notes
+                    .push(format!("could not zero the first MiB: {w}")),
+            }
+        }
+    }
+    report
+}
+
+/// Returns the image length once everything, first MiB last, is synced.
+fn write_all(
+    sink: &mut Sink,
+    rx: Receiver<Msg>,
+    bar: &mut Bar,
+    report: &mut DeviceReport,
+) -> Result<u64> {
+    let shown = sink.shown.clone();
+    sink.wipe(true)
+        .with_context(|| format!("{shown}: clearing the old partition table"))?;
+    let mut head = AlignedBuf::new(HEAD);
+    let mut head_len = 0;
+    let total = loop {
+        let msg = rx
+            .recv()
+            .map_err(|_| anyhow!("{shown}: the image reader stopped"))?;
+        let chunk = match msg {
+            Msg::Data(c) => c,
+            Msg::End(total) => break total,
+            Msg::Abort(why) => bail!("{why}"),
+        };
+        let data = chunk.data();
+        let end = chunk.offset + data.len() as u64;
+        if let Some(cap) = sink.capacity {
+            if end > cap {
+                bail!("{shown}: device full after {cap} bytes (the image is larger)");
+            }
+        }
+        // The first MiB waits in memory until the very end.
+        let mut skip = 0;
+        if chunk.offset < HEAD as u64 {
+            skip = (HEAD - chunk.offset as usize).min(data.len());
+            let at = chunk.offset as usize;
+            head.as_mut_slice()[at..at + skip].copy_from_slice(&data[..skip]);
+            head_len = head_len.max(at + skip);
+        }
+        if skip < data.len() {
+            sink.put(&data[skip..], chunk.offset + skip as u64)
+                .map_err(|e| full_or(e, &shown, chunk.offset))?;
+        }
+        report.bytes_written = end;
+        bar.inc(data.len() as u64);
+        if interrupt::interrupted() {
+            bail!("interrupted");
+        }
+    };
+    sink.sync().with_context(|| format!("{shown}: syncing"))?;
+    if !sink.is_block {
+        // A file that held something longer before ends where the image does.
+        sink.file
+            .set_len(total)
+            .with_context(|| format!("{shown}: truncating to the image size"))?;
+    }
+    if interrupt::interrupted() {
+        bail!("interrupted");
+    }
+    sink.put(&head.as_slice()[..head_len], 0)
+        .map_err(|e| full_or(e, &shown, 0))
+        .with_context(|| format!("{shown}: writing the first MiB"))?;
+    sink.sync().with_context(|| format!("{shown}: syncing"))?;
+    Ok(total)
+}
+
+fn full_or(e: io::Error, shown: &str, offset: u64) -> anyhow::Error {
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::WriteZero {
+        anyhow!("{shown}: device full after {offset} bytes")
+    } else {
+        anyhow::Error::new(e).context(format!("{shown}: writing at byte {offset}"))
+    }
+}
+
+/// Read `total` bytes back from the target, bypassing the page cache, and
+/// hash them. Reading and hashing overlap: a helper thread reads into a
+/// few buffers while this one hashes.
+fn read_back(sink: &Sink, total: u64, bar: &mut Bar) -> Result<[u8; 32]> {
+    let shown = &sink.shown;
+    let (file, direct) = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&sink.path)
+    {
+        Ok(f) => (f, true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let f = File::open(&sink.path)
+                .with_context(|| format!("{shown}: opening for verification"))?;
+            (f, false)
+        }
+        Err(e) => return Err(e).with_context(|| format!("{shown}: opening for verification")),
+    };
+    if !direct {
+        // The page cache still holds what we wrote; drop it (clean after
+        // the sync) so the bytes really come from the device.
+        let _ = nix::fcntl::posix_fadvise(
+            &file,
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+    }
+    let align = sink.align;
+    let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<(AlignedBuf, usize)>>(2);
+    let (empty_tx, empty_rx) = mpsc::channel::<AlignedBuf>();
+    for _ in 0..3 {
+        let _ = empty_tx.send(AlignedBuf::new(CHUNK));
+    }
+    // `move`: when hashing stops early, the channels drop with this
+    // closure, which ends the helper before the scope waits for it.
+    std::thread::scope(move |s| -> Result<[u8; 32]> {
+        let mut hasher = Sha256::new();
+        s.spawn(move || {
+            let mut off = 0u64;
+            while off < total {
+                let Ok(mut buf) = empty_rx.recv() else { return };
+                // O_DIRECT reads whole sectors; a block device always has
+                // the whole last sector, a file just returns short.
+                let want = (total - off).div_ceil(align) * align;
+                let want = want.min(CHUNK as u64) as usize;
+                let r = read_full(&file, &mut buf.as_mut_slice()[..want], off);
+                let failed = r.is_err();
+                if full_tx.send(r.map(|n| (buf, n))).is_err() || failed {
+                    return;
+                }
+                off += want as u64;
+            }
+        });
+        let mut off = 0u64;
+        while off < total {
+            if interrupt::interrupted() {
+                bail!("interrupted");
+            }
+            let (buf, n) = full_rx
+                .recv()
+                .map_err(|_| anyhow!("{shown}: the read-back stopped"))?
+                .with_context(|| format!("{shown}: reading back at byte {off}"))?;
+            let useful = ((total - off) as usize).min(n).min(CHUNK);
+            if useful == 0 {
+                bail!("{shown}: reads back only {off} of {total} bytes");
+            }
+            hasher.update(&buf.as_slice()[..useful]);
+            bar.inc(useful as u64);
+            off += useful as u64;
+            let _ = empty_tx.send(buf);
+        }
+        Ok(hasher.finalize().into())
+    })
+}
+
+fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_buffers_are_aligned() {
+        for len in [HEAD, CHUNK, 4096] {
+            let b = AlignedBuf::new(len);
+            assert_eq!(b.as_slice().as_ptr() as usize % ALIGN, 0);
+            assert_eq!(b.as_slice().len(), len);
+        }
+    }
+
+    #[test]
+    fn chunks_go_back_to_the_pool() {
+        let (tx, rx) = mpsc::channel();
+        let c = Arc::new(Chunk {
+            offset: 0,
+            len: 3,
+            buf: Some(AlignedBuf::new(4096)),
+            pool: tx,
+        });
+        let c2 = Arc::clone(&c);
+        drop(c);
+        assert!(rx.try_recv().is_err(), "still shared");
+        assert_eq!(c2.data().len(), 3);
+        drop(c2);
+        assert!(rx.try_recv().is_ok());
+    }
+
+    #[test]
+    fn fill_reads_across_short_reads() {
+        struct Trickle(Vec<u8>);
+        impl Read for Trickle {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.0.len().min(buf.len()).min(3);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0.drain(..n);
+                Ok(n)
+            }
+        }
+        let mut r = Trickle((0..10).collect());
+        let mut buf = [0u8; 8];
+        assert_eq!(fill(&mut r, &mut buf).unwrap(), 8);
+        assert_eq!(fill(&mut r, &mut buf).unwrap(), 2);
+        assert_eq!(fill(&mut r, &mut buf).unwrap(), 0);
+    }
+}
