@@ -2,6 +2,7 @@
 #   make image            build the default (Fedora-based) live image
 #   make image BASE=debian  the Debian-based one
 #   make test             the whole test suite
+#   make bench            benchmarks against public tools (scripts/bench-*), into docs/benchmarks.md
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
@@ -9,7 +10,7 @@ BASE ?= fedora
 BIN := target/release/undercloud-live
 OUT ?= target/images/undercloud-live-$(BASE).iso
 
-.PHONY: all deps bin image test test-base test-image check lint fmt clean
+.PHONY: all deps bin image test test-base test-image bench check lint fmt clean
 
 all: bin
 
@@ -48,6 +49,11 @@ test: deps
 	cargo build --release --locked
 	UCL_TEST_BASE=$$(scripts/make-test-base | tail -n1) \
 	  cargo test --release --locked -- --test-threads=2
+
+# Not tests: each scripts/bench-* measures the tool against public tools on
+# this machine and rewrites its own section of docs/benchmarks.md.
+bench: bin
+	set -e; for s in scripts/bench-*; do "$$s"; done
 
 check: lint
 lint:
