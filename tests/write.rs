@@ -220,7 +220,9 @@ fn writes_and_verifies_an_unaligned_image() {
     let data = noise((40 * MIB + 1234) as usize, 7);
     let img = dir.path("image.iso");
     fs::write(&img, &data).unwrap();
-    let lo = Loop::new(&dir.path("stick"), 64 * MIB, &[]);
+    // Partition scanning on, as on a real stick: the partition table is
+    // re-read at the end.
+    let lo = Loop::new(&dir.path("stick"), 64 * MIB, &["-P"]);
     // Old contents at both ends, as a used stick has.
     lo.fill(0, MIB as usize, 0xAA);
     lo.fill(63 * MIB, MIB as usize, 0xBB);
@@ -234,6 +236,7 @@ fn writes_and_verifies_an_unaligned_image() {
     assert_eq!(d["verified"], true);
     assert_eq!(d["bytes_written"], data.len() as u64);
     assert_eq!(d["direct_io"], true, "loop devices take O_DIRECT");
+    assert_eq!(d["notes"], serde_json::json!([]), "partition table re-read");
     assert_eq!(lo.read(0, data.len()), data);
     // The old backup-GPT area at the end is cleared.
     assert!(lo.read(63 * MIB, MIB as usize).iter().all(|&b| b == 0));

@@ -158,11 +158,17 @@ pub struct DeviceReport {
 pub struct Sink {
     shown: String,
     label: String,
-    /// O_DIRECT descriptor; None when the target refused it.
-    direct: Option<File>,
-    /// Buffered descriptor: unaligned tails, and everything when O_DIRECT
-    /// is not available.
-    file: File,
+    /// The first descriptor: exclusive on a block device (held until the
+    /// end, so nothing mounts the stick under us, and the one the kernel
+    /// accepts BLKRRPART on while the claim stands), O_DIRECT when the
+    /// target allowed it.
+    main: File,
+    /// Whether writes through `main` bypass the page cache; false after a
+    /// refusal at open or at the first write.
+    direct: bool,
+    /// A second, buffered descriptor when `main` is O_DIRECT: unaligned
+    /// tails, and everything after O_DIRECT is given up.
+    plain: Option<File>,
     /// Bytes the target can hold (block devices).
     capacity: Option<u64>,
     /// O_DIRECT offset/length granularity.
@@ -214,27 +220,33 @@ pub fn open(target: &Target) -> Result<Sink> {
             _ => anyhow::Error::new(e).context(format!("{shown}: opening for writing")),
         }
     };
-    let direct = match opts(true).open(&target.path) {
-        Ok(f) => Some(f),
+    let (main, direct) = match opts(true).open(&target.path) {
+        Ok(f) => (f, true),
         // File systems without O_DIRECT say EINVAL at open.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            (opts(false).open(&target.path).map_err(explain)?, false)
+        }
         Err(e) => return Err(explain(e)),
     };
-    let file = match &direct {
-        // Our own exclusive open holds the device; a second, plain one is
-        // allowed alongside it.
-        Some(_) => OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&target.path)
-            .map_err(explain)?,
-        None => opts(false).open(&target.path).map_err(explain)?,
+    let plain = if direct {
+        // Not exclusive: our own claim holds the device, and a plain open
+        // is allowed alongside it.
+        Some(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&target.path)
+                .map_err(explain)?,
+        )
+    } else {
+        None
     };
     Ok(Sink {
         shown,
         label,
+        main,
         direct,
-        file,
+        plain,
         capacity,
         align,
         is_block,
@@ -252,14 +264,14 @@ impl Sink {
     /// O_DIRECT, the rest buffered.
     fn put(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
         let mut done = 0;
-        if let Some(d) = &self.direct {
+        if self.direct {
             let n = data.len() / self.align as usize * self.align as usize;
             if n > 0 {
-                match d.write_all_at(&data[..n], offset) {
+                match self.main.write_all_at(&data[..n], offset) {
                     Ok(()) => done = n,
                     // Some devices or file systems accept O_DIRECT at open
                     // and refuse it on write: go on buffered.
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = None,
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = false,
                     Err(e) => return Err(e),
                 }
             }
@@ -267,12 +279,17 @@ impl Sink {
         if done < data.len() {
             let off = offset + done as u64;
             let rest = &data[done..];
-            self.file.write_all_at(rest, off)?;
+            self.plain().write_all_at(rest, off)?;
             if rest.len() >= HEAD {
                 self.pace(off, rest.len() as u64);
             }
         }
         Ok(())
+    }
+
+    /// The descriptor for buffered writes.
+    fn plain(&self) -> &File {
+        self.plain.as_ref().unwrap_or(&self.main)
     }
 
     /// Buffered writes land in the page cache; without this the bar would
@@ -281,7 +298,7 @@ impl Sink {
     /// one written two chunks ago, so dirty memory stays bounded and the
     /// bar follows the device.
     fn pace(&mut self, off: u64, len: u64) {
-        let fd = self.file.as_raw_fd();
+        let fd = self.plain().as_raw_fd();
         // SAFETY: sync_file_range only reads its integer arguments; the
         // descriptor is open for the life of self.
         unsafe {
@@ -307,10 +324,10 @@ impl Sink {
 
     fn sync(&mut self) -> io::Result<()> {
         self.pending.clear();
-        if let Some(d) = &self.direct {
-            d.sync_all()?;
+        if let Some(p) = &self.plain {
+            p.sync_all()?;
         }
-        self.file.sync_all()
+        self.main.sync_all()
     }
 
     /// Zero the first MiB (and, on a block device, the last MiB, where a
@@ -335,7 +352,9 @@ impl Sink {
         if !self.is_block {
             return None;
         }
-        let fd = self.file.as_raw_fd();
+        // On the exclusive descriptor: the kernel refuses BLKRRPART from
+        // any other while the claim is held.
+        let fd = self.main.as_raw_fd();
         let mut last = Errno::UnknownErrno;
         for attempt in 0..10 {
             // SAFETY: BLKRRPART takes no argument; fd is an open block device.
@@ -382,8 +401,10 @@ pub fn run(
     let mut reports = Vec::new();
     let mut image_sha = None;
     std::thread::scope(|s| {
+        // One queue per target, then the hasher's.
         let mut queues: Vec<Option<SyncSender<Msg>>> = Vec::new();
         let mut workers = Vec::new();
+        let devices = sinks.len();
         for sink in sinks {
             let (tx, rx) = mpsc::sync_channel(pool + 2);
             queues.push(Some(tx));
@@ -398,7 +419,7 @@ pub fn run(
             let digest = &image_digest;
             s.spawn(move || digest.set(hash_stream(rx)))
         });
-        read_image(source, &mut queues, pool_tx, pool_rx);
+        read_image(source, &mut queues, devices, pool_tx, pool_rx);
         drop(queues);
         if let Some(h) = hasher {
             if h.join().is_err() {
@@ -419,10 +440,12 @@ pub fn run(
 }
 
 /// The reader: fill chunks from the pool and hand each to every queue
-/// that is still listening.
+/// that is still listening, until the image ends or no target (the first
+/// `devices` queues) is left.
 fn read_image(
     source: &Source,
     queues: &mut [Option<SyncSender<Msg>>],
+    devices: usize,
     pool_tx: Sender<AlignedBuf>,
     pool_rx: Receiver<AlignedBuf>,
 ) {
@@ -445,8 +468,9 @@ fn read_image(
     let shown = source.path.display();
     let mut offset: u64 = 0;
     loop {
-        if queues.iter().all(Option::is_none) {
-            return;
+        if queues[..devices].iter().all(Option::is_none) {
+            // Every target failed: reading on just to hash is pointless.
+            return abort(queues, "no target left".into());
         }
         let mut buf = loop {
             if interrupt::interrupted() {
@@ -534,7 +558,7 @@ fn device(
 ) -> DeviceReport {
     let mut report = DeviceReport {
         device: sink.shown.clone(),
-        direct_io: sink.direct.is_some(),
+        direct_io: sink.direct,
         ..Default::default()
     };
     let started = Instant::now();
@@ -542,7 +566,7 @@ fn device(
     let written = write_all(&mut sink, rx, &mut bar, &mut report);
     bar.finish();
     report.write_seconds = started.elapsed().as_secs_f64();
-    report.direct_io = report.direct_io && sink.direct.is_some();
+    report.direct_io = report.direct_io && sink.direct;
     let result = written.and_then(|total| {
         if let Some(note) = sink.reread_partitions() {
             report.notes.push(note);
@@ -636,7 +660,7 @@ fn write_all(
     sink.sync().with_context(|| format!("{shown}: syncing"))?;
     if !sink.is_block {
         // A file that held something longer before ends where the image does.
-        sink.file
+        sink.main
             .set_len(total)
             .with_context(|| format!("{shown}: truncating to the image size"))?;
     }
