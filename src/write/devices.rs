@@ -71,7 +71,9 @@ impl Disk {
             .flatten()
             .filter(|s| !s.is_empty())
             .collect();
-        if words.is_empty() {
+        if let (true, Some(file)) = (words.is_empty(), &self.backing_file) {
+            format!("loop device over {}", file.display())
+        } else if words.is_empty() {
             format!("{} disk", self.transport)
         } else {
             words.join(" ")
