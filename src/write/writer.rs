@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -28,6 +28,7 @@ use nix::errno::Errno;
 use nix::libc;
 use sha2::{Digest, Sha256};
 
+use super::devices::dev_id;
 use super::safety::{Kind, Target};
 use super::source::Source;
 use crate::interrupt;
@@ -228,6 +229,19 @@ pub fn open(target: &Target) -> Result<Sink> {
         }
         Err(e) => return Err(explain(e)),
     };
+    if let Kind::Block(d) = &target.kind {
+        // The stick may have been swapped between the checks and now (the
+        // question can wait for minutes): make sure this is the same one.
+        let meta = main
+            .metadata()
+            .with_context(|| format!("{shown}: reading the opened device"))?;
+        let mut size: u64 = 0;
+        // SAFETY: BLKGETSIZE64 writes one u64 to the pointer we pass.
+        let got = unsafe { blkgetsize64(main.as_raw_fd(), &mut size) };
+        if dev_id(meta.rdev()) != d.dev || got.is_err() || size != d.size {
+            bail!("{shown}: changed since it was checked (unplugged or replaced?)");
+        }
+    }
     let plain = if direct {
         // Not exclusive: our own claim holds the device, and a plain open
         // is allowed alongside it.
@@ -380,8 +394,10 @@ impl Sink {
     }
 }
 
-// BLKRRPART from <linux/fs.h>: _IO(0x12, 95).
+// From <linux/fs.h>: BLKRRPART is _IO(0x12, 95), BLKGETSIZE64 is
+// _IOR(0x12, 114, size_t).
 nix::ioctl_none!(blkrrpart, 0x12, 95);
+nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 
 /// Write the image to every sink, then read each back. Never fails as a
 /// whole: every target gets its own report.
