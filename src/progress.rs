@@ -101,6 +101,7 @@ impl Progress {
 }
 
 /// A set of bars drawn together; see [`Progress::group`].
+#[derive(Clone)]
 pub struct Group {
     progress: Progress,
     multi: Option<MultiProgress>,

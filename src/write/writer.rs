@@ -30,23 +30,19 @@ use sha2::{Digest, Sha256};
 
 use super::devices::dev_id;
 use super::safety::{Kind, Target};
-use super::source::Source;
+use super::source::{Format, Source};
 use crate::interrupt;
 use crate::progress::{Bar, Group, Progress};
 
 /// The part of the image written last.
 pub const HEAD: usize = 1 << 20;
-/// Chunk size: big enough that one system call moves a lot (a USB stick
-/// sees requests as large as with `dd bs=4M`, after the block layer's
-/// split), small enough to stay in a core's cache between the copy in and
-/// the device driver's copy out; 2 MiB was the fastest of 1-8 MiB in
-/// scripts/bench-write.
-pub const CHUNK: usize = 2 << 20;
-/// Chunks in flight per target: the pool holds POOL_PER_TARGET * targets
-/// chunks (8 MiB a stick). Enough for the reader to run ahead of a
-/// writer, and for one stick's pause (flash housekeeping) not to stall the
-/// others at once; few enough that fresh pages (each one a page fault and
-/// a zeroing) do not cost more CPU than the copy itself.
+/// Chunk size: dd's `bs=4M`, the usual advice for sticks. Large enough
+/// that the block layer keeps the device's queue full and system calls
+/// are few; the kernel splits it to what the device takes.
+pub const CHUNK: usize = 4 << 20;
+/// Chunks in flight per target (16 MiB a stick): enough for the reader to
+/// run ahead of a writer, and for one stick's pause (flash housekeeping)
+/// not to stall the others at once.
 pub const POOL_PER_TARGET: usize = 4;
 /// Buffer alignment for O_DIRECT (covers 4 KiB sectors and pages).
 const ALIGN: usize = 64 << 10;
@@ -97,6 +93,7 @@ impl Drop for Chunk {
     }
 }
 
+#[derive(Clone)]
 enum Msg {
     Data(Arc<Chunk>),
     /// The whole image was sent: its length.
@@ -401,6 +398,12 @@ nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 
 /// Write the image to every sink, then read each back. Never fails as a
 /// whole: every target gets its own report.
+///
+/// A plain image going to one target is written by the reader itself, the
+/// way dd does it: there is nothing to decompress while the device
+/// writes, and a hand-over between threads per chunk only costs (most
+/// under load, when a woken thread waits for a CPU). Compressed images,
+/// and several targets, get a writer thread per target.
 pub fn run(
     source: &Source,
     sinks: Vec<Sink>,
@@ -408,8 +411,15 @@ pub fn run(
     progress: &Progress,
 ) -> (Vec<DeviceReport>, Option<String>) {
     let group = progress.group();
+    let inline = source.format == Format::Raw && sinks.len() == 1;
     let (pool_tx, pool_rx) = mpsc::channel();
-    let pool = POOL_PER_TARGET * sinks.len().max(1);
+    // Inline without a hasher, one buffer is all there is to use (and it
+    // stays in the cache, as dd's does).
+    let pool = if inline && !verify {
+        1
+    } else {
+        POOL_PER_TARGET * sinks.len().max(1)
+    };
     for _ in 0..pool {
         let _ = pool_tx.send(AlignedBuf::new(CHUNK));
     }
@@ -417,17 +427,35 @@ pub fn run(
     let mut reports = Vec::new();
     let mut image_sha = None;
     std::thread::scope(|s| {
-        // One queue per target, then the hasher's.
+        // One queue per threaded target, then the hasher's.
         let mut queues: Vec<Option<SyncSender<Msg>>> = Vec::new();
         let mut workers = Vec::new();
-        let devices = sinks.len();
+        let mut inline_writer = None;
+        let mut sinks = sinks;
+        if inline {
+            if let Some(sink) = sinks.pop() {
+                let mut w = Writer::new(sink, source.size, &group);
+                w.begin();
+                inline_writer = Some(w);
+            }
+        }
+        let threaded = sinks.len();
         for sink in sinks {
             let (tx, rx) = mpsc::sync_channel(pool + 2);
             queues.push(Some(tx));
             let group = &group;
             let digest = &image_digest;
             let size = source.size;
-            workers.push(s.spawn(move || device(sink, rx, size, verify, digest, group)));
+            workers.push(s.spawn(move || {
+                let mut w = Writer::new(sink, size, group);
+                w.begin();
+                for msg in rx {
+                    if !w.feed(msg) {
+                        break;
+                    }
+                }
+                w.finish(verify, digest)
+            }));
         }
         let hasher = verify.then(|| {
             let (tx, rx) = mpsc::sync_channel(pool + 2);
@@ -435,7 +463,19 @@ pub fn run(
             let digest = &image_digest;
             s.spawn(move || digest.set(hash_stream(rx)))
         });
-        read_image(source, &mut queues, devices, pool_tx, pool_rx);
+        read_image(source, pool_tx, pool_rx, |msg| {
+            for q in queues.iter_mut() {
+                if let Some(tx) = q {
+                    if tx.send(msg.clone()).is_err() {
+                        *q = None;
+                    }
+                }
+            }
+            match inline_writer.as_mut() {
+                Some(w) => w.feed(msg),
+                None => queues[..threaded].iter().any(Option::is_some),
+            }
+        });
         drop(queues);
         if let Some(h) = hasher {
             if h.join().is_err() {
@@ -443,6 +483,9 @@ pub fn run(
             }
         } else {
             image_digest.set(None);
+        }
+        if let Some(w) = inline_writer {
+            reports.push(w.finish(verify, &image_digest));
         }
         for w in workers {
             reports.push(w.join().unwrap_or_else(|_| DeviceReport {
@@ -455,75 +498,60 @@ pub fn run(
     (reports, image_sha)
 }
 
-/// The reader: fill chunks from the pool and hand each to every queue
-/// that is still listening, until the image ends or no target (the first
-/// `devices` queues) is left.
+/// The reader: fill chunks from the pool and hand each to `deliver`,
+/// which answers whether any target still wants more. Ends with
+/// Msg::End, or Msg::Abort when reading fails, is interrupted or nobody
+/// is left.
 fn read_image(
     source: &Source,
-    queues: &mut [Option<SyncSender<Msg>>],
-    devices: usize,
     pool_tx: Sender<AlignedBuf>,
     pool_rx: Receiver<AlignedBuf>,
+    mut deliver: impl FnMut(Msg) -> bool,
 ) {
-    let broadcast = |queues: &mut [Option<SyncSender<Msg>>], make: &dyn Fn() -> Msg| {
-        for q in queues.iter_mut() {
-            if let Some(tx) = q {
-                if tx.send(make()).is_err() {
-                    *q = None;
-                }
-            }
-        }
-    };
-    let abort = |queues: &mut [Option<SyncSender<Msg>>], why: String| {
-        broadcast(queues, &|| Msg::Abort(why.clone()));
-    };
     let mut reader = match source.reader() {
         Ok(r) => r,
-        Err(e) => return abort(queues, format!("{e:#}")),
+        Err(e) => return stop(&mut deliver, format!("{e:#}")),
     };
     let shown = source.path.display();
     let mut offset: u64 = 0;
     loop {
-        if queues[..devices].iter().all(Option::is_none) {
-            // Every target failed: reading on just to hash is pointless.
-            return abort(queues, "no target left".into());
-        }
         let mut buf = loop {
             if interrupt::interrupted() {
-                return abort(queues, "interrupted".into());
+                return stop(&mut deliver, "interrupted".into());
             }
             match pool_rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(b) => break b,
                 Err(RecvTimeoutError::Timeout) => continue,
                 // Cannot happen while we hold pool_tx; stop rather than spin.
                 Err(RecvTimeoutError::Disconnected) => {
-                    return abort(queues, "internal error: buffer pool closed".into())
+                    return stop(&mut deliver, "internal error: buffer pool closed".into())
                 }
             }
         };
         let n = match fill(&mut reader, buf.as_mut_slice()) {
             Ok(n) => n,
-            Err(e) => return abort(queues, format!("reading image {shown}: {e}")),
+            Err(e) => return stop(&mut deliver, format!("reading image {shown}: {e}")),
         };
         if let Some(size) = source.size {
             if offset + n as u64 > size {
-                return abort(
-                    queues,
+                return stop(
+                    &mut deliver,
                     format!("image {shown} is larger than the {size} bytes it announced"),
                 );
             }
         }
         if n == 0 {
             if offset == 0 {
-                return abort(queues, format!("image {shown} holds no data"));
+                return stop(&mut deliver, format!("image {shown} holds no data"));
             }
             if let Some(size) = source.size.filter(|&s| s != offset) {
-                return abort(
-                    queues,
+                return stop(
+                    &mut deliver,
                     format!("image {shown} ended after {offset} of the {size} bytes it announced"),
                 );
             }
-            return broadcast(queues, &|| Msg::End(offset));
+            deliver(Msg::End(offset));
+            return;
         }
         let chunk = Arc::new(Chunk {
             offset,
@@ -531,9 +559,16 @@ fn read_image(
             buf: Some(buf),
             pool: pool_tx.clone(),
         });
-        broadcast(queues, &|| Msg::Data(Arc::clone(&chunk)));
         offset += n as u64;
+        if !deliver(Msg::Data(chunk)) {
+            // Every target failed: reading on just to hash is pointless.
+            return stop(&mut deliver, "no target left".into());
+        }
     }
+}
+
+fn stop(deliver: &mut impl FnMut(Msg) -> bool, why: String) {
+    deliver(Msg::Abort(why));
 }
 
 /// Read until `buf` is full or the stream ends: every chunk but the last
@@ -563,94 +598,74 @@ fn hash_stream(rx: Receiver<Msg>) -> Option<[u8; 32]> {
     None
 }
 
-/// One target's whole life: wipe, write, sync, head, verify.
-fn device(
-    mut sink: Sink,
-    rx: Receiver<Msg>,
-    size: Option<u64>,
-    verify: bool,
-    image_digest: &Slot<Option<[u8; 32]>>,
-    group: &Group,
-) -> DeviceReport {
-    let mut report = DeviceReport {
-        device: sink.shown.clone(),
-        direct_io: sink.direct,
-        ..Default::default()
-    };
-    let started = Instant::now();
-    let mut bar = group.bytes(&format!("{} write", sink.label), size);
-    let written = write_all(&mut sink, rx, &mut bar, &mut report);
-    bar.finish();
-    report.write_seconds = started.elapsed().as_secs_f64();
-    report.direct_io = report.direct_io && sink.direct;
-    let result = written.and_then(|total| {
-        if let Some(note) = sink.reread_partitions() {
-            report.notes.push(note);
-        }
-        if !verify {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let mut bar = group.bytes(&format!("{} verify", sink.label), Some(total));
-        let read_back = read_back(&sink, total, &mut bar);
-        bar.finish();
-        report.verify_seconds = Some(started.elapsed().as_secs_f64());
-        let read_back = read_back?;
-        match image_digest.get() {
-            Some(image) if image == read_back => {
-                report.verified = true;
-                Ok(())
-            }
-            Some(image) => bail!(
-                "{}: verification failed: read back sha256 {}, image {}",
-                sink.shown,
-                hex::encode(read_back),
-                hex::encode(image)
-            ),
-            None => bail!("{}: no image checksum to verify against", sink.shown),
-        }
-    });
-    match result {
-        Ok(()) => report.ok = true,
-        Err(e) => {
-            report.error = Some(format!("{e:#}"));
-            // Whatever went wrong, a stick that is not known good must not
-            // boot: zero its first MiB again.
-            match sink.wipe(false) {
-                Ok(()) => report.first_mib_zeroed = true,
-                Err(w) => report
-                    .notes
-                    .push(format!("could not zero the first MiB: {w}")),
-            }
-        }
-    }
-    report
+/// One target being written, fed one message at a time by its own thread
+/// or by the reader: wipe, chunks (the first MiB kept back), sync, first
+/// MiB, sync; then `finish` verifies and reports.
+struct Writer {
+    sink: Sink,
+    head: AlignedBuf,
+    head_len: usize,
+    bar: Bar,
+    report: DeviceReport,
+    started: Instant,
+    /// For the read-back's bar, drawn with the others.
+    group: Group,
+    /// None while writing; the image length once all is synced, or the
+    /// first error.
+    outcome: Option<Result<u64>>,
 }
 
-/// Returns the image length once everything, first MiB last, is synced.
-fn write_all(
-    sink: &mut Sink,
-    rx: Receiver<Msg>,
-    bar: &mut Bar,
-    report: &mut DeviceReport,
-) -> Result<u64> {
-    let shown = sink.shown.clone();
-    sink.wipe(true)
-        .with_context(|| format!("{shown}: clearing the old partition table"))?;
-    let mut head = AlignedBuf::new(HEAD);
-    let mut head_len = 0;
-    let total = loop {
-        let msg = rx
-            .recv()
-            .map_err(|_| anyhow!("{shown}: the image reader stopped"))?;
-        let chunk = match msg {
-            Msg::Data(c) => c,
-            Msg::End(total) => break total,
-            Msg::Abort(why) => bail!("{why}"),
+impl Writer {
+    fn new(sink: Sink, size: Option<u64>, group: &Group) -> Writer {
+        let report = DeviceReport {
+            device: sink.shown.clone(),
+            direct_io: sink.direct,
+            ..Default::default()
         };
+        Writer {
+            bar: group.bytes(&format!("{} write", sink.label), size),
+            sink,
+            head: AlignedBuf::new(HEAD),
+            head_len: 0,
+            report,
+            started: Instant::now(),
+            group: group.clone(),
+            outcome: None,
+        }
+    }
+
+    fn begin(&mut self) {
+        if let Err(e) = self.sink.wipe(true) {
+            let shown = &self.sink.shown;
+            let e =
+                anyhow::Error::new(e).context(format!("{shown}: clearing the old partition table"));
+            self.outcome = Some(Err(e));
+        }
+    }
+
+    /// Take one message; false once this target wants no more (done or
+    /// failed).
+    fn feed(&mut self, msg: Msg) -> bool {
+        if self.outcome.is_some() {
+            return false;
+        }
+        let result = match msg {
+            Msg::Data(chunk) => match self.chunk(&chunk) {
+                Ok(()) => return true,
+                Err(e) => Err(e),
+            },
+            Msg::End(total) => self.end(total),
+            Msg::Abort(why) => Err(anyhow!("{why}")),
+        };
+        self.outcome = Some(result);
+        false
+    }
+
+    fn chunk(&mut self, chunk: &Chunk) -> Result<()> {
+        let shown = &self.sink.shown;
         let data = chunk.data();
         let end = chunk.offset + data.len() as u64;
-        if let Some(cap) = sink.capacity {
+        if let Some(cap) = self.sink.capacity {
             if end > cap {
                 bail!("{shown}: device full after {cap} bytes (the image is larger)");
             }
@@ -660,34 +675,112 @@ fn write_all(
         if chunk.offset < HEAD as u64 {
             skip = (HEAD - chunk.offset as usize).min(data.len());
             let at = chunk.offset as usize;
-            head.as_mut_slice()[at..at + skip].copy_from_slice(&data[..skip]);
-            head_len = head_len.max(at + skip);
+            self.head.as_mut_slice()[at..at + skip].copy_from_slice(&data[..skip]);
+            self.head_len = self.head_len.max(at + skip);
         }
         if skip < data.len() {
-            sink.put(&data[skip..], chunk.offset + skip as u64)
-                .map_err(|e| full_or(e, &shown, chunk.offset))?;
+            let at = chunk.offset + skip as u64;
+            if let Err(e) = self.sink.put(&data[skip..], at) {
+                return Err(full_or(e, &self.sink.shown, chunk.offset));
+            }
         }
-        report.bytes_written = end;
-        bar.inc(data.len() as u64);
+        self.report.bytes_written = end;
+        self.bar.inc(data.len() as u64);
         if interrupt::interrupted() {
             bail!("interrupted");
         }
-    };
-    sink.sync().with_context(|| format!("{shown}: syncing"))?;
-    if !sink.is_block {
-        // A file that held something longer before ends where the image does.
-        sink.main
-            .set_len(total)
-            .with_context(|| format!("{shown}: truncating to the image size"))?;
+        Ok(())
     }
-    if interrupt::interrupted() {
-        bail!("interrupted");
+
+    /// Everything but the first MiB is written: sync, then the first MiB.
+    fn end(&mut self, total: u64) -> Result<u64> {
+        let shown = self.sink.shown.clone();
+        self.sink
+            .sync()
+            .with_context(|| format!("{shown}: syncing"))?;
+        if !self.sink.is_block {
+            // A file that held something longer before ends where the
+            // image does.
+            self.sink
+                .main
+                .set_len(total)
+                .with_context(|| format!("{shown}: truncating to the image size"))?;
+        }
+        if interrupt::interrupted() {
+            bail!("interrupted");
+        }
+        let head_len = self.head_len;
+        let head = std::mem::replace(&mut self.head, AlignedBuf::new(0));
+        self.sink
+            .put(&head.as_slice()[..head_len], 0)
+            .map_err(|e| full_or(e, &shown, 0))
+            .with_context(|| format!("{shown}: writing the first MiB"))?;
+        self.sink
+            .sync()
+            .with_context(|| format!("{shown}: syncing"))?;
+        Ok(total)
     }
-    sink.put(&head.as_slice()[..head_len], 0)
-        .map_err(|e| full_or(e, &shown, 0))
-        .with_context(|| format!("{shown}: writing the first MiB"))?;
-    sink.sync().with_context(|| format!("{shown}: syncing"))?;
-    Ok(total)
+
+    /// Re-read the partition table, verify, and on any failure zero the
+    /// first MiB again.
+    fn finish(self, verify: bool, image_digest: &Slot<Option<[u8; 32]>>) -> DeviceReport {
+        let Writer {
+            mut sink,
+            bar,
+            mut report,
+            started,
+            outcome,
+            group,
+            ..
+        } = self;
+        bar.finish();
+        report.write_seconds = started.elapsed().as_secs_f64();
+        report.direct_io = report.direct_io && sink.direct;
+        let written =
+            outcome.unwrap_or_else(|| Err(anyhow!("{}: the image reader stopped", sink.shown)));
+        let result = written.and_then(|total| {
+            if let Some(note) = sink.reread_partitions() {
+                report.notes.push(note);
+            }
+            if !verify {
+                return Ok(());
+            }
+            let started = Instant::now();
+            let mut bar = group.bytes(&format!("{} verify", sink.label), Some(total));
+            let read_back = read_back(&sink, total, &mut bar);
+            bar.finish();
+            report.verify_seconds = Some(started.elapsed().as_secs_f64());
+            let read_back = read_back?;
+            match image_digest.get() {
+                Some(image) if image == read_back => {
+                    report.verified = true;
+                    Ok(())
+                }
+                Some(image) => bail!(
+                    "{}: verification failed: read back sha256 {}, image {}",
+                    sink.shown,
+                    hex::encode(read_back),
+                    hex::encode(image)
+                ),
+                None => bail!("{}: no image checksum to verify against", sink.shown),
+            }
+        });
+        match result {
+            Ok(()) => report.ok = true,
+            Err(e) => {
+                report.error = Some(format!("{e:#}"));
+                // Whatever went wrong, a stick that is not known good must
+                // not boot: zero its first MiB again.
+                match sink.wipe(false) {
+                    Ok(()) => report.first_mib_zeroed = true,
+                    Err(w) => report
+                        .notes
+                        .push(format!("could not zero the first MiB: {w}")),
+                }
+            }
+        }
+        report
+    }
 }
 
 fn full_or(e: io::Error, shown: &str, offset: u64) -> anyhow::Error {
