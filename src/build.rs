@@ -10,15 +10,20 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 
 use crate::boot::{self, loader::EfiLoader, menu};
 use crate::chroot::{self, Chroot};
-use crate::elements::{self, hooks::Phase, run::Runner};
-use crate::fetch::{Fetcher, Source};
+use crate::elements::{
+    self,
+    hooks::Phase,
+    plan,
+    run::{OutputLog, Runner, Target},
+};
+use crate::fetch::{self, Fetcher};
 use crate::fs::{esp, squashfs};
 use crate::image::{self, HybridSpec, IsoSource};
 use crate::interrupt;
+use crate::kickstart;
 use crate::progress::{human_bytes, Progress};
 use crate::rootfs::unpack;
 use crate::spec::{self, LoadedSpec};
@@ -37,6 +42,14 @@ pub struct BuildOptions {
     pub cache_dir: Option<PathBuf>,
     pub keep_workdir: bool,
     pub offline: bool,
+    /// Use a signed checksum list without checking its signature (warns).
+    pub insecure_skip_signature: bool,
+    /// A kickstart applied after the spec's elements (overrides the spec's).
+    pub kickstart: Option<PathBuf>,
+    /// Package-name map for the kickstart (overrides the spec's).
+    pub kickstart_package_map: Option<PathBuf>,
+    /// Build log (default: `<output>.log` beside the output).
+    pub log: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -91,11 +104,6 @@ impl Drop for WorkDir {
     }
 }
 
-fn derive_u32(seed: &str, role: &str) -> u32 {
-    let h = Sha256::digest(format!("{seed}\0{role}").as_bytes());
-    u32::from_le_bytes([h[0], h[1], h[2], h[3]])
-}
-
 pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     let started = Instant::now();
     let loaded = LoadedSpec::load(&opts.spec)?;
@@ -109,7 +117,35 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     if let Some(env) = std::env::var_os("ELEMENTS_PATH") {
         elements_path.extend(std::env::split_paths(&env));
     }
-    let set = elements::resolve(&spec.elements, &elements_path, spec.base.distro)?;
+    let mut set = elements::resolve(&spec.elements, &elements_path, spec.base.distro)?;
+    let ks_file = opts
+        .kickstart
+        .clone()
+        .or_else(|| spec.kickstart.as_ref().map(|p| loaded.resolve(p)));
+    let ks_map_file = opts.kickstart_package_map.clone().or_else(|| {
+        spec.kickstart_package_map
+            .as_ref()
+            .map(|p| loaded.resolve(p))
+    });
+    let ks_map = match &ks_map_file {
+        Some(f) => kickstart::translate::PackageMap::load(f)?,
+        None => kickstart::translate::PackageMap::default(),
+    };
+    let ks = match &ks_file {
+        Some(f) => {
+            let ks = kickstart::parse_file(f)?;
+            // Package names are checked now, before any download.
+            kickstart::translate::package_list(&ks, spec.base.distro, &ks_map)?;
+            if set.get(kickstart::translate::ELEMENT).is_some() {
+                anyhow::bail!(
+                    "an element named {:?} is in the set; the kickstart runs under that name",
+                    kickstart::translate::ELEMENT
+                );
+            }
+            Some(ks)
+        }
+        None => None,
+    };
     squashfs::check_tool()?;
     for tool in ["chroot", "bash"] {
         if squashfs::which(tool).is_none() {
@@ -138,6 +174,22 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     };
 
     let cache_dir = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let log_path = opts
+        .log
+        .clone()
+        .unwrap_or_else(|| out_dir.join(format!("{file_name}.log")));
+    let log = OutputLog::new(Some(&log_path), !progress.is_quiet())?;
+    log.note(&format!(
+        "building {} from {}",
+        output.display(),
+        opts.spec.display()
+    ));
+    if let Some(ks) = &ks {
+        for w in &ks.warnings {
+            eprintln!("warning: {w}");
+            log.note(&format!("warning: {w}"));
+        }
+    }
     let work = WorkDir {
         path: match &opts.workdir {
             Some(w) => w.clone(),
@@ -157,14 +209,24 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
 
     // fetch
-    let source = base_source(opts, &loaded)?;
-    progress.step(format!("fetching base {}", source.location));
-    let fetcher = Fetcher::new(cache_dir.join("downloads"), progress.clone()).offline(opts.offline);
-    let archive = fetcher.fetch(&source)?;
-    if source.sha256.is_none() && source.checksum_url.is_none() {
+    let plan = fetch::base::plan(
+        &loaded,
+        &fetch::base::Overrides {
+            location: opts.base.clone(),
+            sha256: opts.base_sha256.clone(),
+            checksum_url: opts.base_checksum_url.clone(),
+        },
+    )?;
+    progress.step(format!("fetching base {}", plan.describe()));
+    let fetcher = Fetcher::new(cache_dir.join("downloads"), progress.clone())
+        .offline(opts.offline)
+        .insecure_skip_signature(opts.insecure_skip_signature);
+    let fetched = fetch::base::fetch(&fetcher, &plan)?;
+    let archive = fetched.path;
+    if !fetched.verified {
         eprintln!(
             "warning: base {} has no checksum in the spec: it is used unverified",
-            source.location
+            fetched.location
         );
     }
     interrupt::check()?;
@@ -179,21 +241,28 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         t.elapsed().as_secs_f64()
     ));
 
+    // The kickstart becomes one more element, applied after the others.
+    if let Some(ks) = &ks {
+        let dir = work
+            .path
+            .join("elements")
+            .join(kickstart::translate::ELEMENT);
+        kickstart::translate::generate(ks, spec.base.distro, &spec.base.release, &ks_map, &dir)?;
+        set.elements.push(elements::Element::load(
+            kickstart::translate::ELEMENT,
+            &dir,
+            vec![kickstart::translate::ELEMENT.to_string()],
+        )?);
+    }
+    let mut cx = plan::Context::new(spec.base.distro, &spec.base.release, &spec.name, &cache_dir);
+    cx.offline = opts.offline;
+
     // elements, then the live initrd, inside the root
     let kernel;
     let initrd = work.path.join("initrd.img");
     {
         let chroot = Chroot::enter(&root)?;
-        let mut runner = Runner::new(
-            &set,
-            &root,
-            &work.path,
-            spec.base.distro,
-            &spec.base.release,
-            &spec.name,
-            &cache_dir,
-            progress,
-        )?;
+        let mut runner = Runner::new(&set, &cx, &root, progress, log.clone())?;
         let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
         progress.step(format!("elements: {}", names.join(" ")));
         // Every phase but cleanup.d runs now; cleanup.d comes after the
@@ -202,7 +271,7 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
             .into_iter()
             .filter(|p| *p != Phase::Cleanup)
             .collect();
-        runner.run(&before_cleanup, Some(&chroot))?;
+        runner.run(&before_cleanup, Some(Target::Chroot(&chroot)))?;
         kernel = boot::kernel::find(&root)?;
         let t = Instant::now();
         progress.step(format!(
@@ -216,7 +285,7 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         ));
         chroot.close()?;
         runner.run(&[Phase::Cleanup], None)?;
-        runner.finish()?;
+        runner.finish(true)?;
     }
     let loader = boot::loader::find(&root, spec.base.distro)?;
     interrupt::check()?;
@@ -335,7 +404,7 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         &esp_files,
         &esp::EspOptions {
             label: "UCL-ESP".into(),
-            volume_id: derive_u32(&loaded.seed(), "esp"),
+            volume_id: spec::derive_u32(&loaded.seed(), "esp"),
             epoch,
             extra_bytes: 0,
         },
@@ -411,30 +480,5 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         size: report.size,
         seconds: started.elapsed().as_secs_f64(),
         kernel: kernel.version,
-    })
-}
-
-fn base_source(opts: &BuildOptions, loaded: &LoadedSpec) -> Result<Source> {
-    let b = &loaded.spec.base;
-    let location = match (&opts.base, &b.url, &b.path) {
-        (Some(o), _, _) => o.clone(),
-        (None, Some(u), _) => u.clone(),
-        (None, None, Some(p)) => loaded.resolve(p).display().to_string(),
-        (None, None, None) => anyhow::bail!("base: needs url or path"),
-    };
-    let overridden = opts.base.is_some();
-    Ok(Source {
-        location,
-        sha256: opts
-            .base_sha256
-            .clone()
-            .or_else(|| if overridden { None } else { b.sha256.clone() }),
-        checksum_url: opts.base_checksum_url.clone().or_else(|| {
-            if overridden {
-                None
-            } else {
-                b.checksum_url.clone()
-            }
-        }),
     })
 }

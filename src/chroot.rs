@@ -230,7 +230,7 @@ impl Drop for Chroot {
 }
 
 /// The environment every command in the root starts from.
-fn base_env() -> Vec<(String, String)> {
+pub fn base_env() -> Vec<(String, String)> {
     [
         (
             "PATH",

@@ -2,6 +2,7 @@
 //! of an OpenStack undercloud. The pipeline flows one way (see docs/design.md):
 //! spec -> fetch -> rootfs -> elements -> boot assets -> fs -> image -> boot.
 
+pub mod assemble;
 pub mod boot;
 pub mod build;
 pub mod chroot;
@@ -10,8 +11,11 @@ pub mod fetch;
 pub mod fs;
 pub mod image;
 pub mod interrupt;
+pub mod kickstart;
+pub mod prefetch;
 pub mod progress;
 pub mod qemu;
 pub mod rootfs;
+pub mod space;
 pub mod spec;
 pub mod write;

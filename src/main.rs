@@ -8,8 +8,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use undercloud_live::build::{self, BuildOptions};
+use undercloud_live::elements::{apply, hooks::Phase};
 use undercloud_live::progress::{human_bytes, Progress};
-use undercloud_live::{chroot, interrupt, qemu, write};
+use undercloud_live::spec::Distro;
+use undercloud_live::{assemble, chroot, interrupt, prefetch, qemu, write};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +60,64 @@ enum Command {
         /// Use only what is already in the cache.
         #[arg(long)]
         offline: bool,
+        /// Use a signed checksum list without checking its signature (warns every time).
+        #[arg(long)]
+        insecure_skip_signature: bool,
+        /// Apply this kickstart after the spec's elements.
+        #[arg(long)]
+        kickstart: Option<PathBuf>,
+        /// YAML map from the kickstart's package names to the base's.
+        #[arg(long)]
+        kickstart_package_map: Option<PathBuf>,
+        /// Build log (default: OUTPUT.log beside the image).
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
+    /// Download and verify a base into the cache; optionally unpack it.
+    Fetch {
+        /// An image spec (*.yaml), or a base archive URL or path.
+        what: String,
+        /// Expected sha256 of the archive.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// SHA256SUMS or CHECKSUM file listing the archive.
+        #[arg(long)]
+        checksum_url: Option<String>,
+        /// Unpack the base into this new or empty folder.
+        #[arg(long)]
+        unpack: Option<PathBuf>,
+        /// Download cache (default: $XDG_CACHE_HOME/undercloud-live).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Use only what is already in the cache.
+        #[arg(long)]
+        offline: bool,
+        /// Use a signed checksum list without checking its signature (warns every time).
+        #[arg(long)]
+        insecure_skip_signature: bool,
+    },
+    /// Write the ESP and the hybrid image from a staged ISO tree (no build).
+    Assemble {
+        /// Folder whose files become the ISO9660 tree.
+        #[arg(long)]
+        tree: PathBuf,
+        /// Folder whose files become the EFI system partition.
+        #[arg(long)]
+        esp_dir: PathBuf,
+        /// ISO volume label.
+        #[arg(long)]
+        label: String,
+        /// ISO path of the live root in the tree (GPT partition 2).
+        #[arg(long)]
+        root: Option<String>,
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// diskimage-builder elements: apply them to a system, or see what
+    /// they would do.
+    Elements {
+        #[command(subcommand)]
+        command: ElementsCommand,
     },
     /// Boot an image in QEMU and watch its serial console.
     Boot {
@@ -122,6 +182,127 @@ enum Command {
     },
 }
 
+/// Which elements, and where to find them.
+#[derive(clap::Args, Clone)]
+struct SelectionArgs {
+    /// Element to apply (repeatable; dependencies are added).
+    #[arg(long = "element", short = 'e')]
+    elements: Vec<String>,
+    /// Element folder searched before ELEMENTS_PATH (repeatable).
+    #[arg(long = "elements-path")]
+    elements_path: Vec<PathBuf>,
+    /// Distro of the target (default: from its os-release).
+    #[arg(long, value_enum)]
+    distro: Option<DistroArg>,
+    /// Release (DIB_RELEASE; default: from the target's os-release).
+    #[arg(long)]
+    release: Option<String>,
+    /// A kickstart, applied as one more element after the others.
+    #[arg(long)]
+    kickstart: Option<PathBuf>,
+    /// YAML map from the kickstart's package names to the target's.
+    #[arg(long)]
+    kickstart_package_map: Option<PathBuf>,
+    /// IMAGE_NAME for the hooks.
+    #[arg(long)]
+    image_name: Option<String>,
+    /// DIB_IMAGE_CACHE for the hooks.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Tell hooks not to download (DIB_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+}
+
+#[derive(Subcommand)]
+enum ElementsCommand {
+    /// Run elements on a running (`--target /`) or installed system (a
+    /// root folder, entered with a chroot).
+    Apply {
+        #[command(flatten)]
+        sel: SelectionArgs,
+        /// The system's root folder.
+        #[arg(long)]
+        target: PathBuf,
+        /// Phases to run, comma separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        phases: Vec<String>,
+        /// Leave out this hook (NAME or PHASE/NAME; repeatable).
+        #[arg(long = "exclude-hook")]
+        exclude_hooks: Vec<String>,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write hook output to this file.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
+    /// What will run, in what order, from which element.
+    Plan {
+        #[command(flatten)]
+        sel: SelectionArgs,
+        /// Phases to show, comma separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        phases: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The expanded element set and where each element comes from.
+    Deps {
+        #[command(flatten)]
+        sel: SelectionArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One element: its files, dependencies and what it does.
+    Show {
+        name: String,
+        #[command(flatten)]
+        sel: SelectionArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DistroArg {
+    Debian,
+    Fedora,
+}
+
+impl SelectionArgs {
+    fn into_selection(self) -> apply::Selection {
+        apply::Selection {
+            elements: self.elements,
+            elements_path: self.elements_path,
+            distro: self.distro.map(|d| match d {
+                DistroArg::Debian => Distro::Debian,
+                DistroArg::Fedora => Distro::Fedora,
+            }),
+            release: self.release,
+            kickstart: self.kickstart,
+            kickstart_package_map: self.kickstart_package_map,
+            image_name: self.image_name,
+            cache_dir: self.cache_dir,
+            offline: self.offline,
+        }
+    }
+}
+
+fn parse_phases(names: &[String]) -> anyhow::Result<Vec<Phase>> {
+    names
+        .iter()
+        .map(|n| {
+            Phase::from_dir(n.trim()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--phases: unknown phase {n:?} (one of {})",
+                    Phase::ALL.map(|p| p.dir()).join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum MediaArg {
     Cdrom,
@@ -170,6 +351,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cache_dir,
             keep_workdir,
             offline,
+            insecure_skip_signature,
+            kickstart,
+            kickstart_package_map,
+            log,
         } => {
             // Before any thread exists: mounts made by the build then live
             // only in this process's namespace.
@@ -187,6 +372,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     cache_dir,
                     keep_workdir,
                     offline,
+                    insecure_skip_signature,
+                    kickstart,
+                    kickstart_package_map,
+                    log,
                 },
                 &progress,
             )?;
@@ -201,6 +390,115 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Assemble {
+            tree,
+            esp_dir,
+            label,
+            root,
+            output,
+        } => {
+            let r = assemble::assemble(&assemble::AssembleOptions {
+                tree,
+                esp_dir,
+                label,
+                root,
+                output: output.clone(),
+                seed: None,
+            })?;
+            if !cli.quiet {
+                println!(
+                    "{}: {} ({} files, ESP {})",
+                    output.display(),
+                    human_bytes(r.size),
+                    r.files,
+                    r.esp_fat
+                );
+            }
+            Ok(())
+        }
+        Command::Fetch {
+            what,
+            sha256,
+            checksum_url,
+            unpack,
+            cache_dir,
+            offline,
+            insecure_skip_signature,
+        } => {
+            // A debootstrap base mounts /proc in its target: as root, keep
+            // such mounts in a namespace that dies with us. Not being root
+            // is fine for downloads, so a failure here is not an error.
+            let _ = chroot::isolate_mounts();
+            interrupt::install()?;
+            let report = prefetch::fetch(
+                &prefetch::FetchOptions {
+                    what,
+                    sha256,
+                    checksum_url,
+                    unpack,
+                    cache_dir,
+                    offline,
+                    insecure_skip_signature,
+                },
+                &progress,
+            )?;
+            if !cli.quiet {
+                println!(
+                    "{} ({}) in {:.1} s",
+                    report.path.display(),
+                    human_bytes(report.size),
+                    report.fetch_seconds
+                );
+                if let Some((stats, secs)) = report.unpacked {
+                    println!(
+                        "unpacked {} entries ({}) in {:.1} s",
+                        stats.entries,
+                        human_bytes(stats.bytes),
+                        secs
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Elements { command } => match command {
+            ElementsCommand::Apply {
+                sel,
+                target,
+                phases,
+                exclude_hooks,
+                dry_run,
+                log,
+            } => {
+                let opts = apply::ApplyOptions {
+                    selection: sel.into_selection(),
+                    target,
+                    phases: parse_phases(&phases)?,
+                    exclude_hooks,
+                    dry_run,
+                    log,
+                };
+                if !dry_run {
+                    chroot::isolate_mounts()?;
+                    interrupt::install()?;
+                }
+                apply::apply(&opts, &progress)
+            }
+            ElementsCommand::Plan { sel, phases, json } => {
+                print!(
+                    "{}",
+                    apply::plan(&sel.into_selection(), &parse_phases(&phases)?, json)?
+                );
+                Ok(())
+            }
+            ElementsCommand::Deps { sel, json } => {
+                print!("{}", apply::deps(&sel.into_selection(), json)?);
+                Ok(())
+            }
+            ElementsCommand::Show { name, sel, json } => {
+                print!("{}", apply::show(&sel.into_selection(), &name, json)?);
+                Ok(())
+            }
+        },
         Command::Boot {
             image,
             media,

@@ -32,6 +32,10 @@ impl Progress {
         }
     }
 
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// One line announcing a stage or a fact.
     pub fn step(&self, msg: impl AsRef<str>) {
         if !self.quiet {

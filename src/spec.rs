@@ -78,6 +78,17 @@ pub struct Base {
     /// A SHA256SUMS or Fedora CHECKSUM file that lists the archive.
     #[serde(default)]
     pub checksum_url: Option<String>,
+    /// Without url/path: the Fedora mirror (Container Base derived from
+    /// `release`) or the Debian mirror debootstrap uses.
+    #[serde(default)]
+    pub mirror: Option<String>,
+    /// Fedora compose id (`1.6`) of the derived Container Base; known
+    /// releases have a default (see fetch::fedora).
+    #[serde(default)]
+    pub compose: Option<String>,
+    /// Debian without url/path: extra packages for debootstrap --include.
+    #[serde(default)]
+    pub include: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -134,6 +145,12 @@ pub struct Spec {
     /// two specs never share disk GUIDs by accident.
     #[serde(default)]
     pub seed: Option<String>,
+    /// A kickstart applied after `elements` (relative to the spec's folder).
+    #[serde(default)]
+    pub kickstart: Option<PathBuf>,
+    /// Package names of the kickstart's distro mapped to the base's.
+    #[serde(default)]
+    pub kickstart_package_map: Option<PathBuf>,
 }
 
 /// A spec together with where it came from.
@@ -213,8 +230,29 @@ fn validate(spec: &Spec) -> Result<()> {
     let b = &spec.base;
     match (&b.url, &b.path) {
         (Some(_), Some(_)) => bail!("base: give either url or path, not both"),
-        (None, None) => bail!("base: needs url or path"),
-        _ => {}
+        // Derived: Fedora's Container Base, or debootstrap for Debian.
+        (None, None) => {
+            if b.sha256.is_some() || b.checksum_url.is_some() {
+                bail!("base: sha256 and checksum_url need a url or path");
+            }
+        }
+        _ => {
+            for (key, set) in [
+                ("mirror", b.mirror.is_some()),
+                ("compose", b.compose.is_some()),
+                ("include", !b.include.is_empty()),
+            ] {
+                if set {
+                    bail!("base.{key}: only for a base without url or path");
+                }
+            }
+        }
+    }
+    if b.compose.is_some() && b.distro != Distro::Fedora {
+        bail!("base.compose: only for distro fedora");
+    }
+    if !b.include.is_empty() && b.distro != Distro::Debian {
+        bail!("base.include: only for distro debian");
     }
     if b.url.is_some() && b.sha256.is_none() && b.checksum_url.is_none() {
         bail!("base: a url needs sha256 or checksum_url, so the download can be verified");
@@ -251,6 +289,14 @@ pub fn validate_label(label: &str) -> Result<()> {
         bail!("label {label:?}: use A-Z, 0-9, '_' and '-' only (ISO9660 d-characters)");
     }
     Ok(())
+}
+
+/// A 32-bit value (volume serials) derived from the spec's seed and a role,
+/// so two builds of one spec agree and two specs differ.
+pub fn derive_u32(seed: &str, role: &str) -> u32 {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{seed}\0{role}").as_bytes());
+    u32::from_le_bytes([h[0], h[1], h[2], h[3]])
 }
 
 /// `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
@@ -328,6 +374,41 @@ root:
         let bad = GOOD.replace("  checksum_url: http://127.0.0.1:1/SHA256SUMS\n", "");
         let e = format!("{:#}", parse(&bad).unwrap_err());
         assert!(e.contains("sha256 or checksum_url"), "{e}");
+    }
+
+    #[test]
+    fn derived_bases() {
+        let fedora = GOOD
+            .replace("distro: debian", "distro: fedora")
+            .replace("release: bookworm", "release: \"43\"")
+            .replace("  url: http://127.0.0.1:1/rootfs.tar.xz\n", "")
+            .replace("  checksum_url: http://127.0.0.1:1/SHA256SUMS\n", "");
+        let s = parse(&fedora).expect("fedora without url");
+        assert_eq!(s.base.url, None);
+        let with_compose = fedora.replace("release: \"43\"", "release: \"43\"\n  compose: \"1.6\"");
+        assert_eq!(
+            parse(&with_compose).unwrap().base.compose.as_deref(),
+            Some("1.6")
+        );
+        let debian = GOOD
+            .replace("  url: http://127.0.0.1:1/rootfs.tar.xz\n", "")
+            .replace(
+                "  checksum_url: http://127.0.0.1:1/SHA256SUMS\n",
+                "  mirror: http://deb.debian.org/debian\n",
+            );
+        assert!(parse(&debian).is_ok());
+        let e = format!(
+            "{:#}",
+            parse(&debian.replace("release: bookworm", "release: bookworm\n  compose: \"1.1\""))
+                .unwrap_err()
+        );
+        assert!(e.contains("base.compose"), "{e}");
+        let e = format!(
+            "{:#}",
+            parse(&GOOD.replace("release: bookworm", "release: bookworm\n  mirror: http://m"))
+                .unwrap_err()
+        );
+        assert!(e.contains("base.mirror"), "{e}");
     }
 
     #[test]

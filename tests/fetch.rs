@@ -11,8 +11,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use std::time::{Duration, Instant};
+
+use pgp::composed::{
+    ArmorOptions, CleartextSignedMessage, KeyType, SecretKeyParamsBuilder, SignedPublicKey,
+    SignedSecretKey,
+};
+use pgp::types::Password;
 use sha2::{Digest, Sha256};
-use undercloud_live::fetch::{Fetcher, Source};
+use undercloud_live::fetch::base::{self, Plan};
+use undercloud_live::fetch::{Fetcher, Keyring, RetryPolicy, Source};
 use undercloud_live::progress::Progress;
 
 #[derive(Clone)]
@@ -26,6 +34,16 @@ enum Behaviour {
     TruncateFirst { body: Vec<u8>, cut: usize },
     /// Announces `Content-Length` of the full body, sends `cut` bytes, closes.
     Truncate { body: Vec<u8>, cut: usize },
+    /// The first `times` requests are answered with HTTP `status` (and a
+    /// `Retry-After` header when given); later ones like `Serve`.
+    FailFirst {
+        status: u16,
+        times: usize,
+        retry_after: Option<&'static str>,
+        body: Vec<u8>,
+    },
+    /// An HTML folder listing (any request), as a mirror's autoindex.
+    Listing(String),
 }
 
 #[derive(Default)]
@@ -173,6 +191,31 @@ fn handle(stream: TcpStream, routes: &HashMap<String, Behaviour>, log: &Mutex<Lo
         Some(Behaviour::Serve(body)) => respond_full(&mut out, body, true),
         Some(Behaviour::ServeNoRange(body)) => respond_full(&mut out, body, false),
         Some(Behaviour::Truncate { body, cut }) => truncated(&mut out, body, *cut),
+        Some(Behaviour::FailFirst {
+            status,
+            times,
+            retry_after,
+            body,
+        }) => {
+            if nth <= *times {
+                let extra = retry_after
+                    .map(|r| format!("Retry-After: {r}\r\n"))
+                    .unwrap_or_default();
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 {status} Oops\r\n{extra}Content-Length: 4\r\nConnection: close\r\n\r\noops"
+                );
+            } else {
+                respond_full(&mut out, body, true)
+            }
+        }
+        Some(Behaviour::Listing(html)) => {
+            let _ = write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
         Some(Behaviour::TruncateFirst { body, cut }) => {
             if nth == 1 {
                 truncated(&mut out, body, *cut)
@@ -201,8 +244,21 @@ fn payload(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// Retries as in real use, but with millisecond waits.
 fn fetcher(cache: &Path) -> Fetcher {
-    Fetcher::new(cache.to_path_buf(), Progress::silent())
+    Fetcher::new(cache.to_path_buf(), Progress::silent()).retry(RetryPolicy {
+        attempts: 5,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_secs(2),
+    })
+}
+
+/// One attempt only: what a run does when the network stays bad.
+fn fetcher_no_retry(cache: &Path) -> Fetcher {
+    fetcher(cache).retry(RetryPolicy {
+        attempts: 1,
+        ..RetryPolicy::default()
+    })
 }
 
 fn blob_files(cache: &Path) -> Vec<String> {
@@ -281,7 +337,7 @@ fn truncated_body_fails_and_is_never_cached() {
     let url = server.url("/rootfs.tar.xz");
     let src = Source::new(&url).sha256(&hex);
 
-    let err = fetcher(cache.path()).fetch(&src).unwrap_err();
+    let err = fetcher_no_retry(cache.path()).fetch(&src).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
         msg.starts_with(&format!(
@@ -295,8 +351,18 @@ fn truncated_body_fails_and_is_never_cached() {
     // Whatever was kept for resuming is never taken as a verified blob.
     let err = fetcher(cache.path()).offline(true).fetch(&src).unwrap_err();
     assert!(format!("{err:#}").contains("not in the cache"), "{err:#}");
+    // Retries are bounded: each resume is answered with a whole (and again
+    // cut) body, so every attempt fails the same way.
+    let hits = server.hits("/rootfs.tar.xz");
     let err = fetcher(cache.path()).fetch(&src).unwrap_err();
-    assert!(format!("{err:#}").contains("truncated"), "{err:#}");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.starts_with(&format!(
+            "giving up on {url} after 5 attempts: download of {url} truncated"
+        )),
+        "{msg}"
+    );
+    assert_eq!(server.hits("/rootfs.tar.xz") - hits, 5);
     assert!(!cache.path().join("blobs/sha256").join(&hex).exists());
 }
 
@@ -314,7 +380,8 @@ fn interrupted_download_resumes_with_a_range_request() {
     let cache = tempfile::tempdir().unwrap();
     let src = Source::new(server.url("/base.tar")).sha256(&hex);
 
-    assert!(fetcher(cache.path()).fetch(&src).is_err());
+    // A run that gives up keeps the .part; the next run resumes it.
+    assert!(fetcher_no_retry(cache.path()).fetch(&src).is_err());
     let path = fetcher(cache.path()).fetch(&src).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), body);
     assert_eq!(
@@ -322,6 +389,153 @@ fn interrupted_download_resumes_with_a_range_request() {
         vec![None, Some("bytes=100000-".to_string())]
     );
     assert_eq!(blob_files(cache.path()), vec![hex]);
+}
+
+#[test]
+fn a_cut_connection_is_resumed_by_the_retry_of_the_same_run() {
+    let body = payload(256_000, 14);
+    let hex = sha256_hex(&body);
+    let server = Server::start(vec![(
+        "/base.tar",
+        Behaviour::TruncateFirst {
+            body: body.clone(),
+            cut: 90_000,
+        },
+    )]);
+    let cache = tempfile::tempdir().unwrap();
+    let path = fetcher(cache.path())
+        .fetch(&Source::new(server.url("/base.tar")).sha256(&hex))
+        .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), body);
+    assert_eq!(
+        server.ranges("/base.tar"),
+        vec![None, Some("bytes=90000-".to_string())]
+    );
+}
+
+#[test]
+fn server_errors_are_retried_then_succeed() {
+    for status in [503u16, 500, 502, 408, 429] {
+        let body = payload(20_000, 15);
+        let hex = sha256_hex(&body);
+        let server = Server::start(vec![(
+            "/base.tar",
+            Behaviour::FailFirst {
+                status,
+                times: 2,
+                retry_after: None,
+                body: body.clone(),
+            },
+        )]);
+        let cache = tempfile::tempdir().unwrap();
+        let path = fetcher(cache.path())
+            .fetch(&Source::new(server.url("/base.tar")).sha256(&hex))
+            .unwrap_or_else(|e| panic!("HTTP {status}: {e:#}"));
+        assert_eq!(std::fs::read(&path).unwrap(), body);
+        assert_eq!(server.hits("/base.tar"), 3, "HTTP {status}");
+    }
+}
+
+#[test]
+fn retry_after_is_honoured_when_small_and_reported_when_large() {
+    let body = payload(1_000, 16);
+    let hex = sha256_hex(&body);
+    let server = Server::start(vec![
+        (
+            "/small.tar",
+            Behaviour::FailFirst {
+                status: 503,
+                times: 1,
+                retry_after: Some("1"),
+                body: body.clone(),
+            },
+        ),
+        (
+            "/large.tar",
+            Behaviour::FailFirst {
+                status: 429,
+                times: 1,
+                retry_after: Some("3600"),
+                body: body.clone(),
+            },
+        ),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    fetcher(cache.path())
+        .fetch(&Source::new(server.url("/small.tar")).sha256(&hex))
+        .unwrap();
+    // The policy's own backoff is 10 ms: only Retry-After explains a second.
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(server.hits("/small.tar"), 2);
+
+    let cache = tempfile::tempdir().unwrap();
+    let url = server.url("/large.tar");
+    let err = fetcher(cache.path())
+        .fetch(&Source::new(&url).sha256(&hex))
+        .unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        format!(
+            "{url} asks to retry after 3600 s, longer than this tool waits: GET {url}: HTTP 429 Too Many Requests"
+        )
+    );
+    assert_eq!(server.hits("/large.tar"), 1);
+}
+
+#[test]
+fn retries_are_bounded_and_client_errors_are_not_retried() {
+    let server = Server::start(vec![(
+        "/down.tar",
+        Behaviour::FailFirst {
+            status: 500,
+            times: usize::MAX,
+            retry_after: None,
+            body: Vec::new(),
+        },
+    )]);
+    let cache = tempfile::tempdir().unwrap();
+    let url = server.url("/down.tar");
+    let err = fetcher(cache.path())
+        .fetch(&Source::new(&url).sha256("00".repeat(32)))
+        .unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        format!("giving up on {url} after 5 attempts: GET {url}: HTTP 500 Internal Server Error")
+    );
+    assert_eq!(server.hits("/down.tar"), 5);
+
+    // 404 is an answer, not a hiccup.
+    let missing = server.url("/missing.tar");
+    assert!(fetcher(cache.path())
+        .fetch(&Source::new(&missing).sha256("00".repeat(32)))
+        .is_err());
+    assert_eq!(server.hits("/missing.tar"), 1);
+}
+
+#[test]
+fn refused_connections_are_retried_then_reported() {
+    // A port nothing listens on: bind, note the port, close.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cache = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/x.tar");
+    let err = fetcher(cache.path())
+        .fetch(&Source::new(&url).sha256("00".repeat(32)))
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.starts_with(&format!("giving up on {url} after 5 attempts: GET {url}")),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
 }
 
 #[test]
@@ -419,40 +633,316 @@ fn checksum_list_in_sha256sums_format() {
     assert_eq!(server.total_hits(), hits);
 }
 
+/// A throwaway signing key made for this test run (never a real one).
+fn test_key(uid: &str) -> (SignedSecretKey, String) {
+    let mut params = SecretKeyParamsBuilder::default();
+    params
+        .key_type(KeyType::Ed25519Legacy)
+        .can_certify(true)
+        .can_sign(true)
+        .primary_user_id(uid.into());
+    let secret = params
+        .build()
+        .unwrap()
+        .generate(rand::thread_rng())
+        .unwrap();
+    let public = SignedPublicKey::from(secret.clone())
+        .to_armored_string(ArmorOptions::default())
+        .unwrap();
+    (secret, public)
+}
+
+fn clearsign(text: &str, key: &SignedSecretKey) -> String {
+    CleartextSignedMessage::sign(
+        rand::thread_rng(),
+        text,
+        &key.primary_key,
+        &Password::empty(),
+    )
+    .unwrap()
+    .to_armored_string(ArmorOptions::default())
+    .unwrap()
+}
+
+fn keyring_of(name: &str, armored: &str) -> Keyring {
+    let mut ring = Keyring::empty();
+    ring.add_armored(name, armored).unwrap();
+    ring
+}
+
+/// The body of a Fedora Container CHECKSUM file, line for line as Fedora
+/// writes it: a size comment, then a BSD-style SHA256 line, per image.
+fn fedora_checksum_body(release: &str, compose: &str, image_hex: &str) -> String {
+    format!(
+        "# Fedora-Container-Base-Generic-{release}-{compose}.x86_64.oci.tar.xz: 60000 bytes\n\
+         SHA256 (Fedora-Container-Base-Generic-{release}-{compose}.x86_64.oci.tar.xz) = {image_hex}\n\
+         # Fedora-Container-Minimal-Base-{release}-{compose}.x86_64.oci.tar.xz: 5 bytes\n\
+         SHA256 (Fedora-Container-Minimal-Base-{release}-{compose}.x86_64.oci.tar.xz) = {}\n",
+        sha256_hex(b"other")
+    )
+}
+
+struct FedoraMirror {
+    server: Server,
+    body: Vec<u8>,
+    image: String,
+    checksum: String,
+}
+
+/// A mirror with Fedora's folder layout serving one image and its CHECKSUM.
+fn fedora_mirror(
+    release: &str,
+    compose: &str,
+    checksum_text: impl Fn(&str) -> String,
+) -> FedoraMirror {
+    let body = payload(60_000, 7);
+    let dir = format!("/fedora/releases/{release}/Container/x86_64/images/");
+    let image = format!("{dir}Fedora-Container-Base-Generic-{release}-{compose}.x86_64.oci.tar.xz");
+    let checksum = format!("{dir}Fedora-Container-{release}-{compose}-x86_64-CHECKSUM");
+    let text = checksum_text(&fedora_checksum_body(release, compose, &sha256_hex(&body)));
+    let listing = format!(
+        "<html><body><h1>Index of {dir}</h1><pre>\
+         <a href=\"../\">Parent Directory</a>\n\
+         <a href=\"Fedora-Container-{release}-{compose}-x86_64-CHECKSUM\">Fedora-Container-{release}-{compose}-x86_64-CHECKSUM</a> 1K\n\
+         </pre></body></html>"
+    );
+    let server = Server::start(vec![
+        (image.as_str(), Behaviour::Serve(body.clone())),
+        (checksum.as_str(), Behaviour::Serve(text.into_bytes())),
+        (dir.as_str(), Behaviour::Listing(listing)),
+    ]);
+    FedoraMirror {
+        server,
+        body,
+        image,
+        checksum,
+    }
+}
+
 #[test]
 fn checksum_list_in_fedora_clearsigned_format() {
-    let name = "Fedora-Container-Base-Generic-41-1.4.x86_64.oci.tar.xz";
-    let body = payload(60_000, 7);
-    let hex = sha256_hex(&body);
-    let checksum = format!(
-        "-----BEGIN PGP SIGNED MESSAGE-----\n\
-         Hash: SHA256\n\
-         \n\
-         # {name}: 60000 bytes\n\
-         SHA256 ({name}) = {hex}\n\
-         # Fedora-Container-Minimal-Base-41-1.4.x86_64.tar.xz: 5 bytes\n\
-         SHA256 (Fedora-Container-Minimal-Base-41-1.4.x86_64.tar.xz) = {}\n\
-         -----BEGIN PGP SIGNATURE-----\n\
-         \n\
-         iQIzBAEBCAAdFiEEpa6lVPp1fLMkVuyHmHNjdABLYvgFAmcUGnkACgkQmHNjdABL\n\
-         =Qk3a\n\
-         -----END PGP SIGNATURE-----\n",
-        sha256_hex(b"other")
-    );
-    let file_path = format!("/Container/x86_64/images/{name}");
-    let server = Server::start(vec![
-        (file_path.as_str(), Behaviour::Serve(body.clone())),
-        (
-            "/Container/x86_64/images/Fedora-Container-41-1.4-x86_64-CHECKSUM",
-            Behaviour::Serve(checksum.into_bytes()),
-        ),
-    ]);
+    let (key, public) = test_key("Fedora test <test@example.invalid>");
+    let m = fedora_mirror("41", "1.4", |body| clearsign(body, &key));
     let cache = tempfile::tempdir().unwrap();
-    let src = Source::new(server.url(&file_path)).checksum_url(
-        server.url("/Container/x86_64/images/Fedora-Container-41-1.4-x86_64-CHECKSUM"),
+    let src = Source::new(m.server.url(&m.image)).checksum_url(m.server.url(&m.checksum));
+    let path = fetcher(cache.path())
+        .keyring(keyring_of("test-key", &public))
+        .fetch(&src.clone().require_signature(true))
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), m.body);
+
+    // The armor Fedora's files have: header, Hash line, blank, text.
+    let text = clearsign(
+        &fedora_checksum_body("41", "1.4", &sha256_hex(&m.body)),
+        &key,
     );
+    assert!(
+        text.starts_with(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n# Fedora-Container-Base-Generic-41-1.4"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_changed_checksum_file_fails_its_signature() {
+    let (key, public) = test_key("Fedora test <test@example.invalid>");
+    let m = fedora_mirror("43", "1.6", |body| {
+        // Signed, then one digit of the image's digest changed in transit.
+        let signed = clearsign(body, &key);
+        let line_start = signed.find("SHA256 (Fedora-Container-Base").unwrap();
+        let eq = line_start + signed[line_start..].find(" = ").unwrap() + 3;
+        let mut bytes = signed.into_bytes();
+        bytes[eq] = if bytes[eq] == b'0' { b'1' } else { b'0' };
+        String::from_utf8(bytes).unwrap()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let list = m.server.url(&m.checksum);
+    let err = fetcher(cache.path())
+        .keyring(keyring_of("test-key", &public))
+        .fetch(&Source::new(m.server.url(&m.image)).checksum_url(&list))
+        .unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        format!("{list}: BAD signature by test-key: the file was changed after it was signed")
+    );
+    assert_eq!(
+        m.server.hits(&m.image),
+        0,
+        "nothing downloaded on a bad list"
+    );
+}
+
+#[test]
+fn a_checksum_file_signed_by_an_unknown_key_is_refused() {
+    let (stranger, _) = test_key("Mallory <mallory@example.invalid>");
+    let (_, trusted) = test_key("Fedora test <test@example.invalid>");
+    let m = fedora_mirror("43", "1.6", |body| clearsign(body, &stranger));
+    let cache = tempfile::tempdir().unwrap();
+    let list = m.server.url(&m.checksum);
+    let src = Source::new(m.server.url(&m.image)).checksum_url(&list);
+    let err = fetcher(cache.path())
+        .keyring(keyring_of("test-key", &trusted))
+        .fetch(&src)
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.starts_with(&format!("{list}: signed by an unknown key (")),
+        "{msg}"
+    );
+    assert!(msg.ends_with("trusted keys: test-key"), "{msg}");
+    // The shipped Fedora keys do not know it either.
+    let err = fetcher(cache.path()).fetch(&src).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("RPM-GPG-KEY-fedora-43-primary"),
+        "{err:#}"
+    );
+    assert_eq!(m.server.hits(&m.image), 0);
+
+    // --insecure-skip-signature uses the list anyway (and warns).
+    let path = fetcher(cache.path())
+        .insecure_skip_signature(true)
+        .fetch(&src)
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), m.body);
+}
+
+#[test]
+fn lines_outside_the_signed_text_are_ignored() {
+    let (key, public) = test_key("Fedora test <test@example.invalid>");
+    let m = fedora_mirror("43", "1.6", |body| {
+        // Only the Minimal image is signed; an attacker appends an entry
+        // for the Base image after the signature.
+        let signed_part: String = body
+            .lines()
+            .filter(|l| !l.contains("Base-Generic"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        format!(
+            "{}SHA256 (Fedora-Container-Base-Generic-43-1.6.x86_64.oci.tar.xz) = {}\n",
+            clearsign(&signed_part, &key),
+            sha256_hex(&payload(60_000, 7))
+        )
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let err = fetcher(cache.path())
+        .keyring(keyring_of("test-key", &public))
+        .fetch(&Source::new(m.server.url(&m.image)).checksum_url(m.server.url(&m.checksum)))
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    // pgp refuses trailing data outright, or the entry is simply missing.
+    assert!(
+        msg.contains("trailing data") || msg.contains("has no SHA-256 entry"),
+        "{msg}"
+    );
+    assert_eq!(m.server.hits(&m.image), 0);
+}
+
+#[test]
+fn an_unsigned_list_is_refused_where_a_signature_is_required() {
+    let m = fedora_mirror("43", "1.6", |body| body.to_string());
+    let cache = tempfile::tempdir().unwrap();
+    let list = m.server.url(&m.checksum);
+    let src = Source::new(m.server.url(&m.image)).checksum_url(&list);
+    let err = fetcher(cache.path())
+        .fetch(&src.clone().require_signature(true))
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").starts_with(&format!("checksum file {list} is not signed")),
+        "{err:#}"
+    );
+    // A Debian-style unsigned list is fine where no signature is required.
     let path = fetcher(cache.path()).fetch(&src).unwrap();
-    assert_eq!(std::fs::read(path).unwrap(), body);
+    assert_eq!(std::fs::read(path).unwrap(), m.body);
+}
+
+#[test]
+fn fedora_base_is_derived_from_the_release_and_the_mirror_listing() {
+    let (key, public) = test_key("Fedora test <test@example.invalid>");
+    // 44 has no built-in compose id: it is read from the folder listing.
+    let m = fedora_mirror("44", "1.3", |body| clearsign(body, &key));
+    let cache = tempfile::tempdir().unwrap();
+    let plan = Plan::Fedora {
+        mirror: m.server.url("/fedora"),
+        release: "44".into(),
+        compose: None,
+    };
+    let fetched = base::fetch(
+        &fetcher(cache.path()).keyring(keyring_of("test-key", &public)),
+        &plan,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(&fetched.path).unwrap(), m.body);
+    assert_eq!(fetched.location, m.server.url(&m.image));
+    assert_eq!(
+        m.server
+            .hits("/fedora/releases/44/Container/x86_64/images/"),
+        1
+    );
+
+    // The shipped Fedora keys are required by default: a test key's
+    // signature is not enough.
+    let cache = tempfile::tempdir().unwrap();
+    let err = base::fetch(&fetcher(cache.path()), &plan).unwrap_err();
+    assert!(format!("{err:#}").contains("unknown key"), "{err:#}");
+}
+
+/// A small tmpfs, unmounted on drop; None when not root or mount fails.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: mount -t tmpfs failed");
+            return None;
+        }
+        Some(SmallFs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_download_larger_than_the_free_space_is_refused_up_front() {
+    let Some(fs) = SmallFs::mount("1m") else {
+        return;
+    };
+    let body = payload(3 << 20, 17);
+    let hex = sha256_hex(&body);
+    let server = Server::start(vec![("/big.tar", Behaviour::Serve(body))]);
+    let url = server.url("/big.tar");
+    let err = fetcher(fs.path())
+        .fetch(&Source::new(&url).sha256(&hex))
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.starts_with(&format!("downloading {url}: needs 3.0 MiB but only ")),
+        "{msg}"
+    );
+    assert!(msg.contains(&fs.path().display().to_string()), "{msg}");
+    assert_eq!(server.hits("/big.tar"), 1, "not retried");
 }
 
 #[test]
@@ -590,4 +1080,54 @@ fn concurrent_download_of_the_same_blob_is_refused() {
     assert!(part.exists(), "the other run's .part must be left alone");
     assert_eq!(server.total_hits(), 0);
     drop(held);
+}
+
+#[test]
+fn fetch_command_derives_fedora_urls_and_skips_signatures_only_when_told() {
+    let (stranger, _) = test_key("Not Fedora <x@example.invalid>");
+    let m = fedora_mirror("43", "1.6", |body| clearsign(body, &stranger));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("f.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: f\nlabel: F\nbase:\n  distro: fedora\n  release: \"43\"\n  mirror: {}\n",
+            m.server.url("/fedora")
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_undercloud-live"))
+            .arg("fetch")
+            .arg(&spec)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}: signed by an unknown key",
+            m.server.url(&m.checksum)
+        )),
+        "{stderr}"
+    );
+    assert_eq!(m.server.hits(&m.image), 0);
+
+    for _ in 0..2 {
+        let out = run(&["--insecure-skip-signature", "--quiet"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        // Every time, even quiet and even when the blob is cached already.
+        assert!(
+            stderr.contains("warning: NOT checking the OpenPGP signature of"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(m.server.hits(&m.image), 1);
 }

@@ -747,3 +747,65 @@ fn unknown_format_is_named() {
     let err = sniff(&p).unwrap_err();
     assert!(format!("{err:#}").contains("rootfs.img"), "{err:#}");
 }
+
+/// A small tmpfs, unmounted on drop; None when not root or mount fails.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        if !is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: mount -t tmpfs failed");
+            return None;
+        }
+        Some(SmallFs { dir })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn an_entry_larger_than_the_free_space_is_refused_by_name() {
+    let Some(small) = SmallFs::mount("2m") else {
+        return;
+    };
+    // 8 MiB of zeros: a few KiB compressed, far beyond the 2 MiB tmpfs.
+    let mut t = Tar::new();
+    t.dir("./", 0o755)
+        .dir("./etc/", 0o755)
+        .dir("./var/", 0o755)
+        .file("./etc/small", b"fits")
+        .file("./var/big.img", &vec![0u8; 8 << 20]);
+    let archive = tempfile::tempdir().unwrap();
+    let path = archive.path().join("rootfs.tar.xz");
+    fs::write(&path, xz_multiblock(&t.bytes())).unwrap();
+    let dest = small.dir.path().join("root");
+    fs::create_dir(&dest).unwrap();
+
+    let err = unpack(&path, &dest, &Progress::silent()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("refusing tar entry \"./var/big.img\": 8.0 MiB does not fit, only "),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+    assert_eq!(fs::read(dest.join("etc/small")).unwrap(), b"fits");
+    assert!(!dest.join("var/big.img").exists(), "nothing of it written");
+}

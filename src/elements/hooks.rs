@@ -71,6 +71,12 @@ impl Phase {
     }
 }
 
+impl serde::Serialize for Phase {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.dir())
+    }
+}
+
 /// One hook script and the element it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hook {
@@ -88,16 +94,38 @@ pub fn valid_hook_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// `LANG=C sort -n`: compare the leading number (none counts as 0), then the
-/// whole name bytewise, so `9-b` runs before `10-a`.
+/// `LANG=C sort -n`: compare the leading number (an optional `-` and
+/// digits; none counts as 0), then the whole name bytewise, so `9-b` runs
+/// before `10-a`.
 pub fn sort_n(a: &str, b: &str) -> Ordering {
-    fn lead(s: &str) -> u128 {
-        let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
-        digits.parse().unwrap_or(0)
+    fn lead(s: &str) -> i128 {
+        let (neg, rest) = match s.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, s),
+        };
+        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        // Names are short; a number too long for i128 sorts as the largest.
+        let v: i128 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().unwrap_or(i128::MAX)
+        };
+        if neg {
+            -v
+        } else {
+            v
+        }
     }
     lead(a)
         .cmp(&lead(b))
         .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+}
+
+fn debug_trace() -> bool {
+    std::env::var("DIB_DEBUG_TRACE")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .is_some_and(|v| v > 0)
 }
 
 /// The hooks of `phase` across `elements`, in run order. Two elements with a
@@ -121,17 +149,25 @@ pub fn collect(elements: &[Element], phase: Phase) -> Result<Vec<Hook>> {
             if !meta.is_file() {
                 continue;
             }
-            if !valid_hook_name(&name) {
-                if std::env::var_os("DIB_DEBUG_TRACE").is_some_and(|v| v != "0") {
+            let exec = meta.permissions().mode() & 0o111 != 0;
+            if !exec {
+                // run-parts runs executables only.
+                if debug_trace() {
                     eprintln!(
-                        "debug: skipping {} (run-parts ignores names with dots)",
+                        "debug: run-parts ignores {} (not executable)",
                         path.display()
                     );
                 }
                 continue;
             }
-            if meta.permissions().mode() & 0o111 == 0 {
-                continue; // run-parts runs executables only
+            if !valid_hook_name(&name) {
+                if debug_trace() {
+                    eprintln!(
+                        "debug: run-parts ignores {} (names may hold only 0-9 A-Z a-z _ -)",
+                        path.display()
+                    );
+                }
+                continue;
             }
             if let Some(prev) = by_name.get(&name) {
                 bail!(
@@ -156,25 +192,30 @@ pub fn collect(elements: &[Element], phase: Phase) -> Result<Vec<Hook>> {
     Ok(hooks)
 }
 
-/// environment.d files of all elements, sourced in name order before each
-/// phase.
+/// environment.d files of all elements, in the order dib sources them.
+/// dib merges every element into one tree, so a file name used by two
+/// elements is the later element's file; names may hold dots here.
 pub fn environment_files(elements: &[Element]) -> Result<Vec<(String, PathBuf)>> {
-    let mut files = Vec::new();
+    let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
     for el in elements {
         let dir = el.dir.join("environment.d");
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
         };
         for entry in entries {
             let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-            if entry.path().is_file() {
-                files.push((
-                    entry.file_name().to_string_lossy().into_owned(),
-                    entry.path(),
-                ));
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ok_name = name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if ok_name && entry.path().is_file() {
+                by_name.insert(name, entry.path());
             }
         }
     }
+    let mut files: Vec<(String, PathBuf)> = by_name.into_iter().collect();
     files.sort_by(|a, b| sort_n(&a.0, &b.0));
     Ok(files)
 }
@@ -183,6 +224,16 @@ pub fn environment_files(elements: &[Element]) -> Result<Vec<(String, PathBuf)>>
 mod tests {
     use super::*;
     use std::path::Path;
+
+    fn el(name: &str, dir: PathBuf) -> Element {
+        Element {
+            name: name.into(),
+            dir,
+            deps: vec![],
+            provides: vec![],
+            chain: vec![name.into()],
+        }
+    }
 
     fn hook(dir: &Path, phase: &str, name: &str, exec: bool) {
         let d = dir.join(phase);
@@ -201,6 +252,9 @@ mod tests {
         let mut v = vec!["10-a", "9-b", "01-x", "a", "50-z", "1-y", "B"];
         v.sort_by(|a, b| sort_n(a, b));
         assert_eq!(v, ["B", "a", "01-x", "1-y", "9-b", "10-a", "50-z"]);
+        let mut v = vec!["5-x", "-3-neg", "0-zero", "x"];
+        v.sort_by(|a, b| sort_n(a, b));
+        assert_eq!(v, ["-3-neg", "0-zero", "x", "5-x"]);
     }
 
     #[test]
@@ -212,16 +266,7 @@ mod tests {
         hook(&b, "install.d", "9-b", true);
         hook(&a, "install.d", "20-x.sh", true);
         hook(&a, "install.d", "30-noexec", false);
-        let els = vec![
-            Element {
-                name: "a".into(),
-                dir: a,
-            },
-            Element {
-                name: "b".into(),
-                dir: b,
-            },
-        ];
+        let els = vec![el("a", a), el("b", b)];
         let hooks = collect(&els, Phase::Install).unwrap();
         let names: Vec<_> = hooks
             .iter()
@@ -238,16 +283,7 @@ mod tests {
         let b = t.path().join("b");
         hook(&a, "install.d", "50-same", true);
         hook(&b, "install.d", "50-same", true);
-        let els = vec![
-            Element {
-                name: "a".into(),
-                dir: a,
-            },
-            Element {
-                name: "b".into(),
-                dir: b,
-            },
-        ];
+        let els = vec![el("a", a), el("b", b)];
         let e = format!("{:#}", collect(&els, Phase::Install).unwrap_err());
         assert!(
             e.contains("50-same") && e.contains("\"a\"") && e.contains("\"b\""),

@@ -2,21 +2,26 @@
 //!
 //! An element is a folder on the elements path (earlier entries win) with
 //! optional `element-deps`, `element-provides`, `<phase>.d/` hooks,
-//! `environment.d/`, `package-installs.yaml`, `static/` and `bin/`. This
-//! module finds and expands them (`resolve`); `hooks` gathers the run-parts
-//! scripts of each phase, `packages` reads package-installs.yaml, and `run`
-//! applies a resolved set to a build root.
+//! `environment.d/`, `package-installs.yaml`, `pkg-map`, `static/` and `bin/`.
+//! This module finds and expands them (`resolve`); `hooks` gathers the
+//! run-parts scripts of each phase, `packages` reads package-installs.yaml,
+//! `pkgmap` translates package names, `plan` decides what each phase does and
+//! `run` applies a plan to a root.
 
+pub mod apply;
 pub mod hooks;
 pub mod packages;
+pub mod pkgmap;
+pub mod plan;
 pub mod run;
 pub mod tree;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 
 use crate::spec::Distro;
 
@@ -29,6 +34,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "package-installs.yaml is installed by undercloud-live",
     ),
     (
+        "pkg-map",
+        "pkg-map files translate package-installs names by undercloud-live",
+    ),
+    (
         "install-static",
         "static/ trees are copied by undercloud-live",
     ),
@@ -36,25 +45,59 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "install-bin",
         "bin/ files are copied to /usr/local/bin by undercloud-live",
     ),
-    ("install-types", "install type 'package' is the default"),
+    (
+        "install-types",
+        "DIB_DEFAULT_INSTALLTYPE / DIB_INSTALLTYPE_<element> are honoured by undercloud-live",
+    ),
     (
         "dib-init-system",
         "DIB_INIT_SYSTEM=systemd is set by undercloud-live",
     ),
+    ("dib-run-parts", "run-parts is built into undercloud-live"),
 ];
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Element {
     pub name: String,
     pub dir: PathBuf,
+    /// Names from `element-deps`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deps: Vec<String>,
+    /// Names from `element-provides`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub provides: Vec<String>,
+    /// Who asked for it: the requested element first, this one last.
+    pub chain: Vec<String>,
+}
+
+impl Element {
+    /// An element read from `dir` (used for generated elements too).
+    pub fn load(name: &str, dir: &Path, chain: Vec<String>) -> Result<Element> {
+        Ok(Element {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            deps: read_list(&dir.join("element-deps"))?,
+            provides: read_list(&dir.join("element-provides"))?,
+            chain,
+        })
+    }
 }
 
 /// The expanded element list, in breadth-first order of discovery.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct ElementSet {
     pub elements: Vec<Element>,
     /// Built-in names that were asked for (reported, nothing to run).
     pub builtins: Vec<String>,
+    /// Names satisfied by `element-provides` (or by the base distro), and
+    /// by whom.
+    pub provided: BTreeMap<String, String>,
+}
+
+impl ElementSet {
+    pub fn get(&self, name: &str) -> Option<&Element> {
+        self.elements.iter().find(|e| e.name == name)
+    }
 }
 
 /// Find `name` on the elements path: the first folder that has it wins.
@@ -75,70 +118,210 @@ fn read_list(file: &Path) -> Result<Vec<String>> {
     }
 }
 
+fn chain_text(chain: &[String]) -> String {
+    chain.join(" -> ")
+}
+
+/// The name the base distro's own element goes by in `provided`.
+fn distro_provider(distro: Distro) -> String {
+    format!("{} (the base)", distro.name())
+}
+
 /// Expand `requested` through `element-deps`, breadth-first as dib does.
-/// A name that is neither on the path, built in, nor provided by another
-/// element in the set is an error naming the chain that asked for it.
+///
+/// `element-provides` names satisfy dependencies and keep an element of that
+/// name out of the set; the base distro provides `operating-system` and its
+/// own name. Errors name the chain that led to the problem: a missing
+/// element, two elements providing the same name, an element in the set that
+/// another element also provides, and a dependency cycle.
 pub fn resolve(requested: &[String], path: &[PathBuf], distro: Distro) -> Result<ElementSet> {
+    // A provider found late in the walk can make an element found earlier
+    // unnecessary (dib's "run through the provided elements first"). Walk
+    // again with what the last walk learned until nothing changes; each
+    // round only adds names, so this ends.
+    let mut known: BTreeMap<String, String> = BTreeMap::new();
+    for _ in 0..32 {
+        let (set, missing) = walk(requested, path, distro, &known)?;
+        let displaced: Vec<&Element> = set
+            .elements
+            .iter()
+            .filter(|e| set.provided.contains_key(&e.name))
+            .collect();
+        if displaced.is_empty() {
+            if let Some((name, chain)) = missing.into_iter().next() {
+                let searched: Vec<String> = path.iter().map(|p| p.display().to_string()).collect();
+                let via = if chain.len() > 1 {
+                    format!(" (needed by {})", chain_text(&chain[..chain.len() - 1]))
+                } else {
+                    String::new()
+                };
+                bail!(
+                    "element {name:?} not found{via}; elements path: {}",
+                    if searched.is_empty() {
+                        "(empty)".to_string()
+                    } else {
+                        searched.join(":")
+                    }
+                );
+            }
+            check_cycles(&set)?;
+            return Ok(set);
+        }
+        for e in displaced {
+            if requested.contains(&e.name) || known.contains_key(&e.name) {
+                bail!(
+                    "element {:?} (asked for by {}) is also provided by {:?}: use one or the other",
+                    e.name,
+                    chain_text(&e.chain),
+                    set.provided[&e.name]
+                );
+            }
+        }
+        known = set.provided;
+    }
+    bail!("element provides do not settle (too many rounds)")
+}
+
+/// A name neither found nor provided, and the chain that asked for it.
+type Missing = (String, Vec<String>);
+
+fn walk(
+    requested: &[String],
+    path: &[PathBuf],
+    distro: Distro,
+    known: &BTreeMap<String, String>,
+) -> Result<(ElementSet, Vec<Missing>)> {
     let mut set = ElementSet::default();
     let mut seen: BTreeSet<String> = BTreeSet::new();
-    // Who asked for each element, to print the chain on errors.
-    let mut parent: HashMap<String, String> = HashMap::new();
-    let mut queue: VecDeque<String> = requested.iter().cloned().collect();
+    let mut chains: HashMap<String, Vec<String>> = HashMap::new();
+    let mut queue: VecDeque<String> = VecDeque::new();
+    for r in requested {
+        chains.entry(r.clone()).or_insert_with(|| vec![r.clone()]);
+        queue.push_back(r.clone());
+    }
     let mut missing: Vec<String> = Vec::new();
-    // The base distro is the operating system (dib's distro elements
-    // provide `operating-system`).
-    let mut provided: BTreeSet<String> =
-        [distro.name().to_string(), "operating-system".to_string()]
-            .into_iter()
-            .collect();
+    // The base distro is the operating system: dib's distro elements
+    // provide `operating-system`.
+    let base = distro_provider(distro);
+    set.provided
+        .insert("operating-system".to_string(), base.clone());
+    set.provided.insert(distro.name().to_string(), base);
 
     while let Some(name) = queue.pop_front() {
         if !seen.insert(name.clone()) {
             continue;
         }
+        let chain = chains
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| vec![name.clone()]);
+        if let Some(provider) = known.get(&name) {
+            // Someone else provides it; it stays out of the set.
+            set.provided
+                .entry(name.clone())
+                .or_insert_with(|| provider.clone());
+            continue;
+        }
         if let Some(dir) = find(&name, path) {
-            for dep in read_list(&dir.join("element-deps"))? {
-                parent.entry(dep.clone()).or_insert_with(|| name.clone());
-                queue.push_back(dep);
+            let el = Element::load(&name, &dir, chain.clone())
+                .with_context(|| format!("element {name:?}"))?;
+            for p in &el.provides {
+                if let Some(other) = set.provided.get(p) {
+                    if *other != el.name {
+                        bail!(
+                            "{p:?} is provided by both {other:?} and {:?} (asked for by {})",
+                            el.name,
+                            chain_text(&chain)
+                        );
+                    }
+                }
+                set.provided.insert(p.clone(), el.name.clone());
             }
-            provided.extend(read_list(&dir.join("element-provides"))?);
-            set.elements.push(Element { name, dir });
+            for dep in &el.deps {
+                chains.entry(dep.clone()).or_insert_with(|| {
+                    let mut c = chain.clone();
+                    c.push(dep.clone());
+                    c
+                });
+                queue.push_back(dep.clone());
+            }
+            set.elements.push(el);
         } else if BUILTIN.iter().any(|(b, _)| *b == name) {
             set.builtins.push(name);
         } else {
             missing.push(name);
         }
     }
-    for name in missing {
-        if provided.contains(&name) {
-            continue;
-        }
-        let mut chain = vec![name.clone()];
-        let mut cur = name.clone();
-        while let Some(p) = parent.get(&cur) {
-            if chain.contains(p) {
-                break;
+    // Names neither found nor provided, with the chain that asked for them.
+    let missing = missing
+        .into_iter()
+        .filter(|n| !set.provided.contains_key(n))
+        .map(|n| {
+            let chain = chains.get(&n).cloned().unwrap_or_default();
+            (n, chain)
+        })
+        .collect();
+    Ok((set, missing))
+}
+
+/// A dependency cycle among the elements of the set is an error naming it.
+/// (dib silently tolerates cycles; a cycle is nearly always a mistake, and
+/// breadth-first order then depends on which member was asked for first.)
+fn check_cycles(set: &ElementSet) -> Result<()> {
+    let index: HashMap<&str, usize> = set
+        .elements
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.name.as_str(), i))
+        .collect();
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    let mut state = vec![0u8; set.elements.len()];
+    let mut stack: Vec<usize> = Vec::new();
+    fn visit(
+        i: usize,
+        set: &ElementSet,
+        index: &HashMap<&str, usize>,
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<String>> {
+        state[i] = 1;
+        stack.push(i);
+        for dep in &set.elements[i].deps {
+            let Some(&j) = index.get(dep.as_str()) else {
+                continue;
+            };
+            if state[j] == 1 {
+                let from = stack.iter().position(|&k| k == j).unwrap_or(0);
+                let mut cycle: Vec<String> = stack[from..]
+                    .iter()
+                    .map(|&k| set.elements[k].name.clone())
+                    .collect();
+                cycle.push(set.elements[j].name.clone());
+                return Some(cycle);
             }
-            chain.push(p.clone());
-            cur = p.clone();
-        }
-        chain.reverse();
-        let searched: Vec<String> = path.iter().map(|p| p.display().to_string()).collect();
-        let via = if chain.len() > 1 {
-            format!(" (needed by {})", chain[..chain.len() - 1].join(" -> "))
-        } else {
-            String::new()
-        };
-        bail!(
-            "element {name:?} not found{via}; elements path: {}",
-            if searched.is_empty() {
-                "(empty)".to_string()
-            } else {
-                searched.join(":")
+            if state[j] == 0 {
+                if let Some(c) = visit(j, set, index, state, stack) {
+                    return Some(c);
+                }
             }
-        );
+        }
+        stack.pop();
+        state[i] = 2;
+        None
     }
-    Ok(set)
+    for i in 0..set.elements.len() {
+        if state[i] == 0 {
+            if let Some(cycle) = visit(i, set, &index, &mut state, &mut stack) {
+                let first = &set.elements[index[cycle[0].as_str()]];
+                bail!(
+                    "element dependency cycle: {} (reached by {})",
+                    chain_text(&cycle),
+                    chain_text(&first.chain)
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -196,5 +379,93 @@ mod tests {
         )
         .unwrap();
         assert_eq!(set.elements.len(), 2);
+    }
+
+    fn provides(root: &Path, name: &str, what: &[&str]) {
+        fs::write(
+            root.join(name).join("element-provides"),
+            what.join("\n") + "\n",
+        )
+        .unwrap();
+    }
+
+    fn err(requested: &[&str], root: &Path) -> String {
+        let req: Vec<String> = requested.iter().map(|s| s.to_string()).collect();
+        format!(
+            "{:#}",
+            resolve(&req, &[root.to_path_buf()], Distro::Debian).unwrap_err()
+        )
+    }
+
+    #[test]
+    fn provided_element_stays_out_even_when_found_first() {
+        // top needs "db"; a plain "db" element exists, but mariadb (found
+        // later in the walk) provides it: dib leaves the plain one out.
+        let t = tempfile::tempdir().unwrap();
+        mk(t.path(), "top", &["db", "extra"]);
+        mk(t.path(), "db", &["db-only-dep"]);
+        mk(t.path(), "extra", &["mariadb"]);
+        mk(t.path(), "mariadb", &[]);
+        provides(t.path(), "mariadb", &["db"]);
+        let set = resolve(&["top".into()], &[t.path().to_path_buf()], Distro::Debian).unwrap();
+        let names: Vec<_> = set.elements.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["top", "extra", "mariadb"]);
+        assert_eq!(set.provided["db"], "mariadb");
+        assert_eq!(set.provided["operating-system"], "debian (the base)");
+        assert_eq!(
+            set.get("mariadb").unwrap().chain,
+            ["top", "extra", "mariadb"]
+        );
+    }
+
+    #[test]
+    fn two_providers_of_one_name_conflict() {
+        let t = tempfile::tempdir().unwrap();
+        mk(t.path(), "top", &["mysql", "mariadb"]);
+        mk(t.path(), "mysql", &[]);
+        mk(t.path(), "mariadb", &[]);
+        provides(t.path(), "mysql", &["db"]);
+        provides(t.path(), "mariadb", &["db"]);
+        let e = err(&["top"], t.path());
+        assert!(
+            e.contains("\"db\" is provided by both \"mysql\" and \"mariadb\"")
+                && e.contains("top -> mariadb"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_element_and_a_provider_of_its_name_conflict() {
+        let t = tempfile::tempdir().unwrap();
+        mk(t.path(), "db", &[]);
+        mk(t.path(), "mariadb", &[]);
+        provides(t.path(), "mariadb", &["db"]);
+        let e = err(&["db", "mariadb"], t.path());
+        assert!(
+            e.contains("\"db\"") && e.contains("also provided by \"mariadb\""),
+            "{e}"
+        );
+        // An element claiming the operating system conflicts with the base.
+        mk(t.path(), "myos", &[]);
+        provides(t.path(), "myos", &["operating-system"]);
+        let e = err(&["myos"], t.path());
+        assert!(
+            e.contains("operating-system") && e.contains("debian (the base)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cycle_is_reported_with_its_members() {
+        let t = tempfile::tempdir().unwrap();
+        mk(t.path(), "top", &["a"]);
+        mk(t.path(), "a", &["b"]);
+        mk(t.path(), "b", &["c"]);
+        mk(t.path(), "c", &["a"]);
+        let e = err(&["top"], t.path());
+        assert!(
+            e.contains("cycle: a -> b -> c -> a") && e.contains("reached by top -> a"),
+            "{e}"
+        );
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! Schema (diskimage-builder's): a map from package name to null, a map, or
 //! a list of maps with `phase` (default install.d), `uninstall`,
-//! `installtype` (`package` or `source`), `arch` / `not-arch` (comma lists)
-//! and `when` (`VAR=value` / `VAR!=value`, or a list that must all hold).
+//! `build-only`, `installtype`, `arch` / `not-arch` (comma lists; not both),
+//! `dib_python_version` and `when` (`VAR=value` / `VAR!=value`, or a list
+//! that must all hold; an unset VAR is an error, as in dib). The file may
+//! also be `package-installs.json`. Entries are merged across elements the
+//! way dib's package-installs-squash does.
 
 use std::collections::BTreeMap;
 
@@ -18,14 +21,19 @@ use super::Element;
 struct Entry {
     #[serde(default)]
     phase: Option<String>,
+    /// dib tests for the key's presence, not its value.
     #[serde(default)]
-    uninstall: Option<bool>,
+    uninstall: Option<serde_json::Value>,
+    #[serde(default, rename = "build-only")]
+    build_only: Option<serde_json::Value>,
     #[serde(default)]
     installtype: Option<String>,
     #[serde(default)]
     arch: Option<String>,
     #[serde(default, rename = "not-arch")]
     not_arch: Option<String>,
+    #[serde(default)]
+    dib_python_version: Option<serde_json::Value>,
     #[serde(default)]
     when: Option<When>,
 }
@@ -44,67 +52,198 @@ enum Value {
     List(Vec<Entry>),
 }
 
-/// What one phase does with packages.
+/// A package name as an element wrote it, and that element (whose pkg-map
+/// translates it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub name: String,
+    pub element: String,
+}
+
+/// What one phase does with packages, before pkg-map translation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PhasePackages {
-    pub install: Vec<String>,
-    pub uninstall: Vec<String>,
+    pub install: Vec<Wanted>,
+    pub uninstall: Vec<Wanted>,
 }
 
 /// The facts package-installs filters on.
 pub struct Filter<'a> {
+    /// dib's `ARCH` (`amd64` on x86-64, whatever the distro).
     pub arch: &'a str,
-    pub installtype: &'a str,
     pub env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-/// Parse one element's package-installs.yaml (if any).
-pub fn for_element(el: &Element, cx: &Filter) -> Result<BTreeMap<Phase, PhasePackages>> {
-    let file = el.dir.join("package-installs.yaml");
-    let text = match std::fs::read_to_string(&file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
-    };
-    parse(&text, cx).with_context(|| format!("{}", file.display()))
+impl Filter<'_> {
+    /// dib's install-types: `DIB_INSTALLTYPE_<element>` (dashes as
+    /// underscores), else `DIB_DEFAULT_INSTALLTYPE`, else `source`.
+    fn installtype(&self, element: &str) -> String {
+        (self.env)(&format!("DIB_INSTALLTYPE_{}", element.replace('-', "_")))
+            .or_else(|| (self.env)("DIB_DEFAULT_INSTALLTYPE"))
+            .unwrap_or_else(|| "source".to_string())
+    }
 }
 
-pub fn parse(text: &str, cx: &Filter) -> Result<BTreeMap<Phase, PhasePackages>> {
-    let map: Option<BTreeMap<String, Option<Value>>> =
-        serde_saphyr::from_str(text).map_err(|e| {
-            anyhow::anyhow!(e
-                .to_string()
-                .lines()
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join(" "))
-        })?;
-    let mut out: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
+/// The parsed package-installs file of one element, in file order.
+pub type Entries = Vec<(String, Vec<EntryRef>)>;
+
+/// An opaque parsed entry (kept private so the schema stays here).
+#[derive(Debug)]
+pub struct EntryRef(Entry);
+
+/// Read one element's package-installs.yaml or .json (if any).
+pub fn read(el: &Element) -> Result<Entries> {
+    for name in ["package-installs.yaml", "package-installs.json"] {
+        let file = el.dir.join(name);
+        match std::fs::read_to_string(&file) {
+            Ok(t) => return parse(&t).with_context(|| format!("{}", file.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        }
+    }
+    Ok(Vec::new())
+}
+
+pub fn parse(text: &str) -> Result<Entries> {
+    // JSON first, like dib; YAML (a superset) otherwise, so errors are YAML's.
+    let map: Option<Vec<(String, serde_json::Value)>> =
+        match serde_json::from_str::<Option<serde_json::Map<String, serde_json::Value>>>(text) {
+            Ok(m) => m.map(|m| m.into_iter().collect()),
+            Err(_) => {
+                let y: Option<BTreeMap<String, Option<serde_json::Value>>> =
+                    serde_saphyr::from_str(text).map_err(|e| {
+                        anyhow::anyhow!(e
+                            .to_string()
+                            .lines()
+                            .map(str::trim)
+                            .collect::<Vec<_>>()
+                            .join(" "))
+                    })?;
+                // File order matters (dib keeps it); YAML mappings come back
+                // sorted here, so re-read the key order from the text.
+                y.map(|m| {
+                    let mut keys: Vec<(usize, String)> = m
+                        .keys()
+                        .map(|k| (key_position(text, k), k.clone()))
+                        .collect();
+                    keys.sort();
+                    let mut m = m;
+                    keys.into_iter()
+                        .map(|(_, k)| {
+                            let v = m.remove(&k).flatten().unwrap_or(serde_json::Value::Null);
+                            (k, v)
+                        })
+                        .collect()
+                })
+            }
+        };
+    let mut out = Vec::new();
     for (pkg, value) in map.unwrap_or_default() {
+        let value: Option<Value> =
+            serde_json::from_value(value).map_err(|e| anyhow::anyhow!("package {pkg:?}: {e}"))?;
         let entries = match value {
             None => vec![Entry::default()],
             Some(Value::Map(e)) => vec![e],
+            Some(Value::List(l)) if l.is_empty() => vec![Entry::default()],
             Some(Value::List(l)) => l,
         };
-        for e in entries {
-            if !applies(&e, cx).with_context(|| format!("package {pkg:?}"))? {
-                continue;
-            }
+        for e in &entries {
             let phase_name = e.phase.as_deref().unwrap_or("install.d");
-            let phase = Phase::from_dir(phase_name)
+            Phase::from_dir(phase_name)
                 .with_context(|| format!("package {pkg:?}: unknown phase {phase_name:?}"))?;
-            let slot = out.entry(phase).or_default();
-            if e.uninstall.unwrap_or(false) {
-                slot.uninstall.push(pkg.clone());
-            } else {
-                slot.install.push(pkg.clone());
+            if e.arch.is_some() && e.not_arch.is_some() {
+                bail!("package {pkg:?}: arch and not-arch given together");
             }
         }
+        out.push((pkg, entries.into_iter().map(EntryRef).collect()));
     }
     Ok(out)
 }
 
-fn applies(e: &Entry, cx: &Filter) -> Result<bool> {
+/// Where a top-level key first appears in the text (for file order).
+fn key_position(text: &str, key: &str) -> usize {
+    let mut pos = 0;
+    for line in text.lines() {
+        let t = line.trim_end();
+        if !t.starts_with([' ', '\t', '#']) {
+            let k = t
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches(['"', '\'']);
+            if k == key {
+                return pos;
+            }
+        }
+        pos += line.len() + 1;
+    }
+    usize::MAX
+}
+
+/// Merge one element's entries into `data` the way dib's squash does:
+/// filters first, then an uninstall of a package another entry installs
+/// (and does not remove) is dropped, and an install cancels an earlier
+/// uninstall of the same package in that phase.
+pub fn collect(
+    data: &mut BTreeMap<Phase, PhasePackages>,
+    element: &str,
+    entries: &Entries,
+    cx: &Filter,
+) -> Result<()> {
+    let elem_type = cx.installtype(element);
+    for (pkg, list) in entries {
+        for EntryRef(e) in list {
+            let phase = Phase::from_dir(e.phase.as_deref().unwrap_or("install.d"))
+                .unwrap_or(Phase::Install);
+            let slot = data.entry(phase).or_default();
+            let removes = e.uninstall.is_some() || e.build_only.is_some();
+            let mut install = true;
+            let mut uninstall = false;
+            if removes {
+                let in_install = slot.install.iter().any(|w| w.name == *pkg);
+                let in_uninstall = slot.uninstall.iter().any(|w| w.name == *pkg);
+                if in_install && !in_uninstall {
+                    if e.build_only.is_none() {
+                        continue;
+                    }
+                } else {
+                    if e.uninstall.is_some() {
+                        install = false;
+                        uninstall = true;
+                    }
+                    if e.build_only.is_some() {
+                        install = true;
+                        uninstall = true;
+                    }
+                }
+            } else {
+                slot.uninstall.retain(|w| w.name != *pkg);
+            }
+            if !applies(e, &elem_type, cx).with_context(|| format!("package {pkg:?}"))? {
+                continue;
+            }
+            let w = Wanted {
+                name: pkg.clone(),
+                element: element.to_string(),
+            };
+            if install {
+                slot.install.push(w.clone());
+            }
+            if uninstall {
+                slot.uninstall.push(w);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn applies(e: &Entry, elem_type: &str, cx: &Filter) -> Result<bool> {
+    if let Some(t) = &e.installtype {
+        if t != elem_type {
+            return Ok(false);
+        }
+    }
     let in_list = |list: &str| list.split(',').map(str::trim).any(|a| a == cx.arch);
     if let Some(a) = &e.arch {
         if !in_list(a) {
@@ -116,8 +255,14 @@ fn applies(e: &Entry, cx: &Filter) -> Result<bool> {
             return Ok(false);
         }
     }
-    if e.installtype.as_deref().unwrap_or("package") != cx.installtype {
-        return Ok(false);
+    if let Some(v) = &e.dib_python_version {
+        let want = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if !want.is_empty() && want != (cx.env)("DIB_PYTHON_VERSION").unwrap_or_default() {
+            return Ok(false);
+        }
     }
     let conds: Vec<&str> = match &e.when {
         None => vec![],
@@ -132,34 +277,19 @@ fn applies(e: &Entry, cx: &Filter) -> Result<bool> {
         } else {
             bail!("when: {c:?} is not VAR=value or VAR!=value");
         };
-        let have = (cx.env)(var.trim()).unwrap_or_default();
+        let var = var.trim();
+        if var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            bail!("when: {c:?} is not VAR=value or VAR!=value");
+        }
+        // dib raises here rather than guessing: set a default in an
+        // environment.d file.
+        let have =
+            (cx.env)(var).with_context(|| format!("when: {c:?}: variable {var} is not set"))?;
         if (have == want.trim()) == negate {
             return Ok(false);
         }
     }
     Ok(true)
-}
-
-/// Merge per-element results into one list per phase, keeping first-seen
-/// order and dropping duplicates: one package-manager call per phase.
-pub fn merge(per_element: Vec<BTreeMap<Phase, PhasePackages>>) -> BTreeMap<Phase, PhasePackages> {
-    let mut out: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
-    for m in per_element {
-        for (phase, p) in m {
-            let slot = out.entry(phase).or_default();
-            for pkg in p.install {
-                if !slot.install.contains(&pkg) {
-                    slot.install.push(pkg);
-                }
-            }
-            for pkg in p.uninstall {
-                if !slot.uninstall.contains(&pkg) {
-                    slot.uninstall.push(pkg);
-                }
-            }
-        }
-    }
-    out
 }
 
 /// The package manager of a base distro.
@@ -245,10 +375,13 @@ fn argv(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn cx_env(k: &str) -> Option<String> {
         match k {
             "DIB_FLAVOR" => Some("big".into()),
+            "DIB_DEFAULT_INSTALLTYPE" => Some("package".into()),
+            "DIB_INSTALLTYPE_src_el" => Some("source".into()),
             _ => None,
         }
     }
@@ -256,9 +389,20 @@ mod tests {
     fn cx() -> Filter<'static> {
         Filter {
             arch: "amd64",
-            installtype: "package",
             env: &cx_env,
         }
+    }
+
+    fn squash(files: &[(&str, &str)]) -> Result<BTreeMap<Phase, PhasePackages>> {
+        let mut data = BTreeMap::new();
+        for (el, text) in files {
+            collect(&mut data, el, &parse(text)?, &cx())?;
+        }
+        Ok(data)
+    }
+
+    fn names(v: &[Wanted]) -> Vec<&str> {
+        v.iter().map(|w| w.name.as_str()).collect()
     }
 
     #[test]
@@ -275,37 +419,85 @@ notamd:
   not-arch: amd64
 source-only:
   installtype: source
+package-only:
+  installtype: package
 big-only:
   when: DIB_FLAVOR=big
 not-big:
-  when: DIB_FLAVOR!=big
+  when: DIB_FLAVOR != big
+build-tool:
+  build-only: true
+py2:
+  dib_python_version: 2
 both:
   - phase: install.d
   - phase: finalise.d
     when:
       - DIB_FLAVOR=big
-      - UNSET!=x
+      - DIB_FLAVOR!=small
 ";
-        let m = parse(text, &cx()).unwrap();
-        assert_eq!(m[&Phase::Install].install, ["big-only", "both", "plain"]);
-        assert_eq!(m[&Phase::Install].uninstall, ["gone"]);
-        assert_eq!(m[&Phase::PreInstall].install, ["phased"]);
-        assert_eq!(m[&Phase::Finalise].install, ["both"]);
+        let m = squash(&[("el", text)]).unwrap();
+        assert_eq!(
+            names(&m[&Phase::Install].install),
+            ["plain", "package-only", "big-only", "build-tool", "both"]
+        );
+        assert_eq!(names(&m[&Phase::Install].uninstall), ["gone", "build-tool"]);
+        assert_eq!(names(&m[&Phase::PreInstall].install), ["phased"]);
+        assert_eq!(names(&m[&Phase::Finalise].install), ["both"]);
+        assert_eq!(m[&Phase::Install].install[0].element, "el");
     }
 
     #[test]
-    fn bad_yaml_and_bad_phase_are_errors() {
-        assert!(parse("pkg:\n  phase: nowhere.d\n", &cx()).is_err());
-        assert!(parse("pkg:\n  colour: red\n", &cx()).is_err());
-        assert!(parse("pkg:\n  when: NOEQUALS\n", &cx()).is_err());
-        assert!(parse("", &cx()).unwrap().is_empty());
+    fn installtype_follows_the_element() {
+        let m = squash(&[(
+            "src-el",
+            "a:\n  installtype: source\nb:\n  installtype: package\n",
+        )])
+        .unwrap();
+        assert_eq!(names(&m[&Phase::Install].install), ["a"]);
     }
 
     #[test]
-    fn merge_dedups_in_order() {
-        let a = parse("x:\ny:\n", &cx()).unwrap();
-        let b = parse("y:\nz:\n", &cx()).unwrap();
-        let m = merge(vec![a, b]);
-        assert_eq!(m[&Phase::Install].install, ["x", "y", "z"]);
+    fn squash_rules_across_elements() {
+        // One element removes what another installs without removing it:
+        // the removal is dropped. An install cancels an earlier removal.
+        let m = squash(&[
+            ("a", "shared:\nold:\n  uninstall: true\n"),
+            ("b", "shared:\n  uninstall: true\nold:\n"),
+        ])
+        .unwrap();
+        assert_eq!(names(&m[&Phase::Install].install), ["shared", "old"]);
+        assert!(m[&Phase::Install].uninstall.is_empty());
+    }
+
+    #[test]
+    fn json_form_and_errors() {
+        let m = squash(&[(
+            "j",
+            r#"{"libxml2": null, "grub2": {"phase": "pre-install.d"}}"#,
+        )])
+        .unwrap();
+        assert_eq!(names(&m[&Phase::Install].install), ["libxml2"]);
+        assert_eq!(names(&m[&Phase::PreInstall].install), ["grub2"]);
+        assert!(parse("pkg:\n  phase: nowhere.d\n").is_err());
+        assert!(parse("pkg:\n  colour: red\n").is_err());
+        assert!(parse("pkg:\n  arch: amd64\n  not-arch: arm64\n").is_err());
+        assert!(squash(&[("x", "pkg:\n  when: NOEQUALS\n")]).is_err());
+        let e = format!(
+            "{:#}",
+            squash(&[("x", "pkg:\n  when: DIB_UNSET=1\n")]).unwrap_err()
+        );
+        assert!(e.contains("DIB_UNSET is not set"), "{e}");
+        assert!(parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn yaml_keeps_file_order() {
+        let m = squash(&[("o", "zeta:\nalpha:\n'quoted':\n")]).unwrap();
+        assert_eq!(
+            names(&m[&Phase::Install].install),
+            ["zeta", "alpha", "quoted"]
+        );
+        let _ = PathBuf::new();
     }
 }

@@ -1,333 +1,415 @@
-//! Applying a resolved element set to a build root, phase by phase.
+//! Applying a plan to a root, phase by phase.
 //!
-//! In-chroot phases (pre-install, install, post-install, finalise) run their
-//! hooks inside the root through `Chroot`, staged under /tmp/in_target.d as
-//! dib does; the other phases run on the host with `TARGET_ROOT` pointing at
-//! the root. block-device.d has nothing to act on in a live image (there is no
-//! disk while building it) and is skipped with a note.
+//! Every element's files are staged, merged as dib merges them, in the
+//! root's `/tmp/in_target.d`: that is `TMP_HOOKS_PATH` for every hook, so
+//! data an outside hook (extra-data.d) leaves there is what an inside hook
+//! reads. Hooks of pre-install, install, post-install and finalise run
+//! inside the root: through a `Chroot` of a root folder, or directly when
+//! the target is the running system (`/`). A hook never runs on the host
+//! with only `TARGET_ROOT` pointing at another root. block-device.d has
+//! nothing to act on in a live image and is skipped with a note.
+//!
+//! Output of every hook and package-manager call is streamed line by line
+//! with an `[element phase/hook]` prefix to the terminal and to the log.
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 
-use super::hooks::{self, Hook, Phase};
-use super::packages::{self, PackageManager, PhasePackages};
+use super::hooks::{self, Phase};
+use super::packages::{self, PackageManager};
+use super::plan::{self, Plan, Step};
 use super::tree;
 use super::ElementSet;
-use crate::chroot::Chroot;
+use crate::chroot::{self, Chroot};
 use crate::interrupt;
 use crate::progress::Progress;
-use crate::spec::Distro;
 
-/// Where inside the root in-chroot hooks are staged (dib's path, which some
-/// elements rely on).
-const IN_TARGET: &str = "tmp/in_target.d";
+/// Where inside the root the merged element tree is staged (dib's path,
+/// which some elements rely on).
+pub const IN_TARGET: &str = "tmp/in_target.d";
+
+/// Hook output: to the terminal (unless quiet) and to a log file.
+#[derive(Clone, Default)]
+pub struct OutputLog {
+    file: Option<Arc<Mutex<File>>>,
+    echo: bool,
+}
+
+impl OutputLog {
+    pub fn new(path: Option<&Path>, echo: bool) -> Result<OutputLog> {
+        let file = match path {
+            Some(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                Some(Arc::new(Mutex::new(
+                    File::create(p).with_context(|| format!("creating log {}", p.display()))?,
+                )))
+            }
+            None => None,
+        };
+        Ok(OutputLog { file, echo })
+    }
+
+    /// One line of output from `prefix` (`marker install.d/50-marker`).
+    pub fn line(&self, prefix: &str, text: &str) {
+        let line = format!("[{prefix}] {text}");
+        // Hook output on stdout, our own progress on stderr.
+        if self.echo {
+            println!("{line}");
+        }
+        self.write(&line);
+    }
+
+    /// A line of our own (phase headers, notes), to the log only: the
+    /// terminal gets them through `Progress`.
+    pub fn note(&self, text: &str) {
+        self.write(&format!("==> {text}"));
+    }
+
+    fn write(&self, line: &str) {
+        if let Some(f) = &self.file {
+            if let Ok(mut f) = f.lock() {
+                // A full disk must not stop the build over a log line.
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    }
+}
+
+/// How in-chroot phases reach the root.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    /// A root folder, through a chroot of it.
+    Chroot(&'a Chroot),
+    /// The running system itself (`--target /`): no chroot.
+    Running,
+}
 
 pub struct Runner<'a> {
     pub set: &'a ElementSet,
-    pub root: &'a Path,
-    /// Host folder for outside hooks' TMP_HOOKS_PATH.
-    pub work: &'a Path,
-    pub distro: Distro,
-    pub release: &'a str,
-    pub image_name: &'a str,
-    pub cache_dir: &'a Path,
-    pub progress: &'a Progress,
-    packages: BTreeMap<Phase, PhasePackages>,
+    pub cx: &'a plan::Context,
+    root: PathBuf,
+    /// The staged tree on the host (`<root>/tmp/in_target.d`).
+    staged: PathBuf,
+    plan: Plan,
+    env_files: Vec<String>,
+    progress: &'a Progress,
+    log: OutputLog,
     refreshed: bool,
+    is_staged: bool,
 }
 
 impl<'a> Runner<'a> {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         set: &'a ElementSet,
-        root: &'a Path,
-        work: &'a Path,
-        distro: Distro,
-        release: &'a str,
-        image_name: &'a str,
-        cache_dir: &'a Path,
+        cx: &'a plan::Context,
+        root: &Path,
         progress: &'a Progress,
+        log: OutputLog,
     ) -> Result<Self> {
-        let env_lookup = |k: &str| -> Option<String> {
-            match k {
-                "DISTRO_NAME" => Some(distro.name().to_string()),
-                "DIB_RELEASE" => Some(release.to_string()),
-                "ARCH" => Some(distro.arch().to_string()),
-                "DIB_INIT_SYSTEM" => Some("systemd".to_string()),
-                _ => std::env::var(k).ok(),
-            }
-        };
-        let cx = packages::Filter {
-            arch: distro.arch(),
-            installtype: "package",
-            env: &env_lookup,
-        };
-        let mut per = Vec::new();
-        for el in &set.elements {
-            per.push(packages::for_element(el, &cx)?);
-        }
-        let packages = packages::merge(per);
-        for (phase, p) in &packages {
-            if (!p.install.is_empty() || !p.uninstall.is_empty()) && !phase.in_chroot() {
-                bail!(
-                    "package-installs: phase {} runs outside the root; packages can be installed in pre-install.d, install.d, post-install.d or finalise.d",
-                    phase.dir()
-                );
-            }
-        }
+        let plan = plan::make(set, cx)?;
+        let staged = tree::resolve_in_root(root, Path::new(IN_TARGET))?;
+        let env_files = hooks::environment_files(&set.elements)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         Ok(Runner {
             set,
-            root,
-            work,
-            distro,
-            release,
-            image_name,
-            cache_dir,
+            cx,
+            root: root.to_path_buf(),
+            staged,
+            plan,
+            env_files,
             progress,
-            packages,
+            log,
             refreshed: false,
+            is_staged: false,
         })
     }
 
-    /// dib's hook environment, plus the caller's DIB_* variables.
-    fn env(&self, inside: bool) -> Vec<(String, String)> {
-        let names: Vec<&str> = self.set.elements.iter().map(|e| e.name.as_str()).collect();
-        let hooks_path = if inside {
-            format!("/{IN_TARGET}")
-        } else {
-            self.work.join("hooks").display().to_string()
-        };
-        let mut env: Vec<(String, String)> = vec![
-            ("DISTRO_NAME".into(), self.distro.name().into()),
-            ("DIB_RELEASE".into(), self.release.into()),
-            ("ARCH".into(), self.distro.arch().into()),
-            ("DIB_INIT_SYSTEM".into(), "systemd".into()),
-            ("IMAGE_NAME".into(), self.image_name.into()),
-            ("IMAGE_ELEMENT".into(), names.join(" ")),
-            ("TMP_HOOKS_PATH".into(), hooks_path),
-            (
-                "DIB_IMAGE_CACHE".into(),
-                self.cache_dir.display().to_string(),
-            ),
-            ("DIB_OFFLINE".into(), String::new()),
-        ];
-        if !inside {
-            env.push(("TARGET_ROOT".into(), self.root.display().to_string()));
-            env.push(("TMP_MOUNT_PATH".into(), self.root.display().to_string()));
-        }
-        let mut caller: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("DIB_"))
-            .collect();
-        caller.sort();
-        for (k, v) in caller {
-            env.retain(|(e, _)| *e != k);
-            env.push((k, v));
-        }
-        if !env.iter().any(|(k, _)| k == "DIB_DEBUG_TRACE") {
-            env.push(("DIB_DEBUG_TRACE".into(), "0".into()));
-        }
-        env
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
-    /// Run `phases` in dib's order. `chroot` must be given for in-chroot
-    /// phases that have something to do.
-    pub fn run(&mut self, phases: &[Phase], chroot: Option<&Chroot>) -> Result<()> {
+    /// Leave out hooks with these names (`50-foo`, or `install.d/50-foo`
+    /// for one phase). Returns the names that matched nothing.
+    pub fn exclude_hooks(&mut self, names: &[String]) -> Vec<String> {
+        let mut unmatched = Vec::new();
+        for n in names {
+            let (phase, hook) = match n.split_once('/') {
+                Some((p, h)) => (Phase::from_dir(p), h),
+                None => (None, n.as_str()),
+            };
+            let mut hit = false;
+            for pp in &mut self.plan.phases {
+                if phase.is_some_and(|p| p != pp.phase) {
+                    continue;
+                }
+                pp.steps.retain(|s| {
+                    let drop = matches!(s, Step::Hook { name, .. } if name == hook);
+                    hit |= drop;
+                    !drop
+                });
+            }
+            if !hit {
+                unmatched.push(n.clone());
+            }
+        }
+        unmatched
+    }
+
+    /// Run `phases` in dib's order. In-chroot phases with work need
+    /// `target`.
+    pub fn run(&mut self, phases: &[Phase], target: Option<Target>) -> Result<()> {
         let mut phases = phases.to_vec();
         phases.sort();
-        self.stage_environment(phases.iter().any(|p| p.in_chroot()))?;
+        phases.dedup();
+        if !self.is_staged {
+            self.stage()?;
+        }
         for phase in phases {
             interrupt::check()?;
-            self.run_phase(phase, chroot)?;
+            self.run_phase(phase, target)?;
         }
         Ok(())
     }
 
-    fn run_phase(&mut self, phase: Phase, chroot: Option<&Chroot>) -> Result<()> {
-        let inside = || {
-            chroot.with_context(|| {
+    /// Copy every element's tree into the staging folder, later elements
+    /// over earlier ones, as dib builds its hooks tree.
+    fn stage(&mut self) -> Result<()> {
+        if fs::symlink_metadata(&self.staged).is_ok() {
+            bail!(
+                "{} already exists (a run in progress, or left by a failed one): remove it first",
+                self.staged.display()
+            );
+        }
+        let tmp = tree::resolve_in_root_follow(&self.root, Path::new("tmp"))?;
+        if !tmp.is_dir() {
+            fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        }
+        fs::create_dir(&self.staged)
+            .with_context(|| format!("creating {}", self.staged.display()))?;
+        self.is_staged = true;
+        for el in &self.set.elements {
+            tree::copy_tree(&el.dir, &self.staged, Path::new(""))
+                .with_context(|| format!("element {:?}: staging its files", el.name))?;
+        }
+        Ok(())
+    }
+
+    fn run_phase(&mut self, phase: Phase, target: Option<Target>) -> Result<()> {
+        let Some(pp) = self.plan.phase(phase).cloned() else {
+            return Ok(());
+        };
+        if pp.steps.is_empty() {
+            return Ok(());
+        }
+        if phase == Phase::BlockDevice {
+            // A live image has no block device while it is built; hooks
+            // here would partition a disk that does not exist.
+            let msg = "block-device.d: skipped (a live image has no block device)";
+            self.progress.step(msg);
+            self.log.note(msg);
+            return Ok(());
+        }
+        let target = if phase.in_chroot() {
+            Some(target.with_context(|| {
                 format!(
                     "{} runs inside the root, which is not prepared",
                     phase.dir()
                 )
-            })
+            })?)
+        } else {
+            None
         };
-        if phase == Phase::BlockDevice {
-            // A live image has no block device while it is built; hooks
-            // here would partition a disk that does not exist.
-            if !hooks::collect(&self.set.elements, phase)?.is_empty() {
-                self.progress
-                    .step("block-device.d: skipped (a live image has no block device)");
-            }
-            return Ok(());
-        }
-        if phase == Phase::Install {
-            self.copy_static_and_bin()?;
-        }
-        if let Some(p) = self.packages.get(&phase).cloned() {
-            self.packages_for(phase, &p, inside()?)?;
-        }
-        let hooks = hooks::collect(&self.set.elements, phase)?;
-        if hooks.is_empty() {
-            return Ok(());
-        }
-        self.progress.step(format!(
+        let header = format!(
             "{}: {}",
             phase.dir(),
-            hooks
+            pp.steps
                 .iter()
-                .map(|h| format!("{}/{}", h.element, h.name))
+                .map(Step::describe)
                 .collect::<Vec<_>>()
-                .join(" ")
-        ));
-        if phase.in_chroot() {
-            self.stage_in_root(phase, &hooks)?;
-        }
-        for hook in &hooks {
+                .join(", ")
+        );
+        self.progress.step(&header);
+        self.log.note(&header);
+        for step in &pp.steps {
             interrupt::check()?;
-            let status = if phase.in_chroot() {
-                let inner = format!("/{IN_TARGET}/{}/{}", phase.dir(), hook.name);
-                let mut cmd = inside()?.command(
-                    &["/bin/bash", "-c", SOURCE_ENV_AND_EXEC, &inner],
-                    &self.env(true),
+            match step {
+                Step::Hook { name, element, .. } => {
+                    self.hook(phase, element, name, target)?;
+                }
+                Step::Install { name, packages, .. } => {
+                    self.packages(phase, name, packages, true, target)?;
+                }
+                Step::Uninstall { name, packages, .. } => {
+                    self.packages(phase, name, packages, false, target)?;
+                }
+                Step::Bin { elements, .. } => self.copy_dirs("bin", elements)?,
+                Step::Static { elements, .. } => {
+                    self.copy_dirs("static", elements)?;
+                    // New repository files may have come with them.
+                    self.refreshed = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn hook(&self, phase: Phase, element: &str, name: &str, target: Option<Target>) -> Result<()> {
+        let prefix = format!("{element} {}/{name}", phase.dir());
+        let what = format!("hook {}/{name} of element {element:?}", phase.dir());
+        let status = match target {
+            Some(t) => {
+                let inner = format!("/{IN_TARGET}");
+                let env = self.cx.hook_env(self.set, &inner, None);
+                let mut argv = vec![
+                    "/bin/bash".to_string(),
+                    "-c".to_string(),
+                    SOURCE_ENV_AND_EXEC.to_string(),
+                    format!("{inner}/{}/{name}", phase.dir()),
+                ];
+                argv.extend(
+                    self.env_files
+                        .iter()
+                        .map(|f| format!("{inner}/environment.d/{f}")),
                 );
-                let what = format!("hook {}/{}", phase.dir(), hook.name);
-                interrupt::wait(interrupt::spawn(&mut cmd, &what)?, &what)?
-            } else {
+                let mut cmd = self.inside(t, &argv, &env);
+                stream(&mut cmd, &what, &prefix, &self.log)?
+            }
+            None => {
+                let hooks_path = self.staged.display().to_string();
+                let env = self.cx.hook_env(self.set, &hooks_path, Some(&self.root));
                 let mut cmd = Command::new("/bin/bash");
-                cmd.env_clear()
+                cmd.current_dir(&self.staged)
+                    .env_clear()
+                    .env("PATH", host_path())
                     .env(
-                        "PATH",
-                        std::env::var("PATH")
-                            .unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+                        "HOME",
+                        std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
                     )
-                    .envs(self.env(false))
-                    .args(["-c", SOURCE_ENV_AND_EXEC])
-                    .arg(&hook.path);
-                let what = format!("hook {}/{}", phase.dir(), hook.name);
-                interrupt::wait(interrupt::spawn(&mut cmd, &what)?, &what)?
-            };
-            if !status.success() {
-                bail!(
-                    "element {:?}: hook {}/{} failed ({status})",
-                    hook.element,
-                    phase.dir(),
-                    hook.name
-                );
+                    .env("LANG", "C.UTF-8")
+                    .envs(env)
+                    .arg("-c")
+                    .arg(SOURCE_ENV_AND_EXEC)
+                    .arg(self.staged.join(phase.dir()).join(name));
+                for f in &self.env_files {
+                    cmd.arg(self.staged.join("environment.d").join(f));
+                }
+                stream(&mut cmd, &what, &prefix, &self.log)?
             }
+        };
+        if !status.success() {
+            bail!(
+                "element {element:?}: hook {}/{name} failed ({status})",
+                phase.dir()
+            );
         }
         Ok(())
     }
 
-    /// Copy every element's environment.d into one folder, for outside hooks
-    /// (work/hooks/environment.d) and inside ones (/tmp/in_target.d).
-    fn stage_environment(&self, inside: bool) -> Result<()> {
-        let files = hooks::environment_files(&self.set.elements)?;
-        let mut bases = vec![self.work.join("hooks")];
-        if inside {
-            bases.push(self.root.join(IN_TARGET));
-        }
-        for base in bases {
-            let dir = base.join("environment.d");
-            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            for (name, path) in &files {
-                fs::copy(path, dir.join(name))
-                    .with_context(|| format!("copying {}", path.display()))?;
+    /// A command inside the root: through the chroot, or directly on the
+    /// running system with the same clean environment.
+    fn inside(&self, target: Target, argv: &[String], env: &[(String, String)]) -> Command {
+        match target {
+            Target::Chroot(c) => c.command(argv, env),
+            Target::Running => {
+                let mut cmd = Command::new(&argv[0]);
+                cmd.args(&argv[1..])
+                    .current_dir("/")
+                    .env_clear()
+                    .envs(chroot::base_env())
+                    .envs(env.iter().cloned());
+                cmd
             }
         }
-        Ok(())
     }
 
-    fn stage_in_root(&self, phase: Phase, hooks: &[Hook]) -> Result<()> {
-        let dir = self.root.join(IN_TARGET).join(phase.dir());
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        for h in hooks {
-            let to = dir.join(&h.name);
-            fs::copy(&h.path, &to).with_context(|| format!("copying {}", h.path.display()))?;
-            fs::set_permissions(&to, fs::Permissions::from_mode(0o755))
-                .with_context(|| format!("setting mode of {}", to.display()))?;
-        }
-        Ok(())
-    }
-
-    fn copy_static_and_bin(&self) -> Result<()> {
-        for el in &self.set.elements {
-            let st = el.dir.join("static");
-            if st.is_dir() {
-                let n = tree::copy_tree(&st, self.root, Path::new(""))
-                    .with_context(|| format!("element {:?}: copying static/", el.name))?;
-                self.progress.step(format!("{}: {n} static files", el.name));
-            }
-            let bin = el.dir.join("bin");
-            if bin.is_dir() {
-                let dest = PathBuf::from("usr/local/bin");
-                fs::create_dir_all(tree::resolve_in_root(self.root, &dest)?)
-                    .context("creating /usr/local/bin in the root")?;
-                tree::copy_tree(&bin, self.root, &dest)
-                    .with_context(|| format!("element {:?}: copying bin/", el.name))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn packages_for(&mut self, phase: Phase, p: &PhasePackages, chroot: &Chroot) -> Result<()> {
-        let pm = packages::manager(self.distro);
+    fn packages(
+        &mut self,
+        phase: Phase,
+        name: &str,
+        pkgs: &[String],
+        install: bool,
+        target: Option<Target>,
+    ) -> Result<()> {
+        let Some(t) = target else {
+            bail!("{}: packages need the root prepared", phase.dir());
+        };
+        let pm = packages::manager(self.cx.distro);
         let tool = match pm {
             PackageManager::Apt => "apt-get",
             PackageManager::Dnf => "dnf",
         };
-        if !p.install.is_empty() {
-            if !self.refreshed {
-                chroot.run(&pm.refresh(), &[], &format!("{tool} metadata refresh"))?;
-                self.refreshed = true;
+        let prefix = format!("package-installs {}/{name}", phase.dir());
+        if install && !self.refreshed {
+            let what = format!("{tool} metadata refresh");
+            let mut cmd = self.inside(t, &pm.refresh(), &[]);
+            let st = stream(&mut cmd, &what, &prefix, &self.log)?;
+            if !st.success() {
+                bail!("{what} failed ({st})");
             }
-            self.progress.step(format!(
-                "{}: installing {}",
-                phase.dir(),
-                p.install.join(" ")
-            ));
-            chroot.run(
-                &pm.install(&p.install),
-                &[],
-                &format!(
-                    "{tool} install for {} ({})",
-                    phase.dir(),
-                    p.install.join(" ")
-                ),
-            )?;
+            self.refreshed = true;
         }
-        if !p.uninstall.is_empty() {
-            self.progress.step(format!(
-                "{}: removing {}",
-                phase.dir(),
-                p.uninstall.join(" ")
-            ));
-            chroot.run(
-                &pm.uninstall(&p.uninstall),
-                &[],
-                &format!(
-                    "{tool} remove for {} ({})",
-                    phase.dir(),
-                    p.uninstall.join(" ")
-                ),
-            )?;
+        let argv = if install {
+            pm.install(pkgs)
+        } else {
+            pm.uninstall(pkgs)
+        };
+        let what = format!(
+            "{tool} {} for {} ({})",
+            if install { "install" } else { "remove" },
+            phase.dir(),
+            pkgs.join(" ")
+        );
+        let mut cmd = self.inside(t, &argv, &[]);
+        let st = stream(&mut cmd, &what, &prefix, &self.log)?;
+        if !st.success() {
+            bail!("{what} failed ({st})");
         }
         Ok(())
     }
 
-    /// Remove the staged hooks and the package manager's caches and logs.
-    pub fn finish(&self) -> Result<()> {
-        let staged = self.root.join(IN_TARGET);
-        if staged.exists() {
-            fs::remove_dir_all(&staged)
-                .with_context(|| format!("removing {}", staged.display()))?;
+    fn copy_dirs(&self, sub: &str, elements: &[String]) -> Result<()> {
+        for name in elements {
+            let Some(el) = self.set.get(name) else {
+                continue;
+            };
+            let src = el.dir.join(sub);
+            let dest = if sub == "bin" {
+                let d = PathBuf::from("usr/local/bin");
+                fs::create_dir_all(tree::resolve_in_root_follow(&self.root, &d)?)
+                    .context("creating /usr/local/bin in the root")?;
+                d
+            } else {
+                PathBuf::new()
+            };
+            let n = tree::copy_tree(&src, &self.root, &dest)
+                .with_context(|| format!("element {name:?}: copying {sub}/"))?;
+            let msg = format!("{name}: {n} files from {sub}/");
+            self.progress.step(&msg);
+            self.log.note(&msg);
         }
-        for rel in packages::manager(self.distro).leftovers() {
-            let p = tree::resolve_in_root(self.root, Path::new(rel))?;
+        Ok(())
+    }
+
+    /// Remove the staged tree; with `clean_caches`, also the package
+    /// manager's caches and logs (an image should not carry them, and
+    /// removing them keeps two builds byte-identical).
+    pub fn finish(&mut self, clean_caches: bool) -> Result<()> {
+        self.unstage()?;
+        if !clean_caches {
+            return Ok(());
+        }
+        for rel in packages::manager(self.cx.distro).leftovers() {
+            let p = tree::resolve_in_root(&self.root, Path::new(rel))?;
             match fs::symlink_metadata(&p) {
                 Ok(m) if m.is_dir() => {
                     // Keep the folder (apt expects lists/partial to exist).
@@ -353,9 +435,90 @@ impl<'a> Runner<'a> {
         }
         Ok(())
     }
+
+    fn unstage(&mut self) -> Result<()> {
+        if self.is_staged {
+            self.is_staged = false;
+            if fs::symlink_metadata(&self.staged).is_ok() {
+                fs::remove_dir_all(&self.staged)
+                    .with_context(|| format!("removing {}", self.staged.display()))?;
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Source environment.d (sorted by the staging) and exec the hook given as
-/// $0, the way dib-run-parts does it.
+impl Drop for Runner<'_> {
+    /// A failed run on an existing system must not leave the staged hooks
+    /// (which may hold secrets such as a kickstart's passwords) behind.
+    fn drop(&mut self) {
+        if let Err(e) = self.unstage() {
+            eprintln!("warning: {e:#}");
+        }
+    }
+}
+
+fn host_path() -> String {
+    let mut p = std::env::var("PATH").unwrap_or_default();
+    for d in ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        if !p.split(':').any(|x| x == d) {
+            if !p.is_empty() {
+                p.push(':');
+            }
+            p.push_str(d);
+        }
+    }
+    p
+}
+
+/// Run `cmd`, streaming its stdout and stderr line by line to `log` with
+/// `prefix`; killed with its process group on interrupt.
+pub fn stream(
+    cmd: &mut Command,
+    what: &str,
+    prefix: &str,
+    log: &OutputLog,
+) -> Result<std::process::ExitStatus> {
+    // One pipe for both streams keeps a hook's lines in the order it wrote
+    // them (an error message right after the output it explains).
+    let (reader, writer) = nix::unistd::pipe().context("creating a pipe")?;
+    let writer2 = writer.try_clone().context("creating a pipe")?;
+    cmd.stdout(Stdio::from(writer)).stderr(Stdio::from(writer2));
+    let child = interrupt::spawn(cmd, what);
+    // Our copies of the write end must close, or the reader never ends.
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let child = child?;
+    let threads: Vec<_> = [File::from(reader)]
+        .into_iter()
+        .map(|r| {
+            let log = log.clone();
+            let prefix = prefix.to_string();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(r);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match r.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let text = String::from_utf8_lossy(&buf);
+                            log.line(&prefix, text.trim_end_matches(['\n', '\r']));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let status = interrupt::wait(child, what);
+    // After an interrupt a grandchild may still hold the pipe; the process
+    // group is killed by then, so the readers finish.
+    for t in threads {
+        let _ = t.join();
+    }
+    status
+}
+
+/// Source environment.d files (given after the hook, in dib's order) and
+/// exec the hook given as $0, the way dib-run-parts does it.
 const SOURCE_ENV_AND_EXEC: &str =
-    r#"for f in "$TMP_HOOKS_PATH"/environment.d/*; do [ -f "$f" ] && . "$f"; done; exec "$0""#;
+    r#"hook=$0; for f in "$@"; do [ -f "$f" ] && . "$f"; done; exec "$hook""#;

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use reqwest::blocking::{Client, Response};
-use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::header::{CONTENT_RANGE, RANGE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use sha2::{Digest, Sha256};
 
@@ -36,27 +36,173 @@ fn get(fetcher: &Fetcher, url: &Url, range_from: Option<u64>) -> Result<Response
     if let Some(from) = range_from {
         req = req.header(RANGE, format!("bytes={from}-"));
     }
-    req.send().with_context(|| format!("GET {url}"))
+    // A refused or dropped connection and a stalled answer are the
+    // mirror's passing trouble, worth another try; a malformed URL is not.
+    req.send().map_err(|e| {
+        if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
+            anyhow!(Transient::new(
+                format!("GET {url}: {}", error_chain(&e)),
+                None
+            ))
+        } else {
+            anyhow!(e).context(format!("GET {url}"))
+        }
+    })
 }
 
-fn http_error(url: &Url, status: StatusCode) -> anyhow::Error {
-    anyhow!("GET {url}: HTTP {status}")
+/// reqwest's Display is only the outermost layer ("error sending
+/// request"); the cause (connection refused, reset) is what helps.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
-/// A small text resource (a checksum list), read into memory with a cap.
+fn http_error(url: &Url, resp: &Response) -> anyhow::Error {
+    let status = resp.status();
+    let msg = format!("GET {url}: HTTP {status}");
+    // 408 (request timeout), 429 (too many requests) and 5xx are the
+    // server's passing state; everything else (404, 403, ...) will not
+    // change by asking again.
+    if status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+    {
+        anyhow!(Transient::new(msg, retry_after(resp)))
+    } else {
+        anyhow!(msg)
+    }
+}
+
+/// `Retry-After` in its delay-seconds form. The HTTP-date form is rare on
+/// mirrors and would need a clock we do not otherwise trust; it falls back
+/// to the normal backoff.
+fn retry_after(resp: &Response) -> Option<Duration> {
+    resp.headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// A failure that may go away when asked again: a dropped or refused
+/// connection, a cut-off body, HTTP 408/429/5xx.
+#[derive(Debug)]
+pub(super) struct Transient {
+    msg: String,
+    retry_after: Option<Duration>,
+}
+
+impl Transient {
+    fn new(msg: String, retry_after: Option<Duration>) -> Self {
+        Transient { msg, retry_after }
+    }
+}
+
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Transient {}
+
+/// How often and how patiently a transient failure is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = no retry).
+    pub attempts: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub base_delay: Duration,
+    /// No wait is ever longer; a `Retry-After` beyond it ends the retries
+    /// (a mirror asking for minutes is better reported than waited on).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Run `attempt` until it succeeds, fails for good, or the policy's
+/// attempts are used up. Only `Transient` errors are retried.
+fn with_retries<T>(
+    fetcher: &Fetcher,
+    url: &Url,
+    mut attempt: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let policy = fetcher.retry;
+    let mut n = 1;
+    loop {
+        let err = match attempt() {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let Some(transient) = err.downcast_ref::<Transient>() else {
+            return Err(err);
+        };
+        if n >= policy.attempts.max(1) {
+            return Err(if n > 1 {
+                err.context(format!("giving up on {url} after {n} attempts"))
+            } else {
+                err
+            });
+        }
+        let backoff = policy
+            .base_delay
+            .saturating_mul(1u32 << (n - 1).min(16))
+            .min(policy.max_delay);
+        let wait = match transient.retry_after {
+            Some(after) if after > policy.max_delay => {
+                return Err(err.context(format!(
+                    "{url} asks to retry after {} s, longer than this tool waits",
+                    after.as_secs()
+                )));
+            }
+            Some(after) => after,
+            None => backoff,
+        };
+        fetcher.progress.step(format!(
+            "{transient}; retrying in {:.1} s (attempt {} of {})",
+            wait.as_secs_f64(),
+            n + 1,
+            policy.attempts
+        ));
+        std::thread::sleep(wait);
+        n += 1;
+    }
+}
+
+/// A small text resource (a checksum list, a folder listing), read into
+/// memory with a cap.
 pub(super) fn get_small(fetcher: &Fetcher, url: &Url) -> Result<String> {
-    let resp = get(fetcher, url, None)?;
-    if !resp.status().is_success() {
-        return Err(http_error(url, resp.status()));
-    }
-    let mut bytes = Vec::new();
-    resp.take(MAX_CHECKSUM_LIST + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("downloading {url}"))?;
-    if bytes.len() as u64 > MAX_CHECKSUM_LIST {
-        bail!("{url} is too large for a checksum file");
-    }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    with_retries(fetcher, url, || {
+        let resp = get(fetcher, url, None)?;
+        if !resp.status().is_success() {
+            return Err(http_error(url, &resp));
+        }
+        let mut bytes = Vec::new();
+        resp.take(MAX_CHECKSUM_LIST + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| anyhow!(Transient::new(format!("downloading {url}: {e}"), None)))?;
+        if bytes.len() as u64 > MAX_CHECKSUM_LIST {
+            bail!("{url} is too large for a checksum file");
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    })
 }
 
 /// Download `url` into the cache as `blobs/sha256/<hex>`.
@@ -66,6 +212,8 @@ pub(super) fn get_small(fetcher: &Fetcher, url: &Url) -> Result<String> {
 /// ever renamed to its final name after the whole file's digest matched, so a
 /// partial or wrong file can never be taken for a verified one. An exclusive
 /// lock on the `.part` keeps two concurrent runs from interleaving writes.
+/// Transient failures (see `Transient`) are retried with backoff, each
+/// retry resuming from what the `.part` already holds.
 pub(super) fn download(fetcher: &Fetcher, url: &Url, hex: &str) -> Result<()> {
     let dir = fetcher.blob_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -88,7 +236,25 @@ pub(super) fn download(fetcher: &Fetcher, url: &Url, hex: &str) -> Result<()> {
         }
         Err((_, e)) => return Err(e).with_context(|| format!("locking {}", part_path.display())),
     };
-    let result = fill(fetcher, url, hex, &dir, &part_path, &mut part);
+    let result = (|| {
+        let blob = fetcher.blob_path(hex);
+        if blob.is_file() {
+            // Another run finished it between our cache check and the lock.
+            let _ = std::fs::remove_file(&part_path);
+            return Ok(());
+        }
+        // Hashed once; retries continue from this state instead of
+        // re-reading a multi-GiB .part each time.
+        let mut state = PartState {
+            hasher: Sha256::new(),
+            have: 0,
+        };
+        state.have = hash_existing(&mut part, &mut state.hasher)
+            .with_context(|| format!("reading {}", part_path.display()))?;
+        with_retries(fetcher, url, || {
+            fill(fetcher, url, hex, &dir, &part_path, &mut part, &mut state)
+        })
+    })();
     // Still under the lock, so this cannot remove another run's file: an
     // empty .part (say, after a 404) is worth nothing for a resume.
     if result.is_err() && part.metadata().is_ok_and(|m| m.len() == 0) {
@@ -97,7 +263,14 @@ pub(super) fn download(fetcher: &Fetcher, url: &Url, hex: &str) -> Result<()> {
     result
 }
 
-/// The locked part of `download`: resume or start, stream, verify, publish.
+/// What the `.part` holds: its length and the hash of those bytes.
+struct PartState {
+    hasher: Sha256,
+    have: u64,
+}
+
+/// One attempt of `download`, under its lock: resume or start, stream,
+/// verify, publish.
 fn fill(
     fetcher: &Fetcher,
     url: &Url,
@@ -105,45 +278,42 @@ fn fill(
     dir: &std::path::Path,
     part_path: &std::path::Path,
     part: &mut File,
+    state: &mut PartState,
 ) -> Result<()> {
     let blob = fetcher.blob_path(hex);
-    if blob.is_file() {
-        // Another run finished it between our cache check and the lock.
-        let _ = std::fs::remove_file(part_path);
-        return Ok(());
-    }
-
-    let mut hasher = Sha256::new();
-    let mut have = hash_existing(part, &mut hasher)
-        .with_context(|| format!("reading {}", part_path.display()))?;
-
-    let mut resp = get(fetcher, url, (have > 0).then_some(have))?;
+    let mut resp = get(fetcher, url, (state.have > 0).then_some(state.have))?;
     let status = resp.status();
-    if have > 0 && status == StatusCode::RANGE_NOT_SATISFIABLE {
+    if state.have > 0 && status == StatusCode::RANGE_NOT_SATISFIABLE {
         // Either the .part already holds the whole file (a run died between
         // the last byte and the rename) or the file on the server shrank.
-        if hex::encode(hasher.clone().finalize()) == hex {
+        if hex::encode(state.hasher.clone().finalize()) == hex {
             return publish(part, part_path, &blob, dir);
         }
-        restart(part, &mut hasher, &mut have, part_path)?;
+        restart(part, state, part_path)?;
         resp = get(fetcher, url, None)?;
-    } else if have > 0
+    } else if state.have > 0
         && status.is_success()
-        && !(status == StatusCode::PARTIAL_CONTENT && range_starts_at(&resp, have))
+        && !(status == StatusCode::PARTIAL_CONTENT && range_starts_at(&resp, state.have))
     {
         // The server ignored the Range (plain 200, whole body follows) or
         // answered a range we did not ask for: start over rather than splice
         // wrong bytes.
-        restart(part, &mut hasher, &mut have, part_path)?;
+        restart(part, state, part_path)?;
         if status != StatusCode::OK {
             resp = get(fetcher, url, None)?;
         }
     }
     if !resp.status().is_success() {
-        return Err(http_error(url, resp.status()));
+        return Err(http_error(url, &resp));
     }
 
+    let have = state.have;
     let expected_total = resp.content_length().map(|len| have + len);
+    if let Some(len) = resp.content_length() {
+        // Refuse up front what cannot fit, rather than fill the disk and
+        // fail with ENOSPC hours later.
+        crate::space::ensure_room(dir, len, &format!("downloading {url}"))?;
+    }
     let name = url
         .path_segments()
         .and_then(|mut s| s.next_back())
@@ -155,7 +325,6 @@ fn fill(
     part.seek(SeekFrom::Start(have))
         .with_context(|| format!("seeking in {}", part_path.display()))?;
 
-    let mut got = have;
     let mut buf = vec![0u8; 1 << 17];
     loop {
         let n = match resp.read(&mut buf) {
@@ -164,30 +333,40 @@ fn fill(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 bar.finish();
-                // The .part stays for a later resume; it is not in the cache
-                // under its final name, so it is never used unverified.
-                return Err(match expected_total {
-                    Some(total) if got < total => anyhow!(e).context(format!(
-                        "download of {url} truncated: got {got} of {total} bytes"
-                    )),
-                    _ => anyhow!(e).context(format!("download of {url} failed after {got} bytes")),
-                });
+                // The .part stays for a resume (the next attempt, or a
+                // later run); it is not in the cache under its final name,
+                // so it is never used unverified.
+                let got = state.have;
+                let msg = match expected_total {
+                    Some(total) if got < total => format!(
+                        "download of {url} truncated: got {got} of {total} bytes ({})",
+                        error_chain(&e)
+                    ),
+                    _ => format!("download of {url} failed after {got} bytes ({e})"),
+                };
+                return Err(anyhow!(Transient::new(msg, None)));
             }
         };
         part.write_all(&buf[..n])
             .with_context(|| format!("writing {}", part_path.display()))?;
-        hasher.update(&buf[..n]);
-        got += n as u64;
+        state.hasher.update(&buf[..n]);
+        state.have += n as u64;
         bar.inc(n as u64);
     }
     bar.finish();
     if let Some(total) = expected_total {
-        if got < total {
-            bail!("download of {url} truncated: got {got} of {total} bytes");
+        if state.have < total {
+            return Err(anyhow!(Transient::new(
+                format!(
+                    "download of {url} truncated: got {} of {total} bytes",
+                    state.have
+                ),
+                None
+            )));
         }
     }
 
-    let actual = hex::encode(hasher.finalize());
+    let actual = hex::encode(state.hasher.clone().finalize());
     if actual != hex {
         // Wrong bytes are worthless for a resume too.
         let _ = std::fs::remove_file(part_path);
@@ -213,16 +392,11 @@ fn hash_existing(part: &mut File, hasher: &mut Sha256) -> io::Result<u64> {
     }
 }
 
-fn restart(
-    part: &mut File,
-    hasher: &mut Sha256,
-    have: &mut u64,
-    part_path: &std::path::Path,
-) -> Result<()> {
+fn restart(part: &mut File, state: &mut PartState, part_path: &std::path::Path) -> Result<()> {
     part.set_len(0)
         .with_context(|| format!("truncating {}", part_path.display()))?;
-    *hasher = Sha256::new();
-    *have = 0;
+    state.hasher = Sha256::new();
+    state.have = 0;
     Ok(())
 }
 

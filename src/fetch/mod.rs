@@ -6,8 +6,12 @@
 //! sources are hashed in place and never copied: a multi-GiB base on a local
 //! disk should not be duplicated just to be checked.
 
+pub mod base;
 mod checksums;
+pub mod debootstrap;
+pub mod fedora;
 mod http;
+pub mod signature;
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -18,6 +22,8 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 pub use checksums::parse_checksums;
+pub use http::RetryPolicy;
+pub use signature::Keyring;
 
 use crate::progress::Progress;
 
@@ -31,6 +37,12 @@ pub struct Source {
     /// A `SHA256SUMS` or Fedora `CHECKSUM` list (URL, `file://` or path)
     /// with an entry for the basename of `location`.
     pub checksum_url: Option<String>,
+    /// The checksum list must be a clearsigned message by a trusted key
+    /// (Fedora's published bases). Without this, a clearsigned list is still
+    /// verified, and an unsigned one (a Debian-style `SHA256SUMS`) is
+    /// accepted: its trust then rests on the transport and on the URL the
+    /// user chose.
+    pub require_signature: bool,
 }
 
 impl Source {
@@ -50,6 +62,11 @@ impl Source {
         self.checksum_url = Some(url.into());
         self
     }
+
+    pub fn require_signature(mut self, yes: bool) -> Self {
+        self.require_signature = yes;
+        self
+    }
 }
 
 /// Downloads and verifies sources into a content-addressed cache.
@@ -57,6 +74,9 @@ pub struct Fetcher {
     cache_dir: PathBuf,
     progress: Progress,
     offline: bool,
+    keyring: Keyring,
+    skip_signature: bool,
+    retry: RetryPolicy,
     // Built on first network use: offline runs and local sources never pay
     // for (or fail on) TLS setup.
     client: OnceLock<reqwest::blocking::Client>,
@@ -107,13 +127,51 @@ impl Location {
 }
 
 impl Fetcher {
+    /// A fetcher that trusts Fedora's shipped release keys.
     pub fn new(cache_dir: PathBuf, progress: Progress) -> Self {
         Fetcher {
             cache_dir,
             progress,
             offline: false,
+            // The shipped keys are checked by a unit test; should one ever
+            // fail to parse, every signed list fails as "unknown key",
+            // which is the safe direction.
+            keyring: Keyring::fedora().unwrap_or_default(),
+            skip_signature: false,
+            retry: RetryPolicy::default(),
             client: OnceLock::new(),
         }
+    }
+
+    /// The keys a clearsigned checksum list must be signed by (replaces the
+    /// shipped Fedora keys).
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = keyring;
+        self
+    }
+
+    /// Use clearsigned checksum lists without checking their signature
+    /// (`--insecure-skip-signature`); every use prints a warning.
+    pub fn insecure_skip_signature(mut self, yes: bool) -> Self {
+        self.skip_signature = yes;
+        self
+    }
+
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline
     }
 
     /// Only the cache (and local files) may be used; no network access.
@@ -199,6 +257,7 @@ impl Fetcher {
             )
         })?;
         let text = self.checksum_list(list_location)?;
+        let text = self.checked_list(&text, list_location, src.require_signature)?;
         parse_checksums(&text)
             .into_iter()
             .find(|(n, _)| *n == name)
@@ -227,6 +286,47 @@ impl Fetcher {
                     .with_context(|| format!("caching checksum file {url}"))?;
                 Ok(text)
             }
+        }
+    }
+
+    /// The part of a checksum list that may be trusted: the signed text of a
+    /// clearsigned list whose signature verified, or an unsigned list where
+    /// no signature is required.
+    fn checked_list(&self, text: &str, what: &str, required: bool) -> Result<String> {
+        if signature::is_clearsigned(text) {
+            if self.skip_signature {
+                warn_skipped(what);
+                return Ok(signature::signed_text_unverified(text, what)?.text);
+            }
+            let signed = signature::verify_clearsigned(text, &self.keyring, what)?;
+            if let Some(signer) = &signed.signer {
+                self.progress
+                    .step(format!("checksum file {what}: good signature by {signer}"));
+            }
+            return Ok(signed.text);
+        }
+        if required {
+            if self.skip_signature {
+                warn_skipped(what);
+                return Ok(text.to_string());
+            }
+            bail!(
+                "checksum file {what} is not signed, but this base needs a signed one \
+                 (--insecure-skip-signature uses it anyway)"
+            );
+        }
+        Ok(text.to_string())
+    }
+
+    /// A small text resource fetched over HTTP(S) (a folder listing), with
+    /// the same retries as downloads.
+    pub fn get_text(&self, url: &str) -> Result<String> {
+        if self.offline {
+            bail!("{url} is needed and downloads are off (offline)");
+        }
+        match Location::parse(url)? {
+            Location::Remote(u) => http::get_small(self, &u),
+            Location::Local(path) => read_limited_file(&path),
         }
     }
 
@@ -269,6 +369,15 @@ impl Fetcher {
         let _ = self.client.set(client);
         self.client.get().context("http client not initialised")
     }
+}
+
+/// Printed on every use, whatever `--quiet` says: skipping a signature
+/// check must never go unnoticed in a log.
+fn warn_skipped(what: &str) {
+    eprintln!(
+        "warning: NOT checking the OpenPGP signature of {what} (--insecure-skip-signature): \
+         its checksums are only as trustworthy as the connection they came over"
+    );
 }
 
 /// Checksum lists are small; a cap keeps a wrong URL (say, the ISO itself)

@@ -37,6 +37,7 @@ use tar::EntryType;
 
 use super::oci;
 use crate::progress::{Bar, Progress};
+use crate::space::Room;
 
 /// Compression of a base archive, told by magic bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -326,6 +327,8 @@ struct Spool {
     index: Option<Vec<u8>>,
     layout: Option<Vec<u8>>,
     buf: Vec<u8>,
+    /// Free space left for blobs (None when statvfs cannot tell).
+    room: Option<Room>,
 }
 
 impl Spool {
@@ -355,6 +358,7 @@ impl Spool {
             index: None,
             layout: None,
             buf: vec![0u8; 1 << 17],
+            room: Room::new(parent).ok(),
         })
     }
 
@@ -401,6 +405,9 @@ impl Spool {
         shown: &str,
     ) -> Result<()> {
         let path = self.dir.join(hex);
+        if let Some(room) = &mut self.room {
+            room.take(entry.size(), || format!("refusing tar entry {shown:?}"))?;
+        }
         let mut out = OpenOptions::new()
             .write(true)
             .create(true)
@@ -781,6 +788,9 @@ struct Extractor {
     layer: Option<Layer>,
     stats: UnpackStats,
     buf: Vec<u8>,
+    /// Free space left on the root's filesystem (None when statvfs cannot
+    /// tell): an entry larger than that is refused by name before writing.
+    room: Option<Room>,
 }
 
 impl Extractor {
@@ -792,6 +802,7 @@ impl Extractor {
             layer: None,
             stats: UnpackStats::default(),
             buf: vec![0u8; 1 << 17],
+            room: Room::new(root).ok(),
         }
     }
 
@@ -1124,6 +1135,9 @@ impl Extractor {
         entry: &mut tar::Entry<'_, R>,
     ) -> Result<()> {
         let full = self.prepare(rel, shown)?;
+        if let Some(room) = &mut self.room {
+            room.take(entry.size(), || format!("refusing tar entry {shown:?}"))?;
+        }
         self.make_room(&full, shown, Kind::File)?;
         // create_new (O_EXCL) never follows a symlink, even a dangling one.
         let mut out = OpenOptions::new()

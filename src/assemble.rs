@@ -1,0 +1,209 @@
+//! `undercloud-live assemble`: the image stage on its own. From a staged ISO
+//! tree and a folder of ESP contents, write the FAT ESP and the hybrid
+//! ISO/GPT image, with no base, elements or dracut involved. Useful to repack
+//! a customised tree, and the command `make bench` times against the
+//! xorriso + mkfs.fat + mtools recipe on the same inputs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::fs::esp;
+use crate::image::{self, HybridSpec, IsoSource};
+use crate::spec;
+
+/// Where the ESP image goes in the ISO tree (lorax uses the same path).
+pub const ESP_ISO_PATH: &str = "images/efiboot.img";
+
+#[derive(Clone, Debug)]
+pub struct AssembleOptions {
+    /// Folder whose files become the ISO9660 tree.
+    pub tree: PathBuf,
+    /// Folder whose files become the EFI system partition.
+    pub esp_dir: PathBuf,
+    pub label: String,
+    /// ISO path of the live root inside `tree` (GPT partition 2), if any.
+    pub root: Option<String>,
+    pub output: PathBuf,
+    pub seed: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AssembleReport {
+    pub size: u64,
+    pub files: usize,
+    pub esp_fat: String,
+}
+
+/// Every regular file under `dir`, as (relative path with '/', host path),
+/// sorted so that the result does not depend on directory order.
+fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    fn inner(base: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
+        let rd = fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+        for e in rd {
+            let e = e.with_context(|| format!("reading {}", dir.display()))?;
+            let p = e.path();
+            let m = fs::metadata(&p).with_context(|| format!("reading {}", p.display()))?;
+            if m.is_dir() {
+                inner(base, &p, out)?;
+            } else if m.is_file() {
+                let rel = p
+                    .strip_prefix(base)
+                    .with_context(|| format!("{} is outside {}", p.display(), base.display()))?;
+                let rel = rel
+                    .to_str()
+                    .with_context(|| format!("{}: file names must be UTF-8", p.display()))?;
+                out.push((rel.to_string(), p));
+            } else {
+                bail!(
+                    "{}: only files and folders can go into an image",
+                    p.display()
+                );
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    inner(dir, dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+pub fn assemble(opts: &AssembleOptions) -> Result<AssembleReport> {
+    spec::validate_label(&opts.label)?;
+    let epoch = spec::source_date_epoch()?;
+    let tree = walk(&opts.tree)?;
+    if tree.iter().any(|(rel, _)| rel == ESP_ISO_PATH) {
+        bail!(
+            "{}: {ESP_ISO_PATH} is made from --esp-dir and must not be in the tree",
+            opts.tree.display()
+        );
+    }
+    if let Some(root) = &opts.root {
+        if !tree.iter().any(|(rel, _)| rel == root) {
+            bail!("root {root:?} is not a file in {}", opts.tree.display());
+        }
+    }
+    let esp_files: Vec<esp::EspFile> = walk(&opts.esp_dir)?
+        .into_iter()
+        .map(|(rel, p)| esp::EspFile {
+            dest: rel,
+            content: esp::EspContent::Path(p),
+        })
+        .collect();
+    if esp_files.is_empty() {
+        bail!("{}: the ESP folder is empty", opts.esp_dir.display());
+    }
+
+    let out_dir = match opts.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = opts
+        .output
+        .file_name()
+        .with_context(|| format!("output {} has no file name", opts.output.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let pid = std::process::id();
+    let esp_img = Temp(out_dir.join(format!(".{name}.esp-{pid}")));
+    let partial = Temp(out_dir.join(format!(".{name}.partial-{pid}")));
+    let seed = opts.seed.clone().unwrap_or_else(|| opts.label.clone());
+    let esp_report = esp::write_esp(
+        &esp_files,
+        &esp::EspOptions {
+            label: "UCL-ESP".into(),
+            volume_id: spec::derive_u32(&seed, "esp"),
+            epoch,
+            extra_bytes: 0,
+        },
+        &esp_img.0,
+    )?;
+
+    let mut files: Vec<IsoSource> = tree
+        .into_iter()
+        .map(|(iso_path, source)| IsoSource { iso_path, source })
+        .collect();
+    let count = files.len() + 1;
+    files.push(IsoSource {
+        iso_path: ESP_ISO_PATH.into(),
+        source: esp_img.0.clone(),
+    });
+    let report = image::write_hybrid(
+        &HybridSpec {
+            volume_label: opts.label.clone(),
+            epoch,
+            seed,
+            files,
+            esp: ESP_ISO_PATH.into(),
+            root: opts.root.clone(),
+            bios_boot: None,
+            mbr_code: None,
+        },
+        &partial.0,
+    )?;
+    fs::File::open(&partial.0)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", partial.0.display()))?;
+    fs::rename(&partial.0, &opts.output)
+        .with_context(|| format!("renaming to {}", opts.output.display()))?;
+    Ok(AssembleReport {
+        size: report.size,
+        files: count,
+        esp_fat: esp_report.fat_type,
+    })
+}
+
+/// A scratch file removed when dropped (after a rename it is simply gone).
+struct Temp(PathBuf);
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assembles_a_tree_and_cleans_up() {
+        let t = tempfile::tempdir().unwrap();
+        let tree = t.path().join("tree");
+        let espd = t.path().join("esp");
+        fs::create_dir_all(tree.join("LiveOS")).unwrap();
+        fs::create_dir_all(espd.join("EFI/BOOT")).unwrap();
+        fs::write(tree.join("LiveOS/squashfs.img"), vec![7u8; 4096]).unwrap();
+        fs::write(espd.join("EFI/BOOT/BOOTX64.EFI"), b"MZ fake loader").unwrap();
+        let out = t.path().join("out.iso");
+        let opts = AssembleOptions {
+            tree: tree.clone(),
+            esp_dir: espd.clone(),
+            label: "UCL-TEST".into(),
+            root: Some("LiveOS/squashfs.img".into()),
+            output: out.clone(),
+            seed: None,
+        };
+        let r = assemble(&opts).unwrap();
+        assert_eq!(r.size, fs::metadata(&out).unwrap().len());
+        assert_eq!(r.files, 2);
+        // Only the output is left in its folder: no ESP or partial scratch.
+        let names: Vec<String> = fs::read_dir(t.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+
+        let bad = AssembleOptions {
+            root: Some("LiveOS/nope.img".into()),
+            output: t.path().join("bad.iso"),
+            ..opts
+        };
+        let e = format!("{:#}", assemble(&bad).unwrap_err());
+        assert!(e.contains("nope.img"), "{e}");
+        assert!(!t.path().join("bad.iso").exists());
+    }
+}

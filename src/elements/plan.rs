@@ -1,0 +1,371 @@
+//! What applying an element set does, phase by phase, before anything runs.
+//!
+//! The plan is the single answer to "what runs, in what order, from which
+//! element": `elements plan` prints it and the runner executes it. Besides
+//! the elements' hooks it holds the work dib's helper elements do at their
+//! own run-parts positions (package-installs at `01`/`10`/`00`, removals at
+//! `99`/`95`, install-bin at pre-install.d `01`, install-static at install.d
+//! `10`), so hooks numbered around them run in the same order as under dib.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use serde::Serialize;
+
+use super::hooks::{self, Phase};
+use super::packages::{self, PhasePackages};
+use super::pkgmap::PkgMap;
+use super::ElementSet;
+use crate::spec::Distro;
+
+/// dib's `ARCH` for this machine: dib standardises x86-64 as `amd64` for
+/// every distro (its Fedora/CentOS root.d scripts map it back locally).
+pub const DIB_ARCH: &str = "amd64";
+
+/// The facts hooks and filters see.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub distro: Distro,
+    pub release: String,
+    pub image_name: String,
+    pub cache_dir: PathBuf,
+    pub offline: bool,
+    /// The caller's DIB_* variables (dib passes them through its sanitised
+    /// environment).
+    pub caller_env: Vec<(String, String)>,
+}
+
+impl Context {
+    pub fn new(distro: Distro, release: &str, image_name: &str, cache_dir: &Path) -> Context {
+        let mut caller_env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("DIB_"))
+            .collect();
+        caller_env.sort();
+        Context {
+            distro,
+            release: release.to_string(),
+            image_name: image_name.to_string(),
+            cache_dir: cache_dir.to_path_buf(),
+            offline: false,
+            caller_env,
+        }
+    }
+
+    /// dib's hook environment. `hooks_path` is TMP_HOOKS_PATH as the hook
+    /// sees it; `target_root` is given to hooks that run outside the root.
+    pub fn hook_env(
+        &self,
+        set: &ElementSet,
+        hooks_path: &str,
+        target_root: Option<&Path>,
+    ) -> Vec<(String, String)> {
+        let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
+        // IMAGE_ELEMENT_YAML: dib's name -> path map of the set.
+        let yaml: String = set
+            .elements
+            .iter()
+            .map(|e| format!("{}: {}\n", e.name, e.dir.display()))
+            .collect();
+        let mut env: Vec<(String, String)> = vec![
+            ("DISTRO_NAME".into(), self.distro.name().into()),
+            ("DIB_RELEASE".into(), self.release.clone()),
+            ("ARCH".into(), DIB_ARCH.into()),
+            ("DIB_INIT_SYSTEM".into(), "systemd".into()),
+            ("DIB_DEFAULT_INSTALLTYPE".into(), "source".into()),
+            ("DIB_PYTHON_VERSION".into(), "3".into()),
+            ("IMAGE_NAME".into(), self.image_name.clone()),
+            ("IMAGE_ELEMENT".into(), names.join(" ")),
+            ("IMAGE_ELEMENT_YAML".into(), yaml),
+            ("TMP_HOOKS_PATH".into(), hooks_path.into()),
+            (
+                "DIB_IMAGE_CACHE".into(),
+                self.cache_dir.display().to_string(),
+            ),
+            (
+                "DIB_OFFLINE".into(),
+                if self.offline { "1" } else { "" }.into(),
+            ),
+            ("DIB_DEBUG_TRACE".into(), "0".into()),
+        ];
+        if let Some(root) = target_root {
+            env.push(("TARGET_ROOT".into(), root.display().to_string()));
+            env.push(("TMP_MOUNT_PATH".into(), root.display().to_string()));
+        }
+        for (k, v) in &self.caller_env {
+            env.retain(|(e, _)| e != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env
+    }
+}
+
+/// One thing a phase does, in run order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Step {
+    /// An element's hook script.
+    Hook {
+        name: String,
+        element: String,
+        path: PathBuf,
+    },
+    /// One package-manager call installing these (translated) names.
+    Install {
+        name: String,
+        packages: Vec<String>,
+        elements: Vec<String>,
+    },
+    /// One package-manager call removing these.
+    Uninstall {
+        name: String,
+        packages: Vec<String>,
+        elements: Vec<String>,
+    },
+    /// bin/ folders copied to /usr/local/bin.
+    Bin { name: String, elements: Vec<String> },
+    /// static/ trees copied into the root.
+    Static { name: String, elements: Vec<String> },
+}
+
+impl Step {
+    /// The run-parts name the step sorts by.
+    pub fn name(&self) -> &str {
+        match self {
+            Step::Hook { name, .. }
+            | Step::Install { name, .. }
+            | Step::Uninstall { name, .. }
+            | Step::Bin { name, .. }
+            | Step::Static { name, .. } => name,
+        }
+    }
+
+    /// Who the step is from: the element, or the built-in helper.
+    pub fn from(&self) -> String {
+        match self {
+            Step::Hook { element, .. } => element.clone(),
+            Step::Install { .. } | Step::Uninstall { .. } => "package-installs".into(),
+            Step::Bin { .. } => "install-bin".into(),
+            Step::Static { .. } => "install-static".into(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Step::Hook { element, name, .. } => format!("{element}/{name}"),
+            Step::Install { packages, .. } => format!("install {}", packages.join(" ")),
+            Step::Uninstall { packages, .. } => format!("remove {}", packages.join(" ")),
+            Step::Bin { elements, .. } => format!("bin/ of {}", elements.join(" ")),
+            Step::Static { elements, .. } => format!("static/ of {}", elements.join(" ")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PhasePlan {
+    pub phase: Phase,
+    /// Runs inside the root (a chroot, or the running system itself).
+    pub in_chroot: bool,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub elements: Vec<String>,
+    /// environment.d files, in sourcing order (element, file).
+    pub environment: Vec<(String, String)>,
+    pub phases: Vec<PhasePlan>,
+}
+
+impl Plan {
+    pub fn phase(&self, phase: Phase) -> Option<&PhasePlan> {
+        self.phases.iter().find(|p| p.phase == phase)
+    }
+}
+
+/// Where dib's package-installs element puts its work in each phase.
+fn package_positions(phase: Phase) -> Option<(&'static str, &'static str)> {
+    match phase {
+        Phase::PreInstall => Some(("10-package-installs", "99-package-uninstalls")),
+        Phase::Install => Some(("01-package-installs", "99-package-uninstalls")),
+        Phase::PostInstall => Some(("00-package-installs", "95-package-uninstalls")),
+        // dib installs nothing here; we allow it with install.d's positions.
+        Phase::Finalise => Some(("01-package-installs", "99-package-uninstalls")),
+        _ => None,
+    }
+}
+
+/// Evaluate the elements' environment.d files on top of `base` the way
+/// hooks will see them, for `when:` filters (dib squashes package-installs
+/// in a hook, after sourcing them).
+fn sourced_env(
+    files: &[(String, PathBuf)],
+    base: &[(String, String)],
+) -> Result<BTreeMap<String, String>> {
+    let mut map: BTreeMap<String, String> = base.iter().cloned().collect();
+    if files.is_empty() {
+        return Ok(map);
+    }
+    let mut cmd = std::process::Command::new("/bin/bash");
+    cmd.env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .envs(base.iter().cloned())
+        .arg("-c")
+        .arg(r#"for f in "$@"; do . "$f" >/dev/null; done; env -0"#)
+        .arg("environment.d");
+    for (_, p) in files {
+        cmd.arg(p);
+    }
+    let out = cmd
+        .output()
+        .context("sourcing environment.d files with bash")?;
+    if !out.status.success() {
+        bail!(
+            "sourcing environment.d files failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    for item in out.stdout.split(|b| *b == 0) {
+        let item = String::from_utf8_lossy(item);
+        if let Some((k, v)) = item.split_once('=') {
+            map.insert(k.to_string(), v.to_string());
+        }
+    }
+    Ok(map)
+}
+
+/// Work out every phase's steps for `set`.
+pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
+    let env_files = hooks::environment_files(&set.elements)?;
+    let base_env = cx.hook_env(set, "/tmp/in_target.d", None);
+    let env = sourced_env(&env_files, &base_env)?;
+    let lookup = |k: &str| env.get(k).cloned();
+    let filter = packages::Filter {
+        arch: DIB_ARCH,
+        env: &lookup,
+    };
+    let mut pkgs: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
+    let mut maps: BTreeMap<String, Option<PkgMap>> = BTreeMap::new();
+    for el in &set.elements {
+        let entries = packages::read(el).with_context(|| format!("element {:?}", el.name))?;
+        packages::collect(&mut pkgs, &el.name, &entries, &filter)
+            .with_context(|| format!("element {:?}: package-installs", el.name))?;
+        maps.insert(
+            el.name.clone(),
+            PkgMap::load(&el.dir, cx.distro.name(), &cx.release)
+                .with_context(|| format!("element {:?}", el.name))?,
+        );
+    }
+    // Translate through each element's pkg-map, keeping first-seen order.
+    let translate = |wanted: &[packages::Wanted]| -> (Vec<String>, Vec<String>) {
+        let mut names: Vec<String> = Vec::new();
+        let mut from: Vec<String> = Vec::new();
+        for w in wanted {
+            let out = match maps.get(&w.element).and_then(Option::as_ref) {
+                Some(m) => m.translate(&w.name),
+                None => vec![w.name.clone()],
+            };
+            for n in out {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+            if !from.contains(&w.element) {
+                from.push(w.element.clone());
+            }
+        }
+        (names, from)
+    };
+
+    let mut phases = Vec::new();
+    for phase in Phase::ALL {
+        let mut steps: Vec<Step> = hooks::collect(&set.elements, phase)?
+            .into_iter()
+            .map(|h| Step::Hook {
+                name: h.name,
+                element: h.element,
+                path: h.path,
+            })
+            .collect();
+        if let Some(p) = pkgs.get(&phase) {
+            let Some((at_install, at_remove)) = package_positions(phase) else {
+                if !p.install.is_empty() || !p.uninstall.is_empty() {
+                    bail!(
+                        "package-installs: phase {} runs outside the root; packages can be installed in pre-install.d, install.d, post-install.d or finalise.d",
+                        phase.dir()
+                    );
+                }
+                continue;
+            };
+            let (install, from) = translate(&p.install);
+            if !install.is_empty() {
+                steps.push(Step::Install {
+                    name: at_install.into(),
+                    packages: install,
+                    elements: from,
+                });
+            }
+            let (remove, from) = translate(&p.uninstall);
+            if !remove.is_empty() {
+                steps.push(Step::Uninstall {
+                    name: at_remove.into(),
+                    packages: remove,
+                    elements: from,
+                });
+            }
+        }
+        let with = |sub: &str| -> Vec<String> {
+            set.elements
+                .iter()
+                .filter(|e| e.dir.join(sub).is_dir())
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        if phase == Phase::PreInstall {
+            let elements = with("bin");
+            if !elements.is_empty() {
+                steps.push(Step::Bin {
+                    name: "01-install-bin".into(),
+                    elements,
+                });
+            }
+        }
+        if phase == Phase::Install {
+            let elements = with("static");
+            if !elements.is_empty() {
+                steps.push(Step::Static {
+                    name: "10-install-static-files".into(),
+                    elements,
+                });
+            }
+        }
+        // Stable: on a tie the built-in step (pushed last) runs after the
+        // element's hook of the same number and name order.
+        steps.sort_by(|a, b| hooks::sort_n(a.name(), b.name()));
+        phases.push(PhasePlan {
+            phase,
+            in_chroot: phase.in_chroot(),
+            steps,
+        });
+    }
+    Ok(Plan {
+        elements: set.elements.iter().map(|e| e.name.clone()).collect(),
+        environment: env_files
+            .iter()
+            .map(|(n, p)| {
+                let owner = set
+                    .elements
+                    .iter()
+                    .find(|e| p.starts_with(&e.dir))
+                    .map(|e| e.name.clone())
+                    .unwrap_or_default();
+                (owner, n.clone())
+            })
+            .collect(),
+        phases,
+    })
+}

@@ -1,0 +1,934 @@
+//! Kickstart files (livecd-creator's input), parsed into a typed
+//! [`Kickstart`] and translated (`translate`) into a generated element
+//! that the element runner applies like any other.
+//!
+//! Syntax handled: commands with shell-like quoting and `#` comments, a
+//! trailing `\` continuing a command line, `%include` (relative to the
+//! including file), and the sections `%packages` and `%post`, each closed by
+//! `%end`. Commands that mean nothing for a live image (`part`,
+//! `bootloader`, ...) and sections we do not run (`%pre`, ...) each get one
+//! warning. Errors name `file:line`.
+
+pub mod translate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// Where something was written: `file:line`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loc {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyboard {
+    /// Console keymap (`--vckeymap`, or the old positional layout).
+    pub keymap: Option<String>,
+    /// X layouts (`--xlayouts`).
+    pub xlayouts: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timezone {
+    pub zone: String,
+    pub utc: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selinux {
+    Enforcing,
+    Permissive,
+    Disabled,
+}
+
+impl Selinux {
+    pub fn name(self) -> &'static str {
+        match self {
+            Selinux::Enforcing => "enforcing",
+            Selinux::Permissive => "permissive",
+            Selinux::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Password {
+    Plain(String),
+    Crypted(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootPw {
+    pub password: Option<Password>,
+    pub lock: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub password: Option<Password>,
+    pub homedir: Option<String>,
+    pub shell: Option<String>,
+    pub uid: Option<u32>,
+    pub gecos: Option<String>,
+    pub lock: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RepoSource {
+    BaseUrl(String),
+    Mirrorlist(String),
+    Metalink(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repo {
+    pub name: String,
+    pub source: RepoSource,
+    pub cost: Option<u32>,
+    pub excludepkgs: Vec<String>,
+    pub includepkgs: Vec<String>,
+    pub proxy: Option<String>,
+    pub noverifyssl: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackageItem {
+    Package(String),
+    /// `@group` (or `@^environment`), without the `@`.
+    Group(String),
+    Exclude(String),
+    ExcludeGroup(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Packages {
+    pub excludedocs: bool,
+    pub nocore: bool,
+    pub items: Vec<(Loc, PackageItem)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Post {
+    pub loc: Loc,
+    pub nochroot: bool,
+    pub interpreter: Option<String>,
+    pub erroronfail: bool,
+    pub log: Option<String>,
+    pub body: String,
+}
+
+/// A parsed kickstart, with `%include`s resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kickstart {
+    pub file: PathBuf,
+    pub lang: Option<(Loc, String)>,
+    pub keyboard: Option<(Loc, Keyboard)>,
+    pub timezone: Option<(Loc, Timezone)>,
+    pub selinux: Option<(Loc, Selinux)>,
+    pub rootpw: Option<(Loc, RootPw)>,
+    pub users: Vec<(Loc, User)>,
+    pub services_enabled: Vec<String>,
+    pub services_disabled: Vec<String>,
+    pub hostname: Option<(Loc, String)>,
+    pub repos: Vec<(Loc, Repo)>,
+    pub packages: Packages,
+    /// Whether any `%packages` section was seen.
+    pub has_packages: bool,
+    pub posts: Vec<Post>,
+    /// `file:line: ...` for everything accepted but not acted on.
+    pub warnings: Vec<String>,
+}
+
+/// Commands that configure an installer or a disk, which a live image has
+/// no use for: accepted with a warning so existing kickstarts work.
+const NO_MEANING: &[&str] = &[
+    "auth",
+    "authconfig",
+    "authselect",
+    "autopart",
+    "autostep",
+    "bootloader",
+    "btrfs",
+    "cdrom",
+    "clearpart",
+    "cmdline",
+    "device",
+    "deviceprobe",
+    "dmraid",
+    "driverdisk",
+    "eula",
+    "fcoe",
+    "firewall",
+    "firstboot",
+    "graphical",
+    "halt",
+    "harddrive",
+    "ignoredisk",
+    "install",
+    "interactive",
+    "iscsi",
+    "iscsiname",
+    "key",
+    "liveimg",
+    "logging",
+    "logvol",
+    "mediacheck",
+    "module",
+    "monitor",
+    "mouse",
+    "multipath",
+    "nfs",
+    "nvdimm",
+    "ostreecontainer",
+    "ostreesetup",
+    "part",
+    "partition",
+    "poweroff",
+    "raid",
+    "realm",
+    "reboot",
+    "reqpart",
+    "rescue",
+    "shutdown",
+    "skipx",
+    "snapshot",
+    "sshkey",
+    "sshpw",
+    "text",
+    "timesource",
+    "updates",
+    "upgrade",
+    "url",
+    "vnc",
+    "volgroup",
+    "xconfig",
+    "zerombr",
+    "zfcp",
+    "zipl",
+];
+
+/// Sections whose bodies are skipped with a warning.
+const SKIPPED_SECTIONS: &[&str] = &[
+    "%pre",
+    "%pre-install",
+    "%onerror",
+    "%traceback",
+    "%addon",
+    "%anaconda",
+];
+
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// Parse `file` and everything it includes.
+pub fn parse_file(file: &Path) -> Result<Kickstart> {
+    let mut ks = Kickstart {
+        file: file.to_path_buf(),
+        ..Default::default()
+    };
+    let mut stack = Vec::new();
+    Parser { ks: &mut ks }.file(file, None, &mut stack)?;
+    Ok(ks)
+}
+
+/// Parse kickstart text as if read from `name` (includes are resolved
+/// against `name`'s folder).
+pub fn parse_str(text: &str, name: &Path) -> Result<Kickstart> {
+    let mut ks = Kickstart {
+        file: name.to_path_buf(),
+        ..Default::default()
+    };
+    let mut stack = vec![name.to_path_buf()];
+    Parser { ks: &mut ks }.text(text, name, &mut stack)?;
+    Ok(ks)
+}
+
+struct Parser<'a> {
+    ks: &'a mut Kickstart,
+}
+
+/// The section a line belongs to.
+enum Section {
+    Top,
+    Packages,
+    Post(Post),
+    Skipped { name: String, start: Loc },
+}
+
+impl Parser<'_> {
+    fn file(&mut self, file: &Path, from: Option<&Loc>, stack: &mut Vec<PathBuf>) -> Result<()> {
+        let text = std::fs::read_to_string(file).with_context(|| match from {
+            Some(l) => format!("{l}: %include {}", file.display()),
+            None => format!("reading kickstart {}", file.display()),
+        })?;
+        let canon = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+        if stack.contains(&canon) {
+            bail!(
+                "{}: %include {} includes itself (through {})",
+                from.map(|l| l.to_string()).unwrap_or_default(),
+                file.display(),
+                stack
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            );
+        }
+        if stack.len() >= MAX_INCLUDE_DEPTH {
+            bail!(
+                "{}: %include nested deeper than {MAX_INCLUDE_DEPTH}",
+                from.map(|l| l.to_string()).unwrap_or_default()
+            );
+        }
+        stack.push(canon);
+        let r = self.text(&text, file, stack);
+        stack.pop();
+        r
+    }
+
+    fn text(&mut self, text: &str, file: &Path, stack: &mut Vec<PathBuf>) -> Result<()> {
+        let mut section = Section::Top;
+        let lines: Vec<&str> = text.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            let loc = Loc {
+                file: file.to_path_buf(),
+                line: i + 1,
+            };
+            let raw = lines[i];
+            i += 1;
+            match &mut section {
+                Section::Post(post) => {
+                    if is_end(raw) {
+                        let Section::Post(post) = std::mem::replace(&mut section, Section::Top)
+                        else {
+                            unreachable!()
+                        };
+                        self.ks.posts.push(post);
+                    } else {
+                        post.body.push_str(raw);
+                        post.body.push('\n');
+                    }
+                    continue;
+                }
+                Section::Skipped { .. } => {
+                    if is_end(raw) {
+                        section = Section::Top;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            // Command-like line: join continuations, then tokenize.
+            let mut line = raw.to_string();
+            while line.ends_with('\\') && !line.ends_with("\\\\") && i < lines.len() {
+                line.pop();
+                line.push(' ');
+                line.push_str(lines[i]);
+                i += 1;
+            }
+            let words = split_words(&line).with_context(|| format!("{loc}"))?;
+            let Some(first) = words.first() else {
+                continue;
+            };
+            if first == "%include" || first == "%ksappend" {
+                let [_, target] = words.as_slice() else {
+                    bail!("{loc}: {first} takes one file name");
+                };
+                let dir = file.parent().unwrap_or(Path::new("."));
+                let path = dir.join(target);
+                self.file(&path, Some(&loc), stack)?;
+                continue;
+            }
+            match section {
+                Section::Packages => {
+                    if is_end(&line) {
+                        section = Section::Top;
+                        continue;
+                    }
+                    if first.starts_with('%') {
+                        bail!("{loc}: {first} inside %packages (close it with %end first)");
+                    }
+                    for w in &words {
+                        self.package_item(&loc, w)?;
+                    }
+                }
+                Section::Top => {
+                    if first == "%end" {
+                        bail!("{loc}: %end without a section to close");
+                    }
+                    if first == "%packages" {
+                        self.packages_header(&loc, &words[1..])?;
+                        section = Section::Packages;
+                    } else if first == "%post" {
+                        section = Section::Post(self.post_header(&loc, &words[1..])?);
+                    } else if SKIPPED_SECTIONS.contains(&first.as_str()) {
+                        self.warn(
+                            &loc,
+                            format!("{first} section skipped: a live image build has no installer to run it"),
+                        );
+                        section = Section::Skipped {
+                            name: first.clone(),
+                            start: loc.clone(),
+                        };
+                    } else if first.starts_with('%') {
+                        bail!("{loc}: unknown section {first}");
+                    } else {
+                        self.command(&loc, &words)
+                            .with_context(|| format!("{loc}: {first}"))?;
+                    }
+                }
+                Section::Post(_) | Section::Skipped { .. } => unreachable!(),
+            }
+        }
+        match section {
+            Section::Top => Ok(()),
+            Section::Packages => bail!("{}: %packages is not closed with %end", file.display()),
+            Section::Post(p) => bail!("{}: %post is not closed with %end", p.loc),
+            Section::Skipped { name, start } => {
+                bail!("{start}: {name} is not closed with %end")
+            }
+        }
+    }
+
+    fn warn(&mut self, loc: &Loc, msg: String) {
+        self.ks.warnings.push(format!("{loc}: {msg}"));
+    }
+
+    fn packages_header(&mut self, loc: &Loc, args: &[String]) -> Result<()> {
+        self.ks.has_packages = true;
+        for a in args {
+            let (name, _) = split_opt(a);
+            match name {
+                "--excludedocs" => self.ks.packages.excludedocs = true,
+                "--nocore" => self.ks.packages.nocore = true,
+                // Installer tuning with no effect on what gets installed.
+                "--instLangs" | "--inst-langs" | "--ignoremissing" | "--default" | "--multilib"
+                | "--retries" | "--timeout" | "--excludeWeakdeps" | "--exclude-weakdeps"
+                | "--ignorebroken" | "--resolvedeps" | "--nobase" => {
+                    self.warn(loc, format!("%packages {name} has no effect here"))
+                }
+                other => bail!("{loc}: %packages: unknown option {other}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn package_item(&mut self, loc: &Loc, w: &str) -> Result<()> {
+        let item = if let Some(rest) = w.strip_prefix("-@") {
+            PackageItem::ExcludeGroup(rest.to_string())
+        } else if let Some(rest) = w.strip_prefix('-') {
+            PackageItem::Exclude(rest.to_string())
+        } else if let Some(rest) = w.strip_prefix('@') {
+            PackageItem::Group(rest.to_string())
+        } else {
+            PackageItem::Package(w.to_string())
+        };
+        let name = match &item {
+            PackageItem::Package(n)
+            | PackageItem::Group(n)
+            | PackageItem::Exclude(n)
+            | PackageItem::ExcludeGroup(n) => n,
+        };
+        if name.is_empty() {
+            bail!("{loc}: %packages: {w:?} names nothing");
+        }
+        // Group options (`@group --optional`) and the like are rare and
+        // would silently change meaning if taken as package names.
+        if name.starts_with('-') {
+            bail!("{loc}: %packages: {w:?}: options after a name are not supported");
+        }
+        self.ks.packages.items.push((loc.clone(), item));
+        Ok(())
+    }
+
+    fn post_header(&mut self, loc: &Loc, args: &[String]) -> Result<Post> {
+        let mut post = Post {
+            loc: loc.clone(),
+            nochroot: false,
+            interpreter: None,
+            erroronfail: false,
+            log: None,
+            body: String::new(),
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let (name, value) = split_opt(a);
+            let mut value = || -> Result<String> {
+                match value {
+                    Some(v) => Ok(v.to_string()),
+                    None => it
+                        .next()
+                        .cloned()
+                        .with_context(|| format!("{loc}: %post {name} needs a value")),
+                }
+            };
+            match name {
+                "--nochroot" => post.nochroot = true,
+                "--erroronfail" => post.erroronfail = true,
+                "--interpreter" => post.interpreter = Some(value()?),
+                "--log" | "--logfile" => post.log = Some(value()?),
+                other => bail!("{loc}: %post: unknown option {other}"),
+            }
+        }
+        Ok(post)
+    }
+
+    fn command(&mut self, loc: &Loc, words: &[String]) -> Result<()> {
+        let cmd = words[0].as_str();
+        let args = Args::parse(&words[1..])?;
+        match cmd {
+            "lang" => {
+                args.only(&["--addsupport"])?;
+                let lang = args.one_positional("a language such as en_US.UTF-8")?;
+                check_value(&lang)?;
+                self.ks.lang = Some((loc.clone(), lang));
+            }
+            "keyboard" => {
+                args.only(&["--vckeymap", "--xlayouts", "--switch"])?;
+                let mut kb = Keyboard {
+                    keymap: args.value("--vckeymap"),
+                    xlayouts: args.list("--xlayouts"),
+                };
+                if let Some(p) = args.positional.first() {
+                    kb.keymap.get_or_insert_with(|| p.clone());
+                    if kb.xlayouts.is_empty() {
+                        kb.xlayouts.push(p.clone());
+                    }
+                }
+                if kb.keymap.is_none() && kb.xlayouts.is_empty() {
+                    bail!("needs a layout");
+                }
+                for v in kb.keymap.iter().chain(kb.xlayouts.iter()) {
+                    check_value(v)?;
+                }
+                self.ks.keyboard = Some((loc.clone(), kb));
+            }
+            "timezone" => {
+                args.only(&["--utc", "--isUtc", "--nontp", "--ntpservers"])?;
+                let zone = args.one_positional("a zone such as Europe/Berlin")?;
+                if zone.contains("..")
+                    || !zone
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
+                {
+                    bail!("{zone:?} is not a time zone name");
+                }
+                let utc = args.flag("--utc") || args.flag("--isUtc");
+                self.ks.timezone = Some((loc.clone(), Timezone { zone, utc }));
+            }
+            "selinux" => {
+                args.only(&["--enforcing", "--permissive", "--disabled"])?;
+                let mode = if args.flag("--disabled") {
+                    Selinux::Disabled
+                } else if args.flag("--permissive") {
+                    Selinux::Permissive
+                } else {
+                    Selinux::Enforcing
+                };
+                self.ks.selinux = Some((loc.clone(), mode));
+            }
+            "rootpw" => {
+                args.only(&["--iscrypted", "--plaintext", "--lock", "--allow-ssh"])?;
+                let lock = args.flag("--lock");
+                let pw = args.positional.first().cloned();
+                if pw.is_none() && !lock {
+                    bail!("needs a password or --lock");
+                }
+                if args.positional.len() > 1 {
+                    bail!("takes one password (quote it if it has spaces)");
+                }
+                let password = pw.map(|p| {
+                    if args.flag("--iscrypted") {
+                        Password::Crypted(p)
+                    } else {
+                        Password::Plain(p)
+                    }
+                });
+                self.ks.rootpw = Some((loc.clone(), RootPw { password, lock }));
+            }
+            "user" => {
+                args.only(&[
+                    "--name",
+                    "--groups",
+                    "--password",
+                    "--iscrypted",
+                    "--plaintext",
+                    "--homedir",
+                    "--shell",
+                    "--uid",
+                    "--gid",
+                    "--gecos",
+                    "--lock",
+                ])?;
+                let name = args.value("--name").context("needs --name")?;
+                check_name(&name)?;
+                let groups = args.list("--groups");
+                for g in &groups {
+                    check_name(g)?;
+                }
+                let uid = match args.value("--uid") {
+                    Some(u) => Some(u.parse().with_context(|| format!("--uid={u}"))?),
+                    None => None,
+                };
+                if args.value("--gid").is_some() {
+                    self.warn(
+                        loc,
+                        "user --gid is ignored: the user gets its own group".into(),
+                    );
+                }
+                let password = args.value("--password").map(|p| {
+                    if args.flag("--iscrypted") {
+                        Password::Crypted(p)
+                    } else {
+                        Password::Plain(p)
+                    }
+                });
+                self.ks.users.push((
+                    loc.clone(),
+                    User {
+                        name,
+                        groups,
+                        password,
+                        homedir: args.value("--homedir"),
+                        shell: args.value("--shell"),
+                        uid,
+                        gecos: args.value("--gecos"),
+                        lock: args.flag("--lock"),
+                    },
+                ));
+            }
+            "services" => {
+                args.only(&["--enabled", "--disabled"])?;
+                let enabled = args.list("--enabled");
+                let disabled = args.list("--disabled");
+                if enabled.is_empty() && disabled.is_empty() {
+                    bail!("needs --enabled or --disabled");
+                }
+                for s in enabled.iter().chain(disabled.iter()) {
+                    check_value(s)?;
+                }
+                self.ks.services_enabled.extend(enabled);
+                self.ks.services_disabled.extend(disabled);
+            }
+            "network" => {
+                if let Some(h) = args.value("--hostname") {
+                    if h.is_empty()
+                        || !h
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                    {
+                        bail!("--hostname={h:?} is not a host name");
+                    }
+                    self.ks.hostname = Some((loc.clone(), h));
+                }
+                let others: Vec<&str> = args
+                    .opts
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .filter(|k| *k != "--hostname")
+                    .collect();
+                if !others.is_empty() {
+                    self.warn(
+                        loc,
+                        format!(
+                            "network: only --hostname is used by a live image; {} ignored (the live system configures its network at boot)",
+                            others.join(", ")
+                        ),
+                    );
+                }
+            }
+            "repo" => {
+                args.only(&[
+                    "--name",
+                    "--baseurl",
+                    "--mirrorlist",
+                    "--metalink",
+                    "--cost",
+                    "--excludepkgs",
+                    "--includepkgs",
+                    "--proxy",
+                    "--noverifyssl",
+                    "--install",
+                    "--ignoregroups",
+                    "--sslcacert",
+                    "--sslclientcert",
+                    "--sslclientkey",
+                ])?;
+                let name = args.value("--name").context("needs --name")?;
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+                {
+                    bail!("--name={name:?}: use letters, digits, '-', '_', '.' and ':'");
+                }
+                let sources: Vec<RepoSource> = [
+                    args.value("--baseurl").map(RepoSource::BaseUrl),
+                    args.value("--mirrorlist").map(RepoSource::Mirrorlist),
+                    args.value("--metalink").map(RepoSource::Metalink),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let [source] = <[RepoSource; 1]>::try_from(sources).map_err(|_| {
+                    anyhow::anyhow!("needs exactly one of --baseurl, --mirrorlist, --metalink")
+                })?;
+                let cost = match args.value("--cost") {
+                    Some(c) => Some(c.parse().with_context(|| format!("--cost={c}"))?),
+                    None => None,
+                };
+                for o in [
+                    "--sslcacert",
+                    "--sslclientcert",
+                    "--sslclientkey",
+                    "--install",
+                ] {
+                    if args.has(o) {
+                        self.warn(loc, format!("repo {o} is ignored"));
+                    }
+                }
+                self.ks.repos.push((
+                    loc.clone(),
+                    Repo {
+                        name,
+                        source,
+                        cost,
+                        excludepkgs: args.list("--excludepkgs"),
+                        includepkgs: args.list("--includepkgs"),
+                        proxy: args.value("--proxy"),
+                        noverifyssl: args.flag("--noverifyssl"),
+                    },
+                ));
+            }
+            c if NO_MEANING.contains(&c) => {
+                self.warn(
+                    loc,
+                    format!("{c} ignored: it means nothing for a live image"),
+                );
+            }
+            other => bail!("unknown kickstart command {other:?}"),
+        }
+        Ok(())
+    }
+}
+
+fn is_end(line: &str) -> bool {
+    let t = line.trim();
+    t == "%end" || t.starts_with("%end ") || t.starts_with("%end\t") || t.starts_with("%end#")
+}
+
+/// `--name=value` -> (`--name`, Some(`value`)).
+fn split_opt(a: &str) -> (&str, Option<&str>) {
+    match a.split_once('=') {
+        Some((k, v)) if k.starts_with("--") => (k, Some(v)),
+        _ => (a, None),
+    }
+}
+
+/// Values end up in configuration files and shell commands: refuse
+/// newlines and quotes rather than escape them everywhere.
+fn check_value(v: &str) -> Result<()> {
+    if v.is_empty() || v.contains(['\n', '\r', '"', '\'', '\\', '`', '$']) {
+        bail!("{v:?}: empty, or has a quote, backslash, '$' or newline");
+    }
+    Ok(())
+}
+
+fn check_name(v: &str) -> Result<()> {
+    if v.is_empty()
+        || v.starts_with('-')
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!("{v:?} is not a user or group name");
+    }
+    Ok(())
+}
+
+/// A command's options and positional words.
+struct Args {
+    opts: Vec<(String, Option<String>)>,
+    positional: Vec<String>,
+}
+
+/// Options that never take a value (so `--utc Europe/Berlin` keeps the
+/// zone positional).
+const FLAGS: &[&str] = &[
+    "--utc",
+    "--isUtc",
+    "--nontp",
+    "--enforcing",
+    "--permissive",
+    "--disabled",
+    "--iscrypted",
+    "--plaintext",
+    "--lock",
+    "--allow-ssh",
+    "--noverifyssl",
+    "--install",
+    "--activate",
+    "--onboot",
+    "--noipv4",
+    "--noipv6",
+    "--nodefroute",
+    "--nodns",
+    "--no-activate",
+    "--addsupport",
+];
+
+impl Args {
+    fn parse(words: &[String]) -> Result<Args> {
+        let mut a = Args {
+            opts: Vec::new(),
+            positional: Vec::new(),
+        };
+        let mut i = 0;
+        while i < words.len() {
+            let w = &words[i];
+            i += 1;
+            if w.starts_with("--") {
+                let (k, v) = split_opt(w);
+                let v = match v {
+                    Some(v) => Some(v.to_string()),
+                    // `--name value`: take the next word unless the option
+                    // is a known flag or the next word is an option.
+                    None if !FLAGS.contains(&k)
+                        && i < words.len()
+                        && !words[i].starts_with("--") =>
+                    {
+                        i += 1;
+                        Some(words[i - 1].clone())
+                    }
+                    None => None,
+                };
+                a.opts.push((k.to_string(), v));
+            } else {
+                a.positional.push(w.clone());
+            }
+        }
+        Ok(a)
+    }
+
+    fn only(&self, allowed: &[&str]) -> Result<()> {
+        for (k, _) in &self.opts {
+            if !allowed.contains(&k.as_str()) {
+                bail!("unknown option {k}");
+            }
+        }
+        Ok(())
+    }
+
+    fn has(&self, k: &str) -> bool {
+        self.opts.iter().any(|(o, _)| o == k)
+    }
+
+    fn flag(&self, k: &str) -> bool {
+        self.has(k)
+    }
+
+    fn value(&self, k: &str) -> Option<String> {
+        self.opts
+            .iter()
+            .rev()
+            .find(|(o, _)| o == k)
+            .and_then(|(_, v)| v.clone())
+    }
+
+    fn list(&self, k: &str) -> Vec<String> {
+        self.value(k)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn one_positional(&self, what: &str) -> Result<String> {
+        match self.positional.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => bail!("needs {what}"),
+            _ => bail!("takes one value ({what})"),
+        }
+    }
+}
+
+/// Split a command line like a shell would (what pykickstart does with
+/// shlex): whitespace separates words, quotes group, a `#` starting a word
+/// begins a comment, a backslash escapes outside single quotes.
+pub fn split_words(line: &str) -> Result<Vec<String>> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '#' if !in_word => break,
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => bail!("unclosed single quote"),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
+                            Some(c) => {
+                                cur.push('\\');
+                                cur.push(c);
+                            }
+                            None => bail!("unclosed double quote"),
+                        },
+                        Some(c) => cur.push(c),
+                        None => bail!("unclosed double quote"),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests;

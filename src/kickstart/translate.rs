@@ -1,0 +1,528 @@
+//! A parsed kickstart as a generated element, so the element runner is the
+//! one mechanism that changes a root.
+//!
+//! | kickstart | element part | when |
+//! | --- | --- | --- |
+//! | `repo` | `kickstart-files/repos/*` copied by `pre-install.d/05-kickstart-prepare` | before the first package install |
+//! | `%packages --excludedocs` | dpkg path excludes / a dnf drop-in, same hook | before the first package install |
+//! | `%packages` | `package-installs.yaml` (names through the package map) | install.d `01` |
+//! | `lang`, `keyboard`, `timezone`, `network --hostname` | `static/` | install.d `10` |
+//! | `selinux`, `rootpw`, `user`, `services` | `post-install.d/10-kickstart-config` | after packages and hooks of install.d |
+//! | `%post` | `post-install.d/90-kickstart-post-NN` | in the root |
+//! | `%post --nochroot` | `post-root.d/90-kickstart-post-NN` | outside, `INSTALL_ROOT` = the root |
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use super::{Kickstart, PackageItem, Password, RepoSource};
+use crate::spec::Distro;
+
+/// The element name the kickstart runs as.
+pub const ELEMENT: &str = "kickstart";
+
+/// Package names of the kickstart's distro mapped to the base's: a YAML map
+/// from a name (or `@group`) to a name, a list of names, or nothing (`~` or
+/// `[]`) to drop it. Names without an entry are used unchanged.
+#[derive(Clone, Debug, Default)]
+pub struct PackageMap {
+    map: BTreeMap<String, Vec<String>>,
+    file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl PackageMap {
+    pub fn load(file: &Path) -> Result<PackageMap> {
+        let text = fs::read_to_string(file)
+            .with_context(|| format!("reading package map {}", file.display()))?;
+        let raw: Option<BTreeMap<String, Option<OneOrMany>>> = serde_saphyr::from_str(&text)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "package map {}: {}",
+                    file.display(),
+                    e.to_string()
+                        .lines()
+                        .map(str::trim)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            })?;
+        let mut map = BTreeMap::new();
+        for (k, v) in raw.unwrap_or_default() {
+            let names: Vec<String> = match v {
+                None => vec![],
+                Some(OneOrMany::One(s)) => s.split_whitespace().map(str::to_string).collect(),
+                Some(OneOrMany::Many(l)) => l,
+            };
+            for n in &names {
+                if n.is_empty() || n.starts_with('-') || n.contains(char::is_whitespace) {
+                    bail!(
+                        "package map {}: {k}: {n:?} is not a package name",
+                        file.display()
+                    );
+                }
+            }
+            map.insert(k, names);
+        }
+        Ok(PackageMap {
+            map,
+            file: Some(file.to_path_buf()),
+        })
+    }
+
+    fn get(&self, name: &str) -> Option<&Vec<String>> {
+        self.map.get(name)
+    }
+}
+
+/// What the kickstart's `%packages` asks of the base's package manager.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackageList {
+    pub install: Vec<String>,
+    /// Names the package manager must not pull in (dnf's excludepkgs).
+    pub exclude: Vec<String>,
+}
+
+/// Expand `%packages` for `distro`: groups and names through the map,
+/// exclusions removed (mapped too), `@core` implied unless `--nocore`.
+pub fn package_list(ks: &Kickstart, distro: Distro, map: &PackageMap) -> Result<PackageList> {
+    let p = &ks.packages;
+    let mut wanted: Vec<(Option<&super::Loc>, String)> = Vec::new();
+    let mut excluded: BTreeSet<String> = BTreeSet::new();
+    if ks.has_packages && !p.nocore {
+        // Anaconda installs @core unless told not to; a map may say what
+        // it means on another distro (or that it means nothing).
+        wanted.push((None, "@core".into()));
+    }
+    for (loc, item) in &p.items {
+        match item {
+            PackageItem::Package(n) => wanted.push((Some(loc), n.clone())),
+            PackageItem::Group(g) => wanted.push((Some(loc), format!("@{g}"))),
+            PackageItem::Exclude(n) => {
+                excluded.insert(n.clone());
+            }
+            PackageItem::ExcludeGroup(g) => {
+                excluded.insert(format!("@{g}"));
+            }
+        }
+    }
+    let mut excluded_mapped: BTreeSet<String> = BTreeSet::new();
+    for e in &excluded {
+        excluded_mapped.insert(e.clone());
+        if let Some(m) = map.get(e) {
+            excluded_mapped.extend(m.iter().cloned());
+        }
+    }
+    let mut out = PackageList::default();
+    for (loc, name) in wanted {
+        if excluded.contains(&name) {
+            continue;
+        }
+        let names: Vec<String> = match map.get(&name) {
+            Some(m) => m.clone(),
+            None if name.starts_with('@') => match (distro, loc) {
+                // dnf knows Fedora's groups.
+                (Distro::Fedora, _) => vec![name.clone()],
+                // The implied @core: the base already is a core system.
+                (Distro::Debian, None) => vec![],
+                (Distro::Debian, Some(loc)) => bail!(
+                    "{loc}: group {name} has no meaning on debian: map it to packages in the package map{}",
+                    map.file
+                        .as_ref()
+                        .map(|f| format!(" ({})", f.display()))
+                        .unwrap_or_else(|| " (kickstart_package_map)".into())
+                ),
+            },
+            None => vec![name.clone()],
+        };
+        for n in names {
+            if !excluded_mapped.contains(&n) && !out.install.contains(&n) {
+                out.install.push(n);
+            }
+        }
+    }
+    if distro == Distro::Fedora {
+        out.exclude = excluded
+            .iter()
+            .filter(|e| !e.starts_with('@'))
+            .cloned()
+            .collect();
+    }
+    Ok(out)
+}
+
+/// Single-quote for a POSIX shell.
+fn sq(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn write(dir: &Path, rel: &str, text: &str, mode: u32) -> Result<()> {
+    let p = dir.join(rel);
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode of {}", p.display()))?;
+    Ok(())
+}
+
+/// Write the element for `ks` into `dir` (which must not exist yet).
+pub fn generate(
+    ks: &Kickstart,
+    distro: Distro,
+    release: &str,
+    map: &PackageMap,
+    dir: &Path,
+) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write(
+        dir,
+        "README",
+        &format!(
+            "Generated by undercloud-live from the kickstart {}.\n",
+            ks.file.display()
+        ),
+        0o644,
+    )?;
+
+    // Packages.
+    let pkgs = package_list(ks, distro, map)?;
+    if !pkgs.install.is_empty() {
+        let mut y = String::from("# %packages, as the base's package names\n");
+        for n in &pkgs.install {
+            // JSON string syntax is valid YAML and quotes anything odd.
+            y.push_str(&format!("{}:\n", serde_json::to_string(n)?));
+        }
+        write(dir, "package-installs.yaml", &y, 0o644)?;
+    }
+
+    // Repositories and package-manager settings, before any install.
+    let mut prepare = String::from(
+        "#!/bin/bash\n# Kickstart repo lines and %packages options, before packages are installed.\nset -eu\nfiles=\"$(dirname \"$0\")/../kickstart-files\"\n",
+    );
+    let mut need_prepare = false;
+    for (loc, r) in &ks.repos {
+        let (rel, text) = match distro {
+            Distro::Fedora => {
+                let mut t = format!("# from {loc}\n[{}]\nname={}\n", r.name, r.name);
+                match &r.source {
+                    RepoSource::BaseUrl(u) => t.push_str(&format!("baseurl={u}\n")),
+                    RepoSource::Mirrorlist(u) => t.push_str(&format!("mirrorlist={u}\n")),
+                    RepoSource::Metalink(u) => t.push_str(&format!("metalink={u}\n")),
+                }
+                t.push_str("enabled=1\n");
+                if let Some(c) = r.cost {
+                    t.push_str(&format!("cost={c}\n"));
+                }
+                if !r.excludepkgs.is_empty() {
+                    t.push_str(&format!("excludepkgs={}\n", r.excludepkgs.join(",")));
+                }
+                if !r.includepkgs.is_empty() {
+                    t.push_str(&format!("includepkgs={}\n", r.includepkgs.join(",")));
+                }
+                if let Some(p) = &r.proxy {
+                    t.push_str(&format!("proxy={p}\n"));
+                }
+                if r.noverifyssl {
+                    t.push_str("sslverify=0\n");
+                }
+                (format!("yum/{}.repo", r.name), t)
+            }
+            Distro::Debian => {
+                // A kickstart URL names an archive; suite and components
+                // default to the base's release and `main`, or follow the
+                // URL when given apt's way ("URL suite component...").
+                let (uri, rest) = match &r.source {
+                    RepoSource::BaseUrl(u) => split_apt(u),
+                    // apt's mirror method reads a list of mirrors.
+                    RepoSource::Mirrorlist(u) => {
+                        let (u, rest) = split_apt(u);
+                        (format!("mirror+{u}"), rest)
+                    }
+                    RepoSource::Metalink(_) => {
+                        bail!("{loc}: repo --metalink has no apt equivalent: use --baseurl")
+                    }
+                };
+                let rest = rest.unwrap_or_else(|| format!("{release} main"));
+                let opts = if r.noverifyssl {
+                    // apt has no per-source "don't verify TLS" switch in
+                    // sources.list; the closest is trusting the archive.
+                    " [trusted=yes]"
+                } else {
+                    ""
+                };
+                (
+                    format!("apt/{}.list", r.name),
+                    format!("# from {loc}\ndeb{opts} {uri} {rest}\n"),
+                )
+            }
+        };
+        write(dir, &format!("kickstart-files/{rel}"), &text, 0o644)?;
+        need_prepare = true;
+    }
+    if !ks.repos.is_empty() {
+        prepare.push_str(match distro {
+            Distro::Fedora => "mkdir -p /etc/yum.repos.d\ncp \"$files\"/yum/*.repo /etc/yum.repos.d/\n",
+            Distro::Debian => {
+                "mkdir -p /etc/apt/sources.list.d\ncp \"$files\"/apt/*.list /etc/apt/sources.list.d/\n"
+            }
+        });
+    }
+    let mut dnf_dropin = String::new();
+    if ks.packages.excludedocs {
+        match distro {
+            Distro::Debian => {
+                write(
+                    dir,
+                    "kickstart-files/dpkg-excludedocs",
+                    "# %packages --excludedocs\npath-exclude=/usr/share/doc/*\npath-include=/usr/share/doc/*/copyright\npath-exclude=/usr/share/man/*\npath-exclude=/usr/share/info/*\n",
+                    0o644,
+                )?;
+                prepare.push_str("mkdir -p /etc/dpkg/dpkg.cfg.d\ncp \"$files\"/dpkg-excludedocs /etc/dpkg/dpkg.cfg.d/undercloud-live-excludedocs\n");
+                need_prepare = true;
+            }
+            Distro::Fedora => dnf_dropin.push_str("tsflags=nodocs\n"),
+        }
+    }
+    if !pkgs.exclude.is_empty() {
+        dnf_dropin.push_str(&format!("excludepkgs={}\n", pkgs.exclude.join(",")));
+    }
+    if !dnf_dropin.is_empty() {
+        // Build-time only, like livecd-creator's: removed after post-install.d.
+        write(
+            dir,
+            "kickstart-files/dnf.conf",
+            &format!("[main]\n{dnf_dropin}"),
+            0o644,
+        )?;
+        prepare.push_str("mkdir -p /etc/dnf/libdnf5.conf.d\ncp \"$files\"/dnf.conf /etc/dnf/libdnf5.conf.d/90-undercloud-live-kickstart.conf\n");
+        write(
+            dir,
+            "post-install.d/99-kickstart-dnf-cleanup",
+            "#!/bin/bash\n# The %packages exclusions apply to the build only.\nset -eu\nrm -f /etc/dnf/libdnf5.conf.d/90-undercloud-live-kickstart.conf\n",
+            0o755,
+        )?;
+        need_prepare = true;
+    }
+    if need_prepare {
+        write(dir, "pre-install.d/05-kickstart-prepare", &prepare, 0o755)?;
+    }
+
+    // Plain configuration files.
+    if let Some((_, h)) = &ks.hostname {
+        write(dir, "static/etc/hostname", &format!("{h}\n"), 0o644)?;
+    }
+    if let Some((_, lang)) = &ks.lang {
+        write(
+            dir,
+            "static/etc/locale.conf",
+            &format!("LANG={lang}\n"),
+            0o644,
+        )?;
+        if distro == Distro::Debian {
+            write(
+                dir,
+                "static/etc/default/locale",
+                &format!("LANG={lang}\n"),
+                0o644,
+            )?;
+        }
+    }
+    if let Some((_, kb)) = &ks.keyboard {
+        let mut t = String::new();
+        if let Some(k) = &kb.keymap {
+            t.push_str(&format!("KEYMAP={k}\n"));
+        }
+        if let Some(x) = kb.xlayouts.first() {
+            t.push_str(&format!("XKBLAYOUT={x}\n"));
+        }
+        write(dir, "static/etc/vconsole.conf", &t, 0o644)?;
+        if distro == Distro::Debian && !kb.xlayouts.is_empty() {
+            write(
+                dir,
+                "static/etc/default/keyboard",
+                &format!(
+                    "XKBMODEL=\"pc105\"\nXKBLAYOUT=\"{}\"\nXKBVARIANT=\"\"\nXKBOPTIONS=\"\"\nBACKSPACE=\"guess\"\n",
+                    kb.xlayouts.join(",")
+                ),
+                0o644,
+            )?;
+        }
+    }
+    if let Some((_, tz)) = &ks.timezone {
+        let etc = dir.join("static/etc");
+        fs::create_dir_all(&etc).with_context(|| format!("creating {}", etc.display()))?;
+        symlink(
+            format!("../usr/share/zoneinfo/{}", tz.zone),
+            etc.join("localtime"),
+        )
+        .context("creating static/etc/localtime")?;
+        if distro == Distro::Debian {
+            write(dir, "static/etc/timezone", &format!("{}\n", tz.zone), 0o644)?;
+        }
+        write(
+            dir,
+            "static/etc/adjtime",
+            &format!("0.0 0 0.0\n0\n{}\n", if tz.utc { "UTC" } else { "LOCAL" }),
+            0o644,
+        )?;
+    }
+
+    // Accounts, SELinux mode, services: after packages and install.d.
+    let mut cfg = String::new();
+    if let Some((loc, mode)) = &ks.selinux {
+        cfg.push_str(&format!(
+            "# selinux ({loc})\nif [ -d /etc/selinux ]; then\n    if [ -f /etc/selinux/config ] && grep -q '^SELINUX=' /etc/selinux/config; then\n        sed -i 's/^SELINUX=.*/SELINUX={m}/' /etc/selinux/config\n    else\n        echo 'SELINUX={m}' >> /etc/selinux/config\n    fi\nelse\n    echo 'kickstart: selinux --{m}: this root has no SELinux; nothing to set'\nfi\n",
+            m = mode.name()
+        ));
+    }
+    if let Some((loc, pw)) = &ks.rootpw {
+        cfg.push_str(&format!("# rootpw ({loc})\n"));
+        match &pw.password {
+            Some(Password::Plain(p)) => cfg.push_str(&format!(
+                "printf '%s\\n' {} | chpasswd\n",
+                sq(&format!("root:{p}"))
+            )),
+            Some(Password::Crypted(h)) => cfg.push_str(&format!("usermod -p {} root\n", sq(h))),
+            None => {}
+        }
+        if pw.lock {
+            cfg.push_str("passwd -l root\n");
+        }
+    }
+    for (loc, u) in &ks.users {
+        cfg.push_str(&format!(
+            "# user ({loc})\nif ! id -u {n} >/dev/null 2>&1; then\n    useradd -m",
+            n = sq(&u.name)
+        ));
+        if !u.groups.is_empty() {
+            cfg.push_str(&format!(" -G {}", sq(&u.groups.join(","))));
+        }
+        if let Some(h) = &u.homedir {
+            cfg.push_str(&format!(" -d {}", sq(h)));
+        }
+        if let Some(s) = &u.shell {
+            cfg.push_str(&format!(" -s {}", sq(s)));
+        }
+        if let Some(uid) = u.uid {
+            cfg.push_str(&format!(" -u {uid}"));
+        }
+        if let Some(g) = &u.gecos {
+            cfg.push_str(&format!(" -c {}", sq(g)));
+        }
+        cfg.push_str(&format!(" {}\nfi\n", sq(&u.name)));
+        match &u.password {
+            Some(Password::Plain(p)) => cfg.push_str(&format!(
+                "printf '%s\\n' {} | chpasswd\n",
+                sq(&format!("{}:{p}", u.name))
+            )),
+            Some(Password::Crypted(h)) => {
+                cfg.push_str(&format!("usermod -p {} {}\n", sq(h), sq(&u.name)))
+            }
+            None => {}
+        }
+        if u.lock {
+            cfg.push_str(&format!("passwd -l {}\n", sq(&u.name)));
+        }
+    }
+    for (verb, list) in [
+        ("enable", &ks.services_enabled),
+        ("disable", &ks.services_disabled),
+    ] {
+        for s in list.iter() {
+            // A kickstart names services of its own distro; one the base
+            // lacks is reported, not fatal (as with anaconda).
+            cfg.push_str(&format!(
+                "systemctl {verb} {s} || echo 'warning: kickstart services: could not {verb} {s}' >&2\n",
+                s = sq(s)
+            ));
+        }
+    }
+    if !cfg.is_empty() {
+        write(
+            dir,
+            "post-install.d/10-kickstart-config",
+            &format!("#!/bin/bash\n# Kickstart configuration commands.\nset -eu\n{cfg}"),
+            0o755,
+        )?;
+    }
+
+    // %post scripts, in file order within each of the two phases.
+    for (i, post) in ks.posts.iter().enumerate() {
+        let n = format!("{:02}", i + 1);
+        let phase = if post.nochroot {
+            "post-root.d"
+        } else {
+            "post-install.d"
+        };
+        let interp = post.interpreter.as_deref().unwrap_or("/bin/sh");
+        if interp.contains(char::is_whitespace) || !interp.starts_with('/') {
+            bail!(
+                "{}: %post --interpreter={interp:?} must be an absolute path",
+                post.loc
+            );
+        }
+        // A dotted name: run-parts skips it, the wrapper runs it.
+        write(
+            dir,
+            &format!("{phase}/kickstart-post-{n}.script"),
+            &format!("#!{interp}\n{}", post.body),
+            0o755,
+        )?;
+        let mut w = format!(
+            "#!/bin/bash\n# %post from {loc}\nscript=\"$(dirname \"$0\")/kickstart-post-{n}.script\"\n",
+            loc = post.loc
+        );
+        if post.nochroot {
+            // livecd-creator's names for the root and the medium's tree.
+            // Files put in LIVE_ROOT are not (yet) added to the medium.
+            w.push_str("export INSTALL_ROOT=\"$TARGET_ROOT\"\nexport LIVE_ROOT=\"$TMP_HOOKS_PATH/kickstart-live-root\"\nmkdir -p \"$LIVE_ROOT\"\n");
+        }
+        match &post.log {
+            Some(log) => w.push_str(&format!(
+                "mkdir -p \"$(dirname {l})\"\n\"$script\" 2>&1 | tee -a {l}\nrc=${{PIPESTATUS[0]}}\n",
+                l = sq(log)
+            )),
+            None => w.push_str("rc=0\n\"$script\" || rc=$?\n"),
+        }
+        let what = sq(&format!("kickstart %post at {}", post.loc));
+        if post.erroronfail {
+            w.push_str(&format!(
+                "if [ \"$rc\" -ne 0 ]; then\n    echo {what}\" failed (exit $rc)\" >&2\n    exit \"$rc\"\nfi\n"
+            ));
+        } else {
+            w.push_str(&format!(
+                "if [ \"$rc\" -ne 0 ]; then\n    echo 'warning: '{what}\" failed (exit $rc); going on (no --erroronfail)\" >&2\nfi\n"
+            ));
+        }
+        w.push_str("exit 0\n");
+        write(dir, &format!("{phase}/90-kickstart-post-{n}"), &w, 0o755)?;
+    }
+    Ok(())
+}
+
+/// `"URL suite comp..."` -> (URL, Some("suite comp...")); a bare URL -> (URL, None).
+fn split_apt(u: &str) -> (String, Option<String>) {
+    let mut parts = u.split_whitespace();
+    let uri = parts.next().unwrap_or("").to_string();
+    let rest: Vec<&str> = parts.collect();
+    (
+        uri,
+        if rest.is_empty() {
+            None
+        } else {
+            Some(rest.join(" "))
+        },
+    )
+}

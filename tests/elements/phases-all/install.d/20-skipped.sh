@@ -1,0 +1,2 @@
+#!/bin/sh
+echo dotted names must not run >> /var/log/ucl-phases

@@ -1,0 +1,372 @@
+//! Elements applied with `elements apply --target DIR` to the Debian test
+//! base, unpacked once per test run: no image, no dracut, no boot. Each test
+//! works on its own overlay of that root, mounted in a private mount
+//! namespace, so tests neither see nor disturb each other and nothing stays
+//! mounted on the host.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use common::*;
+
+/// The test base unpacked once (kept between runs, keyed by its checksum).
+fn base_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let base = test_base();
+        let sums = std::fs::read_to_string(base.join("SHA256SUMS")).unwrap();
+        let key = &sums.split_whitespace().next().unwrap()[..16];
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("test-base-root-{key}"));
+        let done = dir.join(".complete");
+        if !done.exists() {
+            let t = Instant::now();
+            let _ = std::fs::remove_dir_all(&dir);
+            let root = dir.join("root");
+            std::fs::create_dir_all(&root).unwrap();
+            undercloud_live::rootfs::unpack::unpack(
+                &base.join("rootfs.tar.xz"),
+                &root,
+                &undercloud_live::progress::Progress::silent(),
+            )
+            .expect("unpacking the test base");
+            std::fs::write(&done, "").unwrap();
+            println!(
+                "unpacked the test base in {:.0} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
+        dir.join("root")
+    })
+}
+
+struct Applied {
+    out: Output,
+    stdout: String,
+    stderr: String,
+    /// What `after` printed, run in the same namespace with $ROOT set.
+    after: String,
+}
+
+/// Run `undercloud-live elements apply --target ROOT args...` on a fresh
+/// overlay of the base root, then the shell snippet `after` (with `$ROOT`).
+fn apply(name: &str, args: &[&str], env: &[(&str, &str)], after: &str) -> Applied {
+    let lower = base_root();
+    let d = scratch(&format!("apply-{name}"));
+    for sub in ["upper", "work", "merged"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let merged = d.join("merged");
+    let script = format!(
+        r#"mount -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={work} {merged} || exit 90
+"$@"; rc=$?
+echo "---after---"
+ROOT={merged}
+{after}
+exit $rc"#,
+        lower = lower.display(),
+        upper = d.join("upper").display(),
+        work = d.join("work").display(),
+        merged = merged.display(),
+    );
+    let t = Instant::now();
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        &script,
+        "bash",
+    ])
+    .arg(env!("CARGO_BIN_EXE_undercloud-live"))
+    .args(["elements", "apply", "--target"])
+    .arg(&merged)
+    .arg("--elements-path")
+    .arg(repo().join("tests/elements"))
+    .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running unshare");
+    let all = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (stdout, after) = all
+        .split_once("---after---\n")
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap_or((all.clone(), String::new()));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("--- stdout\n{stdout}--- stderr\n{stderr}--- after\n{after}");
+    println!("apply {name}: {:.1} s", t.elapsed().as_secs_f64());
+    Applied {
+        out,
+        stdout,
+        stderr,
+        after,
+    }
+}
+
+fn section(after: &str, n: usize) -> Vec<&str> {
+    after.split("===\n").nth(n).unwrap_or("").lines().collect()
+}
+
+#[test]
+fn every_phase_in_dib_order_with_environment_static_and_bin() {
+    let log = scratch("apply-log").join("apply.log");
+    let a = apply(
+        "phases",
+        &[
+            "-e",
+            "phases-all",
+            "-e",
+            "provider",
+            "--log",
+            &log.display().to_string(),
+        ],
+        &[("DIB_UCL_CALLER", "passed")],
+        r#"cat $ROOT/var/log/ucl-phases; echo ===
+cat $ROOT/var/log/ucl-env; echo ===
+ls -A $ROOT/tmp; echo ===
+cat $ROOT/etc/ucl-static-file"#,
+    );
+    assert!(a.out.status.success(), "apply failed:\n{}", a.stderr);
+    // Every phase in dib's order, inside or outside as dib runs it; run-parts
+    // order is sort -n (9-b before 10-a); dotted and non-executable names
+    // never run; block-device.d is skipped; environment.d is sourced in
+    // sort -n order (5-first.bash, then 10-phases-all) before every hook.
+    let inside = "env=sourced order=5-10";
+    let want = [
+        "root.d 50-record outside target=set env=sourced".to_string(),
+        "extra-data.d 50-record outside target=set env=sourced".to_string(),
+        format!("pre-install.d 50-record inside {inside}"),
+        format!("install.d 9-b inside {inside}"),
+        format!("install.d 10-a inside {inside}"),
+        "install.d 60-provider inside".to_string(),
+        format!("post-install.d 50-record inside {inside}"),
+        "post-root.d 50-record outside target=set env=sourced".to_string(),
+        "pre-finalise.d 50-record outside target=set env=sourced".to_string(),
+        format!("finalise.d 50-record inside {inside}"),
+        "cleanup.d 50-record outside target=set env=sourced".to_string(),
+    ];
+    assert_eq!(section(&a.after, 0), want);
+    assert!(a.stderr.contains("block-device.d: skipped"), "{}", a.stderr);
+
+    // dib's environment inside the root, the caller's DIB_* variables, data
+    // an outside hook left in TMP_HOOKS_PATH, bin/ and static/ in place.
+    let env = section(&a.after, 1);
+    for want in [
+        "DISTRO_NAME=debian",
+        "DIB_RELEASE=bookworm",
+        "ARCH=amd64",
+        "DIB_INIT_SYSTEM=systemd",
+        "IMAGE_NAME=image",
+        "IMAGE_ELEMENT=phases-all provider",
+        "TMP_HOOKS_PATH=/tmp/in_target.d",
+        "DIB_DEBUG_TRACE=0",
+        "DIB_UCL_CALLER=passed",
+        "TARGET_ROOT=unset",
+        "extra-data=left by extra-data.d",
+        "bin=ucl-bin-tool ran",
+        "static=from static/",
+    ] {
+        assert!(env.contains(&want), "{want} missing from {env:#?}");
+    }
+    assert!(
+        env.iter().any(|l| l.starts_with("DIB_IMAGE_CACHE=/")),
+        "{env:#?}"
+    );
+    // The staged hooks are gone; the static file is the element's.
+    assert!(
+        !section(&a.after, 2).contains(&"in_target.d"),
+        "{}",
+        a.after
+    );
+    assert_eq!(section(&a.after, 3), ["from static/"]);
+
+    // Hook output is streamed with element and phase, and logged.
+    let line = "[phases-all install.d/9-b] hook 9-b says hello";
+    assert!(a.stdout.contains(line), "{}", a.stdout);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains(line), "{logged}");
+    assert!(logged.contains("==> install.d: "), "{logged}");
+}
+
+#[test]
+fn packages_with_filters_pkg_map_and_uninstall() {
+    let a = apply(
+        "packages",
+        &["-e", "pkgs"],
+        &[],
+        r#"cat $ROOT/var/log/ucl-packages; echo ===
+for b in /usr/bin/hello /usr/bin/figlet /usr/games/sl; do
+  if [ -e $ROOT$b ]; then echo "$b present"; else echo "$b absent"; fi
+done"#,
+    );
+    assert!(a.out.status.success(), "apply failed:\n{}", a.stderr);
+    // figlet (pre-install.d) and hello (install.d, pkg-map's name for
+    // "greeting") are there while install.d runs; the `when` package too.
+    assert_eq!(
+        section(&a.after, 0),
+        ["install.d hello=/usr/bin/hello figlet=/usr/bin/figlet sl=/usr/games/sl"]
+    );
+    // figlet was removed again in post-install.d.
+    assert_eq!(
+        section(&a.after, 1),
+        [
+            "/usr/bin/hello present",
+            "/usr/bin/figlet absent",
+            "/usr/games/sl present"
+        ]
+    );
+    // One package-manager call per phase, at dib's positions.
+    assert!(a
+        .stdout
+        .contains("[package-installs pre-install.d/10-package-installs]"));
+    assert!(a
+        .stdout
+        .contains("[package-installs post-install.d/95-package-uninstalls]"));
+}
+
+#[test]
+fn failing_hook_stops_and_names_element_phase_script_and_status() {
+    let a = apply(
+        "fails",
+        &["-e", "fails"],
+        &[],
+        "ls -A $ROOT/tmp; echo ===; cat $ROOT/var/log/ucl-phases 2>/dev/null",
+    );
+    assert!(!a.out.status.success());
+    assert!(
+        a.stderr
+            .contains("error: element \"fails\": hook install.d/50-fail failed (exit status: 3)"),
+        "{}",
+        a.stderr
+    );
+    assert!(a.stdout.contains("[fails install.d/50-fail] about to fail"));
+    assert!(
+        section(&a.after, 1).is_empty(),
+        "a hook ran after the failure"
+    );
+    assert!(
+        !section(&a.after, 0).contains(&"in_target.d"),
+        "staged hooks left"
+    );
+}
+
+fn cli(args: &[&str]) -> Output {
+    run(bin()
+        .args(args)
+        .arg("--elements-path")
+        .arg(repo().join("tests/elements"))
+        .args(["--distro", "debian", "--release", "bookworm"]))
+}
+
+#[test]
+fn plan_deps_and_show_without_a_root() {
+    let o = cli(&[
+        "elements",
+        "plan",
+        "-e",
+        "phases-all",
+        "-e",
+        "provider",
+        "-e",
+        "pkgs",
+    ]);
+    assert!(o.status.success());
+    let plan = String::from_utf8_lossy(&o.stdout);
+    // Built-in helpers at dib's positions among the elements' hooks.
+    let install: Vec<&str> = plan
+        .split("install.d (inside):\n")
+        .nth(2)
+        .unwrap_or("")
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        install,
+        [
+            "01-package-installs",
+            "9-b",
+            "10-a",
+            "10-install-static-files",
+            "40-env",
+            "50-check-packages",
+            "60-provider"
+        ],
+        "{plan}"
+    );
+    assert!(plan.contains("01-install-bin"), "{plan}");
+    assert!(plan.contains("install hello sl"), "{plan}");
+
+    let o = cli(&["elements", "plan", "-e", "pkgs", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["phases"][2]["phase"], "pre-install.d");
+    assert_eq!(v["phases"][2]["steps"][0]["packages"][0], "figlet");
+
+    let o = cli(&["elements", "deps", "-e", "phases-all", "-e", "provider"]);
+    let deps = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        deps.contains("provides-me") && deps.contains("provided by provider"),
+        "{deps}"
+    );
+    assert!(
+        deps.contains("install-static") && deps.contains("built in"),
+        "{deps}"
+    );
+
+    let o = cli(&["elements", "show", "pkgs", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["element"]["name"], "pkgs");
+}
+
+#[test]
+fn duplicate_hook_cycle_and_conflict_are_errors() {
+    let o = cli(&["elements", "plan", "-e", "dup-a", "-e", "dup-b"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("install.d 50-same") && e.contains("\"dup-a\"") && e.contains("\"dup-b\""),
+        "{e}"
+    );
+
+    let d = scratch("elements-graph");
+    let mk = |name: &str, file: &str, text: &str| {
+        std::fs::create_dir_all(d.join(name)).unwrap();
+        std::fs::write(d.join(name).join(file), text).unwrap();
+    };
+    mk("loop-a", "element-deps", "loop-b\n");
+    mk("loop-b", "element-deps", "loop-a\n");
+    mk("db-one", "element-provides", "db\n");
+    mk("db-two", "element-provides", "db\n");
+    let graph = |els: &[&str]| -> String {
+        let mut c = bin();
+        c.args([
+            "elements",
+            "deps",
+            "--distro",
+            "debian",
+            "--release",
+            "bookworm",
+        ])
+        .arg("--elements-path")
+        .arg(&d);
+        for e in els {
+            c.args(["-e", e]);
+        }
+        let o = run(&mut c);
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = graph(&["loop-a"]);
+    assert!(e.contains("cycle: loop-a -> loop-b -> loop-a"), "{e}");
+    let e = graph(&["db-one", "db-two"]);
+    assert!(
+        e.contains("\"db\" is provided by both \"db-one\" and \"db-two\""),
+        "{e}"
+    );
+}
