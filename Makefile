@@ -2,6 +2,7 @@
 #   make image            build the default (Fedora-based) live image
 #   make image BASE=debian  the Debian-based one
 #   make test             the whole test suite
+#   make bench            benchmarks against public tools (scripts/bench-*), into docs/benchmarks.md
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 

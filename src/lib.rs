@@ -18,3 +18,4 @@ pub mod qemu;
 pub mod rootfs;
 pub mod space;
 pub mod spec;
+pub mod write;

@@ -11,13 +11,13 @@ use undercloud_live::build::{self, BuildOptions};
 use undercloud_live::elements::{apply, hooks::Phase};
 use undercloud_live::progress::{human_bytes, Progress};
 use undercloud_live::spec::Distro;
-use undercloud_live::{assemble, chroot, interrupt, prefetch, qemu};
+use undercloud_live::{assemble, chroot, interrupt, prefetch, qemu, write};
 
 #[derive(Parser)]
 #[command(
     name = "undercloud-live",
     version,
-    about = "Build, boot and look after a live USB/ISO image of an OpenStack undercloud"
+    about = "Build, boot, write and look after a live USB/ISO image of an OpenStack undercloud"
 )]
 struct Cli {
     /// Print only errors.
@@ -147,6 +147,38 @@ enum Command {
         /// Let the guest write to the image (default: changes are discarded).
         #[arg(long)]
         writable: bool,
+    },
+    /// List removable and USB disks that an image could be written to.
+    Devices {
+        /// List every disk, fixed ones and the system disk included.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an image (plain, .xz, .zst or .gz) to one or more USB sticks.
+    Write {
+        /// The image; compression is told by its first bytes.
+        image: PathBuf,
+        /// Whole-disk devices (/dev/sdX), written in parallel.
+        #[arg(required = true)]
+        devices: Vec<PathBuf>,
+        /// Do not ask for confirmation (needed without a terminal).
+        #[arg(long, short)]
+        yes: bool,
+        /// Also allow disks that are neither removable nor USB.
+        #[arg(long)]
+        allow_fixed: bool,
+        /// Allow regular files as targets (created if missing).
+        #[arg(long)]
+        to_file: bool,
+        /// Skip reading every target back to compare checksums.
+        #[arg(long)]
+        no_verify: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -522,6 +554,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Devices { all, json } => {
+            let devices = write::list_devices(all)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devices)?);
+            } else {
+                print!("{}", write::render_devices(&devices, all));
+            }
+            Ok(())
+        }
+        Command::Write {
+            image,
+            devices,
+            yes,
+            allow_fixed,
+            to_file,
+            no_verify,
+            json,
+        } => {
+            let plan = write::plan(&write::WriteOptions {
+                image,
+                targets: devices,
+                allow_fixed,
+                to_file,
+            })?;
+            if yes {
+                if !cli.quiet {
+                    eprint!("{}", write::describe(&plan));
+                }
+            } else {
+                write::confirm(&plan)?;
+            }
+            // Only now: Ctrl-C at the prompt should just end the program.
+            interrupt::install()?;
+            let report = write::execute(plan, !no_verify, &progress)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !cli.quiet {
+                print!("{}", report.render());
+            }
+            match report.error() {
+                Some(e) => Err(anyhow::anyhow!(e)),
+                None => Ok(()),
+            }
         }
     }
 }

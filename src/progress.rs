@@ -8,7 +8,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 #[derive(Clone, Debug)]
 pub struct Progress {
@@ -45,6 +45,20 @@ impl Progress {
 
     /// A byte counter for `what`; `total` when the size is known.
     pub fn bytes(&self, what: &str, total: Option<u64>) -> Bar {
+        self.bar_in(None, what, total)
+    }
+
+    /// Bars that run at the same time (one per USB stick written in
+    /// parallel): on a terminal they are drawn together instead of
+    /// overwriting each other; plain lines need no coordination.
+    pub fn group(&self) -> Group {
+        Group {
+            progress: self.clone(),
+            multi: (self.tty && !self.quiet).then(MultiProgress::new),
+        }
+    }
+
+    fn bar_in(&self, multi: Option<&MultiProgress>, what: &str, total: Option<u64>) -> Bar {
         if self.quiet {
             return Bar::none();
         }
@@ -62,6 +76,10 @@ impl Progress {
                 pb.set_style(style.progress_chars("=> "));
             }
             pb.set_message(what.to_string());
+            let pb = match multi {
+                Some(m) => m.add(pb),
+                None => pb,
+            };
             pb.enable_steady_tick(Duration::from_millis(200));
             Bar {
                 inner: BarKind::Tty(pb),
@@ -83,6 +101,19 @@ impl Progress {
                 },
             }
         }
+    }
+}
+
+/// A set of bars drawn together; see [`Progress::group`].
+#[derive(Clone)]
+pub struct Group {
+    progress: Progress,
+    multi: Option<MultiProgress>,
+}
+
+impl Group {
+    pub fn bytes(&self, what: &str, total: Option<u64>) -> Bar {
+        self.progress.bar_in(self.multi.as_ref(), what, total)
     }
 }
 
