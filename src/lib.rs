@@ -9,6 +9,7 @@ pub mod elements;
 pub mod fetch;
 pub mod fs;
 pub mod image;
+pub mod inspect;
 pub mod interrupt;
 pub mod progress;
 pub mod qemu;

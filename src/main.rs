@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use undercloud_live::build::{self, BuildOptions};
 use undercloud_live::progress::{human_bytes, Progress};
-use undercloud_live::{chroot, interrupt, qemu};
+use undercloud_live::{chroot, inspect, interrupt, qemu, spec};
+
+fn parse_size(s: &str) -> Result<spec::ByteSize, String> {
+    spec::ByteSize::parse(s).map_err(|e| format!("{e:#}"))
+}
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +62,24 @@ enum Command {
         /// Use only what is already in the cache.
         #[arg(long)]
         offline: bool,
+        /// Add a persistence partition of this size (e.g. 1GiB), or resize
+        /// the spec's.
+        #[arg(long, value_parser = parse_size)]
+        persistent_size: Option<spec::ByteSize>,
+    },
+    /// Recompute an image's (or device's) embedded media checksum.
+    Verify {
+        /// Image file or block device.
+        image: PathBuf,
+    },
+    /// Show an image's partitions, ISO volume, boot entries, ESP files and
+    /// media checksum.
+    Inspect {
+        /// Image file or block device.
+        image: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Boot an image in QEMU and watch its serial console.
     Boot {
@@ -138,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cache_dir,
             keep_workdir,
             offline,
+            persistent_size,
         } => {
             // Before any thread exists: mounts made by the build then live
             // only in this process's namespace.
@@ -155,17 +178,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     cache_dir,
                     keep_workdir,
                     offline,
+                    persistent_size,
                 },
                 &progress,
             )?;
             if !cli.quiet {
                 println!(
-                    "{}: {} (kernel {}) built in {:.0} s",
+                    "{}: {} (kernel {}, {}) built in {:.0} s",
                     report.output.display(),
                     human_bytes(report.size),
                     report.kernel,
+                    if report.bios {
+                        "BIOS + UEFI"
+                    } else {
+                        "UEFI only"
+                    },
                     report.seconds
                 );
+            }
+            Ok(())
+        }
+        Command::Verify { image } => {
+            let summary = inspect::verify(&image)?;
+            if !cli.quiet {
+                println!("{summary}");
+            }
+            Ok(())
+        }
+        Command::Inspect { image, json } => {
+            let report = inspect::inspect(&image)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", inspect::render(&report));
             }
             Ok(())
         }
