@@ -400,10 +400,12 @@ pub fn render(i: &Inspection) -> String {
         }
     }
     match &i.media_checksum {
-        Some(m) => s += &format!(
+        Some(m) => {
+            s += &format!(
             "media checksum: MD5 {} (isomd5sum format; {} fragments; last {} sectors unchecked)\n",
             m.md5, m.fragment_count, m.skip_sectors
-        ),
+        )
+        }
         None => s += "media checksum: none\n",
     }
     s
