@@ -19,7 +19,7 @@ use crate::spec::Distro;
 /// Modules built into the core image: disk and filesystem access for CD
 /// (iso9660 via biosdisk) and USB (GPT), finding the volume and the
 /// persistence partition by label (ext2), the Linux loader, and what the
-/// shared grub.cfg's script uses (test for `if`, echo).
+/// shared grub.cfg's script uses (test for `if`, regexp to tell a CD, echo).
 pub const MODULES: &[&str] = &[
     "biosdisk",
     "iso9660",
@@ -35,6 +35,7 @@ pub const MODULES: &[&str] = &[
     "serial",
     "terminal",
     "test",
+    "regexp",
     "echo",
 ];
 

@@ -55,7 +55,7 @@ pub struct GrubMenu {
 ///
 /// `search --label` finds the ISO9660 volume both on a CD and on the whole
 /// USB disk. With persistence, grub looks for the persistence partition:
-/// it exists only in the disk view (USB stick, disk), and there the live
+/// Linux sees it only in the disk view (USB stick, disk), and there the live
 /// root is given as the root *partition* instead of the ISO volume. dracut
 /// would otherwise mount the whole disk as ISO9660, and Linux refuses to
 /// mount a partition (the persistence one) of a disk that is mounted whole.
@@ -72,9 +72,15 @@ pub fn grub_cfg(m: &GrubMenu) -> String {
         m.timeout
     );
     if let Some(p) = &m.persistence {
+        // grub reads the GPT on a CD too (it finds (cd0,gpt3)); Linux does
+        // not partition a CD-ROM, so there the PARTUUID would never appear.
         out += &format!(
             "if search --no-floppy --set=ucl_persist --label {pl}; then\n\
-             \x20   set ucl_live=\"root=live:PARTUUID={uuid} rd.live.overlay=LABEL={pl}:{dir}\"\n\
+             \x20   if regexp '^cd' \"$ucl_persist\"; then\n\
+             \x20       set ucl_persist_cd=1\n\
+             \x20   else\n\
+             \x20       set ucl_live=\"root=live:PARTUUID={uuid} rd.live.overlay=LABEL={pl}:{dir}\"\n\
+             \x20   fi\n\
              fi\n",
             pl = p.label,
             uuid = p.root_partuuid,
@@ -203,7 +209,7 @@ mod tests {
         });
         let g = grub_cfg(&m);
         assert!(g.contains(
-            "if search --no-floppy --set=ucl_persist --label UCL-X-PERSIST; then\n    set ucl_live=\"root=live:PARTUUID=0a0b0c0d-0000-4000-8000-000000000001 rd.live.overlay=LABEL=UCL-X-PERSIST:/LiveOS/overlay\"\nfi\n"
+            "if search --no-floppy --set=ucl_persist --label UCL-X-PERSIST; then\n    if regexp '^cd' \"$ucl_persist\"; then\n        set ucl_persist_cd=1\n    else\n        set ucl_live=\"root=live:PARTUUID=0a0b0c0d-0000-4000-8000-000000000001 rd.live.overlay=LABEL=UCL-X-PERSIST:/LiveOS/overlay\"\n    fi\nfi\n"
         ));
         assert!(g.contains("rd.live.overlay.overlayfs=1 rd.live.overlay.size=512 console=ttyS0"));
     }
