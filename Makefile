@@ -1,7 +1,8 @@
 # undercloud-live — the two set-up commands:
 #   make image            build the default (Fedora-based) live image
 #   make image BASE=debian  the Debian-based one
-#   make test             the whole test suite
+#   make test             the whole test suite (slow QEMU tests included)
+#   make test-slow        only the slow tests: builds + the QEMU boot matrix
 #   make bench            benchmarks against public tools (scripts/bench-*), into docs/benchmarks.md
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
@@ -10,7 +11,7 @@ BASE ?= fedora
 BIN := target/release/undercloud-live
 OUT ?= target/images/undercloud-live-$(BASE).iso
 
-.PHONY: all deps bin image test test-base test-image bench check lint fmt clean
+.PHONY: all deps bin image test test-slow test-base test-image bench check lint fmt clean
 
 all: bin
 
@@ -47,6 +48,13 @@ test: deps
 # inputs in the same run and records the ratios in docs/benchmarks.md.
 bench: bin
 	@for s in scripts/bench-*; do echo "== $$s"; "$$s" || exit 1; done
+
+# The end-to-end builds, the boot matrix {uefi, uefi-secure, bios} x {cdrom,
+# usb, disk}, persistence, erofs, media checksum and the 4.5 GiB image.
+test-slow: deps
+	cargo build --release --locked
+	UCL_TEST_BASE=$$(scripts/make-test-base | tail -n1) \
+	  cargo test --release --locked --test e2e --test media -- --test-threads=2
 
 check: lint
 lint:

@@ -140,6 +140,9 @@ pub fn assemble(opts: &AssembleOptions) -> Result<AssembleReport> {
             root: opts.root.clone(),
             bios_boot: None,
             mbr_code: None,
+            persistence: None,
+            // Every image carries the media checksum `verify` reads.
+            implant_md5: true,
         },
         &partial.0,
     )?;

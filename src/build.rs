@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::boot::{self, loader::EfiLoader, menu};
+use crate::boot::{self, bios, loader::EfiLoader, menu};
 use crate::chroot::{self, Chroot};
 use crate::elements::{
     self,
@@ -20,13 +20,13 @@ use crate::elements::{
     run::{OutputLog, Runner, Target},
 };
 use crate::fetch::{self, Fetcher};
-use crate::fs::{esp, squashfs};
+use crate::fs::{erofs, esp, ext4, squashfs};
 use crate::image::{self, HybridSpec, IsoSource};
 use crate::interrupt;
 use crate::kickstart;
 use crate::progress::{human_bytes, Progress};
 use crate::rootfs::unpack;
-use crate::spec::{self, LoadedSpec};
+use crate::spec::{self, LoadedSpec, RootFormat};
 
 #[derive(Clone, Debug, Default)]
 pub struct BuildOptions {
@@ -50,6 +50,8 @@ pub struct BuildOptions {
     pub kickstart_package_map: Option<PathBuf>,
     /// Build log (default: `<output>.log` beside the output).
     pub log: Option<PathBuf>,
+    /// Add (or resize) the persistence partition: `--persistent-size`.
+    pub persistent_size: Option<spec::ByteSize>,
 }
 
 #[derive(Clone, Debug)]
@@ -58,6 +60,10 @@ pub struct BuildReport {
     pub size: u64,
     pub seconds: f64,
     pub kernel: String,
+    /// Whether the image boots under legacy BIOS too.
+    pub bios: bool,
+    /// The embedded media checksum (hex MD5).
+    pub md5: Option<String>,
 }
 
 /// `$UCL_CACHE_DIR`, else `$XDG_CACHE_HOME/undercloud-live`, else
@@ -106,7 +112,17 @@ impl Drop for WorkDir {
 
 pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     let started = Instant::now();
-    let loaded = LoadedSpec::load(&opts.spec)?;
+    let mut loaded = LoadedSpec::load(&opts.spec)?;
+    if let Some(size) = opts.persistent_size {
+        let p = loaded
+            .spec
+            .persistence
+            .get_or_insert(spec::Persistence { size, label: None });
+        p.size = size;
+        spec::validate_persistence(p, loaded.spec.root.format)
+            .with_context(|| format!("--persistent-size for spec {}", opts.spec.display()))?;
+    }
+    let loaded = loaded;
     let spec = &loaded.spec;
     let epoch = spec::source_date_epoch()?;
 
@@ -146,7 +162,13 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         }
         None => None,
     };
-    squashfs::check_tool()?;
+    match spec.root.format {
+        RootFormat::Squashfs => squashfs::check_tool()?,
+        RootFormat::Erofs => erofs::check_tool()?,
+    }
+    if spec.persistence.is_some() {
+        ext4::check_tools()?;
+    }
     for tool in ["chroot", "bash"] {
         if squashfs::which(tool).is_none() {
             anyhow::bail!("{tool} not found: install package coreutils / bash");
@@ -260,6 +282,7 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     // elements, then the live initrd, inside the root
     let kernel;
     let initrd = work.path.join("initrd.img");
+    let mut bios_assets = None;
     {
         let chroot = Chroot::enter(&root)?;
         let mut runner = Runner::new(&set, &cx, &root, progress, log.clone())?;
@@ -278,16 +301,39 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
             "building the live initrd for kernel {} with dracut",
             kernel.version
         ));
-        boot::build_initrd(&chroot, &kernel.version, epoch, &initrd)?;
+        let extra_drivers: &[&str] = match spec.root.format {
+            RootFormat::Squashfs => &[],
+            RootFormat::Erofs => &["erofs"],
+        };
+        if spec.root.format == RootFormat::Erofs {
+            check_erofs_kernel(&root, &kernel.version, spec.root.compression())?;
+        }
+        boot::build_initrd(&chroot, &kernel.version, epoch, extra_drivers, &initrd)?;
         progress.step(format!(
             "initrd built in {:.1} s",
             t.elapsed().as_secs_f64()
         ));
+        match bios::missing(&root, spec.base.distro) {
+            None => {
+                let img = work.path.join("eltorito.img");
+                bios_assets = Some(bios::make(&chroot, spec.base.distro, &img)?);
+                progress.step("legacy BIOS boot image made with grub-mkimage (i386-pc-eltorito)");
+            }
+            Some(why) => eprintln!("note: {why}: building a UEFI-only image"),
+        }
         chroot.close()?;
         runner.run(&[Phase::Cleanup], None)?;
         runner.finish(true)?;
     }
     let loader = boot::loader::find(&root, spec.base.distro)?;
+    // dracut puts checkisomd5 into the initrd only if the root has it; a
+    // check entry without it would fail the boot.
+    let media_check = ["usr/bin/checkisomd5", "bin/checkisomd5"]
+        .iter()
+        .any(|p| root.join(p).is_file());
+    if !media_check {
+        eprintln!("note: the root has no checkisomd5 (package isomd5sum): the boot menu gets no media-check entry");
+    }
     interrupt::check()?;
 
     // Kernel out of the root before squashfs (the root keeps its own copy:
@@ -297,13 +343,24 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         .with_context(|| format!("copying {}", kernel.path.display()))?;
 
     // live root
-    let squash = work.path.join("squashfs.img");
+    let squash = work.path.join("root.img");
     let t = Instant::now();
+    let compression = spec.root.compression();
     progress.step(format!(
-        "making the live root ({})",
-        spec.root.compression.name()
+        "making the live root ({} {})",
+        spec.root.format.name(),
+        compression.name()
     ));
-    squashfs::make(&root, &squash, spec.root.compression, epoch, true)?;
+    match spec.root.format {
+        RootFormat::Squashfs => squashfs::make(&root, &squash, compression, epoch, true)?,
+        RootFormat::Erofs => erofs::make(
+            &root,
+            &squash,
+            compression,
+            epoch,
+            &image::gpt::derive_guid(&loaded.seed(), "erofs").to_string(),
+        )?,
+    }
     let squash_size = fs::metadata(&squash).map(|m| m.len()).unwrap_or(0);
     progress.step(format!(
         "live root {} in {:.1} s",
@@ -314,6 +371,19 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     // boot menu + ESP
     let title = format!("Start {}", spec.name);
     let cmdline = menu::kernel_cmdline(&spec.label, &spec.kernel_cmdline);
+    let persist_label = loaded.persistence_label();
+    let grub_menu = menu::GrubMenu {
+        title: title.clone(),
+        label: spec.label.clone(),
+        extra: spec.kernel_cmdline.clone(),
+        timeout: spec.boot.timeout,
+        ram_overlay_mib: spec.overlay.ram_size.map(|s| s.mib()),
+        persistence: persist_label.as_ref().map(|label| menu::PersistBoot {
+            label: label.clone(),
+            root_partuuid: image::gpt::derive_guid(&loaded.seed(), "root").to_string(),
+        }),
+        media_check,
+    };
     let grub_cfg = work.path.join("grub.cfg");
     let mut esp_files: Vec<esp::EspFile> = Vec::new();
     let mut iso_files: Vec<IsoSource> = Vec::new();
@@ -324,11 +394,8 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
             mm,
             vendor,
         } => {
-            fs::write(
-                &grub_cfg,
-                menu::grub_cfg(&title, &spec.label, &cmdline, spec.boot.timeout),
-            )
-            .with_context(|| format!("writing {}", grub_cfg.display()))?;
+            fs::write(&grub_cfg, menu::grub_cfg(&grub_menu))
+                .with_context(|| format!("writing {}", grub_cfg.display()))?;
             let mut efi = vec![
                 ("EFI/BOOT/BOOTX64.EFI".to_string(), shim.clone()),
                 ("EFI/BOOT/grubx64.efi".to_string(), grub.clone()),
@@ -371,6 +438,15 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
             });
         }
         EfiLoader::SystemdBoot { efi } => {
+            if bios_assets.is_some() {
+                // The BIOS grub reads /boot/grub/grub.cfg from the ISO tree.
+                fs::write(&grub_cfg, menu::grub_cfg(&grub_menu))
+                    .with_context(|| format!("writing {}", grub_cfg.display()))?;
+                iso_files.push(IsoSource {
+                    iso_path: "boot/grub/grub.cfg".into(),
+                    source: grub_cfg.clone(),
+                });
+            }
             esp_files.push(esp::EspFile {
                 dest: "EFI/BOOT/BOOTX64.EFI".into(),
                 content: esp::EspContent::Bytes(
@@ -433,10 +509,35 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         iso_path: menu::ISO_INITRD.into(),
         source: initrd,
     });
+    let root_iso_path = spec.root.format.iso_path();
     iso_files.push(IsoSource {
-        iso_path: "LiveOS/squashfs.img".into(),
+        iso_path: root_iso_path.into(),
         source: squash,
     });
+    if let Some(b) = &bios_assets {
+        iso_files.push(IsoSource {
+            iso_path: bios::ISO_ELTORITO.into(),
+            source: b.eltorito.clone(),
+        });
+    }
+    let persistence = match (&spec.persistence, &persist_label) {
+        (Some(p), Some(label)) => {
+            let img = work.path.join("persistence.img");
+            ext4::make_persistence(
+                &img,
+                p.size.0,
+                label,
+                &image::gpt::derive_guid(&loaded.seed(), "persistence-fs").to_string(),
+                epoch,
+            )?;
+            progress.step(format!(
+                "persistence partition {} (ext4, label {label})",
+                human_bytes(p.size.0)
+            ));
+            Some(img)
+        }
+        _ => None,
+    };
 
     // image
     let t = Instant::now();
@@ -448,9 +549,15 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
             seed: loaded.seed(),
             files: iso_files,
             esp: "images/efiboot.img".into(),
-            root: Some("LiveOS/squashfs.img".into()),
-            bios_boot: None,
-            mbr_code: None,
+            root: Some(root_iso_path.into()),
+            bios_boot: bios_assets.as_ref().map(|_| image::BiosBoot {
+                iso_path: bios::ISO_ELTORITO.into(),
+                boot_info_table: true,
+                grub2_boot_info: true,
+            }),
+            mbr_code: bios_assets.as_ref().map(|b| b.mbr_code.clone()),
+            persistence,
+            implant_md5: true,
         },
         &partial.path,
     )?;
@@ -480,5 +587,28 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         size: report.size,
         seconds: started.elapsed().as_secs_f64(),
         kernel: kernel.version,
+        bios: bios_assets.is_some(),
+        md5: report.md5,
     })
+}
+
+/// An erofs root compressed with lzma needs a kernel built with
+/// CONFIG_EROFS_FS_ZIP_LZMA (Debian 12's is not): fail the build, not the boot.
+fn check_erofs_kernel(root: &std::path::Path, kver: &str, comp: spec::Compression) -> Result<()> {
+    let config = root.join("boot").join(format!("config-{kver}"));
+    let Ok(text) = fs::read_to_string(&config) else {
+        return Ok(()); // no config to read: trust the spec
+    };
+    let need = match comp {
+        spec::Compression::Lzma => "CONFIG_EROFS_FS_ZIP_LZMA=y",
+        _ => "CONFIG_EROFS_FS_ZIP=y",
+    };
+    if !text.lines().any(|l| l.trim() == need) {
+        anyhow::bail!(
+            "kernel {kver} cannot read an erofs root compressed with {} ({} lacks {need}): choose another root.compression",
+            comp.name(),
+            config.display()
+        );
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ pub mod elements;
 pub mod fetch;
 pub mod fs;
 pub mod image;
+pub mod inspect;
 pub mod interrupt;
 pub mod kickstart;
 pub mod prefetch;

@@ -11,7 +11,11 @@ use undercloud_live::build::{self, BuildOptions};
 use undercloud_live::elements::{apply, hooks::Phase};
 use undercloud_live::progress::{human_bytes, Progress};
 use undercloud_live::spec::Distro;
-use undercloud_live::{assemble, chroot, interrupt, prefetch, qemu, write};
+use undercloud_live::{assemble, chroot, inspect, interrupt, prefetch, qemu, spec, write};
+
+fn parse_size(s: &str) -> Result<spec::ByteSize, String> {
+    spec::ByteSize::parse(s).map_err(|e| format!("{e:#}"))
+}
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +76,24 @@ enum Command {
         /// Build log (default: OUTPUT.log beside the image).
         #[arg(long)]
         log: Option<PathBuf>,
+        /// Add a persistence partition of this size (e.g. 1GiB), or resize
+        /// the spec's.
+        #[arg(long, value_parser = parse_size)]
+        persistent_size: Option<spec::ByteSize>,
+    },
+    /// Recompute an image's (or device's) embedded media checksum.
+    Verify {
+        /// Image file or block device.
+        image: PathBuf,
+    },
+    /// Show an image's partitions, ISO volume, boot entries, ESP files and
+    /// media checksum.
+    Inspect {
+        /// Image file or block device.
+        image: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Download and verify a base into the cache; optionally unpack it.
     Fetch {
@@ -355,6 +377,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             kickstart,
             kickstart_package_map,
             log,
+            persistent_size,
         } => {
             // Before any thread exists: mounts made by the build then live
             // only in this process's namespace.
@@ -376,15 +399,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     kickstart,
                     kickstart_package_map,
                     log,
+                    persistent_size,
                 },
                 &progress,
             )?;
             if !cli.quiet {
                 println!(
-                    "{}: {} (kernel {}) built in {:.0} s",
+                    "{}: {} (kernel {}, {}) built in {:.0} s",
                     report.output.display(),
                     human_bytes(report.size),
                     report.kernel,
+                    if report.bios {
+                        "BIOS + UEFI"
+                    } else {
+                        "UEFI only"
+                    },
                     report.seconds
                 );
             }
@@ -499,6 +528,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Verify { image } => {
+            let summary = inspect::verify(&image)?;
+            if !cli.quiet {
+                println!("{summary}");
+            }
+            Ok(())
+        }
+        Command::Inspect { image, json } => {
+            let report = inspect::inspect(&image)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", inspect::render(&report));
+            }
+            Ok(())
+        }
         Command::Boot {
             image,
             media,

@@ -35,18 +35,65 @@ impl Distro {
     }
 }
 
-/// Root filesystem compressors mksquashfs supports that both Fedora's and
-/// Debian's kernels can read.
+/// The live root's filesystem. dracut's dmsquash-live loop-mounts either.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// Fast to build and to boot; the default because build time is what an
-    /// operator waits on.
+pub enum RootFormat {
+    /// /LiveOS/squashfs.img, the format every live-booting dracut knows.
     #[default]
+    Squashfs,
+    /// /LiveOS/rootfs.img: dracut 059 only mounts squashfs.img as squashfs,
+    /// but mounts a rootfs.img with whatever filesystem it holds.
+    Erofs,
+}
+
+impl RootFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            RootFormat::Squashfs => "squashfs",
+            RootFormat::Erofs => "erofs",
+        }
+    }
+
+    /// Where the root image lives in the ISO tree.
+    pub fn iso_path(self) -> &'static str {
+        match self {
+            RootFormat::Squashfs => "LiveOS/squashfs.img",
+            RootFormat::Erofs => "LiveOS/rootfs.img",
+        }
+    }
+
+    pub fn default_compression(self) -> Compression {
+        match self {
+            // Fast to build and to boot; build time is what an operator
+            // waits on.
+            RootFormat::Squashfs => Compression::Zstd,
+            // Every erofs-capable kernel reads lz4; lz4hc packs it tighter
+            // at build time only.
+            RootFormat::Erofs => Compression::Lz4hc,
+        }
+    }
+
+    fn allows(self, c: Compression) -> bool {
+        use Compression::*;
+        match self {
+            RootFormat::Squashfs => matches!(c, Zstd | Xz | Gzip | Lz4),
+            RootFormat::Erofs => matches!(c, Lz4 | Lz4hc | Lzma),
+        }
+    }
+}
+
+/// Root filesystem compressors: squashfs takes zstd, xz, gzip, lz4; erofs
+/// takes lz4, lz4hc, lzma.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
     Zstd,
     Xz,
     Gzip,
     Lz4,
+    Lz4hc,
+    Lzma,
 }
 
 impl Compression {
@@ -56,6 +103,56 @@ impl Compression {
             Compression::Xz => "xz",
             Compression::Gzip => "gzip",
             Compression::Lz4 => "lz4",
+            Compression::Lz4hc => "lz4hc",
+            Compression::Lzma => "lzma",
+        }
+    }
+}
+
+/// A size in bytes, written as a number of bytes or with a unit:
+/// `1GiB`, `512MiB`, `64M` (binary units; `K`, `M`, `G`, `T` mean KiB..TiB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<ByteSize> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .with_context(|| format!("size {text:?}: expected a number with an optional unit"))?;
+        let shift = match unit.trim() {
+            "" | "B" => 0,
+            "K" | "KiB" | "k" => 10,
+            "M" | "MiB" => 20,
+            "G" | "GiB" => 30,
+            "T" | "TiB" => 40,
+            other => bail!("size {text:?}: unknown unit {other:?} (use KiB, MiB, GiB or TiB)"),
+        };
+        n.checked_mul(1u64 << shift)
+            .map(ByteSize)
+            .with_context(|| format!("size {text:?} is too large"))
+    }
+
+    pub fn mib(self) -> u64 {
+        self.0.div_ceil(1 << 20)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Number(u64),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Number(n) => Ok(ByteSize(n)),
+            Repr::Text(t) => {
+                ByteSize::parse(&t).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+            }
         }
     }
 }
@@ -95,8 +192,42 @@ pub struct Base {
 #[serde(deny_unknown_fields)]
 pub struct RootOptions {
     #[serde(default)]
-    pub compression: Compression,
+    pub format: RootFormat,
+    /// Default: zstd for squashfs, lz4hc for erofs.
+    #[serde(default)]
+    pub compression: Option<Compression>,
 }
+
+impl RootOptions {
+    pub fn compression(&self) -> Compression {
+        self.compression
+            .unwrap_or_else(|| self.format.default_compression())
+    }
+}
+
+/// A persistent overlay: an ext4 partition appended to the image (GPT
+/// partition 3) that dracut mounts as the live root's upper layer.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Persistence {
+    pub size: ByteSize,
+    /// ext4 label, at most 16 characters (default: derived from `label`).
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// The overlay that holds changes when there is no persistence.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Overlay {
+    /// `rd.live.overlay.size`: how much may change in RAM.
+    #[serde(default)]
+    pub ram_size: Option<ByteSize>,
+}
+
+/// Smallest persistence partition: ext4 with a journal needs a few MiB to
+/// be useful at all.
+pub const MIN_PERSISTENCE: u64 = 16 << 20;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +269,10 @@ pub struct Spec {
     pub root: RootOptions,
     #[serde(default)]
     pub boot: BootMenu,
+    #[serde(default)]
+    pub persistence: Option<Persistence>,
+    #[serde(default)]
+    pub overlay: Overlay,
     /// Output image path (relative to the spec's directory).
     #[serde(default)]
     pub output: Option<PathBuf>,
@@ -189,6 +324,17 @@ impl LoadedSpec {
         } else {
             self.dir.join(p)
         }
+    }
+
+    /// The ext4 label of the persistence partition: the spec's, else the
+    /// first 8 characters of the volume label plus "-PERSIST" (ext4 labels
+    /// hold 16 bytes).
+    pub fn persistence_label(&self) -> Option<String> {
+        let p = self.spec.persistence.as_ref()?;
+        Some(p.label.clone().unwrap_or_else(|| {
+            let head: String = self.spec.label.chars().take(8).collect();
+            format!("{}-PERSIST", head.trim_end_matches(['-', '_']))
+        }))
     }
 
     pub fn seed(&self) -> String {
@@ -267,10 +413,49 @@ fn validate(spec: &Spec) -> Result<()> {
             bail!("elements: {e:?} is not an element name");
         }
     }
+    let root = &spec.root;
+    if !root.format.allows(root.compression()) {
+        bail!(
+            "root.compression {} does not go with root.format {} (squashfs: zstd, xz, gzip, lz4; erofs: lz4, lz4hc, lzma)",
+            root.compression().name(),
+            root.format.name()
+        );
+    }
+    if let Some(p) = &spec.persistence {
+        validate_persistence(p, root.format)?;
+    }
     for arg in &spec.kernel_cmdline {
         if arg.contains(['\n', '"', '\'']) {
             bail!("kernel_cmdline: {arg:?} has a quote or newline");
         }
+    }
+    Ok(())
+}
+
+pub fn validate_persistence(p: &Persistence, format: RootFormat) -> Result<()> {
+    if p.size.0 < MIN_PERSISTENCE {
+        bail!(
+            "persistence.size: {} bytes is below the minimum of {} MiB",
+            p.size.0,
+            MIN_PERSISTENCE >> 20
+        );
+    }
+    if let Some(l) = &p.label {
+        if l.is_empty()
+            || l.len() > 16
+            || !l
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("persistence.label {l:?}: use 1 to 16 of A-Z, a-z, 0-9, '-' and '_' (an ext4 label)");
+        }
+    }
+    // dracut 059 reaches a persistent overlay only when the live root is a
+    // partition of its own (a squashfs partition); an erofs root is mounted
+    // through the ISO9660 volume, which then holds the whole disk so the
+    // persistence partition cannot be mounted beside it.
+    if format != RootFormat::Squashfs {
+        bail!("persistence needs root.format squashfs (dracut cannot mount the persistence partition beside an erofs root read through the ISO volume)");
     }
     Ok(())
 }
@@ -338,7 +523,9 @@ root:
     fn parses_a_full_spec() {
         let s = parse(GOOD).expect("parse");
         assert_eq!(s.base.distro, Distro::Debian);
-        assert_eq!(s.root.compression, Compression::Xz);
+        assert_eq!(s.root.compression(), Compression::Xz);
+        assert_eq!(s.root.format, RootFormat::Squashfs);
+        assert!(s.persistence.is_none());
         assert_eq!(s.kernel_cmdline, vec!["console=ttyS0", "panic=-1"]);
         assert_eq!(s.boot.timeout, 5);
         assert_eq!(s.elements, vec!["marker"]);
@@ -409,6 +596,58 @@ root:
                 .unwrap_err()
         );
         assert!(e.contains("base.mirror"), "{e}");
+    }
+
+    #[test]
+    fn root_format_and_compression_go_together() {
+        let erofs = GOOD.replace("  compression: xz", "  format: erofs");
+        let s = parse(&erofs).unwrap();
+        assert_eq!(s.root.compression(), Compression::Lz4hc);
+        assert_eq!(s.root.format.iso_path(), "LiveOS/rootfs.img");
+        let bad = GOOD.replace("  compression: xz", "  format: erofs\n  compression: zstd");
+        let e = format!("{:#}", parse(&bad).unwrap_err());
+        assert!(e.contains("does not go with root.format erofs"), "{e}");
+        let bad = GOOD.replace("compression: xz", "compression: lzma");
+        assert!(parse(&bad).is_err());
+    }
+
+    #[test]
+    fn persistence_sizes_and_labels() {
+        let p = GOOD.to_string() + "persistence:\n  size: 1GiB\n";
+        let s = parse(&p).unwrap();
+        assert_eq!(s.persistence.as_ref().unwrap().size, ByteSize(1 << 30));
+        let loaded = LoadedSpec {
+            spec: s,
+            file: PathBuf::from("x.yaml"),
+            dir: PathBuf::from("."),
+        };
+        assert_eq!(loaded.persistence_label().unwrap(), "UCL-MINI-PERSIST");
+        let n = GOOD.to_string() + "persistence:\n  size: 67108864\n  label: P1\n";
+        assert_eq!(
+            parse(&n).unwrap().persistence.unwrap().size,
+            ByteSize(64 << 20)
+        );
+        for bad in [
+            "persistence:\n  size: 1MiB\n",
+            "persistence:\n  size: 1 parsec\n",
+            "persistence:\n  size: 1GiB\n  label: MUCH-TOO-LONG-LABEL\n",
+        ] {
+            assert!(parse(&(GOOD.to_string() + bad)).is_err(), "{bad}");
+        }
+        let erofs =
+            GOOD.replace("  compression: xz", "  format: erofs") + "persistence:\n  size: 1GiB\n";
+        let e = format!("{:#}", parse(&erofs).unwrap_err());
+        assert!(e.contains("persistence needs root.format squashfs"), "{e}");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("512MiB").unwrap(), ByteSize(512 << 20));
+        assert_eq!(ByteSize::parse("2G").unwrap(), ByteSize(2 << 30));
+        assert_eq!(ByteSize::parse("4096").unwrap(), ByteSize(4096));
+        assert_eq!(ByteSize(1).mib(), 1);
+        assert!(ByteSize::parse("GiB").is_err());
+        assert!(ByteSize::parse("99999999999TiB").is_err());
     }
 
     #[test]

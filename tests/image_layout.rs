@@ -174,6 +174,8 @@ fn fixture() -> Fixture {
         root: Some("LiveOS/squashfs.img".to_string()),
         bios_boot: None,
         mbr_code: None,
+        persistence: None,
+        implant_md5: false,
     };
     Fixture {
         _dir: tmp,
@@ -449,6 +451,7 @@ fn bios_and_uefi_entries() {
     fx.spec.bios_boot = Some(BiosBoot {
         iso_path: "boot/grub/i386-pc/eltorito.img".to_string(),
         boot_info_table: true,
+        grub2_boot_info: true,
     });
     fx.spec.mbr_code = Some(vec![0xEB; 432]);
     let img = fx.dir.join("bios.iso");
@@ -485,7 +488,14 @@ fn bios_and_uefi_entries() {
         })
         .fold(0u32, u32::wrapping_add);
     assert_eq!(le(&patched[20..24]), sum);
-    assert_eq!(&patched[64..], &bios[64..]);
+    assert_eq!(&patched[64..2548], &bios[64..2548]);
+    // GRUB's boot info (xorriso --grub2-boot-info): where diskboot.img finds
+    // the rest of the core, in 512-byte LBAs.
+    assert_eq!(
+        u64::from_le_bytes(patched[2548..2556].try_into().unwrap()),
+        u64::from(bios_lba) * 4 + 5
+    );
+    assert_eq!(&patched[2556..], &bios[2556..]);
 
     // MBR: boot code, the GRUB2 core address patch, protective partition.
     let mbr = read_range(&img, 0, 512);

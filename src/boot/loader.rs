@@ -53,7 +53,12 @@ const FEDORA: Locations = Locations {
         "boot/efi/EFI/fedora/shimx64.efi",
         "usr/lib/efi/shim/*/EFI/fedora/shimx64.efi",
     ],
+    // The CD variant first (grub2-efi-x64-cdboot, what lorax installs as
+    // EFI/BOOT/grubx64.efi on Fedora's own media): it has the iso9660 and
+    // CD-boot modules built in. shim starts it under the name grubx64.efi.
     grub: &[
+        "boot/efi/EFI/fedora/gcdx64.efi",
+        "usr/lib/efi/grub2-cdboot/*/EFI/fedora/gcdx64.efi",
         "boot/efi/EFI/fedora/grubx64.efi",
         "usr/lib/efi/grub2/*/EFI/fedora/grubx64.efi",
     ],
@@ -197,6 +202,21 @@ mod tests {
                 assert_eq!(grub, r.join("boot/efi/EFI/fedora/grubx64.efi"));
                 assert!(mm.is_some());
                 assert_eq!(vendor, "fedora");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fedora_prefers_the_cd_grub() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        touch(r, "boot/efi/EFI/fedora/shimx64.efi");
+        touch(r, "boot/efi/EFI/fedora/grubx64.efi");
+        touch(r, "boot/efi/EFI/fedora/gcdx64.efi");
+        match find(r, Distro::Fedora).unwrap() {
+            EfiLoader::Shim { grub, .. } => {
+                assert_eq!(grub, r.join("boot/efi/EFI/fedora/gcdx64.efi"))
             }
             other => panic!("{other:?}"),
         }

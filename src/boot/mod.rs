@@ -2,6 +2,7 @@
 //! boot menu, all taken from the build root so the image boots with the
 //! distro's own signed binaries.
 
+pub mod bios;
 pub mod kernel;
 pub mod loader;
 pub mod menu;
@@ -15,7 +16,13 @@ use crate::chroot::Chroot;
 /// Build the live initrd inside the root with dracut's dmsquash-live module
 /// and move it to `out` (outside the root, so it does not end up in the
 /// squashfs twice).
-pub fn build_initrd(chroot: &Chroot, kver: &str, epoch: i64, out: &Path) -> Result<()> {
+pub fn build_initrd(
+    chroot: &Chroot,
+    kver: &str,
+    epoch: i64,
+    extra_drivers: &[&str],
+    out: &Path,
+) -> Result<()> {
     let root = chroot.root();
     if !root.join("usr/bin/dracut").exists() && !root.join("usr/sbin/dracut").exists() {
         bail!("dracut is not installed in the root: add package dracut to an element");
@@ -28,6 +35,13 @@ pub fn build_initrd(chroot: &Chroot, kver: &str, epoch: i64, out: &Path) -> Resu
         bail!("dracut's dmsquash-live module is missing in the root: add package dracut-live to an element");
     }
     let inner = "/var/tmp/undercloud-live-initrd.img";
+    let mut drivers =
+        "overlay squashfs loop iso9660 sr_mod cdrom usb-storage xhci_pci virtio_blk virtio_scsi ahci ext4"
+            .to_string();
+    for d in extra_drivers {
+        drivers.push(' ');
+        drivers.push_str(d);
+    }
     let argv: Vec<String> = [
         "dracut",
         "--force",
@@ -36,9 +50,10 @@ pub fn build_initrd(chroot: &Chroot, kver: &str, epoch: i64, out: &Path) -> Resu
         "--reproducible",
         "--add",
         "dmsquash-live",
-        // The live root needs overlayfs (rd.live.overlay.overlayfs=1).
+        // The live root needs overlayfs (rd.live.overlay.overlayfs=1), the
+        // media drivers, and ext4 for a persistence partition.
         "--add-drivers",
-        "overlay squashfs loop iso9660 sr_mod cdrom usb-storage xhci_pci virtio_blk virtio_scsi ahci",
+        &drivers,
         "--kver",
         kver,
         inner,

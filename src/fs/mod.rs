@@ -1,4 +1,7 @@
-//! Filesystems made for the image: the FAT ESP (in-process) and the live root (mksquashfs).
+//! Filesystems the build makes: the FAT ESP (in-process), the live root
+//! (squashfs or erofs, external mkfs) and the persistence partition (ext4).
 
+pub mod erofs;
 pub mod esp;
+pub mod ext4;
 pub mod squashfs;

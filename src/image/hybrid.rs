@@ -15,11 +15,16 @@
 //!  then    boot.catalog, then every other file (sorted by path)
 //!  1 MiB   the ESP file  = El Torito UEFI image = GPT partition 1
 //!  1 MiB   the root file = GPT partition 2 (if any)
+//!  +16     tail pad: the last sectors of a volume are not read reliably
+//!          from every CD, so media checks skip them (isomd5sum: 15)
+//!  1 MiB   persistence image = GPT partition 3 (if any), outside the volume
 //!  end     backup GPT entries + header in the last 33 LBAs
 //! ```
 //!
-//! The volume space size covers the whole file, backup GPT included, so the
-//! ISO view and the disk view describe the same bytes. Only metadata is
+//! Without persistence the volume space size covers the whole file, backup
+//! GPT included, so the ISO view and the disk view describe the same bytes.
+//! A persistence partition changes at run time, so it lies after the volume:
+//! the media checksum (implantisomd5's format, over the volume) stays valid. Only metadata is
 //! built in memory; file contents are copied straight from the sources.
 
 use super::eltorito::{self, BootEntry, PLATFORM_EFI, PLATFORM_X86};
@@ -50,7 +55,17 @@ pub struct BiosBoot {
     pub iso_path: String,
     /// Patch a boot info table into bytes 8..64 of the image as written.
     pub boot_info_table: bool,
+    /// Patch GRUB's own boot info, as xorriso's `--grub2-boot-info`: GRUB's
+    /// i386-pc El Torito image is cdboot.img (2048 bytes), then diskboot.img,
+    /// whose block list (byte 2548 of the image) must hold the 512-byte LBA
+    /// where the rest of the core starts (image LBA x 4 + 5). The MBR code
+    /// (boot_hybrid.img) loads diskboot.img, which reads the core from there:
+    /// without it BIOS boots from USB/disk stop at "GRUB loading.".
+    pub grub2_boot_info: bool,
 }
+
+/// Where `BiosBoot::grub2_boot_info` patches the El Torito image.
+const GRUB2_BOOT_INFO: usize = 2548;
 
 /// Everything the hybrid image is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +88,12 @@ pub struct HybridSpec {
     /// `--grub2-mbr` does: the 512-byte LBA of the BIOS image plus 4, which is
     /// where boot_hybrid.img finds the rest of GRUB.
     pub mbr_code: Option<Vec<u8>>,
+    /// An ext4 image appended after the ISO volume as GPT partition 3
+    /// ("Linux filesystem"): the persistent overlay.
+    pub persistence: Option<PathBuf>,
+    /// Embed an isomd5sum-compatible checksum of the volume in the primary
+    /// volume descriptor (see `isomd5`).
+    pub implant_md5: bool,
 }
 
 /// Where things ended up.
@@ -85,7 +106,14 @@ pub struct HybridReport {
     pub esp: (u64, u64),
     /// Byte offset and length of GPT partition 2, if there is a root.
     pub root: Option<(u64, u64)>,
+    /// Byte offset and length of GPT partition 3, if there is persistence.
+    pub persistence: Option<(u64, u64)>,
+    /// Bytes of the ISO volume (what the media checksum covers, less its
+    /// unchecked tail).
+    pub volume_bytes: u64,
     pub disk_guid: uuid::Uuid,
+    /// The implanted media checksum (hex MD5), if asked for.
+    pub md5: Option<String>,
 }
 
 /// ISO path of the El Torito boot catalog in the tree.
@@ -102,6 +130,10 @@ const PARTITION_ALIGN: u64 = (1 << 20) / SECTOR;
 const MAX_PATCHED_BIOS_IMAGE: u64 = 16 << 20;
 /// Where GRUB's boot_hybrid.img expects the LBA of its core image.
 const GRUB2_MBR_PATCH: usize = 0x1b0;
+/// Zero sectors at the end of the volume: isomd5sum leaves the last 15
+/// unchecked (burned CDs often cannot read them), so no file may lie there;
+/// 16 also hold the 9 sectors of the backup GPT.
+const TAIL_PAD: u64 = 16;
 
 /// Writes the hybrid image described by `spec` to `out` (created or
 /// truncated). The caller takes care of temporary names and renaming.
@@ -177,6 +209,11 @@ struct Plan {
     esp: usize,
     root: Option<usize>,
     bios: Option<usize>,
+    /// Sectors of the ISO volume.
+    volume_sectors: u64,
+    /// The persistence image: (host file, size, first 2048-byte sector).
+    persistence: Option<(PathBuf, u64, u64)>,
+    /// Sectors of the whole file.
     total_sectors: u64,
     record_date: [u8; 7],
     volume_date: [u8; 17],
@@ -288,6 +325,21 @@ impl Plan {
             }
         }
 
+        let persistence = match &spec.persistence {
+            Some(p) => {
+                let meta = std::fs::metadata(p)
+                    .with_context(|| format!("reading persistence image {}", p.display()))?;
+                if !meta.is_file() || meta.len() == 0 || meta.len() % LBA != 0 {
+                    bail!(
+                        "persistence image {} must be a non-empty file of whole 512-byte sectors",
+                        p.display()
+                    );
+                }
+                Some((p.clone(), meta.len(), 0))
+            }
+            None => None,
+        };
+
         let mut dirs = vec![DirItem::new(0, vec![0])];
         for (i, f) in files.iter().enumerate() {
             insert(&mut dirs, &f.iso_path, i)?;
@@ -307,10 +359,13 @@ impl Plan {
             esp,
             root,
             bios,
+            volume_sectors: 0,
+            persistence: None,
             total_sectors: 0,
             record_date,
             volume_date,
         };
+        plan.persistence = persistence;
         plan.name_and_order();
         plan.build_records()?;
         plan.assign_lbas()?;
@@ -543,9 +598,16 @@ impl Plan {
         if let Some(r) = root {
             place(r, &mut next, PARTITION_ALIGN)?;
         }
-        // The backup GPT takes the last 33 LBAs; whole sectors keep the
-        // file size a multiple of 2048 so the volume space covers it all.
-        self.total_sectors = next + iso::sectors_for(BACKUP_BYTES);
+        // The backup GPT takes the last 33 LBAs, inside the tail pad when
+        // nothing follows the volume; whole sectors keep the file size a
+        // multiple of 2048 so the volume space can cover it all.
+        self.volume_sectors = next + TAIL_PAD;
+        self.total_sectors = self.volume_sectors;
+        if let Some((_, size, lba)) = &mut self.persistence {
+            let start = self.volume_sectors.div_ceil(PARTITION_ALIGN) * PARTITION_ALIGN;
+            *lba = start;
+            self.total_sectors = start + iso::sectors_for(*size) + iso::sectors_for(BACKUP_BYTES);
+        }
         lba32(self.total_sectors).context("the image would exceed 2^32 sectors of 2048 bytes")?;
         Ok(())
     }
@@ -617,7 +679,7 @@ impl Plan {
         .encode();
         iso::primary_volume_descriptor(&iso::PrimaryVolume {
             volume_id,
-            volume_space: self.total_sectors as u32,
+            volume_space: self.volume_sectors as u32,
             path_table_size: self.path_table_size,
             l_path_table: self.l_path_lba,
             m_path_table: self.m_path_lba,
@@ -717,11 +779,28 @@ impl Plan {
                 continue;
             }
             let offset = u64::from(f.lba) * SECTOR;
-            let patch = spec.bios_boot.as_ref().is_some_and(|b| b.boot_info_table);
-            if Some(i) == self.bios && patch {
+            let (patch, grub2) = spec
+                .bios_boot
+                .as_ref()
+                .map_or((false, false), |b| (b.boot_info_table, b.grub2_boot_info));
+            if Some(i) == self.bios && (patch || grub2) {
                 let mut image = read_small(source, &f.iso_path, f.size)?;
-                eltorito::patch_boot_info_table(&mut image, PVD_LBA, f.lba)
-                    .with_context(|| format!("patching boot info table into {}", f.iso_path))?;
+                if patch {
+                    eltorito::patch_boot_info_table(&mut image, PVD_LBA, f.lba)
+                        .with_context(|| format!("patching boot info table into {}", f.iso_path))?;
+                }
+                if grub2 {
+                    if image.len() < GRUB2_BOOT_INFO + 8 {
+                        bail!(
+                            "bios boot image {} is {} bytes, too short for GRUB's boot info at byte {GRUB2_BOOT_INFO}",
+                            f.iso_path,
+                            image.len()
+                        );
+                    }
+                    let core = u64::from(f.lba) * (SECTOR / LBA) + 5;
+                    image[GRUB2_BOOT_INFO..GRUB2_BOOT_INFO + 8]
+                        .copy_from_slice(&core.to_le_bytes());
+                }
                 file.write_all_at(&image, offset)
                     .with_context(|| format!("writing {} to {shown}", f.iso_path))?;
             } else {
@@ -748,6 +827,20 @@ impl Plan {
                 last_lba: (off + len) / LBA - 1,
             });
         }
+        let persistence = self
+            .persistence
+            .as_ref()
+            .map(|(source, size, lba)| (source.clone(), lba * SECTOR, *size));
+        if let Some((source, off, len)) = &persistence {
+            copy_into(&mut file, out, *off, source, "persistence", *len)?;
+            parts.push(PartitionSpec {
+                name: "persistence".to_string(),
+                type_guid: gpt::partition_types::LINUX_FS,
+                guid: gpt_view::derive_guid(&spec.seed, "persistence"),
+                first_lba: off / LBA,
+                last_lba: (off + len) / LBA - 1,
+            });
+        }
         let mbr_code = match (&spec.mbr_code, self.bios) {
             (Some(code), Some(bios)) => {
                 let mut code = code.clone();
@@ -766,11 +859,21 @@ impl Plan {
         let mbr = gpt_view::protective_mbr(self.total_bytes(), mbr_code.as_deref(), signature)?;
         gpt_view::write_gpt(&mut file, out, disk_guid, &parts, &mbr)?;
 
+        // Last: the checksum covers every other byte of the volume.
+        let md5 = if spec.implant_md5 {
+            Some(super::isomd5::implant(&file, out)?.md5)
+        } else {
+            None
+        };
+
         Ok(HybridReport {
             size: self.total_bytes(),
             esp: (esp_off, esp_len),
             root,
+            persistence: persistence.map(|(_, off, len)| (off, len)),
+            volume_bytes: self.volume_sectors * SECTOR,
             disk_guid,
+            md5,
         })
     }
 }
@@ -851,10 +954,11 @@ fn lba32(lba: u64) -> Result<u32> {
     u32::try_from(lba).context("the image would exceed 2^32 sectors of 2048 bytes")
 }
 
-/// Copies `size` bytes of `source` to `offset` in `out`. `std::io::copy`
-/// between two files (a `Take<File>` included) uses copy_file_range on
-/// Linux, so the data moves in the kernel, reflinked where the filesystem
-/// can; memory use does not depend on the file size.
+/// Copies `size` bytes of `source` to `offset` in `out`, data segments
+/// only: `out` was sized up front, so a hole in the source (a sparse
+/// persistence image, a sparse test file) stays a hole that reads as zeros,
+/// and costs neither disk nor time. Each segment moves with
+/// copy_file_range (`std::io::copy` between files), in the kernel.
 fn copy_into(
     out: &mut File,
     out_path: &Path,
@@ -863,22 +967,54 @@ fn copy_into(
     iso_path: &str,
     size: u64,
 ) -> Result<()> {
-    let src = File::open(source)
-        .with_context(|| format!("reading {} for {iso_path}", source.display()))?;
-    out.seek(SeekFrom::Start(offset))
-        .with_context(|| format!("seeking in {}", out_path.display()))?;
-    let copied = std::io::copy(&mut src.take(size), out).with_context(|| {
+    use nix::unistd::{lseek, Whence};
+    use std::os::fd::AsFd;
+    let ctx = || {
         format!(
             "copying {} for {iso_path} into {}",
             source.display(),
             out_path.display()
         )
-    })?;
-    if copied != size {
+    };
+    let mut src = File::open(source)
+        .with_context(|| format!("reading {} for {iso_path}", source.display()))?;
+    let actual = src
+        .metadata()
+        .with_context(|| format!("reading {} for {iso_path}", source.display()))?
+        .len();
+    if actual < size {
         bail!(
-            "reading {} for {iso_path}: it shrank from {size} to {copied} bytes while the image was written",
+            "reading {} for {iso_path}: it shrank from {size} to {actual} bytes while the image was written",
             source.display()
         );
+    }
+    let mut pos = 0u64;
+    while pos < size {
+        // Filesystems without SEEK_DATA support report the whole file as data.
+        let data = match lseek(src.as_fd(), pos as i64, Whence::SeekData) {
+            Ok(d) => d as u64,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole remains
+            Err(_) => pos,
+        };
+        if data >= size {
+            break;
+        }
+        let hole = match lseek(src.as_fd(), data as i64, Whence::SeekHole) {
+            Ok(h) => (h as u64).min(size),
+            Err(_) => size,
+        };
+        src.seek(SeekFrom::Start(data)).with_context(ctx)?;
+        out.seek(SeekFrom::Start(offset + data))
+            .with_context(|| format!("seeking in {}", out_path.display()))?;
+        let want = hole - data;
+        let copied = std::io::copy(&mut (&mut src).take(want), out).with_context(ctx)?;
+        if copied != want {
+            bail!(
+                "reading {} for {iso_path}: it shrank while the image was written",
+                source.display()
+            );
+        }
+        pos = hole;
     }
     Ok(())
 }
@@ -931,6 +1067,8 @@ mod tests {
             root: Some("/LiveOS/squashfs.img".to_string()),
             bios_boot: None,
             mbr_code: None,
+            persistence: None,
+            implant_md5: false,
         };
         let plan = Plan::new(&spec).unwrap();
         (spec, plan)
@@ -981,6 +1119,10 @@ mod tests {
             .max()
             .unwrap();
         assert!(end <= plan.total_bytes() - BACKUP_BYTES);
+        assert!(
+            end + 15 * SECTOR <= plan.volume_sectors * SECTOR,
+            "tail pad"
+        );
         assert_eq!(plan.total_bytes() % SECTOR, 0);
         // The catalog is the first file after the metadata.
         assert!(plan.files[plan.catalog].lba < esp.lba);

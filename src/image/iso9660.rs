@@ -441,8 +441,16 @@ pub fn primary_volume_descriptor(v: &PrimaryVolume) -> Vec<u8> {
     d[847..864].copy_from_slice(&VOLUME_DATE_UNSET); // expiration
     d[864..881].copy_from_slice(&VOLUME_DATE_UNSET); // effective
     d[881] = 1; // file structure version
+                // Application use: blanks, the state implantisomd5 expects before it
+                // writes its media checksum there.
+    d[APPLICATION_USE..APPLICATION_USE + APPLICATION_USE_LEN].fill(b' ');
     d
 }
+
+/// The 512-byte application use field of the primary volume descriptor
+/// (ECMA-119 8.4.32), where the media checksum goes.
+pub const APPLICATION_USE: usize = 883;
+pub const APPLICATION_USE_LEN: usize = 512;
 
 /// Volume descriptor set terminator (ECMA-119 8.3).
 pub fn terminator() -> Vec<u8> {

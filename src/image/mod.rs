@@ -7,5 +7,6 @@ pub mod eltorito;
 pub mod gpt;
 pub mod hybrid;
 pub mod iso9660;
+pub mod isomd5;
 
 pub use hybrid::{write_hybrid, BiosBoot, HybridReport, HybridSpec, IsoSource};

@@ -1,0 +1,104 @@
+//! The live root as erofs, made with mkfs.erofs (package erofs-utils).
+//! Reproducible: fixed timestamps (-T) and a UUID derived from the seed.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use super::squashfs::which;
+use crate::interrupt;
+use crate::spec::Compression;
+
+pub fn check_tool() -> Result<()> {
+    if which("mkfs.erofs").is_none() {
+        bail!("mkfs.erofs not found: install package erofs-utils");
+    }
+    Ok(())
+}
+
+/// The compressors this mkfs.erofs was built with, from its `--help` text
+/// ("Available compressors are: lz4hc, lz4"): Debian 12's lacks lzma.
+pub fn available_compressors() -> Result<Vec<String>> {
+    let out = Command::new("mkfs.erofs")
+        .arg("--help")
+        .output()
+        .context("running mkfs.erofs --help")?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok(parse_compressors(&text))
+}
+
+fn parse_compressors(help: &str) -> Vec<String> {
+    help.lines()
+        .find_map(|l| l.trim().strip_prefix("Available compressors are:"))
+        .map(|list| {
+            list.split([',', ' '])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn args(root: &Path, out: &Path, comp: Compression, epoch: i64, uuid: &str) -> Vec<String> {
+    vec![
+        format!("-z{}", comp.name()),
+        // Every inode gets this time: same root + same epoch = same bytes.
+        format!("-T{epoch}"),
+        format!("-U{uuid}"),
+        "--quiet".into(),
+        out.display().to_string(),
+        root.display().to_string(),
+    ]
+}
+
+pub fn make(root: &Path, out: &Path, comp: Compression, epoch: i64, uuid: &str) -> Result<()> {
+    check_tool()?;
+    let have = available_compressors()?;
+    if !have.iter().any(|c| c == comp.name()) {
+        bail!(
+            "this mkfs.erofs cannot compress with {} (it has: {}): choose another root.compression or install a newer erofs-utils",
+            comp.name(),
+            have.join(", ")
+        );
+    }
+    let mut cmd = Command::new("mkfs.erofs");
+    cmd.args(args(root, out, comp, epoch, uuid));
+    cmd.stdout(std::process::Stdio::null());
+    interrupt::run(&mut cmd, "mkfs.erofs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressor_list_is_read_from_help() {
+        let help =
+            "usage: ...\n -T#  set time\nAvailable compressors are: lz4hc, lz4\nmkfs.erofs 1.5\n";
+        assert_eq!(parse_compressors(help), vec!["lz4hc", "lz4"]);
+        assert!(parse_compressors("nothing").is_empty());
+    }
+
+    #[test]
+    fn makes_identical_images() {
+        if which("mkfs.erofs").is_none() {
+            eprintln!("skipping: erofs-utils not installed");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/hostname"), "live\n").unwrap();
+        let uuid = "0b7f7d43-3b4a-4b57-9d7e-8f4f3c2f1a10";
+        let (a, b) = (t.path().join("a.img"), t.path().join("b.img"));
+        make(&root, &a, Compression::Lz4hc, 1_700_000_000, uuid).unwrap();
+        make(&root, &b, Compression::Lz4hc, 1_700_000_000, uuid).unwrap();
+        let bytes = std::fs::read(&a).unwrap();
+        assert_eq!(bytes, std::fs::read(&b).unwrap());
+        // erofs superblock magic at byte 1024.
+        assert_eq!(&bytes[1024..1028], &0xE0F5_E1E2u32.to_le_bytes());
+    }
+}

@@ -1,0 +1,114 @@
+//! The persistence partition: an empty ext4 filesystem with the folders
+//! dracut's dmsquash-live expects for a persistent overlayfs overlay
+//! (`rd.live.overlay=LABEL=<label>:/LiveOS/overlay` uses `/LiveOS/overlay`
+//! as the upper dir and its sibling `/LiveOS/ovlwork` as the work dir).
+//!
+//! mkfs.ext4 and debugfs (package e2fsprogs) make it. `mkfs.ext4 -d` would
+//! copy the staging folders' ctime, which cannot be set, so the folders are
+//! made with debugfs instead; both honour E2FSPROGS_FAKE_TIME, and the UUID
+//! and directory hash seed are given, so the bytes are reproducible.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use super::squashfs::which;
+use crate::interrupt;
+
+/// The upper and work folders dracut looks for.
+pub const OVERLAY_DIR: &str = "/LiveOS/overlay";
+
+pub fn check_tools() -> Result<()> {
+    for tool in ["mkfs.ext4", "debugfs"] {
+        if which(tool).is_none() {
+            bail!("{tool} not found: install package e2fsprogs");
+        }
+    }
+    Ok(())
+}
+
+/// Writes an ext4 image of `size` bytes (rounded down to 4 KiB) to `out`.
+pub fn make_persistence(out: &Path, size: u64, label: &str, uuid: &str, epoch: i64) -> Result<()> {
+    check_tools()?;
+    let size = size / 4096 * 4096;
+    {
+        let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+        // Sparse: the empty filesystem costs a few MiB on disk.
+        f.set_len(size)
+            .with_context(|| format!("sizing {}", out.display()))?;
+    }
+    let fake_time = epoch.to_string();
+    let mut mkfs = Command::new(which("mkfs.ext4").unwrap_or_else(|| "mkfs.ext4".into()));
+    mkfs.args(["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid, "-E"])
+        .arg(format!("root_owner=0:0,hash_seed={uuid}"))
+        .arg(out)
+        .env("E2FSPROGS_FAKE_TIME", &fake_time)
+        .stdout(Stdio::null());
+    interrupt::run(&mut mkfs, "mkfs.ext4")
+        .with_context(|| format!("making the persistence filesystem {}", out.display()))?;
+
+    let mut debugfs = Command::new(which("debugfs").unwrap_or_else(|| "debugfs".into()));
+    debugfs
+        .args(["-w", "-f", "-"])
+        .arg(out)
+        .env("E2FSPROGS_FAKE_TIME", &fake_time)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = debugfs
+        .spawn()
+        .with_context(|| format!("starting debugfs on {}", out.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(b"mkdir LiveOS\nmkdir LiveOS/overlay\nmkdir LiveOS/ovlwork\n")
+            .with_context(|| format!("writing debugfs commands for {}", out.display()))?;
+    }
+    let o = child
+        .wait_with_output()
+        .with_context(|| format!("running debugfs on {}", out.display()))?;
+    // debugfs exits 0 even when a command fails; its complaints go to stderr
+    // after the banner line.
+    let err = String::from_utf8_lossy(&o.stderr);
+    let complaints: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
+        .collect();
+    if !o.status.success() || !complaints.is_empty() {
+        bail!(
+            "debugfs could not make the overlay folders in {}: {}",
+            out.display(),
+            complaints.join("; ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reproducible_with_overlay_folders() {
+        if check_tools().is_err() {
+            eprintln!("skipping: e2fsprogs not installed");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let uuid = "8d1c6f0e-49a4-4e33-a6f7-7a9c1e0f2b35";
+        let (a, b) = (t.path().join("a.img"), t.path().join("b.img"));
+        make_persistence(&a, 32 << 20, "T-PERSIST", uuid, 1_700_000_000).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        make_persistence(&b, 32 << 20, "T-PERSIST", uuid, 1_700_000_000).unwrap();
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+        let o = Command::new(which("debugfs").unwrap())
+            .args(["-R", "ls -l /LiveOS"])
+            .arg(&a)
+            .output()
+            .unwrap();
+        let ls = String::from_utf8_lossy(&o.stdout);
+        assert!(ls.contains("overlay") && ls.contains("ovlwork"), "{ls}");
+    }
+}

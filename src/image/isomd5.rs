@@ -1,0 +1,379 @@
+//! The media checksum, in the format of isomd5sum's implantisomd5 /
+//! checkisomd5 (what dracut's `rd.live.check` runs), written and checked by
+//! our own code.
+//!
+//! The format, as those tools define it:
+//! * The text lives in the primary volume descriptor's 512-byte application
+//!   use field (byte 883), blank-padded:
+//!   `ISO MD5SUM = <32 hex>;SKIPSECTORS = 15;RHLISOSTATUS=0;FRAGMENT SUMS =
+//!   <60 chars>;FRAGMENT COUNT = 20;THIS IS NOT THE SAME AS RUNNING MD5SUM
+//!   ON THIS ISO!!`
+//! * The MD5 runs over the volume (volume space size x 2048 bytes) except
+//!   its last SKIPSECTORS sectors, with the application use field read as
+//!   blanks. The data is taken in 32 KiB reads from the start.
+//! * Fragment sums: the checked length is cut into COUNT + 1 parts. After the
+//!   first read that *starts* in part k (k = 1..=COUNT), the running MD5 is
+//!   finalised on a copy; of its first 60 / COUNT bytes, each contributes
+//!   one hex digit: the first character of the byte printed with `%x`
+//!   (the high nibble, or the only digit for a byte below 16).
+//!
+//! The fragment sums let a check stop early and, for `verify`, tell *where*
+//! the medium differs.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use md5::{Digest, Md5};
+
+use super::iso9660::{APPLICATION_USE, APPLICATION_USE_LEN, SECTOR};
+
+pub const SKIP_SECTORS: u64 = 15;
+pub const FRAGMENT_COUNT: u64 = 20;
+const FRAGMENT_SUM_LEN: usize = 60;
+/// The read size both tools use; fragment boundaries depend on it.
+const CHUNK: u64 = 32 * 1024;
+const FIRST_DESCRIPTOR: u64 = 16;
+
+/// What the application use field says.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Embedded {
+    pub md5: String,
+    pub skip_sectors: u64,
+    pub fragment_sums: String,
+    pub fragment_count: u64,
+}
+
+/// The primary volume descriptor's byte offset and the volume's size.
+pub fn find_pvd(file: &File, path: &Path) -> Result<(u64, u64, Vec<u8>)> {
+    for n in FIRST_DESCRIPTOR..FIRST_DESCRIPTOR + 64 {
+        let mut d = vec![0u8; SECTOR as usize];
+        file.read_exact_at(&mut d, n * SECTOR)
+            .with_context(|| format!("reading volume descriptors of {}", path.display()))?;
+        if &d[1..6] != b"CD001" {
+            bail!(
+                "{} has no ISO9660 volume (no CD001 at sector {n})",
+                path.display()
+            );
+        }
+        match d[0] {
+            1 => {
+                // The big-endian half of the both-endian field, as checkisomd5 reads it.
+                let sectors = u32::from_be_bytes([d[84], d[85], d[86], d[87]]);
+                return Ok((n * SECTOR, u64::from(sectors) * SECTOR, d));
+            }
+            255 => break,
+            _ => {}
+        }
+    }
+    bail!(
+        "{} has no ISO9660 primary volume descriptor",
+        path.display()
+    )
+}
+
+/// Reads the embedded checksum, if there is one.
+pub fn read_embedded(pvd: &[u8]) -> Option<Embedded> {
+    let field = &pvd[APPLICATION_USE..APPLICATION_USE + APPLICATION_USE_LEN];
+    let text = String::from_utf8_lossy(field);
+    let mut md5 = None;
+    let mut skip = None;
+    let mut sums = String::new();
+    let mut count = FRAGMENT_COUNT;
+    for part in text.split(';') {
+        let part = part.trim_start();
+        if let Some(v) = part.strip_prefix("ISO MD5SUM = ") {
+            let v: String = v.chars().take(32).collect();
+            if v.len() == 32 && v.chars().all(|c| c.is_ascii_hexdigit()) {
+                md5 = Some(v.to_ascii_lowercase());
+            }
+        } else if let Some(v) = part.strip_prefix("SKIPSECTORS = ") {
+            skip = v.trim().parse().ok();
+        } else if let Some(v) = part.strip_prefix("FRAGMENT SUMS = ") {
+            sums = v.trim().to_string();
+        } else if let Some(v) = part.strip_prefix("FRAGMENT COUNT = ") {
+            count = v.trim().parse().unwrap_or(0);
+        }
+    }
+    Some(Embedded {
+        md5: md5?,
+        skip_sectors: skip?,
+        fragment_sums: sums,
+        fragment_count: count,
+    })
+}
+
+/// The running computation shared by implant and check.
+struct Summer {
+    total: u64,
+    count: u64,
+    app_start: u64,
+    hash: Md5,
+    previous: u64,
+    /// Fragment digits computed so far, and where each checkpoint ended.
+    sums: String,
+    checkpoints: Vec<u64>,
+}
+
+impl Summer {
+    fn new(total: u64, count: u64, pvd_offset: u64) -> Summer {
+        Summer {
+            total,
+            count,
+            app_start: pvd_offset + APPLICATION_USE as u64,
+            hash: Md5::new(),
+            previous: 0,
+            sums: String::new(),
+            checkpoints: Vec::new(),
+        }
+    }
+
+    /// One 32 KiB read at `offset`.
+    fn chunk(&mut self, offset: u64, data: &mut [u8]) {
+        let end = offset + data.len() as u64;
+        let app_end = self.app_start + APPLICATION_USE_LEN as u64;
+        if offset < app_end && end > self.app_start {
+            let a = self.app_start.max(offset) - offset;
+            let b = app_end.min(end) - offset;
+            data[a as usize..b as usize].fill(b' ');
+        }
+        self.hash.update(&*data);
+        if self.count == 0 {
+            return;
+        }
+        let current = offset * (self.count + 1) / self.total;
+        if current != self.previous {
+            let digest = self.hash.clone().finalize();
+            let per = FRAGMENT_SUM_LEN / self.count as usize;
+            for b in digest.iter().take(per) {
+                let hex = format!("{b:x}");
+                self.sums.push(hex.chars().next().unwrap_or('0'));
+            }
+            self.checkpoints.push(end);
+            self.previous = current;
+        }
+    }
+
+    fn run(
+        &mut self,
+        file: &File,
+        path: &Path,
+        mut stop: impl FnMut(&Summer) -> bool,
+    ) -> Result<()> {
+        let mut buf = vec![0u8; CHUNK as usize];
+        let mut offset = 0u64;
+        let mut reader = file;
+        use std::io::{Seek, SeekFrom};
+        reader
+            .seek(SeekFrom::Start(0))
+            .with_context(|| format!("seeking in {}", path.display()))?;
+        while offset < self.total {
+            let n = (self.total - offset).min(CHUNK) as usize;
+            reader
+                .read_exact(&mut buf[..n])
+                .with_context(|| format!("reading {} at byte {offset}", path.display()))?;
+            let before = self.checkpoints.len();
+            self.chunk(offset, &mut buf[..n]);
+            offset += n as u64;
+            if self.checkpoints.len() != before && stop(self) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `implant` wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Implanted {
+    pub md5: String,
+    pub fragment_sums: String,
+}
+
+/// Computes and writes the checksum into the volume held by `file`.
+pub fn implant(file: &File, path: &Path) -> Result<Implanted> {
+    let (pvd_offset, volume, _) = find_pvd(file, path)?;
+    if volume <= SKIP_SECTORS * SECTOR {
+        bail!(
+            "{}: the ISO volume is too small for a media checksum",
+            path.display()
+        );
+    }
+    let total = volume - SKIP_SECTORS * SECTOR;
+    let mut s = Summer::new(total, FRAGMENT_COUNT, pvd_offset);
+    s.run(file, path, |_| false)?;
+    let md5 = hex::encode(s.hash.clone().finalize());
+    let text = format!(
+        "ISO MD5SUM = {md5};SKIPSECTORS = {SKIP_SECTORS};RHLISOSTATUS=0;FRAGMENT SUMS = {};FRAGMENT COUNT = {FRAGMENT_COUNT};THIS IS NOT THE SAME AS RUNNING MD5SUM ON THIS ISO!!",
+        s.sums
+    );
+    let mut field = vec![b' '; APPLICATION_USE_LEN];
+    field[..text.len()].copy_from_slice(text.as_bytes());
+    file.write_all_at(&field, pvd_offset + APPLICATION_USE as u64)
+        .with_context(|| format!("writing the media checksum to {}", path.display()))?;
+    Ok(Implanted {
+        md5,
+        fragment_sums: s.sums,
+    })
+}
+
+/// The outcome of a check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    Good {
+        md5: String,
+        checked_bytes: u64,
+    },
+    /// The first part found to differ: bytes `start..end`, the 1-based
+    /// fragment number (`None`: the part after the last fragment sum, which
+    /// only the whole MD5 covers).
+    Bad {
+        start: u64,
+        end: u64,
+        fragment: Option<u64>,
+        parts: u64,
+    },
+}
+
+/// Recomputes the checksum of an image file or device, stopping at the
+/// first fragment that differs.
+pub fn check(path: &Path) -> Result<Check> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (pvd_offset, volume, pvd) = find_pvd(&file, path)?;
+    let Some(e) = read_embedded(&pvd) else {
+        bail!(
+            "{} carries no media checksum (ISO MD5SUM) in its volume descriptor",
+            path.display()
+        );
+    };
+    let skip = e.skip_sectors * SECTOR;
+    if volume <= skip {
+        bail!(
+            "{}: the ISO volume is smaller than its unchecked tail",
+            path.display()
+        );
+    }
+    let total = volume - skip;
+    let count = if e.fragment_count > 0
+        && FRAGMENT_SUM_LEN as u64 % e.fragment_count == 0
+        && e.fragment_sums.len() == FRAGMENT_SUM_LEN
+    {
+        e.fragment_count
+    } else {
+        0
+    };
+    let mut s = Summer::new(total, count, pvd_offset);
+    let expected = e.fragment_sums.clone();
+    let mut bad_fragment: Option<usize> = None;
+    s.run(&file, path, |s| {
+        let upto = s.sums.len();
+        if s.sums[..upto] != expected[..upto] {
+            bad_fragment = Some(s.checkpoints.len());
+            true
+        } else {
+            false
+        }
+    })?;
+    let parts = count + 1;
+    if let Some(k) = bad_fragment {
+        let start = if k >= 2 { s.checkpoints[k - 2] } else { 0 };
+        return Ok(Check::Bad {
+            start,
+            end: s.checkpoints[k - 1],
+            fragment: Some(k as u64),
+            parts,
+        });
+    }
+    let md5 = hex::encode(s.hash.finalize());
+    if md5 != e.md5 {
+        return Ok(Check::Bad {
+            start: s.checkpoints.last().copied().unwrap_or(0),
+            end: total,
+            fragment: None,
+            parts,
+        });
+    }
+    Ok(Check::Good {
+        md5,
+        checked_bytes: total,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake "volume": a PVD at sector 16 saying `sectors`, blank
+    /// application use, pseudo-random data elsewhere.
+    fn volume(path: &Path, sectors: u32) {
+        let mut data = vec![0u8; sectors as usize * SECTOR as usize];
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let pvd = &mut data[16 * SECTOR as usize..17 * SECTOR as usize];
+        pvd[0] = 1;
+        pvd[1..6].copy_from_slice(b"CD001");
+        pvd[80..84].copy_from_slice(&sectors.to_le_bytes());
+        pvd[84..88].copy_from_slice(&sectors.to_be_bytes());
+        pvd[APPLICATION_USE..APPLICATION_USE + APPLICATION_USE_LEN].fill(b' ');
+        let term = &mut data[17 * SECTOR as usize..18 * SECTOR as usize];
+        term[0] = 255;
+        term[1..6].copy_from_slice(b"CD001");
+        std::fs::write(path, data).unwrap();
+    }
+
+    #[test]
+    fn implant_then_check_then_find_a_flipped_byte() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("v.iso");
+        volume(&p, 1000);
+        let f = File::options().read(true).write(true).open(&p).unwrap();
+        let imp = implant(&f, &p).unwrap();
+        assert_eq!(imp.fragment_sums.len(), 60);
+        let (_, _, pvd) = find_pvd(&f, &p).unwrap();
+        let e = read_embedded(&pvd).unwrap();
+        assert_eq!(
+            (e.md5.as_str(), e.skip_sectors, e.fragment_count),
+            (imp.md5.as_str(), 15, 20)
+        );
+        assert!(matches!(check(&p).unwrap(), Check::Good { .. }));
+
+        // A byte in the middle: the fragment holding it is named.
+        let at = 500 * SECTOR + 7;
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 0x20], at).unwrap();
+        match check(&p).unwrap() {
+            Check::Bad {
+                start,
+                end,
+                fragment,
+                parts,
+            } => {
+                assert!(start <= at && at < end, "{start}..{end} misses {at}");
+                assert!(fragment.is_some());
+                assert_eq!(parts, 21);
+            }
+            good => panic!("flipped byte not found: {good:?}"),
+        }
+        f.write_all_at(&b, at).unwrap();
+        // In the unchecked tail: still good.
+        f.write_all_at(&[1], 999 * SECTOR).unwrap();
+        assert!(matches!(check(&p).unwrap(), Check::Good { .. }));
+    }
+
+    #[test]
+    fn no_checksum_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("v.iso");
+        volume(&p, 100);
+        let e = format!("{:#}", check(&p).unwrap_err());
+        assert!(e.contains("no media checksum"), "{e}");
+    }
+}

@@ -1,0 +1,491 @@
+//! `undercloud-live inspect IMAGE`: what an image (or a device written
+//! from one) holds, read with our own parsers and the `gpt` / `fatfs`
+//! crates, never by mounting: the partitions and their filesystems, the
+//! ISO9660 volume, the El Torito boot entries, the MBR boot code, the ESP's
+//! files and the embedded media checksum.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::image::gpt::LBA;
+use crate::image::isomd5::{self, Embedded};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Partition {
+    pub number: u32,
+    pub name: String,
+    pub type_guid: String,
+    /// What the type GUID means ("EFI System", "Linux root (x86-64)", ...).
+    pub type_name: String,
+    pub guid: String,
+    pub first_lba: u64,
+    pub last_lba: u64,
+    pub offset: u64,
+    pub bytes: u64,
+    /// Filesystem found at the start: vfat, squashfs, erofs, ext4, iso9660.
+    pub filesystem: Option<String>,
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Volume {
+    pub label: String,
+    pub volume_bytes: u64,
+    pub application: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootEntry {
+    /// "BIOS" (platform 0x00) or "UEFI" (0xEF), or the hex platform id.
+    pub platform: String,
+    pub bootable: bool,
+    /// 2048-byte sector of the boot image.
+    pub lba: u32,
+    /// 512-byte sectors loaded (0: to the end, for UEFI).
+    pub sectors: u16,
+    /// A BIOS image whose boot info table points at this volume.
+    pub boot_info_table: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EspFile {
+    pub path: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub path: String,
+    pub bytes: u64,
+    /// MBR boot code present (GRUB's boot_hybrid.img for BIOS from USB).
+    pub mbr_boot_code: bool,
+    pub disk_guid: Option<String>,
+    pub partitions: Vec<Partition>,
+    pub volume: Option<Volume>,
+    pub el_torito: Vec<BootEntry>,
+    pub esp_files: Vec<EspFile>,
+    pub media_checksum: Option<Embedded>,
+}
+
+fn type_name(guid: &str) -> String {
+    match guid.to_ascii_uppercase().as_str() {
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" => "EFI System",
+        "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" => "Linux root (x86-64)",
+        "0FC63DAF-8483-4772-8E79-3D69D8477DE4" => "Linux filesystem",
+        "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" => "Basic data",
+        "21686148-6449-6E6F-744E-656564454649" => "BIOS boot",
+        _ => "unknown",
+    }
+    .to_string()
+}
+
+/// The filesystem (and label) at byte `offset`, by magic numbers.
+pub fn sniff(file: &File, offset: u64) -> (Option<String>, Option<String>) {
+    let mut b = vec![0u8; 4096];
+    let n = file.read_at(&mut b, offset).unwrap_or(0);
+    if n < 2048 {
+        return (None, None);
+    }
+    let text = |r: &[u8]| {
+        let s = String::from_utf8_lossy(r)
+            .trim_end_matches(['\0', ' '])
+            .to_string();
+        (!s.is_empty()).then_some(s)
+    };
+    if &b[0..4] == b"hsqs" {
+        return (Some("squashfs".into()), None);
+    }
+    if b[1024..1028] == 0xE0F5_E1E2u32.to_le_bytes() {
+        return (Some("erofs".into()), None);
+    }
+    if b[1024 + 0x38..1024 + 0x3a] == 0xEF53u16.to_le_bytes() {
+        return (Some("ext4".into()), text(&b[1024 + 0x78..1024 + 0x88]));
+    }
+    if b[510..512] == [0x55, 0xAA] {
+        if &b[0x52..0x57] == b"FAT32" {
+            return (Some("vfat".into()), text(&b[0x47..0x52]));
+        }
+        if &b[0x36..0x39] == b"FAT" {
+            return (Some("vfat".into()), text(&b[0x2b..0x36]));
+        }
+    }
+    (None, None)
+}
+
+/// A window of a file, for fatfs. Writes are refused: inspect never
+/// changes the image.
+struct Window {
+    file: File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Read for Window {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        let got = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+impl Write for Window {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "inspect is read-only",
+        ))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Window {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| io::Error::other("seek out of range"))?;
+        Ok(self.pos)
+    }
+}
+
+fn list_fat(file: &File, offset: u64, len: u64) -> Result<Vec<EspFile>> {
+    let w = Window {
+        file: file.try_clone().context("duplicating the image handle")?,
+        start: offset,
+        len,
+        pos: 0,
+    };
+    let fs = fatfs::FileSystem::new(w, fatfs::FsOptions::new()).context("reading the ESP's FAT")?;
+    let mut out = Vec::new();
+    let mut stack = vec![(String::new(), fs.root_dir())];
+    while let Some((prefix, dir)) = stack.pop() {
+        for e in dir.iter() {
+            let e = e.context("reading an ESP directory")?;
+            let name = e.file_name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let path = format!("{prefix}{name}");
+            if e.is_dir() {
+                stack.push((format!("{path}/"), e.to_dir()));
+            } else {
+                out.push(EspFile {
+                    path,
+                    bytes: e.len(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn el_torito(file: &File, volume: u64) -> Result<Vec<BootEntry>> {
+    let mut rec = vec![0u8; 2048];
+    file.read_exact_at(&mut rec, 17 * 2048)
+        .context("reading the El Torito boot record")?;
+    if rec[0] != 0 || &rec[1..6] != b"CD001" || !rec[7..].starts_with(b"EL TORITO SPECIFICATION") {
+        return Ok(Vec::new());
+    }
+    let catalog = u32::from_le_bytes([rec[0x47], rec[0x48], rec[0x49], rec[0x4a]]);
+    let mut cat = vec![0u8; 2048];
+    file.read_exact_at(&mut cat, u64::from(catalog) * 2048)
+        .context("reading the El Torito boot catalog")?;
+    let platform_name = |p: u8| match p {
+        0x00 => "BIOS".to_string(),
+        0xEF => "UEFI".to_string(),
+        other => format!("0x{other:02x}"),
+    };
+    let entry = |e: &[u8], platform: u8| -> BootEntry {
+        let lba = u32::from_le_bytes([e[8], e[9], e[10], e[11]]);
+        let mut bit = false;
+        if platform == 0 && u64::from(lba) * 2048 < volume {
+            let mut t = [0u8; 16];
+            if file.read_exact_at(&mut t, u64::from(lba) * 2048).is_ok() {
+                bit = u32::from_le_bytes([t[8], t[9], t[10], t[11]]) == 16
+                    && u32::from_le_bytes([t[12], t[13], t[14], t[15]]) == lba;
+            }
+        }
+        BootEntry {
+            platform: platform_name(platform),
+            bootable: e[0] == 0x88,
+            lba,
+            sectors: u16::from_le_bytes([e[6], e[7]]),
+            boot_info_table: bit,
+        }
+    };
+    let mut out = vec![entry(&cat[32..64], cat[1])];
+    let mut at = 64;
+    while at + 32 <= cat.len() {
+        let h = &cat[at..at + 32];
+        if h[0] != 0x90 && h[0] != 0x91 {
+            break;
+        }
+        let n = u16::from_le_bytes([h[2], h[3]]) as usize;
+        for i in 0..n {
+            let s = at + 32 * (i + 1);
+            if s + 32 > cat.len() {
+                break;
+            }
+            out.push(entry(&cat[s..s + 32], h[1]));
+        }
+        at += 32 * (n + 1);
+        if h[0] == 0x91 {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+pub fn inspect(path: &Path) -> Result<Inspection> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let bytes = file
+        .seek_end()
+        .with_context(|| format!("sizing {}", path.display()))?;
+    let mut mbr = [0u8; 512];
+    file.read_exact_at(&mut mbr, 0)
+        .with_context(|| format!("reading the MBR of {}", path.display()))?;
+    let mbr_boot_code = mbr[..440].iter().any(|&b| b != 0);
+
+    let mut partitions = Vec::new();
+    let mut disk_guid = None;
+    if let Ok(disk) = gpt::GptConfig::new()
+        .writable(false)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .open(path)
+    {
+        disk_guid = Some(disk.guid().to_string());
+        for (n, p) in disk.partitions() {
+            let guid = p.part_type_guid.guid.to_string().to_ascii_uppercase();
+            let offset = p.first_lba * LBA;
+            let (filesystem, label) = sniff(&file, offset);
+            partitions.push(Partition {
+                number: *n,
+                name: p.name.clone(),
+                type_name: type_name(&guid),
+                type_guid: guid,
+                guid: p.part_guid.to_string(),
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
+                offset,
+                bytes: (p.last_lba + 1 - p.first_lba) * LBA,
+                filesystem,
+                label,
+            });
+        }
+    }
+
+    let (volume, media_checksum, el) = match isomd5::find_pvd(&file, path) {
+        Ok((_, volume_bytes, pvd)) => {
+            let text = |r: &[u8]| String::from_utf8_lossy(r).trim_end().to_string();
+            let v = Volume {
+                label: text(&pvd[40..72]),
+                volume_bytes,
+                application: text(&pvd[574..702]),
+            };
+            let el = el_torito(&file, volume_bytes)
+                .with_context(|| format!("reading El Torito of {}", path.display()))?;
+            (Some(v), isomd5::read_embedded(&pvd), el)
+        }
+        Err(_) => (None, None, Vec::new()),
+    };
+
+    let esp_files = match partitions
+        .iter()
+        .find(|p| p.type_name == "EFI System" && p.filesystem.as_deref() == Some("vfat"))
+    {
+        Some(p) => list_fat(&file, p.offset, p.bytes)
+            .with_context(|| format!("listing the ESP of {}", path.display()))?,
+        None => Vec::new(),
+    };
+
+    Ok(Inspection {
+        path: path.display().to_string(),
+        bytes,
+        mbr_boot_code,
+        disk_guid,
+        partitions,
+        volume,
+        el_torito: el,
+        esp_files,
+        media_checksum,
+    })
+}
+
+trait SeekEnd {
+    fn seek_end(&self) -> io::Result<u64>;
+}
+
+impl SeekEnd for File {
+    /// Size of a file or a block device (whose metadata length is 0).
+    fn seek_end(&self) -> io::Result<u64> {
+        let mut f = self;
+        let end = f.seek(SeekFrom::End(0))?;
+        f.seek(SeekFrom::Start(0))?;
+        Ok(end)
+    }
+}
+
+/// The human-readable report.
+pub fn render(i: &Inspection) -> String {
+    let mut s = format!("{}: {} bytes\n", i.path, i.bytes);
+    s += &format!(
+        "MBR boot code: {}\n",
+        if i.mbr_boot_code {
+            "yes (BIOS boot from USB/disk)"
+        } else {
+            "no"
+        }
+    );
+    match &i.disk_guid {
+        Some(g) => s += &format!("GPT disk {g}\n"),
+        None => s += "GPT: none\n",
+    }
+    for p in &i.partitions {
+        s += &format!(
+            "  {} {:<12} {:<20} LBA {}..{} ({} bytes) {}{}\n",
+            p.number,
+            p.name,
+            p.type_name,
+            p.first_lba,
+            p.last_lba,
+            p.bytes,
+            p.filesystem.as_deref().unwrap_or("?"),
+            p.label
+                .as_ref()
+                .map(|l| format!(" label {l}"))
+                .unwrap_or_default()
+        );
+    }
+    match &i.volume {
+        Some(v) => {
+            s += &format!(
+                "ISO9660 volume {:?}: {} bytes (application {})\n",
+                v.label, v.volume_bytes, v.application
+            );
+        }
+        None => s += "ISO9660: none\n",
+    }
+    for (n, e) in i.el_torito.iter().enumerate() {
+        s += &format!(
+            "  El Torito {}: {} {}image at sector {}, {} sectors{}\n",
+            n + 1,
+            e.platform,
+            if e.bootable { "" } else { "(not bootable) " },
+            e.lba,
+            e.sectors,
+            if e.boot_info_table {
+                ", boot info table"
+            } else {
+                ""
+            }
+        );
+    }
+    if !i.esp_files.is_empty() {
+        s += "ESP files:\n";
+        for f in &i.esp_files {
+            s += &format!("  {:<40} {} bytes\n", f.path, f.bytes);
+        }
+    }
+    match &i.media_checksum {
+        Some(m) => {
+            s += &format!(
+            "media checksum: MD5 {} (isomd5sum format; {} fragments; last {} sectors unchecked)\n",
+            m.md5, m.fragment_count, m.skip_sectors
+        )
+        }
+        None => s += "media checksum: none\n",
+    }
+    s
+}
+
+/// What lies in bytes `start..end`, for naming a damaged region.
+pub fn describe_range(i: &Inspection, start: u64, end: u64) -> String {
+    let mut parts: Vec<String> = i
+        .partitions
+        .iter()
+        .filter(|p| p.offset < end && start < p.offset + p.bytes)
+        .map(|p| format!("GPT partition {} ({}, {})", p.number, p.name, p.type_name))
+        .collect();
+    let first = i
+        .partitions
+        .iter()
+        .map(|p| p.offset)
+        .min()
+        .unwrap_or(u64::MAX);
+    if start < first {
+        parts.insert(
+            0,
+            "ISO9660 metadata, boot catalog and small files (kernel, initrd, loaders)".into(),
+        );
+    }
+    if parts.is_empty() {
+        "no partition (padding)".into()
+    } else {
+        parts.join(" and ")
+    }
+}
+
+/// `undercloud-live verify`: recomputes the embedded media checksum of an
+/// image or device. Ok: a one-line summary; a mismatch is an error naming
+/// the byte range of the first part that differs and what lies there.
+pub fn verify(path: &Path) -> Result<String> {
+    match isomd5::check(path)? {
+        isomd5::Check::Good { md5, checked_bytes } => Ok(format!(
+            "{}: media checksum OK (MD5 {md5}, {checked_bytes} bytes checked)",
+            path.display()
+        )),
+        isomd5::Check::Bad {
+            start,
+            end,
+            fragment,
+            parts,
+        } => {
+            let what = inspect(path)
+                .map(|i| describe_range(&i, start, end))
+                .unwrap_or_else(|_| "unknown contents".into());
+            let part = match fragment {
+                Some(k) => format!("part {k} of {parts}"),
+                None => format!("part {parts} of {parts}, after the last fragment sum"),
+            };
+            anyhow::bail!(
+                "{}: media check FAILED: bytes {start}..{end} ({part}) differ from the embedded checksum; that range holds {what}",
+                path.display()
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_magic_numbers() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("x");
+        let mut b = vec![0u8; 8192];
+        b[4096 + 1024 + 0x38..4096 + 1024 + 0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
+        b[4096 + 1024 + 0x78..4096 + 1024 + 0x7f].copy_from_slice(b"PERSIST");
+        b[..4].copy_from_slice(b"hsqs");
+        std::fs::write(&p, &b).unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(sniff(&f, 0), (Some("squashfs".into()), None));
+        assert_eq!(
+            sniff(&f, 4096),
+            (Some("ext4".into()), Some("PERSIST".into()))
+        );
+    }
+}
