@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod fs;
 pub mod image;
 pub mod inspect;
+pub mod install;
 pub mod interrupt;
 pub mod kickstart;
 pub mod prefetch;

@@ -11,7 +11,7 @@ use undercloud_live::build::{self, BuildOptions};
 use undercloud_live::elements::{apply, hooks::Phase};
 use undercloud_live::progress::{human_bytes, Progress};
 use undercloud_live::spec::Distro;
-use undercloud_live::{assemble, chroot, inspect, interrupt, prefetch, qemu, spec, write};
+use undercloud_live::{assemble, chroot, inspect, install, interrupt, prefetch, qemu, spec, write};
 
 fn parse_size(s: &str) -> Result<spec::ByteSize, String> {
     spec::ByteSize::parse(s).map_err(|e| format!("{e:#}"))
@@ -169,6 +169,41 @@ enum Command {
         /// Let the guest write to the image (default: changes are discarded).
         #[arg(long)]
         writable: bool,
+        /// Attach this raw file as one more virtio disk, writable
+        /// (repeatable; e.g. a blank disk to install to).
+        #[arg(long = "disk")]
+        disks: Vec<PathBuf>,
+    },
+    /// Install the live system to a disk (run in the live session).
+    Install {
+        /// Whole-disk device to install to (wiped).
+        #[arg(long)]
+        target: Option<PathBuf>,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+        /// Install config: YAML, or a kickstart (*.ks, *.cfg).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Copy the running system with its changes, not the image's
+        /// read-only root.
+        #[arg(long)]
+        keep_live_changes: bool,
+        /// Copy this root folder instead of the live image's root.
+        #[arg(long)]
+        source: Option<PathBuf>,
+        /// The live medium (never a target; holds the unattended config).
+        /// Default: found from the kernel command line.
+        #[arg(long)]
+        live_medium: Option<PathBuf>,
+        /// Log file.
+        #[arg(long, default_value = install::LOG_PATH)]
+        log: PathBuf,
+        /// Target and config from the kernel command line
+        /// (undercloud-live.install=DEV, undercloud-live.install-config=NAME
+        /// on the ESP), no questions, then power off or reboot as configured.
+        #[arg(long)]
+        unattended: bool,
     },
     /// List removable and USB disks that an image could be written to.
     Devices {
@@ -555,6 +590,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             accel,
             log,
             writable,
+            disks,
         } => {
             let opts = qemu::BootOptions {
                 image,
@@ -580,7 +616,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 log,
                 echo: !cli.quiet,
                 writable,
-                extra_drives: Vec::new(),
+                extra_drives: disks,
             };
             match qemu::boot(&opts)? {
                 qemu::BootOutcome::Marker { elapsed } => {
@@ -599,6 +635,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Install {
+            target,
+            yes,
+            config,
+            keep_live_changes,
+            source,
+            live_medium,
+            log,
+            unattended,
+        } => {
+            let req = install::Request {
+                target,
+                config,
+                yes,
+                keep_live_changes,
+                source,
+                live_medium,
+                log: Some(log),
+                unattended,
+            };
+            match install::run(&req, progress.clone()) {
+                Ok(report) => {
+                    // One plain line for the console and the tests, quiet or not.
+                    println!(
+                        "undercloud-live install: done ({})",
+                        report.target.display()
+                    );
+                    if unattended {
+                        install::after(report.after)?;
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    if unattended {
+                        println!("undercloud-live install: FAILED: {e:#}");
+                    }
+                    Err(e)
+                }
+            }
         }
         Command::Devices { all, json } => {
             let devices = write::list_devices(all)?;

@@ -148,6 +148,9 @@ pub struct Kickstart {
     pub posts: Vec<Post>,
     /// `file:line: ...` for everything accepted but not acted on.
     pub warnings: Vec<String>,
+    /// Every command with its words as written (quotes removed), in order:
+    /// the installer reads the disk commands a live image ignores.
+    pub commands: Vec<(Loc, Vec<String>)>,
 }
 
 /// Commands that configure an installer or a disk, which a live image has
@@ -487,6 +490,7 @@ impl Parser<'_> {
     fn command(&mut self, loc: &Loc, words: &[String]) -> Result<()> {
         let cmd = words[0].as_str();
         let args = Args::parse(&words[1..])?;
+        self.ks.commands.push((loc.clone(), words.to_vec()));
         match cmd {
             "lang" => {
                 args.only(&["--addsupport"])?;

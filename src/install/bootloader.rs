@@ -1,0 +1,349 @@
+//! Making the installed disk boot: a host-only initramfs, GRUB's
+//! configuration on the root, the signed shim + grub on the ESP (the
+//! distro's vendor folder plus the removable fallback path EFI/BOOT), an
+//! EFI boot entry when the firmware's variables are reachable, and for
+//! legacy BIOS GRUB's i386-pc core in the BIOS boot partition with
+//! `boot.img` as MBR code.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use super::config::Filesystem;
+use crate::boot::loader::{self, EfiLoader};
+use crate::chroot::Chroot;
+use crate::spec::Distro;
+
+/// The distribution of a root, from its os-release.
+pub fn distro_of(root: &Path) -> Result<Distro> {
+    let text = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|p| fs::read_to_string(root.join(p)).ok())
+        .context("no os-release in the root")?;
+    let ids: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ID=").or_else(|| l.strip_prefix("ID_LIKE=")))
+        .flat_map(|v| {
+            v.trim_matches('"')
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if ids.iter().any(|i| i == "fedora" || i == "rhel") {
+        Ok(Distro::Fedora)
+    } else if ids.iter().any(|i| i == "debian" || i == "ubuntu") {
+        Ok(Distro::Debian)
+    } else {
+        bail!("unsupported distribution in os-release (ID {ids:?})")
+    }
+}
+
+/// `/boot/grub/grub.cfg` (Fedora: `/boot/grub2/grub.cfg`) on the root.
+pub fn grub_cfg(root_uuid: &str, kver: &str, args: &[String]) -> String {
+    let serial = args.iter().any(|a| a.starts_with("console=ttyS"));
+    let mut s =
+        String::from("# written by undercloud-live install\nset default=0\nset timeout=1\n");
+    if serial {
+        s += "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n";
+    }
+    s += &format!(
+        "search --no-floppy --fs-uuid --set=root {root_uuid}\n\
+         menuentry 'undercloud-live' --id installed {{\n\
+         \x20   linux /boot/vmlinuz-{kver} root=UUID={root_uuid} ro {}\n\
+         \x20   initrd /boot/initramfs-{kver}.img\n\
+         }}\n",
+        args.join(" ")
+    );
+    s
+}
+
+/// The small config on the ESP (and built into the BIOS core) that finds
+/// the root by UUID and reads its grub.cfg.
+pub fn stub_cfg(root_uuid: &str, grub_dir: &str) -> String {
+    format!(
+        "search --no-floppy --fs-uuid --set=root {root_uuid}\n\
+         set prefix=($root)/boot/{grub_dir}\n\
+         configfile ($root)/boot/{grub_dir}/grub.cfg\n"
+    )
+}
+
+pub fn grub_dir(distro: Distro) -> &'static str {
+    match distro {
+        Distro::Debian => "grub",
+        Distro::Fedora => "grub2",
+    }
+}
+
+/// The ESP's files: shim, grub and MokManager under EFI/<vendor> and the
+/// removable path EFI/BOOT, each with the stub config. Returns the files
+/// and the vendor loader's ESP path (for the boot entry).
+pub fn esp_files(
+    root: &Path,
+    distro: Distro,
+    stub: &str,
+) -> Result<(Vec<(String, Vec<u8>)>, String)> {
+    let EfiLoader::Shim {
+        shim,
+        grub,
+        mm,
+        vendor,
+    } = loader::find(root, distro)?
+    else {
+        bail!("the root has no signed shim and grub: the installer boots through shim (Debian: shim-signed, grub-efi-amd64-signed)");
+    };
+    // The CD grub (Fedora's gcdx64.efi) is what the live image boots; an
+    // installed disk wants the disk build when there is one.
+    let grub = match grub.file_name().and_then(|n| n.to_str()) {
+        Some("gcdx64.efi") if grub.with_file_name("grubx64.efi").is_file() => {
+            grub.with_file_name("grubx64.efi")
+        }
+        _ => grub,
+    };
+    let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let (shim, grub) = (read(&shim)?, read(&grub)?);
+    let mm = mm.map(|p| read(&p)).transpose()?;
+    let mut files = Vec::new();
+    for (dir, shim_name) in [
+        ("EFI/BOOT", "BOOTX64.EFI"),
+        (&format!("EFI/{vendor}") as &str, "shimx64.efi"),
+    ] {
+        files.push((format!("{dir}/{shim_name}"), shim.clone()));
+        files.push((format!("{dir}/grubx64.efi"), grub.clone()));
+        if let Some(mm) = &mm {
+            files.push((format!("{dir}/mmx64.efi"), mm.clone()));
+        }
+        files.push((format!("{dir}/grub.cfg"), stub.as_bytes().to_vec()));
+    }
+    Ok((files, format!("\\EFI\\{vendor}\\shimx64.efi")))
+}
+
+/// Whether the root can make a BIOS core (GRUB's i386-pc modules).
+pub fn bios_possible(root: &Path) -> bool {
+    root.join("usr/lib/grub/i386-pc/boot.img").is_file()
+        && root.join("usr/lib/grub/i386-pc/biosdisk.mod").is_file()
+        && (root.join("usr/bin/grub-mkimage").is_file()
+            || root.join("usr/bin/grub2-mkimage").is_file())
+}
+
+/// Offsets in GRUB's boot.img and diskboot.img (grub's boot/i386/pc/*.S):
+/// the LBA of the core's first sector, the drive check grub-bios-setup
+/// turns off for hard disks, and the blocklist at the end of diskboot.
+const KERNEL_SECTOR: usize = 0x5c;
+const DRIVE_CHECK: usize = 0x66;
+const BLOCKLIST_START: usize = 512 - 12;
+const BLOCKLIST_LEN: usize = 512 - 4;
+
+/// What grub-bios-setup does for a core embedded at `start` (LBA): boot.img
+/// loads diskboot.img from there, diskboot loads the rest of the core from
+/// the sectors after it. Returns the 440 bytes of MBR code.
+pub fn bios_setup(boot_img: &[u8], core: &mut [u8], start: u64) -> Result<Vec<u8>> {
+    if boot_img.len() != 512 || core.len() < 1024 {
+        bail!(
+            "boot.img ({} bytes) or core.img ({} bytes) is not GRUB's",
+            boot_img.len(),
+            core.len()
+        );
+    }
+    let mut mbr = boot_img[..440].to_vec();
+    mbr[KERNEL_SECTOR..KERNEL_SECTOR + 8].copy_from_slice(&start.to_le_bytes());
+    mbr[DRIVE_CHECK] = 0x90;
+    mbr[DRIVE_CHECK + 1] = 0x90;
+    let rest = core.len().div_ceil(512) as u64 - 1;
+    core[BLOCKLIST_START..BLOCKLIST_START + 8].copy_from_slice(&(start + 1).to_le_bytes());
+    core[BLOCKLIST_LEN..BLOCKLIST_LEN + 2].copy_from_slice(&(rest as u16).to_le_bytes());
+    Ok(mbr)
+}
+
+/// GRUB's i386-pc core for the BIOS boot partition, made with the root's
+/// own grub-mkimage, and its boot.img.
+pub fn bios_core(
+    chroot: &Chroot,
+    distro: Distro,
+    fs: Filesystem,
+    stub: &str,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let root = chroot.root();
+    let mkimage = if root.join("usr/bin/grub2-mkimage").is_file() {
+        "/usr/bin/grub2-mkimage"
+    } else {
+        "/usr/bin/grub-mkimage"
+    };
+    let cfg = "/var/tmp/undercloud-live-core.cfg";
+    let out = "/var/tmp/undercloud-live-core.img";
+    fs::write(root.join(&cfg[1..]), stub).context("writing the core's config")?;
+    let mut argv: Vec<String> = [
+        mkimage,
+        "-O",
+        "i386-pc",
+        "-d",
+        "/usr/lib/grub/i386-pc",
+        "-p",
+        &format!("/boot/{}", grub_dir(distro)),
+        "-c",
+        cfg,
+        "-o",
+        out,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.extend(
+        [
+            "biosdisk",
+            "part_gpt",
+            "part_msdos",
+            fs.name_grub(),
+            "normal",
+            "search",
+            "search_fs_uuid",
+            "linux",
+            "configfile",
+            "serial",
+            "terminal",
+            "test",
+            "echo",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let r = chroot.run(&argv, &[], "grub-mkimage (i386-pc) in the target");
+    let core = fs::read(root.join(&out[1..]));
+    let _ = fs::remove_file(root.join(&cfg[1..]));
+    let _ = fs::remove_file(root.join(&out[1..]));
+    r?;
+    let core = core.context("reading the core image")?;
+    let boot = fs::read(root.join("usr/lib/grub/i386-pc/boot.img")).context("reading boot.img")?;
+    Ok((core, boot))
+}
+
+impl Filesystem {
+    fn name_grub(self) -> &'static str {
+        match self {
+            Filesystem::Ext4 => "ext2",
+            Filesystem::Xfs => "xfs",
+        }
+    }
+}
+
+/// A host-only initramfs: only what this machine's root disk and file
+/// system need, without the live modules, named as grub.cfg expects.
+pub fn initramfs(chroot: &Chroot, kver: &str, fs: Filesystem) -> Result<()> {
+    let root = chroot.root();
+    if !root.join("usr/bin/dracut").exists() && !root.join("usr/sbin/dracut").exists() {
+        bail!("dracut is not installed in the root");
+    }
+    let out = format!("/boot/initramfs-{kver}.img");
+    let argv: Vec<String> = [
+        "dracut",
+        "--force",
+        "--hostonly",
+        // grub passes root=; a baked-in command line would carry the live
+        // session's.
+        "--no-hostonly-cmdline",
+        "--omit",
+        "dmsquash-live",
+        // Named, in case host-only detection inside the chroot misses the
+        // root's file system.
+        "--filesystems",
+        fs.name(),
+        "--kver",
+        kver,
+        &out,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    chroot.run(&argv, &[], "dracut (host-only) in the target")
+}
+
+/// An EFI boot entry through efibootmgr, when the firmware's variables are
+/// there and the tool is; otherwise the removable path boots the disk.
+/// Returns what happened, for the log.
+pub fn efi_entry(disk: &Path, esp_number: u32, loader: &str) -> String {
+    if !Path::new("/sys/firmware/efi/efivars").is_dir() {
+        return "no EFI variables (BIOS boot or not mounted): the ESP's EFI/BOOT path boots the disk".into();
+    }
+    let Some(tool) = super::format::find_tool("efibootmgr") else {
+        return "efibootmgr is not installed: no boot entry made; the ESP's EFI/BOOT path boots the disk".into();
+    };
+    let o = Command::new(tool)
+        .args(["--create", "--disk"])
+        .arg(disk)
+        .args([
+            "--part",
+            &esp_number.to_string(),
+            "--label",
+            "undercloud-live",
+            "--loader",
+            loader,
+        ])
+        .output();
+    match o {
+        Ok(o) if o.status.success() => format!("EFI boot entry 'undercloud-live' -> {loader}"),
+        Ok(o) => format!(
+            "efibootmgr failed ({}): the ESP's EFI/BOOT path boots the disk",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => format!("efibootmgr did not run ({e}): the ESP's EFI/BOOT path boots the disk"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bios_setup_patches_like_grub_bios_setup() {
+        let boot = vec![0u8; 512];
+        let mut core = vec![0u8; 512 * 100 + 7];
+        let mbr = bios_setup(&boot, &mut core, 2048).unwrap();
+        assert_eq!(mbr.len(), 440);
+        assert_eq!(
+            u64::from_le_bytes(mbr[0x5c..0x64].try_into().unwrap()),
+            2048
+        );
+        assert_eq!(&mbr[0x66..0x68], &[0x90, 0x90]);
+        assert_eq!(
+            u64::from_le_bytes(core[0x1f4..0x1fc].try_into().unwrap()),
+            2049
+        );
+        assert_eq!(
+            u16::from_le_bytes(core[0x1fc..0x1fe].try_into().unwrap()),
+            100
+        );
+        assert!(bios_setup(&boot[..100], &mut core, 1).is_err());
+    }
+
+    #[test]
+    fn configs_find_the_root_by_uuid() {
+        let c = grub_cfg("abc", "6.1.0-1-amd64", &["console=ttyS0,115200n8".into()]);
+        assert!(c.contains("search --no-floppy --fs-uuid --set=root abc"));
+        assert!(
+            c.contains("linux /boot/vmlinuz-6.1.0-1-amd64 root=UUID=abc ro console=ttyS0,115200n8")
+        );
+        assert!(c.contains("initrd /boot/initramfs-6.1.0-1-amd64.img"));
+        assert!(c.contains("terminal_output serial"));
+        assert!(!c.contains("rd.live"));
+        let s = stub_cfg("abc", "grub");
+        assert!(s.contains("configfile ($root)/boot/grub/grub.cfg"));
+    }
+
+    #[test]
+    fn distro_from_os_release() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("etc")).unwrap();
+        fs::write(t.path().join("etc/os-release"), "ID=debian\n").unwrap();
+        assert_eq!(distro_of(t.path()).unwrap(), Distro::Debian);
+        fs::write(
+            t.path().join("etc/os-release"),
+            "ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n",
+        )
+        .unwrap();
+        assert_eq!(distro_of(t.path()).unwrap(), Distro::Fedora);
+        fs::write(t.path().join("etc/os-release"), "ID=arch\n").unwrap();
+        assert!(distro_of(t.path()).is_err());
+    }
+}

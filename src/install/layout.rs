@@ -1,0 +1,277 @@
+//! The target's partitions, and the order their table is written in.
+//!
+//! The disk is wiped first and its table written twice: *provisionally*
+//! (every partition typed "Linux filesystem", no MBR boot code) so the
+//! kernel makes partition devices to format and fill, and *finally*, as
+//! the very last step, with the real types (EFI System, BIOS boot) and
+//! GRUB's MBR code. Firmware only boots a disk with an ESP type or MBR code,
+//! so until the final write the target never looks bootable; a failure on
+//! the way wipes the table again (`wipe_table`).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use gpt::partition_types::{self, Type};
+use uuid::Uuid;
+
+use crate::image::gpt::{protective_mbr, write_gpt, PartitionSpec, LBA};
+
+const MIB: u64 = 1 << 20;
+/// The BIOS boot partition holds GRUB's core image (about 150 KiB).
+pub const BIOS_BOOT_SIZE: u64 = MIB;
+pub const DEFAULT_ESP_SIZE: u64 = 256 * MIB;
+/// Room the GPT needs at each end, rounded to the 1 MiB alignment.
+const EDGE: u64 = MIB;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Esp,
+    BiosBoot,
+    Swap,
+    Root,
+}
+
+#[derive(Clone, Debug)]
+pub struct Part {
+    pub role: Role,
+    /// GPT partition number (1-based).
+    pub number: u32,
+    pub guid: Uuid,
+    /// Byte offset and length.
+    pub start: u64,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub disk_guid: Uuid,
+    pub disk_size: u64,
+    pub parts: Vec<Part>,
+}
+
+/// 16 random bytes as a version 4 UUID.
+pub fn random_uuid() -> Result<Uuid> {
+    let mut b = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|f| f.read_exact_at(&mut b, 0))
+        .context("reading /dev/urandom")?;
+    Ok(uuid::Builder::from_random_bytes(b).into_uuid())
+}
+
+/// Bytes the layout itself takes besides the root and swap.
+pub fn overhead(esp: u64, bios: bool) -> u64 {
+    2 * EDGE + esp + if bios { BIOS_BOOT_SIZE } else { 0 }
+}
+
+impl Layout {
+    /// ESP first, then BIOS boot, swap, and the root over the rest.
+    pub fn plan(disk_size: u64, esp: u64, bios: bool, swap: Option<u64>) -> Result<Layout> {
+        let align = |n: u64| n.div_ceil(MIB) * MIB;
+        let mut parts = Vec::new();
+        let mut at = EDGE;
+        let add = |role, size: u64, parts: &mut Vec<Part>, at: &mut u64| -> Result<()> {
+            parts.push(Part {
+                role,
+                number: parts.len() as u32 + 1,
+                guid: random_uuid()?,
+                start: *at,
+                size: align(size),
+            });
+            *at += align(size);
+            Ok(())
+        };
+        add(Role::Esp, esp, &mut parts, &mut at)?;
+        if bios {
+            add(Role::BiosBoot, BIOS_BOOT_SIZE, &mut parts, &mut at)?;
+        }
+        if let Some(s) = swap {
+            add(Role::Swap, s, &mut parts, &mut at)?;
+        }
+        // The backup GPT takes the last 33 sectors; keep the root's end
+        // on a MiB boundary below them.
+        let end = (disk_size.saturating_sub(EDGE) / MIB) * MIB;
+        if end <= at + 64 * MIB {
+            bail!(
+                "{} MiB leave no room for a root after {} MiB of ESP, boot and swap partitions",
+                disk_size / MIB,
+                at / MIB
+            );
+        }
+        add(Role::Root, end - at, &mut parts, &mut at)?;
+        Ok(Layout {
+            disk_guid: random_uuid()?,
+            disk_size,
+            parts,
+        })
+    }
+
+    pub fn get(&self, role: Role) -> Option<&Part> {
+        self.parts.iter().find(|p| p.role == role)
+    }
+
+    fn specs(&self, last: bool) -> Vec<PartitionSpec> {
+        self.parts
+            .iter()
+            .map(|p| {
+                let (name, ty): (&str, Type) = match (p.role, last) {
+                    (Role::Esp, true) => ("ESP", partition_types::EFI),
+                    (Role::BiosBoot, true) => ("BIOS boot", partition_types::BIOS),
+                    (Role::Esp, false) => ("ESP", partition_types::LINUX_FS),
+                    (Role::BiosBoot, false) => ("BIOS boot", partition_types::LINUX_FS),
+                    (Role::Swap, _) => ("swap", partition_types::LINUX_SWAP),
+                    (Role::Root, _) => ("root", partition_types::LINUX_ROOT_X64),
+                };
+                PartitionSpec {
+                    name: name.into(),
+                    type_guid: ty,
+                    guid: p.guid,
+                    first_lba: p.start / LBA,
+                    last_lba: (p.start + p.size) / LBA - 1,
+                }
+            })
+            .collect()
+    }
+
+    /// Writes the table: provisional (`last` false) or final, with MBR
+    /// boot code when BIOS is wanted.
+    pub fn write_table(&self, dev: &Path, last: bool, mbr_code: Option<&[u8]>) -> Result<()> {
+        let mut f = open_rw(dev)?;
+        let g = self.disk_guid.as_bytes();
+        let mbr = protective_mbr(self.disk_size, mbr_code, [g[0], g[1], g[2], g[3]])?;
+        write_gpt(&mut f, dev, self.disk_guid, &self.specs(last), &mbr)?;
+        f.sync_all()
+            .with_context(|| format!("flushing {}", dev.display()))?;
+        reread(&f, dev, self.parts.len() as u32, !last)
+    }
+}
+
+fn open_rw(dev: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .with_context(|| format!("opening {}", dev.display()))
+}
+
+// From <linux/fs.h>: BLKRRPART is _IO(0x12, 95).
+nix::ioctl_none!(blkrrpart, 0x12, 95);
+
+/// Asks the kernel to read the table again; with `wait`, until the last
+/// partition's device node is there (udev makes it in a live session).
+fn reread(f: &File, dev: &Path, count: u32, wait: bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // SAFETY: BLKRRPART takes no argument; f is an open block device.
+        match unsafe { blkrrpart(f.as_raw_fd()) } {
+            Ok(_) => break,
+            // Busy right after a write (udev probing): try again.
+            Err(nix::errno::Errno::EBUSY) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            Err(e) if !wait => {
+                // The final table only changes types; the kernel's view of
+                // the geometry is already right.
+                let _ = e;
+                return Ok(());
+            }
+            Err(e) => bail!(
+                "{}: the kernel did not re-read the partition table: {e} (a loop device needs --partscan)",
+                dev.display()
+            ),
+        }
+    }
+    if wait {
+        let last = super::target::partition_path(dev, count);
+        while !last.exists() {
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not appear after the table was written",
+                    last.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+/// Zeroes `len` bytes at `offset`.
+fn zero(f: &File, dev: &Path, offset: u64, len: u64) -> Result<()> {
+    let buf = vec![0u8; len as usize];
+    f.write_all_at(&buf, offset)
+        .with_context(|| format!("wiping {} at byte {offset}", dev.display()))
+}
+
+/// Zeroes the first and last MiB (MBR, both GPTs, old signatures) before
+/// anything else is written.
+pub fn wipe_disk(dev: &Path, size: u64) -> Result<()> {
+    let f = open_rw(dev)?;
+    zero(&f, dev, 0, EDGE.min(size))?;
+    if size > EDGE {
+        zero(&f, dev, size - EDGE, EDGE)?;
+    }
+    f.sync_all()
+        .with_context(|| format!("flushing {}", dev.display()))?;
+    let _ = reread(&f, dev, 0, false);
+    Ok(())
+}
+
+/// After a failure: no partition table, and the ESP's start zeroed too, so
+/// nothing on the disk looks bootable.
+pub fn wipe_table(dev: &Path, layout: &Layout) -> Result<()> {
+    let f = open_rw(dev)?;
+    zero(&f, dev, 0, 34 * LBA)?;
+    zero(&f, dev, layout.disk_size - 33 * LBA, 33 * LBA)?;
+    if let Some(esp) = layout.get(Role::Esp) {
+        zero(&f, dev, esp.start, MIB)?;
+    }
+    f.sync_all()
+        .with_context(|| format!("flushing {}", dev.display()))?;
+    let _ = reread(&f, dev, 0, false);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_orders_and_aligns() {
+        let l = Layout::plan(4 << 30, DEFAULT_ESP_SIZE, true, Some(512 * MIB)).unwrap();
+        let roles: Vec<Role> = l.parts.iter().map(|p| p.role).collect();
+        assert_eq!(roles, [Role::Esp, Role::BiosBoot, Role::Swap, Role::Root]);
+        assert_eq!(l.parts[0].start, MIB);
+        for w in l.parts.windows(2) {
+            assert_eq!(w[0].start + w[0].size, w[1].start);
+        }
+        let root = l.get(Role::Root).unwrap();
+        assert_eq!(root.number, 4);
+        assert_eq!(root.start % MIB, 0);
+        assert_eq!(root.start + root.size, (4 << 30) - MIB);
+        let l = Layout::plan(1 << 30, DEFAULT_ESP_SIZE, false, None).unwrap();
+        assert_eq!(l.get(Role::Root).unwrap().number, 2);
+        assert!(l.get(Role::BiosBoot).is_none());
+    }
+
+    #[test]
+    fn plan_refuses_a_disk_with_no_room() {
+        let e = Layout::plan(300 * MIB, DEFAULT_ESP_SIZE, true, None).unwrap_err();
+        assert!(format!("{e:#}").contains("no room"), "{e:#}");
+    }
+
+    #[test]
+    fn provisional_table_has_no_boot_types() {
+        let l = Layout::plan(1 << 30, DEFAULT_ESP_SIZE, true, None).unwrap();
+        assert!(l
+            .specs(false)
+            .iter()
+            .all(|s| s.type_guid != partition_types::EFI && s.type_guid != partition_types::BIOS));
+        let last = l.specs(true);
+        assert_eq!(last[0].type_guid, partition_types::EFI);
+        assert_eq!(last[1].type_guid, partition_types::BIOS);
+    }
+}

@@ -1,0 +1,591 @@
+//! `undercloud-live install`: put the live system on a disk.
+//!
+//! Steps, each logged with its time: check the target (the write command's
+//! rules, never the live medium, big enough), wipe it, write a provisional
+//! GPT, make the file systems, copy the image's read-only root, configure
+//! it (fstab by UUID, fresh machine-id, host name, password, keys, network,
+//! no live leftovers), build a host-only initramfs, install GRUB (UEFI
+//! through shim, BIOS through the i386-pc core), and last write the real
+//! partition table. A failure after the wipe leaves the disk without a
+//! partition table (see `layout`).
+
+pub mod bootloader;
+pub mod config;
+pub mod copy;
+pub mod finalize;
+pub mod format;
+pub mod layout;
+pub mod target;
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, IsTerminal, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::boot::kernel;
+use crate::chroot::Chroot;
+use crate::progress::{human_bytes, Progress};
+use crate::write::devices::{Sysfs, Usage};
+use config::{After, Config};
+use layout::{Layout, Role};
+
+/// Where the installer's own log goes (and is copied into the target).
+pub const LOG_PATH: &str = "/var/log/undercloud-live-install.log";
+
+#[derive(Clone, Debug, Default)]
+pub struct InstallOptions {
+    pub target: Option<PathBuf>,
+    pub config: Option<Config>,
+    /// Do not ask.
+    pub yes: bool,
+    pub keep_live_changes: bool,
+    /// Copy this root instead of the live image's.
+    pub source: Option<PathBuf>,
+    /// The whole-disk device of the live medium, never a target.
+    pub medium: Option<PathBuf>,
+    /// The log file (default `LOG_PATH`).
+    pub log: Option<PathBuf>,
+    /// The running system's kernel command line (for the live arguments
+    /// to drop); read from /proc/cmdline when `None`.
+    pub cmdline: Option<String>,
+}
+
+/// What was done, for the caller and the tests.
+#[derive(Debug)]
+pub struct Report {
+    pub target: PathBuf,
+    pub root_uuid: String,
+    pub bios: bool,
+    pub after: After,
+    /// (step, seconds)
+    pub timings: Vec<(String, f64)>,
+}
+
+/// Progress lines, each also appended to the log with its time.
+struct Log {
+    progress: Progress,
+    file: Option<fs::File>,
+    started: Instant,
+    step_start: Instant,
+    step: String,
+    timings: Vec<(String, f64)>,
+}
+
+impl Log {
+    fn new(progress: Progress, path: &Path) -> Log {
+        if let Some(d) = path.parent() {
+            let _ = fs::create_dir_all(d);
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path).ok();
+        Log {
+            progress,
+            file,
+            started: Instant::now(),
+            step_start: Instant::now(),
+            step: String::new(),
+            timings: Vec::new(),
+        }
+    }
+
+    fn line(&mut self, msg: &str) {
+        if let Some(f) = &mut self.file {
+            let _ = writeln!(f, "[{:7.1}] {msg}", self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Starts a timed step.
+    fn step(&mut self, msg: impl Into<String>) {
+        self.end_step();
+        let msg = msg.into();
+        self.progress.step(format!("install: {msg}"));
+        self.line(&msg);
+        self.step = msg;
+        self.step_start = Instant::now();
+    }
+
+    fn note(&mut self, msg: impl AsRef<str>) {
+        self.progress.step(format!("install: {}", msg.as_ref()));
+        self.line(msg.as_ref());
+    }
+
+    fn end_step(&mut self) {
+        if !self.step.is_empty() {
+            let secs = self.step_start.elapsed().as_secs_f64();
+            self.line(&format!("  ({secs:.1} s)"));
+            self.timings.push((std::mem::take(&mut self.step), secs));
+        }
+    }
+}
+
+/// A mounted file system, unmounted on drop.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn new(dev: &Path, dir: &Path, fstype: &str) -> Result<Mounted> {
+        mount(Some(dev), dir, Some(fstype), MsFlags::empty(), None::<&str>).with_context(|| {
+            format!("mounting {} ({fstype}) on {}", dev.display(), dir.display())
+        })?;
+        Ok(Mounted(dir.to_path_buf()))
+    }
+
+    fn unmount(mut self) -> Result<()> {
+        let dir = std::mem::take(&mut self.0);
+        umount2(&dir, MntFlags::empty()).with_context(|| format!("unmounting {}", dir.display()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            if umount2(&self.0, MntFlags::empty()).is_err() {
+                let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// Everything checked and decided before the disk is touched.
+struct Plan {
+    cfg: Config,
+    source: PathBuf,
+    distro: crate::spec::Distro,
+    kernel: kernel::Kernel,
+    bios: bool,
+    target: target::Target,
+    kernel_args: Vec<String>,
+}
+
+fn plan(opts: &InstallOptions, log: &mut Log) -> Result<Plan> {
+    let cfg = opts.config.clone().unwrap_or_default();
+    for w in &cfg.warnings {
+        log.note(format!("warning: {w}"));
+    }
+    let target_path = opts
+        .target
+        .clone()
+        .or_else(|| cfg.target.as_ref().map(PathBuf::from))
+        .context("no target disk: pass --target DEVICE (or set target: in the config)")?;
+    let keep = opts.keep_live_changes || cfg.keep_live_changes;
+    let source = match (&opts.source, keep) {
+        (Some(s), _) => s.clone(),
+        (None, true) => PathBuf::from("/"),
+        (None, false) => copy::live_root().with_context(|| {
+            format!(
+                "not a live session: none of {} holds the image's root (pass --source ROOT, or --keep-live-changes to copy the running system)",
+                copy::LIVE_ROOTS.join(", ")
+            )
+        })?,
+    };
+    let distro =
+        bootloader::distro_of(&source).with_context(|| format!("reading {}", source.display()))?;
+    let kernel = kernel::find(&source)?;
+    // Fail on a missing loader now, not after the copy.
+    bootloader::esp_files(&source, distro, "")?;
+    let possible = bootloader::bios_possible(&source);
+    let bios = match cfg.bios {
+        Some(true) if !possible => bail!(
+            "bios: true, but the root has no i386-pc GRUB (grub-pc-bin on Debian, grub2-pc-modules on Fedora)"
+        ),
+        Some(b) => b,
+        None => possible,
+    };
+    format::check_tools(cfg.filesystem, cfg.swap.is_some())?;
+
+    log.step(format!("measuring {}", source.display()));
+    let used = copy::measure(&source)?;
+    let esp = cfg
+        .esp_size
+        .map(|s| s.0)
+        .unwrap_or(layout::DEFAULT_ESP_SIZE);
+    let swap = cfg.swap.map(|s| s.0).unwrap_or(0);
+    // File system overhead and room to breathe: a tenth more, 256 MiB more.
+    let need = used + used / 10 + (256 << 20) + layout::overhead(esp, bios) + swap;
+    log.note(format!(
+        "the root holds {}; the target needs at least {}",
+        human_bytes(used),
+        human_bytes(need)
+    ));
+    let (sysfs, usage) = (Sysfs::default(), Usage::read()?);
+    let target = target::check(
+        &target_path,
+        &target::Checks {
+            sysfs: &sysfs,
+            usage: &usage,
+            medium: opts.medium.as_deref(),
+            need,
+        },
+    )?;
+    let cmdline = match &opts.cmdline {
+        Some(c) => c.clone(),
+        None => fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+    };
+    // Outside a live session the running kernel's arguments belong to
+    // another system: only the config's are used.
+    let live_args = if cmdline.split_whitespace().any(|a| a == "rd.live.image") {
+        cmdline
+    } else {
+        String::new()
+    };
+    let kernel_args = finalize::kernel_args(&live_args, &cfg);
+    Ok(Plan {
+        cfg,
+        source,
+        distro,
+        kernel,
+        bios,
+        target,
+        kernel_args,
+    })
+}
+
+fn confirm(p: &Plan) -> Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("refusing to install without confirmation: no terminal to ask on (pass --yes)");
+    }
+    eprint!(
+        "Install undercloud-live to {} ({}, {}), destroying everything on it? [y/N] ",
+        p.target.shown(),
+        p.target.disk.description(),
+        human_bytes(p.target.disk.size)
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        bail!("not confirmed; nothing was written");
+    }
+    Ok(())
+}
+
+/// Installs; the whole story is in the log.
+pub fn install(opts: &InstallOptions, progress: Progress) -> Result<Report> {
+    let log_path = opts.log.clone().unwrap_or_else(|| PathBuf::from(LOG_PATH));
+    let mut log = Log::new(progress, &log_path);
+    log.line("undercloud-live install started");
+    let p = match plan(opts, &mut log) {
+        Ok(p) => p,
+        Err(e) => {
+            log.line(&format!("refused: {e:#}"));
+            return Err(e);
+        }
+    };
+    if !opts.yes {
+        confirm(&p)?;
+    }
+    let dev = p.target.disk.path.clone();
+    log.step(format!(
+        "wiping {} and writing a provisional partition table",
+        p.target.shown()
+    ));
+    layout::wipe_disk(&dev, p.target.disk.size)?;
+    let lay = Layout::plan(
+        p.target.disk.size,
+        p.cfg
+            .esp_size
+            .map(|s| s.0)
+            .unwrap_or(layout::DEFAULT_ESP_SIZE),
+        p.bios,
+        p.cfg.swap.map(|s| s.0),
+    )?;
+    let r = lay
+        .write_table(&dev, false, None)
+        .and_then(|_| fill(&p, &lay, &dev, &mut log, &log_path));
+    match r {
+        Ok(root_uuid) => {
+            log.end_step();
+            log.note(format!(
+                "done: {} boots {} in {:.0} s",
+                p.target.shown(),
+                if p.bios {
+                    "under UEFI and BIOS"
+                } else {
+                    "under UEFI"
+                },
+                log.started.elapsed().as_secs_f64()
+            ));
+            Ok(Report {
+                target: dev,
+                root_uuid,
+                bios: p.bios,
+                after: p.cfg.after,
+                timings: log.timings,
+            })
+        }
+        Err(e) => {
+            log.end_step();
+            log.line(&format!("failed: {e:#}"));
+            match layout::wipe_table(&dev, &lay) {
+                Ok(()) => log.note(format!("wiped the partition table of {}", dev.display())),
+                Err(w) => log.note(format!("could not wipe {}: {w:#}", dev.display())),
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Everything between the provisional and the final table; returns the
+/// root's UUID.
+fn fill(p: &Plan, lay: &Layout, dev: &Path, log: &mut Log, log_path: &Path) -> Result<String> {
+    let part_dev = |role| -> Result<PathBuf> {
+        let part = lay
+            .get(role)
+            .context("layout without a partition it needs")?;
+        Ok(target::partition_path(dev, part.number))
+    };
+    let fs = p.cfg.filesystem;
+    let root_uuid = layout::random_uuid()?;
+    let root_dev = part_dev(Role::Root)?;
+    log.step(format!("making {} on {}", fs.name(), root_dev.display()));
+    format::mkfs_root(&root_dev, fs, root_uuid)?;
+    let swap_uuid = match lay.get(Role::Swap) {
+        Some(_) => {
+            let u = layout::random_uuid()?;
+            format::mkswap(&part_dev(Role::Swap)?, u)?;
+            Some(u.to_string())
+        }
+        None => None,
+    };
+    let esp_id = u32::from_le_bytes(
+        layout::random_uuid()?.as_bytes()[..4]
+            .try_into()
+            .context("volume id")?,
+    );
+
+    let dir = tempfile::Builder::new()
+        .prefix("undercloud-live-install-")
+        .tempdir_in(if Path::new("/run").is_dir() {
+            "/run"
+        } else {
+            "/tmp"
+        })
+        .context("making a mount point")?;
+    let mnt = Mounted::new(&root_dev, dir.path(), fs.name())?;
+    let root = dir.path();
+
+    log.step(format!("copying {} (cp -a)", p.source.display()));
+    copy::copy_root(&p.source, root)?;
+
+    log.step("configuring the installed system");
+    let mounts = finalize::Mounts {
+        root: root_uuid.to_string(),
+        fs,
+        esp: format::fat_uuid(esp_id),
+        swap: swap_uuid,
+    };
+    for d in finalize::configure(root, &p.cfg, &mounts)? {
+        log.note(format!("  {d}"));
+    }
+    // Fedora keeps the kernel in /usr/lib/modules; grub reads it in /boot.
+    let vmlinuz = root.join(format!("boot/vmlinuz-{}", p.kernel.version));
+    if !vmlinuz.exists() {
+        let inner = p
+            .kernel
+            .path
+            .strip_prefix(&p.source)
+            .unwrap_or(&p.kernel.path);
+        fs::copy(root.join(inner), &vmlinuz).context("copying the kernel to /boot")?;
+    }
+    let grub_dir = bootloader::grub_dir(p.distro);
+    let stub = bootloader::stub_cfg(&root_uuid.to_string(), grub_dir);
+    let grub_cfg = root.join(format!("boot/{grub_dir}/grub.cfg"));
+    fs::create_dir_all(grub_cfg.parent().context("grub folder")?)?;
+    fs::write(
+        &grub_cfg,
+        bootloader::grub_cfg(&root_uuid.to_string(), &p.kernel.version, &p.kernel_args),
+    )
+    .with_context(|| format!("writing {}", grub_cfg.display()))?;
+    log.note(format!(
+        "  kernel command line: {}",
+        p.kernel_args.join(" ")
+    ));
+
+    let chroot = Chroot::enter(root)?;
+    if let Some(pw) = p
+        .cfg
+        .root_password
+        .as_ref()
+        .or(p.cfg.root_password_hash.as_ref())
+    {
+        let mut argv = vec!["chpasswd"];
+        if p.cfg.root_password_hash.is_some() {
+            argv.push("-e");
+        }
+        let mut child = chroot
+            .command(&argv, &[])
+            .stdin(Stdio::piped())
+            .spawn()
+            .context("running chpasswd in the target")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(format!("root:{pw}\n").as_bytes())
+                .context("feeding chpasswd")?;
+        }
+        if !child.wait().context("chpasswd")?.success() {
+            bail!("chpasswd failed in the target");
+        }
+        log.note("  root password set");
+    }
+    log.step(format!(
+        "building a host-only initramfs for {} (dracut)",
+        p.kernel.version
+    ));
+    bootloader::initramfs(&chroot, &p.kernel.version, fs)?;
+    let bios = if p.bios {
+        log.step("making GRUB's BIOS core (grub-mkimage i386-pc)");
+        Some(bootloader::bios_core(&chroot, p.distro, fs, &stub)?)
+    } else {
+        None
+    };
+    let (esp_files, vendor_loader) = bootloader::esp_files(root, p.distro, &stub)?;
+    chroot.close()?;
+
+    log.step("syncing and unmounting the root");
+    log.line("installed; the log so far is copied into the target");
+    let _ = fs::copy(log_path, root.join(LOG_PATH.trim_start_matches('/')));
+    nix::unistd::sync();
+    mnt.unmount()?;
+
+    log.step("writing the ESP (FAT32: shim, grub, grub.cfg)");
+    format::make_esp(&part_dev(Role::Esp)?, esp_id, &esp_files)?;
+
+    let mbr_code = match bios {
+        Some((mut core, boot_img)) => {
+            log.step("writing GRUB's BIOS core to the BIOS boot partition");
+            let part = lay.get(Role::BiosBoot).context("no BIOS boot partition")?;
+            if core.len() as u64 > part.size {
+                bail!(
+                    "GRUB's core ({} bytes) does not fit the BIOS boot partition",
+                    core.len()
+                );
+            }
+            let code = bootloader::bios_setup(&boot_img, &mut core, part.start / 512)?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(dev)
+                .with_context(|| format!("opening {}", dev.display()))?;
+            f.write_all_at(&core, part.start)
+                .with_context(|| format!("writing the core to {}", dev.display()))?;
+            f.sync_all()?;
+            Some(code)
+        }
+        None => None,
+    };
+    if let Some(esp) = lay.get(Role::Esp) {
+        let note = bootloader::efi_entry(dev, esp.number, &vendor_loader);
+        log.note(note);
+    }
+    log.step("writing the final partition table");
+    lay.write_table(dev, true, mbr_code.as_deref())?;
+    Ok(root_uuid.to_string())
+}
+
+/// The value of `key=` on a kernel command line.
+pub fn cmdline_value(cmdline: &str, key: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_string)
+}
+
+/// Ends the live session as the config says (unattended installs).
+pub fn after(what: After) -> Result<()> {
+    let verb = match what {
+        After::Poweroff => "poweroff",
+        After::Reboot => "reboot",
+        After::None => return Ok(()),
+    };
+    let st = Command::new("systemctl")
+        .args(["--no-block", verb])
+        .status()
+        .with_context(|| format!("running systemctl {verb}"))?;
+    if !st.success() {
+        bail!("systemctl {verb} failed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_values() {
+        let c =
+            "root=live:X undercloud-live.install=/dev/vdb undercloud-live.install-config=i.yaml";
+        assert_eq!(
+            cmdline_value(c, "undercloud-live.install").as_deref(),
+            Some("/dev/vdb")
+        );
+        assert_eq!(
+            cmdline_value(c, "undercloud-live.install-config").as_deref(),
+            Some("i.yaml")
+        );
+        assert_eq!(cmdline_value(c, "nothing"), None);
+    }
+}
+
+/// The command line's request, before the live medium and the kernel
+/// command line fill the gaps.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    pub target: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub yes: bool,
+    pub keep_live_changes: bool,
+    pub source: Option<PathBuf>,
+    pub live_medium: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+    /// As the boot-time unit runs it: target and config named on the
+    /// kernel command line (`undercloud-live.install=DEV`,
+    /// `undercloud-live.install-config=NAME` on the ESP), no questions,
+    /// then power off or reboot as the config says.
+    pub unattended: bool,
+}
+
+pub const CMDLINE_TARGET: &str = "undercloud-live.install";
+pub const CMDLINE_CONFIG: &str = "undercloud-live.install-config";
+
+pub fn run(req: &Request, progress: Progress) -> Result<Report> {
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let medium = match &req.live_medium {
+        Some(p) => Some(crate::medium::Medium::open(p)?),
+        None => crate::medium::Medium::discover().context("finding the live medium")?,
+    };
+    let mut target = req.target.clone();
+    let config = match &req.config {
+        Some(p) => Some(config::load(p)?),
+        None if req.unattended => match cmdline_value(&cmdline, CMDLINE_CONFIG) {
+            Some(name) => {
+                let m = medium.as_ref().with_context(|| {
+                    format!("{CMDLINE_CONFIG}={name}: no live medium found to read it from")
+                })?;
+                let bytes = m.read_esp_file(&name)?.with_context(|| {
+                    format!("{CMDLINE_CONFIG}={name}: no such file on the live medium's ESP")
+                })?;
+                Some(config::parse(&bytes, Path::new(&name))?)
+            }
+            None => None,
+        },
+        None => None,
+    };
+    if req.unattended && target.is_none() {
+        target = cmdline_value(&cmdline, CMDLINE_TARGET).map(PathBuf::from);
+    }
+    let opts = InstallOptions {
+        target,
+        config,
+        yes: req.yes || req.unattended,
+        keep_live_changes: req.keep_live_changes,
+        source: req.source.clone(),
+        medium: medium.as_ref().map(|m| m.disk().to_path_buf()),
+        log: req.log.clone(),
+        cmdline: Some(cmdline),
+    };
+    install(&opts, progress)
+}
