@@ -192,6 +192,28 @@ fn list_fat(file: &File, offset: u64, len: u64) -> Result<Vec<EspFile>> {
     Ok(out)
 }
 
+/// One file of the FAT at `offset` (`path` with `/` separators, case as
+/// FAT compares it), or `None` when it is not there.
+pub fn read_fat_file(file: &File, offset: u64, len: u64, path: &str) -> Result<Option<Vec<u8>>> {
+    let w = Window {
+        file: file.try_clone().context("duplicating the image handle")?,
+        start: offset,
+        len,
+        pos: 0,
+    };
+    let fs = fatfs::FileSystem::new(w, fatfs::FsOptions::new()).context("reading the ESP's FAT")?;
+    let rel = path.trim_start_matches('/');
+    let mut f = match fs.root_dir().open_file(rel) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {rel} on the ESP")),
+    };
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)
+        .with_context(|| format!("reading {rel} from the ESP"))?;
+    Ok(Some(out))
+}
+
 fn el_torito(file: &File, volume: u64) -> Result<Vec<BootEntry>> {
     let mut rec = vec![0u8; 2048];
     file.read_exact_at(&mut rec, 17 * 2048)

@@ -13,6 +13,7 @@ pub mod image;
 pub mod inspect;
 pub mod interrupt;
 pub mod kickstart;
+pub mod medium;
 pub mod prefetch;
 pub mod progress;
 pub mod qemu;
