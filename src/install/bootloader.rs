@@ -249,6 +249,11 @@ pub fn initramfs(chroot: &Chroot, kver: &str, fs: Filesystem) -> Result<()> {
         // root's file system.
         "--filesystems",
         fs.name(),
+        // Host-only plus the usual disk controllers: a disk moved to
+        // another machine (or installed from a loop device) still finds
+        // its root. Missing ones are skipped by dracut.
+        "--add-drivers",
+        "virtio_blk virtio_scsi virtio_pci ahci nvme sd_mod usb_storage xhci_pci",
         "--kver",
         kver,
         &out,
