@@ -243,6 +243,7 @@ pub fn initramfs(chroot: &Chroot, kver: &str, fs: Filesystem) -> Result<()> {
         // grub passes root=; a baked-in command line would carry the live
         // session's.
         "--no-hostonly-cmdline",
+        "--quiet",
         "--omit",
         "dmsquash-live",
         // Named, in case host-only detection inside the chroot misses the

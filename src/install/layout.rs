@@ -1,18 +1,19 @@
 //! The target's partitions, and the order their table is written in.
 //!
-//! The disk is wiped first and its table written twice: *provisionally*
-//! (every partition typed "Linux filesystem", no MBR boot code) so the
-//! kernel makes partition devices to format and fill, and *finally*, as
-//! the very last step, with the real types (EFI System, BIOS boot) and
-//! GRUB's MBR code. Firmware only boots a disk with an ESP type or MBR code,
-//! so until the final write the target never looks bootable; a failure on
-//! the way wipes the table again (`wipe_table`).
+//! The disk is wiped first and its partition table written only as the
+//! very last step: until then the partitions are reached through loop
+//! devices over their byte ranges (`PartLoop`), which needs no partition
+//! support from the kernel and no udev. A disk without a table boots
+//! nowhere, so a failure at any point leaves nothing that looks bootable;
+//! `wipe_table` zeroes both table areas again in case the failure came
+//! while the table was being written.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use gpt::partition_types::{self, Type};
@@ -113,17 +114,15 @@ impl Layout {
         self.parts.iter().find(|p| p.role == role)
     }
 
-    fn specs(&self, last: bool) -> Vec<PartitionSpec> {
+    fn specs(&self) -> Vec<PartitionSpec> {
         self.parts
             .iter()
             .map(|p| {
-                let (name, ty): (&str, Type) = match (p.role, last) {
-                    (Role::Esp, true) => ("ESP", partition_types::EFI),
-                    (Role::BiosBoot, true) => ("BIOS boot", partition_types::BIOS),
-                    (Role::Esp, false) => ("ESP", partition_types::LINUX_FS),
-                    (Role::BiosBoot, false) => ("BIOS boot", partition_types::LINUX_FS),
-                    (Role::Swap, _) => ("swap", partition_types::LINUX_SWAP),
-                    (Role::Root, _) => ("root", partition_types::LINUX_ROOT_X64),
+                let (name, ty): (&str, Type) = match p.role {
+                    Role::Esp => ("ESP", partition_types::EFI),
+                    Role::BiosBoot => ("BIOS boot", partition_types::BIOS),
+                    Role::Swap => ("swap", partition_types::LINUX_SWAP),
+                    Role::Root => ("root", partition_types::LINUX_ROOT_X64),
                 };
                 PartitionSpec {
                     name: name.into(),
@@ -136,16 +135,17 @@ impl Layout {
             .collect()
     }
 
-    /// Writes the table: provisional (`last` false) or final, with MBR
-    /// boot code when BIOS is wanted.
-    pub fn write_table(&self, dev: &Path, last: bool, mbr_code: Option<&[u8]>) -> Result<()> {
+    /// Writes the partition table, with MBR boot code when BIOS is wanted,
+    /// and asks the kernel to read it.
+    pub fn write_table(&self, dev: &Path, mbr_code: Option<&[u8]>) -> Result<()> {
         let mut f = open_rw(dev)?;
         let g = self.disk_guid.as_bytes();
         let mbr = protective_mbr(self.disk_size, mbr_code, [g[0], g[1], g[2], g[3]])?;
-        write_gpt(&mut f, dev, self.disk_guid, &self.specs(last), &mbr)?;
+        write_gpt(&mut f, dev, self.disk_guid, &self.specs(), &mbr)?;
         f.sync_all()
             .with_context(|| format!("flushing {}", dev.display()))?;
-        reread(&f, dev, self.parts.len() as u32, !last)
+        reread(&f);
+        Ok(())
     }
 }
 
@@ -160,43 +160,52 @@ fn open_rw(dev: &Path) -> Result<File> {
 // From <linux/fs.h>: BLKRRPART is _IO(0x12, 95).
 nix::ioctl_none!(blkrrpart, 0x12, 95);
 
-/// Asks the kernel to read the table again; with `wait`, until the last
-/// partition's device node is there (udev makes it in a live session).
-fn reread(f: &File, dev: &Path, count: u32, wait: bool) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+/// Asks the kernel to read the table again, so the partitions appear in a
+/// live session at once. Best effort: a kernel without partition support
+/// (or a busy disk) still has the right table on disk.
+fn reread(f: &File) {
+    for _ in 0..10 {
         // SAFETY: BLKRRPART takes no argument; f is an open block device.
         match unsafe { blkrrpart(f.as_raw_fd()) } {
-            Ok(_) => break,
             // Busy right after a write (udev probing): try again.
-            Err(nix::errno::Errno::EBUSY) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(200))
-            }
-            Err(e) if !wait => {
-                // The final table only changes types; the kernel's view of
-                // the geometry is already right.
-                let _ = e;
-                return Ok(());
-            }
-            Err(e) => bail!(
-                "{}: the kernel did not re-read the partition table: {e} (a loop device needs --partscan)",
-                dev.display()
-            ),
+            Err(nix::errno::Errno::EBUSY) => std::thread::sleep(Duration::from_millis(200)),
+            _ => return,
         }
     }
-    if wait {
-        let last = super::target::partition_path(dev, count);
-        while !last.exists() {
-            if Instant::now() >= deadline {
-                bail!(
-                    "{} did not appear after the table was written",
-                    last.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
+}
+
+/// A loop device over one partition's bytes, detached on drop.
+pub struct PartLoop {
+    pub dev: PathBuf,
+}
+
+impl PartLoop {
+    pub fn new(disk: &Path, part: &Part) -> Result<PartLoop> {
+        let o = Command::new("losetup")
+            .args(["--find", "--show", "--offset"])
+            .arg(part.start.to_string())
+            .arg("--sizelimit")
+            .arg(part.size.to_string())
+            .arg(disk)
+            .output()
+            .context("running losetup (util-linux)")?;
+        if !o.status.success() {
+            bail!(
+                "losetup over {} at byte {}: {}",
+                disk.display(),
+                part.start,
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
         }
+        let dev = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        Ok(PartLoop { dev })
     }
-    Ok(())
+}
+
+impl Drop for PartLoop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
 }
 
 /// Zeroes `len` bytes at `offset`.
@@ -216,12 +225,12 @@ pub fn wipe_disk(dev: &Path, size: u64) -> Result<()> {
     }
     f.sync_all()
         .with_context(|| format!("flushing {}", dev.display()))?;
-    let _ = reread(&f, dev, 0, false);
+    reread(&f);
     Ok(())
 }
 
-/// After a failure: no partition table, and the ESP's start zeroed too, so
-/// nothing on the disk looks bootable.
+/// After a failure: no partition table (in case the failure came while it
+/// was written), and the ESP's start zeroed too.
 pub fn wipe_table(dev: &Path, layout: &Layout) -> Result<()> {
     let f = open_rw(dev)?;
     zero(&f, dev, 0, 34 * LBA)?;
@@ -231,7 +240,7 @@ pub fn wipe_table(dev: &Path, layout: &Layout) -> Result<()> {
     }
     f.sync_all()
         .with_context(|| format!("flushing {}", dev.display()))?;
-    let _ = reread(&f, dev, 0, false);
+    reread(&f);
     Ok(())
 }
 
@@ -264,13 +273,9 @@ mod tests {
     }
 
     #[test]
-    fn provisional_table_has_no_boot_types() {
+    fn table_types() {
         let l = Layout::plan(1 << 30, DEFAULT_ESP_SIZE, true, None).unwrap();
-        assert!(l
-            .specs(false)
-            .iter()
-            .all(|s| s.type_guid != partition_types::EFI && s.type_guid != partition_types::BIOS));
-        let last = l.specs(true);
+        let last = l.specs();
         assert_eq!(last[0].type_guid, partition_types::EFI);
         assert_eq!(last[1].type_guid, partition_types::BIOS);
     }

@@ -1,13 +1,13 @@
 //! `undercloud-live install`: put the live system on a disk.
 //!
 //! Steps, each logged with its time: check the target (the write command's
-//! rules, never the live medium, big enough), wipe it, write a provisional
-//! GPT, make the file systems, copy the image's read-only root, configure
-//! it (fstab by UUID, fresh machine-id, host name, password, keys, network,
-//! no live leftovers), build a host-only initramfs, install GRUB (UEFI
-//! through shim, BIOS through the i386-pc core), and last write the real
-//! partition table. A failure after the wipe leaves the disk without a
-//! partition table (see `layout`).
+//! rules, never the live medium, big enough), wipe it, make the file
+//! systems (through loop devices over the partitions' byte ranges), copy
+//! the image's read-only root, configure it (fstab by UUID, fresh
+//! machine-id, host name, password, keys, network, no live leftovers),
+//! build a host-only initramfs, install GRUB (UEFI through shim, BIOS
+//! through the i386-pc core), and last write the partition table. A
+//! failure leaves the disk without a partition table (see `layout`).
 
 pub mod bootloader;
 pub mod config;
@@ -279,10 +279,7 @@ pub fn install(opts: &InstallOptions, progress: Progress) -> Result<Report> {
         confirm(&p)?;
     }
     let dev = p.target.disk.path.clone();
-    log.step(format!(
-        "wiping {} and writing a provisional partition table",
-        p.target.shown()
-    ));
+    log.step(format!("wiping {}", p.target.shown()));
     layout::wipe_disk(&dev, p.target.disk.size)?;
     let lay = Layout::plan(
         p.target.disk.size,
@@ -293,9 +290,7 @@ pub fn install(opts: &InstallOptions, progress: Progress) -> Result<Report> {
         p.bios,
         p.cfg.swap.map(|s| s.0),
     )?;
-    let r = lay
-        .write_table(&dev, false, None)
-        .and_then(|_| fill(&p, &lay, &dev, &mut log, &log_path));
+    let r = fill(&p, &lay, &dev, &mut log, &log_path);
     match r {
         Ok(root_uuid) => {
             log.end_step();
@@ -329,24 +324,29 @@ pub fn install(opts: &InstallOptions, progress: Progress) -> Result<Report> {
     }
 }
 
-/// Everything between the provisional and the final table; returns the
-/// root's UUID.
+/// Everything up to and including the partition table; returns the root's
+/// UUID.
 fn fill(p: &Plan, lay: &Layout, dev: &Path, log: &mut Log, log_path: &Path) -> Result<String> {
-    let part_dev = |role| -> Result<PathBuf> {
+    let part_loop = |role| -> Result<layout::PartLoop> {
         let part = lay
             .get(role)
             .context("layout without a partition it needs")?;
-        Ok(target::partition_path(dev, part.number))
+        layout::PartLoop::new(dev, part)
     };
     let fs = p.cfg.filesystem;
     let root_uuid = layout::random_uuid()?;
-    let root_dev = part_dev(Role::Root)?;
-    log.step(format!("making {} on {}", fs.name(), root_dev.display()));
+    let root_loop = part_loop(Role::Root)?;
+    let root_dev = root_loop.dev.clone();
+    log.step(format!(
+        "making {} on the root partition ({})",
+        fs.name(),
+        root_dev.display()
+    ));
     format::mkfs_root(&root_dev, fs, root_uuid)?;
     let swap_uuid = match lay.get(Role::Swap) {
         Some(_) => {
             let u = layout::random_uuid()?;
-            format::mkswap(&part_dev(Role::Swap)?, u)?;
+            format::mkswap(&part_loop(Role::Swap)?.dev, u)?;
             Some(u.to_string())
         }
         None => None,
@@ -451,8 +451,9 @@ fn fill(p: &Plan, lay: &Layout, dev: &Path, log: &mut Log, log_path: &Path) -> R
     nix::unistd::sync();
     mnt.unmount()?;
 
+    drop(root_loop);
     log.step("writing the ESP (FAT32: shim, grub, grub.cfg)");
-    format::make_esp(&part_dev(Role::Esp)?, esp_id, &esp_files)?;
+    format::make_esp(&part_loop(Role::Esp)?.dev, esp_id, &esp_files)?;
 
     let mbr_code = match bios {
         Some((mut core, boot_img)) => {
@@ -476,12 +477,13 @@ fn fill(p: &Plan, lay: &Layout, dev: &Path, log: &mut Log, log_path: &Path) -> R
         }
         None => None,
     };
+    log.step("writing the partition table");
+    lay.write_table(dev, mbr_code.as_deref())?;
+    // efibootmgr reads the ESP's place from the table just written.
     if let Some(esp) = lay.get(Role::Esp) {
         let note = bootloader::efi_entry(dev, esp.number, &vendor_loader);
         log.note(note);
     }
-    log.step("writing the final partition table");
-    lay.write_table(dev, true, mbr_code.as_deref())?;
     Ok(root_uuid.to_string())
 }
 
