@@ -50,11 +50,12 @@ bench: bin
 	@for s in scripts/bench-*; do echo "== $$s"; "$$s" || exit 1; done
 
 # The end-to-end builds, the boot matrix {uefi, uefi-secure, bios} x {cdrom,
-# usb, disk}, persistence, erofs, media checksum and the 4.5 GiB image.
+# usb, disk}, persistence, erofs, media checksum, the 4.5 GiB image and the
+# unattended install to a disk (booted under UEFI and BIOS).
 test-slow: deps
 	cargo build --release --locked
 	UCL_TEST_BASE=$$(scripts/make-test-base | tail -n1) \
-	  cargo test --release --locked --test e2e --test media -- --test-threads=2
+	  cargo test --release --locked --test e2e --test media --test install -- --test-threads=2
 
 check: lint
 lint:

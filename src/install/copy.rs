@@ -21,7 +21,11 @@ use crate::interrupt;
 /// Where dracut's dmsquash-live leaves the image's root mounted read-only:
 /// `/run/rootfsbase` with the overlayfs overlay (rd.live.overlay.overlayfs,
 /// what our images use), else the device-mapper snapshot's origin.
-pub const LIVE_ROOTS: &[&str] = &["/run/rootfsbase", "/run/initramfs/live-base"];
+pub const LIVE_ROOTS: &[&str] = &[
+    "/run/rootfsbase",
+    "/run/initramfs/squashfs",
+    "/run/initramfs/live-base",
+];
 
 /// The live image's read-only root, if this is a live session.
 pub fn live_root() -> Option<PathBuf> {
