@@ -77,14 +77,13 @@ pub fn grub_dir(distro: Distro) -> &'static str {
     }
 }
 
+/// An ESP path and its content.
+pub type EspFile = (String, Vec<u8>);
+
 /// The ESP's files: shim, grub and MokManager under EFI/<vendor> and the
 /// removable path EFI/BOOT, each with the stub config. Returns the files
 /// and the vendor loader's ESP path (for the boot entry).
-pub fn esp_files(
-    root: &Path,
-    distro: Distro,
-    stub: &str,
-) -> Result<(Vec<(String, Vec<u8>)>, String)> {
+pub fn esp_files(root: &Path, distro: Distro, stub: &str) -> Result<(Vec<EspFile>, String)> {
     let EfiLoader::Shim {
         shim,
         grub,

@@ -319,8 +319,7 @@ fn from_kickstart(text: &str, name: &Path) -> Result<Config> {
                 }
                 let key = args
                     .iter()
-                    .filter(|w| !w.starts_with("--") && *w != &user)
-                    .last()
+                    .rfind(|w| !w.starts_with("--") && *w != &user)
                     .ok_or_else(|| at("sshkey needs a key".into()))?;
                 cfg.ssh_keys.push(key.clone());
             }

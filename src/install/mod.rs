@@ -141,10 +141,8 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if !self.0.as_os_str().is_empty() {
-            if umount2(&self.0, MntFlags::empty()).is_err() {
-                let _ = umount2(&self.0, MntFlags::MNT_DETACH);
-            }
+        if !self.0.as_os_str().is_empty() && umount2(&self.0, MntFlags::empty()).is_err() {
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
         }
     }
 }
