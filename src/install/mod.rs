@@ -577,6 +577,16 @@ pub fn run(req: &Request, progress: Progress) -> Result<Report> {
     if req.unattended && target.is_none() {
         target = cmdline_value(&cmdline, CMDLINE_TARGET).map(PathBuf::from);
     }
+    if req.unattended {
+        // At boot the disk's node may still be on its way (a slow
+        // controller, udev busy): give it half a minute.
+        if let Some(t) = &target {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !t.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        }
+    }
     let opts = InstallOptions {
         target,
         config,
