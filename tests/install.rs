@@ -312,7 +312,8 @@ fn boot(
         cmd.args(["--expect", e]);
     }
     let o = run(&mut cmd);
-    let console = fs::read_to_string(log).unwrap_or_default();
+    // Firmware and GRUB write bytes that are not UTF-8.
+    let console = String::from_utf8_lossy(&fs::read(log).unwrap_or_default()).into_owned();
     (o.status.success(), console, t.elapsed().as_secs_f64())
 }
 
