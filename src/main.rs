@@ -134,6 +134,11 @@ enum Command {
         root: Option<String>,
         #[arg(long, short)]
         output: PathBuf,
+        /// Leave out the media checksum (implantisomd5's format) that
+        /// `verify` and the boot menu's media check read: it costs a read of
+        /// every byte through MD5.
+        #[arg(long)]
+        no_media_checksum: bool,
     },
     /// diskimage-builder elements: apply them to a system, or see what
     /// they would do.
@@ -451,6 +456,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             label,
             root,
             output,
+            no_media_checksum,
         } => {
             let r = assemble::assemble(&assemble::AssembleOptions {
                 tree,
@@ -459,6 +465,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 root,
                 output: output.clone(),
                 seed: None,
+                media_checksum: !no_media_checksum,
             })?;
             if !cli.quiet {
                 println!(
