@@ -21,3 +21,4 @@ pub mod rootfs;
 pub mod space;
 pub mod spec;
 pub mod write;
+pub mod xz;
