@@ -45,9 +45,14 @@ test: deps
 	  cargo test --release --locked -- --test-threads=2
 
 # Not a test: compares undercloud-live with the standard tools on the same
-# inputs in the same run and records the ratios in docs/benchmarks.md.
+# inputs in the same run and records the ratios in docs/benchmarks.md
+# (each script its own section, bench-summary the table at the top).
+# Needs root and live-build (apt-get install live-build); ~30 min here.
+BENCHES := bench-micro bench-assembly bench-write bench-fetch bench-build
 bench: bin
-	@for s in scripts/bench-*; do echo "== $$s"; "$$s" || exit 1; done
+	@start=$$(date +%s); \
+	for s in $(BENCHES); do echo "== scripts/$$s"; scripts/$$s || exit 1; done; \
+	scripts/bench-summary $$(( $$(date +%s) - start ))
 
 # The end-to-end builds, the boot matrix {uefi, uefi-secure, bios} x {cdrom,
 # usb, disk}, persistence, erofs, media checksum, the 4.5 GiB image and the

@@ -27,6 +27,8 @@ pub struct AssembleOptions {
     pub root: Option<String>,
     pub output: PathBuf,
     pub seed: Option<String>,
+    /// Embed the media checksum (`verify`, rd.live.check).
+    pub media_checksum: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -141,8 +143,8 @@ pub fn assemble(opts: &AssembleOptions) -> Result<AssembleReport> {
             bios_boot: None,
             mbr_code: None,
             persistence: None,
-            // Every image carries the media checksum `verify` reads.
-            implant_md5: true,
+            // On by default: `verify` and the boot menu's media check read it.
+            implant_md5: opts.media_checksum,
         },
         &partial.0,
     )?;
@@ -188,6 +190,7 @@ mod tests {
             root: Some("LiveOS/squashfs.img".into()),
             output: out.clone(),
             seed: None,
+            media_checksum: true,
         };
         let r = assemble(&opts).unwrap();
         assert_eq!(r.size, fs::metadata(&out).unwrap().len());
@@ -199,6 +202,31 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+        // The checksum computed alongside the copy is the one a check
+        // computes from the finished image.
+        assert!(matches!(
+            crate::image::isomd5::check(&out).unwrap(),
+            crate::image::isomd5::Check::Good { .. }
+        ));
+
+        // Without the media checksum: the same image but for the field.
+        let plain = t.path().join("plain.iso");
+        assemble(&AssembleOptions {
+            output: plain.clone(),
+            media_checksum: false,
+            ..opts.clone()
+        })
+        .unwrap();
+        let (a, b) = (fs::read(&out).unwrap(), fs::read(&plain).unwrap());
+        let file = fs::File::open(&plain).unwrap();
+        let (pvd, _, desc) = crate::image::isomd5::find_pvd(&file, &plain).unwrap();
+        assert!(crate::image::isomd5::read_embedded(&desc).is_none());
+        let field = pvd as usize + crate::image::iso9660::APPLICATION_USE;
+        let len = crate::image::iso9660::APPLICATION_USE_LEN;
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a[..field], b[..field]);
+        assert_eq!(a[field + len..], b[field + len..]);
+        assert_ne!(a[field..field + len], b[field..field + len]);
 
         let bad = AssembleOptions {
             root: Some("LiveOS/nope.img".into()),

@@ -136,6 +136,11 @@ enum Command {
         root: Option<String>,
         #[arg(long, short)]
         output: PathBuf,
+        /// Leave out the media checksum (implantisomd5's format) that
+        /// `verify` and the boot menu's media check read: it costs a read of
+        /// every byte through MD5.
+        #[arg(long)]
+        no_media_checksum: bool,
     },
     /// diskimage-builder elements: apply them to a system, or see what
     /// they would do.
@@ -488,6 +493,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             label,
             root,
             output,
+            no_media_checksum,
         } => {
             let r = assemble::assemble(&assemble::AssembleOptions {
                 tree,
@@ -496,6 +502,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 root,
                 output: output.clone(),
                 seed: None,
+                media_checksum: !no_media_checksum,
             })?;
             if !cli.quiet {
                 println!(

@@ -32,7 +32,8 @@ use super::gpt::{self as gpt_view, PartitionSpec, BACKUP_BYTES, LBA};
 use super::iso9660::{
     self as iso, DirRecord, NameMangler, PathRecord, SystemUse, Timestamp, SECTOR,
 };
-use anyhow::{bail, Context, Result};
+use super::isomd5;
+use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -134,6 +135,9 @@ const GRUB2_MBR_PATCH: usize = 0x1b0;
 /// unchecked (burned CDs often cannot read them), so no file may lie there;
 /// 16 also hold the 9 sectors of the backup GPT.
 const TAIL_PAD: u64 = 16;
+/// Bytes copied between two reports to the checksum that follows the copy:
+/// small enough that it never waits long, large enough to cost nothing.
+const COPY_PIECE: u64 = 16 << 20;
 
 /// Writes the hybrid image described by `spec` to `out` (created or
 /// truncated). The caller takes care of temporary names and renaming.
@@ -773,41 +777,10 @@ impl Plan {
             "El Torito boot catalog",
         )?;
 
-        for (i, f) in self.files.iter().enumerate() {
-            let Some(source) = &f.source else { continue };
-            if f.size == 0 {
-                continue;
-            }
-            let offset = u64::from(f.lba) * SECTOR;
-            let (patch, grub2) = spec
-                .bios_boot
-                .as_ref()
-                .map_or((false, false), |b| (b.boot_info_table, b.grub2_boot_info));
-            if Some(i) == self.bios && (patch || grub2) {
-                let mut image = read_small(source, &f.iso_path, f.size)?;
-                if patch {
-                    eltorito::patch_boot_info_table(&mut image, PVD_LBA, f.lba)
-                        .with_context(|| format!("patching boot info table into {}", f.iso_path))?;
-                }
-                if grub2 {
-                    if image.len() < GRUB2_BOOT_INFO + 8 {
-                        bail!(
-                            "bios boot image {} is {} bytes, too short for GRUB's boot info at byte {GRUB2_BOOT_INFO}",
-                            f.iso_path,
-                            image.len()
-                        );
-                    }
-                    let core = u64::from(f.lba) * (SECTOR / LBA) + 5;
-                    image[GRUB2_BOOT_INFO..GRUB2_BOOT_INFO + 8]
-                        .copy_from_slice(&core.to_le_bytes());
-                }
-                file.write_all_at(&image, offset)
-                    .with_context(|| format!("writing {} to {shown}", f.iso_path))?;
-            } else {
-                copy_into(&mut file, out, offset, source, &f.iso_path, f.size)?;
-            }
-        }
-
+        // The GPT and the MBR next: they follow from the layout alone and
+        // lie in the system area and the last sectors, where no file goes,
+        // so writing them before the file data changes no byte, and leaves
+        // only file data for the media checksum to wait for.
         let disk_guid = gpt_view::derive_guid(&spec.seed, "disk");
         let (esp_off, esp_len) = self.extent(self.esp);
         let mut parts = vec![PartitionSpec {
@@ -831,8 +804,7 @@ impl Plan {
             .persistence
             .as_ref()
             .map(|(source, size, lba)| (source.clone(), lba * SECTOR, *size));
-        if let Some((source, off, len)) = &persistence {
-            copy_into(&mut file, out, *off, source, "persistence", *len)?;
+        if let Some((_, off, len)) = &persistence {
             parts.push(PartitionSpec {
                 name: "persistence".to_string(),
                 type_guid: gpt::partition_types::LINUX_FS,
@@ -859,12 +831,49 @@ impl Plan {
         let mbr = gpt_view::protective_mbr(self.total_bytes(), mbr_code.as_deref(), signature)?;
         gpt_view::write_gpt(&mut file, out, disk_guid, &parts, &mbr)?;
 
-        // Last: the checksum covers every other byte of the volume.
-        let md5 = if spec.implant_md5 {
-            Some(super::isomd5::implant(&file, out)?.md5)
-        } else {
-            None
-        };
+        // File data in image order, the media checksum following it on
+        // another thread: the wall time is about the longer of the two
+        // instead of their sum (the checksum used to read the image again
+        // once it was complete).
+        let mut order: Vec<usize> = (0..self.files.len())
+            .filter(|&i| self.files[i].source.is_some() && self.files[i].size > 0)
+            .collect();
+        order.sort_by_key(|&i| self.files[i].lba);
+        let first = order
+            .first()
+            .map_or(u64::MAX, |&i| u64::from(self.files[i].lba) * SECTOR);
+        let ready = isomd5::Ready::new(first);
+        let md5 = std::thread::scope(|scope| -> Result<Option<String>> {
+            let hasher = if spec.implant_md5 {
+                let reader = File::open(out).with_context(|| format!("reading {shown}"))?;
+                let ready = &ready;
+                Some(scope.spawn(move || isomd5::sum_volume(&reader, out, Some(ready))))
+            } else {
+                None
+            };
+            // No early return until the hasher is told how the copy ended:
+            // it would wait for bytes that never come.
+            let copied = self.copy_files(spec, &mut file, out, &order, &ready);
+            match &copied {
+                Ok(()) => ready.finish(),
+                Err(_) => ready.abandon(),
+            }
+            let sum = hasher.map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(anyhow!("computing the media checksum of {shown} failed"))
+                })
+            });
+            copied?;
+            match sum {
+                Some(sum) => Ok(Some(isomd5::write_sum(&file, out, sum?)?.md5)),
+                None => Ok(None),
+            }
+        })?;
+
+        // After the volume, so outside the checksum.
+        if let Some((source, off, len)) = &persistence {
+            copy_into(&mut file, out, *off, source, "persistence", *len, &|_| {})?;
+        }
 
         Ok(HybridReport {
             size: self.total_bytes(),
@@ -875,6 +884,55 @@ impl Plan {
             disk_guid,
             md5,
         })
+    }
+
+    /// Copies every file's data into `file`, in image order (`order`),
+    /// raising `ready` as the bytes before each point become final.
+    fn copy_files(
+        &self,
+        spec: &HybridSpec,
+        file: &mut File,
+        out: &Path,
+        order: &[usize],
+        ready: &isomd5::Ready,
+    ) -> Result<()> {
+        let shown = out.display();
+        for &i in order {
+            let f = &self.files[i];
+            let Some(source) = &f.source else { continue };
+            let offset = u64::from(f.lba) * SECTOR;
+            let (patch, grub2) = spec
+                .bios_boot
+                .as_ref()
+                .map_or((false, false), |b| (b.boot_info_table, b.grub2_boot_info));
+            if Some(i) == self.bios && (patch || grub2) {
+                let mut image = read_small(source, &f.iso_path, f.size)?;
+                if patch {
+                    eltorito::patch_boot_info_table(&mut image, PVD_LBA, f.lba)
+                        .with_context(|| format!("patching boot info table into {}", f.iso_path))?;
+                }
+                if grub2 {
+                    if image.len() < GRUB2_BOOT_INFO + 8 {
+                        bail!(
+                            "bios boot image {} is {} bytes, too short for GRUB's boot info at byte {GRUB2_BOOT_INFO}",
+                            f.iso_path,
+                            image.len()
+                        );
+                    }
+                    let core = u64::from(f.lba) * (SECTOR / LBA) + 5;
+                    image[GRUB2_BOOT_INFO..GRUB2_BOOT_INFO + 8]
+                        .copy_from_slice(&core.to_le_bytes());
+                }
+                file.write_all_at(&image, offset)
+                    .with_context(|| format!("writing {} to {shown}", f.iso_path))?;
+            } else {
+                copy_into(file, out, offset, source, &f.iso_path, f.size, &|end| {
+                    ready.advance(end)
+                })?;
+            }
+            ready.advance(offset + f.size);
+        }
+        Ok(())
     }
 }
 
@@ -958,7 +1016,9 @@ fn lba32(lba: u64) -> Result<u32> {
 /// only: `out` was sized up front, so a hole in the source (a sparse
 /// persistence image, a sparse test file) stays a hole that reads as zeros,
 /// and costs neither disk nor time. Each segment moves with
-/// copy_file_range (`std::io::copy` between files), in the kernel.
+/// copy_file_range (`std::io::copy` between files), in the kernel, in
+/// pieces of COPY_PIECE; after each, `copied` gets the offset in `out` below
+/// which this file's bytes are written (for the checksum that follows).
 fn copy_into(
     out: &mut File,
     out_path: &Path,
@@ -966,6 +1026,7 @@ fn copy_into(
     source: &Path,
     iso_path: &str,
     size: u64,
+    copied: &dyn Fn(u64),
 ) -> Result<()> {
     use nix::unistd::{lseek, Whence};
     use std::os::fd::AsFd;
@@ -1006,13 +1067,18 @@ fn copy_into(
         src.seek(SeekFrom::Start(data)).with_context(ctx)?;
         out.seek(SeekFrom::Start(offset + data))
             .with_context(|| format!("seeking in {}", out_path.display()))?;
-        let want = hole - data;
-        let copied = std::io::copy(&mut (&mut src).take(want), out).with_context(ctx)?;
-        if copied != want {
-            bail!(
-                "reading {} for {iso_path}: it shrank while the image was written",
-                source.display()
-            );
+        let mut at = data;
+        while at < hole {
+            let want = (hole - at).min(COPY_PIECE);
+            let n = std::io::copy(&mut (&mut src).take(want), out).with_context(ctx)?;
+            if n != want {
+                bail!(
+                    "reading {} for {iso_path}: it shrank while the image was written",
+                    source.display()
+                );
+            }
+            at += n;
+            copied(offset + at);
         }
         pos = hole;
     }

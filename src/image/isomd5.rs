@@ -21,9 +21,9 @@
 //! the medium differs.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::{Condvar, Mutex};
 
 use anyhow::{bail, Context, Result};
 use md5::{Digest, Md5};
@@ -35,6 +35,8 @@ pub const FRAGMENT_COUNT: u64 = 20;
 const FRAGMENT_SUM_LEN: usize = 60;
 /// The read size both tools use; fragment boundaries depend on it.
 const CHUNK: u64 = 32 * 1024;
+/// What we read at once: whole 32 KiB chunks, fewer system calls.
+const READ: u64 = 32 * CHUNK;
 const FIRST_DESCRIPTOR: u64 = 16;
 
 /// What the application use field says.
@@ -156,32 +158,91 @@ impl Summer {
         }
     }
 
+    /// Hashes the volume from its start. Reads are large (fewer system
+    /// calls) but fed to `chunk` 32 KiB at a time, so fragment boundaries
+    /// are those of isomd5sum. With `ready`, waits before each read until
+    /// the writer has made those bytes final.
     fn run(
         &mut self,
         file: &File,
         path: &Path,
+        ready: Option<&Ready>,
         mut stop: impl FnMut(&Summer) -> bool,
     ) -> Result<()> {
-        let mut buf = vec![0u8; CHUNK as usize];
+        let mut buf = vec![0u8; READ as usize];
         let mut offset = 0u64;
-        let mut reader = file;
-        use std::io::{Seek, SeekFrom};
-        reader
-            .seek(SeekFrom::Start(0))
-            .with_context(|| format!("seeking in {}", path.display()))?;
         while offset < self.total {
-            let n = (self.total - offset).min(CHUNK) as usize;
-            reader
-                .read_exact(&mut buf[..n])
+            let n = (self.total - offset).min(READ);
+            if let Some(ready) = ready {
+                if !ready.wait_for(offset + n) {
+                    bail!(
+                        "{}: the image was not finished, so it has no media checksum",
+                        path.display()
+                    );
+                }
+            }
+            let buf = &mut buf[..n as usize];
+            file.read_exact_at(buf, offset)
                 .with_context(|| format!("reading {} at byte {offset}", path.display()))?;
-            let before = self.checkpoints.len();
-            self.chunk(offset, &mut buf[..n]);
-            offset += n as u64;
-            if self.checkpoints.len() != before && stop(self) {
-                return Ok(());
+            for piece in buf.chunks_mut(CHUNK as usize) {
+                let before = self.checkpoints.len();
+                let len = piece.len() as u64;
+                self.chunk(offset, piece);
+                offset += len;
+                if self.checkpoints.len() != before && stop(self) {
+                    return Ok(());
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// How far the image being written is final: lets the checksum follow the
+/// writer (on another CPU) instead of reading everything again afterwards.
+/// The writer only ever raises it, and must end with `finish` or `abandon`.
+pub struct Ready {
+    state: Mutex<(u64, bool)>,
+    changed: Condvar,
+}
+
+impl Ready {
+    /// Bytes below `offset` are final already.
+    pub fn new(offset: u64) -> Ready {
+        Ready {
+            state: Mutex::new((offset, false)),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Bytes below `offset` are final now.
+    pub fn advance(&self, offset: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if offset > s.0 {
+            s.0 = offset;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Every byte is final.
+    pub fn finish(&self) {
+        self.advance(u64::MAX);
+    }
+
+    /// The writer failed: whoever waits gives up.
+    pub fn abandon(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.1 = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until bytes below `end` are final; false if abandoned.
+    fn wait_for(&self, end: u64) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.0 < end && !s.1 {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.0 >= end
     }
 }
 
@@ -194,6 +255,14 @@ pub struct Implanted {
 
 /// Computes and writes the checksum into the volume held by `file`.
 pub fn implant(file: &File, path: &Path) -> Result<Implanted> {
+    let sum = sum_volume(file, path, None)?;
+    write_sum(file, path, sum)
+}
+
+/// The checksum of the volume in `file`, not yet written into it. With
+/// `ready`, it is computed while the volume is being written: the volume
+/// descriptors must be final before this starts, file data may follow.
+pub fn sum_volume(file: &File, path: &Path, ready: Option<&Ready>) -> Result<Sum> {
     let (pvd_offset, volume, _) = find_pvd(file, path)?;
     if volume <= SKIP_SECTORS * SECTOR {
         bail!(
@@ -203,19 +272,36 @@ pub fn implant(file: &File, path: &Path) -> Result<Implanted> {
     }
     let total = volume - SKIP_SECTORS * SECTOR;
     let mut s = Summer::new(total, FRAGMENT_COUNT, pvd_offset);
-    s.run(file, path, |_| false)?;
-    let md5 = hex::encode(s.hash.clone().finalize());
+    s.run(file, path, ready, |_| false)?;
+    Ok(Sum {
+        pvd_offset,
+        md5: hex::encode(s.hash.clone().finalize()),
+        fragment_sums: s.sums,
+    })
+}
+
+/// A computed checksum and where it goes.
+#[derive(Clone, Debug)]
+pub struct Sum {
+    pvd_offset: u64,
+    md5: String,
+    fragment_sums: String,
+}
+
+/// Writes a checksum from `sum_volume` into the volume's descriptor (the
+/// field the checksum reads as blanks, so writing it changes no sum).
+pub fn write_sum(file: &File, path: &Path, sum: Sum) -> Result<Implanted> {
     let text = format!(
-        "ISO MD5SUM = {md5};SKIPSECTORS = {SKIP_SECTORS};RHLISOSTATUS=0;FRAGMENT SUMS = {};FRAGMENT COUNT = {FRAGMENT_COUNT};THIS IS NOT THE SAME AS RUNNING MD5SUM ON THIS ISO!!",
-        s.sums
+        "ISO MD5SUM = {};SKIPSECTORS = {SKIP_SECTORS};RHLISOSTATUS=0;FRAGMENT SUMS = {};FRAGMENT COUNT = {FRAGMENT_COUNT};THIS IS NOT THE SAME AS RUNNING MD5SUM ON THIS ISO!!",
+        sum.md5, sum.fragment_sums
     );
     let mut field = vec![b' '; APPLICATION_USE_LEN];
     field[..text.len()].copy_from_slice(text.as_bytes());
-    file.write_all_at(&field, pvd_offset + APPLICATION_USE as u64)
+    file.write_all_at(&field, sum.pvd_offset + APPLICATION_USE as u64)
         .with_context(|| format!("writing the media checksum to {}", path.display()))?;
     Ok(Implanted {
-        md5,
-        fragment_sums: s.sums,
+        md5: sum.md5,
+        fragment_sums: sum.fragment_sums,
     })
 }
 
@@ -267,7 +353,7 @@ pub fn check(path: &Path) -> Result<Check> {
     let mut s = Summer::new(total, count, pvd_offset);
     let expected = e.fragment_sums.clone();
     let mut bad_fragment: Option<usize> = None;
-    s.run(&file, path, |s| {
+    s.run(&file, path, None, |s| {
         let upto = s.sums.len();
         if s.sums[..upto] != expected[..upto] {
             bad_fragment = Some(s.checkpoints.len());
@@ -366,6 +452,44 @@ mod tests {
         // In the unchecked tail: still good.
         f.write_all_at(&[1], 999 * SECTOR).unwrap();
         assert!(matches!(check(&p).unwrap(), Check::Good { .. }));
+    }
+
+    #[test]
+    fn a_sum_that_follows_the_writer_is_the_sum_of_the_result() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("v.iso");
+        volume(&p, 1000);
+        let f = File::options().read(true).write(true).open(&p).unwrap();
+        let whole = sum_volume(&f, &p, None).unwrap();
+
+        // Blank the data after the descriptors, then write it back in
+        // pieces, slowly, while the sum runs: a sum that read ahead of
+        // `ready` would hash zeros and differ.
+        let data = std::fs::read(&p).unwrap();
+        let start = 18 * SECTOR;
+        f.write_all_at(&vec![0u8; data.len() - start as usize], start)
+            .unwrap();
+        let ready = Ready::new(start);
+        let followed = std::thread::scope(|s| {
+            let h = s.spawn(|| sum_volume(&f, &p, Some(&ready)));
+            for (i, piece) in data[start as usize..].chunks(100_000).enumerate() {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                let at = start + (i * 100_000) as u64;
+                f.write_all_at(piece, at).unwrap();
+                ready.advance(at + piece.len() as u64);
+            }
+            h.join().unwrap().unwrap()
+        });
+        assert_eq!(
+            (&followed.md5, &followed.fragment_sums),
+            (&whole.md5, &whole.fragment_sums)
+        );
+
+        // A writer that fails: the sum gives up instead of waiting forever.
+        let ready = Ready::new(start);
+        ready.abandon();
+        let e = format!("{:#}", sum_volume(&f, &p, Some(&ready)).unwrap_err());
+        assert!(e.contains("not finished"), "{e}");
     }
 
     #[test]
