@@ -162,6 +162,22 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         }
         None => None,
     };
+    let mut extra_esp: Vec<(String, PathBuf)> = Vec::new();
+    for (dest, src) in &spec.esp_files {
+        let src = loaded.resolve(src);
+        if !src.is_file() {
+            anyhow::bail!(
+                "esp_files: {dest}: {} is not a readable file",
+                src.display()
+            );
+        }
+        extra_esp.push((dest.clone(), src));
+    }
+    let installer = if spec.installer {
+        Some(std::env::current_exe().context("finding this program to put into the image")?)
+    } else {
+        None
+    };
     match spec.root.format {
         RootFormat::Squashfs => squashfs::check_tool()?,
         RootFormat::Erofs => erofs::check_tool()?,
@@ -262,6 +278,12 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         human_bytes(stats.bytes),
         t.elapsed().as_secs_f64()
     ));
+
+    // The tool itself goes in before the elements, so that their hooks and
+    // units can call it (`medium cat`, `status`, `install`).
+    if let Some(exe) = &installer {
+        install_self(exe, &root)?;
+    }
 
     // The kickstart becomes one more element, applied after the others.
     if let Some(ks) = &ks {
@@ -475,6 +497,15 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
             });
         }
     }
+    for (dest, src) in &extra_esp {
+        if esp_files.iter().any(|f| f.dest.eq_ignore_ascii_case(dest)) {
+            anyhow::bail!("esp_files: {dest} would replace a boot loader file");
+        }
+        esp_files.push(esp::EspFile {
+            dest: dest.clone(),
+            content: esp::EspContent::Path(src.clone()),
+        });
+    }
     let esp_img = work.path.join("efiboot.img");
     let esp_report = esp::write_esp(
         &esp_files,
@@ -594,6 +625,20 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
 
 /// An erofs root compressed with lzma needs a kernel built with
 /// CONFIG_EROFS_FS_ZIP_LZMA (Debian 12's is not): fail the build, not the boot.
+/// Copies the running program to /usr/bin/undercloud-live in the root.
+fn install_self(exe: &std::path::Path, root: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = root.join("usr/bin");
+    fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    let dest = bin.join("undercloud-live");
+    let tmp = bin.join(".undercloud-live.tmp");
+    fs::copy(exe, &tmp).with_context(|| format!("copying {} into the image", exe.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("setting the mode of {}", tmp.display()))?;
+    fs::rename(&tmp, &dest).with_context(|| format!("creating {}", dest.display()))?;
+    Ok(())
+}
+
 fn check_erofs_kernel(root: &std::path::Path, kver: &str, comp: spec::Compression) -> Result<()> {
     let config = root.join("boot").join(format!("config-{kver}"));
     let Ok(text) = fs::read_to_string(&config) else {

@@ -160,14 +160,19 @@ impl Seek for Window {
     }
 }
 
-fn list_fat(file: &File, offset: u64, len: u64) -> Result<Vec<EspFile>> {
+/// The FAT at `offset`, opened read-only in place.
+fn open_fat(file: &File, offset: u64, len: u64) -> Result<fatfs::FileSystem<Window>> {
     let w = Window {
         file: file.try_clone().context("duplicating the image handle")?,
         start: offset,
         len,
         pos: 0,
     };
-    let fs = fatfs::FileSystem::new(w, fatfs::FsOptions::new()).context("reading the ESP's FAT")?;
+    fatfs::FileSystem::new(w, fatfs::FsOptions::new()).context("reading the ESP's FAT")
+}
+
+fn list_fat(file: &File, offset: u64, len: u64) -> Result<Vec<EspFile>> {
+    let fs = open_fat(file, offset, len)?;
     let mut out = Vec::new();
     let mut stack = vec![(String::new(), fs.root_dir())];
     while let Some((prefix, dir)) = stack.pop() {
@@ -190,6 +195,22 @@ fn list_fat(file: &File, offset: u64, len: u64) -> Result<Vec<EspFile>> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// One file of the FAT at `offset` (`path` with `/` separators, case as
+/// FAT compares it), or `None` when it is not there.
+pub fn read_fat_file(file: &File, offset: u64, len: u64, path: &str) -> Result<Option<Vec<u8>>> {
+    let fs = open_fat(file, offset, len)?;
+    let rel = path.trim_start_matches('/');
+    let mut f = match fs.root_dir().open_file(rel) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {rel} on the ESP")),
+    };
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)
+        .with_context(|| format!("reading {rel} from the ESP"))?;
+    Ok(Some(out))
 }
 
 fn el_torito(file: &File, volume: u64) -> Result<Vec<BootEntry>> {

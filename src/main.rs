@@ -11,7 +11,7 @@ use undercloud_live::build::{self, BuildOptions};
 use undercloud_live::elements::{apply, hooks::Phase};
 use undercloud_live::progress::{human_bytes, Progress};
 use undercloud_live::spec::Distro;
-use undercloud_live::{assemble, chroot, inspect, interrupt, prefetch, qemu, spec, write};
+use undercloud_live::{assemble, chroot, inspect, interrupt, medium, prefetch, qemu, spec, write};
 
 fn parse_size(s: &str) -> Result<spec::ByteSize, String> {
     spec::ByteSize::parse(s).map_err(|e| format!("{e:#}"))
@@ -141,6 +141,11 @@ enum Command {
         #[command(subcommand)]
         command: ElementsCommand,
     },
+    /// The live medium this system booted from, and files on its ESP.
+    Medium {
+        #[command(subcommand)]
+        command: MediumCommand,
+    },
     /// Boot an image in QEMU and watch its serial console.
     Boot {
         image: PathBuf,
@@ -234,6 +239,27 @@ struct SelectionArgs {
     /// Tell hooks not to download (DIB_OFFLINE=1).
     #[arg(long)]
     offline: bool,
+}
+
+#[derive(Subcommand)]
+enum MediumCommand {
+    /// Which disk the live system was booted from, and where its ESP is.
+    Show {
+        /// An image file or device instead of the running system's medium.
+        #[arg(long)]
+        device: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a file of the medium's ESP (e.g. undercloud.yaml) to stdout.
+    Cat {
+        /// Path on the ESP, '/'-separated.
+        path: String,
+        /// An image file or device instead of the running system's medium.
+        #[arg(long)]
+        device: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -528,6 +554,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Medium { command } => {
+            let find = |device: Option<PathBuf>| -> anyhow::Result<medium::Medium> {
+                match device {
+                    Some(d) => medium::Medium::open(&d),
+                    None => medium::Medium::discover()?.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "this system was not booted from a live medium (no root=live: on the kernel command line); name one with --device"
+                        )
+                    }),
+                }
+            };
+            match command {
+                MediumCommand::Show { device, json } => {
+                    let m = find(device)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&m)?);
+                    } else {
+                        print!("{}", medium::render(&m));
+                    }
+                }
+                MediumCommand::Cat { path, device } => {
+                    let m = find(device)?;
+                    let bytes = m.read_esp_file(&path)?.ok_or_else(|| {
+                        anyhow::anyhow!("{path} is not on the ESP of {}", m.disk().display())
+                    })?;
+                    use std::io::Write;
+                    std::io::stdout()
+                        .write_all(&bytes)
+                        .map_err(|e| anyhow::anyhow!("writing to stdout: {e}"))?;
+                }
+            }
+            Ok(())
+        }
         Command::Verify { image } => {
             let summary = inspect::verify(&image)?;
             if !cli.quiet {

@@ -286,6 +286,18 @@ pub struct Spec {
     /// Package names of the kickstart's distro mapped to the base's.
     #[serde(default)]
     pub kickstart_package_map: Option<PathBuf>,
+    /// Put this tool into the image as /usr/bin/undercloud-live (for
+    /// `install`, `status` and `medium` in the live session).
+    #[serde(default = "default_true")]
+    pub installer: bool,
+    /// Extra files on the ESP: ESP path -> source file (relative to the
+    /// spec's folder). Operators edit them on any OS after writing a stick.
+    #[serde(default)]
+    pub esp_files: std::collections::BTreeMap<String, PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A spec together with where it came from.
@@ -429,6 +441,27 @@ fn validate(spec: &Spec) -> Result<()> {
             bail!("kernel_cmdline: {arg:?} has a quote or newline");
         }
     }
+    for dest in spec.esp_files.keys() {
+        validate_esp_path(dest)?;
+    }
+    Ok(())
+}
+
+/// An ESP path must be relative, without `.`/`..`, and spell only what
+/// FAT long names allow.
+fn validate_esp_path(dest: &str) -> Result<()> {
+    let bad = dest.is_empty()
+        || dest.starts_with('/')
+        || dest.len() > 255
+        || dest
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == ".." || c.ends_with('.') || c.ends_with(' '))
+        || dest
+            .chars()
+            .any(|c| c.is_control() || "<>:\"\\|?*".contains(c));
+    if bad {
+        bail!("esp_files: {dest:?} is not a valid ESP path (relative, '/'-separated, no '.', '..' or any of <>:\"\\|?*)");
+    }
     Ok(())
 }
 
@@ -529,6 +562,34 @@ root:
         assert_eq!(s.kernel_cmdline, vec!["console=ttyS0", "panic=-1"]);
         assert_eq!(s.boot.timeout, 5);
         assert_eq!(s.elements, vec!["marker"]);
+    }
+
+    #[test]
+    fn installer_is_on_unless_turned_off() {
+        assert!(parse(GOOD).unwrap().installer);
+        let off = GOOD.replace("elements: [marker]", "elements: [marker]\ninstaller: false");
+        assert!(!parse(&off).unwrap().installer);
+    }
+
+    #[test]
+    fn esp_files_are_checked() {
+        let ok = GOOD.replace(
+            "elements: [marker]",
+            "elements: [marker]\nesp_files:\n  undercloud.yaml: conf/undercloud.yaml\n  config/install.yaml: i.yaml",
+        );
+        let s = parse(&ok).unwrap();
+        assert_eq!(
+            s.esp_files.keys().collect::<Vec<_>>(),
+            vec!["config/install.yaml", "undercloud.yaml"]
+        );
+        for bad in ["/abs.yaml", "../up.yaml", "a//b", "what?.yaml", "dot.", ""] {
+            let spec = GOOD.replace(
+                "elements: [marker]",
+                &format!("elements: [marker]\nesp_files:\n  {bad:?}: x"),
+            );
+            let e = format!("{:#}", parse(&spec).unwrap_err());
+            assert!(e.contains("esp_files") && !e.contains('\n'), "{bad}: {e}");
+        }
     }
 
     #[test]

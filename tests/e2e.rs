@@ -153,6 +153,30 @@ fn check_layout(img: &Path, scratch: &Path) {
             .arg("::/EFI/BOOT"),
     );
     assert!(dir.contains("BOOTX64") && dir.contains("grubx64"), "{dir}");
+    // The spec's esp_files, read by mtools and by our own `medium cat`.
+    let note = tool(
+        Command::new("mtype")
+            .args(["-i"])
+            .arg(&esp)
+            .arg("::/ucl-test.txt"),
+    );
+    assert_eq!(note.trim(), "esp-note-from-the-spec");
+    let o = run(bin()
+        .args(["medium", "cat", "ucl-test.txt", "--device"])
+        .arg(img));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "esp-note-from-the-spec"
+    );
+    let o = run(bin()
+        .args(["medium", "cat", "absent.yaml", "--device"])
+        .arg(img));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("absent.yaml is not on the ESP"),
+        "{err}"
+    );
 
     // Partition 2 is the live root: exactly the squashfs bytes.
     let p2 = tool(Command::new("sgdisk").args(["-i", "2"]).arg(img));
@@ -258,6 +282,12 @@ fn boot(img: &Path, media: &str, firmware: &str, log: &Path) -> f64 {
     assert!(
         line.contains("hello=Hello,_world!"),
         "package from package-installs missing: {line}"
+    );
+    // The tool inside the image found the medium it booted from (a CD, a
+    // stick, a disk) and read the spec's file from its ESP.
+    assert!(
+        line.contains("medium=esp-note-from-the-spec"),
+        "undercloud-live medium cat inside the image failed: {line}"
     );
     let fw = if firmware == "bios" { "bios" } else { "uefi" };
     assert!(

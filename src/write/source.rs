@@ -10,7 +10,7 @@
 //! and a too-small device is found when it fills up.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -108,7 +108,7 @@ impl Source {
         let input = BufReader::with_capacity(1 << 20, file);
         Ok(match self.format {
             Format::Raw => Box::new(input),
-            Format::Xz => Box::new(XzStreams::new(input)?),
+            Format::Xz => Box::new(crate::xz::XzStreams::new(input)?),
             Format::Zstd => {
                 let mut d = zstd::stream::read::Decoder::with_buffer(input)
                     .with_context(|| format!("starting the zstd decoder for {shown}"))?;
@@ -353,73 +353,6 @@ pub fn zstd_content_size(file: &File, len: u64) -> Result<Option<u64>> {
 }
 
 // ------------------------------------------------------------- xz reader
-
-/// liblzma's multithreaded decoder (parallel over the blocks `xz -T0`
-/// writes), continued by hand over concatenated streams because the
-/// threaded decoder has no flag for that here.
-struct XzStreams<R: BufRead> {
-    decoder: Option<liblzma::bufread::XzDecoder<R>>,
-}
-
-impl<R: BufRead> XzStreams<R> {
-    fn new(input: R) -> Result<Self> {
-        Ok(XzStreams {
-            decoder: Some(liblzma::bufread::XzDecoder::new_stream(
-                input,
-                threaded_xz()?,
-            )),
-        })
-    }
-}
-
-fn threaded_xz() -> Result<liblzma::stream::Stream> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    liblzma::stream::MtStreamBuilder::new()
-        .threads(u32::try_from(threads).unwrap_or(1))
-        // Threads only while the decoder's memory stays under 1 GiB; past
-        // that it decodes in one thread instead of failing.
-        .memlimit_threading(1 << 30)
-        .memlimit_stop(u64::MAX)
-        // Without a timeout a call only returns with output or at the end,
-        // which is what a Read needs (an empty read means end of stream).
-        .timeout_ms(0)
-        .decoder()
-        .map_err(|e| anyhow!("starting the xz decoder: {e}"))
-}
-
-impl<R: BufRead> Read for XzStreams<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let Some(decoder) = self.decoder.as_mut() else {
-                return Ok(0);
-            };
-            let n = decoder.read(buf)?;
-            if n > 0 || buf.is_empty() {
-                return Ok(n);
-            }
-            let Some(decoder) = self.decoder.take() else {
-                return Ok(0);
-            };
-            let mut input = decoder.into_inner();
-            // Between streams: padding zeros, then either the end or the
-            // next stream's header.
-            loop {
-                let avail = input.fill_buf()?;
-                if avail.is_empty() {
-                    return Ok(0);
-                }
-                let zeros = avail.iter().take_while(|&&b| b == 0).count();
-                let done = zeros < avail.len();
-                input.consume(zeros);
-                if done {
-                    break;
-                }
-            }
-            let stream = threaded_xz().map_err(io::Error::other)?;
-            self.decoder = Some(liblzma::bufread::XzDecoder::new_stream(input, stream));
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
