@@ -193,7 +193,8 @@ impl Config {
         {
             Config::default()
         } else {
-            serde_saphyr::from_str(text).with_context(|| format!("{origin}: not valid"))?
+            serde_saphyr::from_str(text)
+                .map_err(|e| anyhow::anyhow!("{origin}: {}", first_line(&e.to_string())))?
         };
         cfg.check().with_context(|| format!("{origin}"))?;
         Ok(cfg)
@@ -286,6 +287,18 @@ impl Config {
 
 pub const IRONIC_API_PORT: u16 = 6385;
 
+/// The YAML library's message without its source snippet: the key and
+/// position are on its first line, and a console or journal shows one line
+/// per error.
+fn first_line(msg: &str) -> &str {
+    let line = msg
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    line.strip_prefix("error: ").unwrap_or(line)
+}
+
 fn valid_ifname(name: &str) -> bool {
     (1..=15).contains(&name.len())
         && name
@@ -365,7 +378,7 @@ mod tests {
         );
         assert!(err("provisioning: {interface: \"eth0; rm\"}\n").contains("not an interface name"));
         assert!(err("image_server: {port: 6385}\n").contains("6385"));
-        assert!(err("image_server: {port: 70000}\n").contains("port"));
+        assert!(err("image_server: {port: 70000}\n").contains("line 1 column 22"));
         assert!(err("ironic: {auth: keystone}\n").contains("ironic.keystone"));
         assert!(err("ironic: {auth: ldap}\n").contains("ldap"));
         assert!(err("ironic: {hardware_types: [idrac]}\n").contains("idrac"));
@@ -373,7 +386,13 @@ mod tests {
         assert!(err("passwords: {database: \"it's\"}\n").contains("passwords.database"));
         assert!(err("passwords: {database: short}\n").contains("passwords.database"));
         assert!(err("provisioning: [1, 2]\n").contains("undercloud.yaml"));
-        assert!(err("{{{").contains("undercloud.yaml: not valid"));
+        assert!(err("{{{").starts_with("undercloud.yaml: "));
+        let e = err("provisioning:\n  adress: 1.2.3.4/24\n");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(
+            e.starts_with("undercloud.yaml: line 2 column 3: unknown field `adress`"),
+            "{e}"
+        );
     }
 
     #[test]
