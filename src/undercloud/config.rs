@@ -196,7 +196,7 @@ impl Config {
             serde_saphyr::from_str(text)
                 .map_err(|e| anyhow::anyhow!("{origin}: {}", first_line(&e.to_string())))?
         };
-        cfg.check().with_context(|| format!("{origin}"))?;
+        cfg.check().with_context(|| origin.to_string())?;
         Ok(cfg)
     }
 
