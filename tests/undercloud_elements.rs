@@ -141,6 +141,7 @@ fn debian_gets_its_packaged_ironic() {
         "pre-install.d/05-undercloud-debconf",
         "post-install.d/05-undercloud-debian",
         "install.d/70-undercloud-config",
+        "finalise.d/90-undercloud-no-wait-online",
     ] {
         assert!(hooks.contains(h), "{h} missing: {hooks:?}");
     }
