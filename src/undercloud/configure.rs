@@ -139,23 +139,23 @@ fn find_settings(opts: &Options) -> Result<(Source, String)> {
     }
 }
 
-/// How long `auto` waits for udev to give interfaces their final names.
-const RENAME_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long `auto` waits for the network card to show up with its final
+/// name. Generous: on an emulated CPU the virtio card appeared only after
+/// 80 s of boot.
+const RENAME_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// At boot the unit starts once udev has been asked to set devices up, not
 /// once it is done (waiting for all of udev, systemd-udev-settle, took
-/// minutes on an emulated CPU). `auto` must not pick a kernel name such as
-/// `eth0` that is about to become `enp0s2`, so wait while a wired interface
-/// still has one. With `net.ifnames=0` the names stay, and this waits the
-/// whole `limit` once.
+/// minutes on an emulated CPU). `auto` must neither find no interface
+/// because its driver has not bound yet, nor pick a kernel name such as
+/// `eth0` that is about to become `enp0s2`: wait while there is no wired
+/// interface or one still has a kernel name. With `net.ifnames=0` the names
+/// stay, and this waits the whole `limit` once.
 fn wait_for_renames(sys_class_net: &Path, limit: std::time::Duration) {
     let start = std::time::Instant::now();
     while start.elapsed() < limit {
-        let pending = wired_interfaces(sys_class_net)
-            .unwrap_or_default()
-            .iter()
-            .any(|n| is_kernel_name(n));
-        if !pending {
+        let wired = wired_interfaces(sys_class_net).unwrap_or_default();
+        if !wired.is_empty() && !wired.iter().any(|n| is_kernel_name(n)) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
@@ -432,7 +432,7 @@ mod tests {
     }
 
     #[test]
-    fn waits_only_while_a_kernel_name_is_left() {
+    fn waits_for_a_wired_interface_with_its_final_name() {
         assert!(is_kernel_name("eth0") && is_kernel_name("eth12"));
         assert!(!is_kernel_name("eth") && !is_kernel_name("enp0s2") && !is_kernel_name("ethx"));
         let t = tempfile::tempdir().unwrap();
@@ -443,6 +443,12 @@ mod tests {
         fake_net(t.path(), "eth1", "1", true, false);
         let start = std::time::Instant::now();
         wait_for_renames(t.path(), std::time::Duration::from_millis(1200));
+        assert!(start.elapsed() >= std::time::Duration::from_millis(1200));
+        // No wired interface yet: wait for one too.
+        let none = tempfile::tempdir().unwrap();
+        fake_net(none.path(), "lo", "772", false, false);
+        let start = std::time::Instant::now();
+        wait_for_renames(none.path(), std::time::Duration::from_millis(1200));
         assert!(start.elapsed() >= std::time::Duration::from_millis(1200));
     }
 
