@@ -115,6 +115,18 @@ fn wait_ready(vm: &mut Vm, port: u16, log: &Path, t0: Instant, limit: Duration) 
     }
 }
 
+/// Wait until nothing listens on 127.0.0.1:`port` (QEMU has exited).
+fn wait_port_free(port: u16) {
+    let t = Instant::now();
+    while TcpListener::bind(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "port {port} still taken after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn console_tail(log: &Path) -> String {
     let c = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = c.lines().collect();
@@ -260,6 +272,9 @@ fn undercloud_boots_serves_ironic_and_keeps_nodes() {
 
     // Power cut: nothing gets a chance to flush what it had not committed.
     drop(vm);
+    // QEMU dies with its parent, but not at once: the next boot must not
+    // open the image (or the port) while it still runs.
+    wait_port_free(port);
 
     let log2 = dir.join("boot-2.log");
     let t0 = Instant::now();
