@@ -60,7 +60,7 @@ bench: bin
 test-slow: deps
 	cargo build --release --locked
 	UCL_TEST_BASE=$$(scripts/make-test-base | tail -n1) \
-	  cargo test --release --locked --test e2e --test media --test install -- --test-threads=2
+	  cargo test --release --locked --test e2e --test media --test install --test undercloud -- --test-threads=2
 
 check: lint
 lint:

@@ -21,5 +21,7 @@ pub mod qemu;
 pub mod rootfs;
 pub mod space;
 pub mod spec;
+pub mod status;
+pub mod undercloud;
 pub mod write;
 pub mod xz;

@@ -11,12 +11,17 @@ use undercloud_live::build::{self, BuildOptions};
 use undercloud_live::elements::{apply, hooks::Phase};
 use undercloud_live::progress::{human_bytes, Progress};
 use undercloud_live::spec::Distro;
+use undercloud_live::undercloud::configure;
 use undercloud_live::{
-    assemble, chroot, inspect, install, interrupt, medium, prefetch, qemu, spec, write,
+    assemble, chroot, inspect, install, interrupt, medium, prefetch, qemu, spec, status, write,
 };
 
 fn parse_size(s: &str) -> Result<spec::ByteSize, String> {
     spec::ByteSize::parse(s).map_err(|e| format!("{e:#}"))
+}
+
+fn parse_forward(s: &str) -> Result<qemu::Forward, String> {
+    s.parse().map_err(|e| format!("{e:#}"))
 }
 
 #[derive(Parser)]
@@ -185,6 +190,10 @@ enum Command {
         /// (repeatable; e.g. a blank disk to install to).
         #[arg(long = "disk")]
         disks: Vec<PathBuf>,
+        /// Forward host 127.0.0.1:HOSTPORT to the guest's GUESTPORT (TCP,
+        /// repeatable); gives the guest a user-mode network card.
+        #[arg(long = "forward", value_name = "HOSTPORT:GUESTPORT", value_parser = parse_forward)]
+        forwards: Vec<qemu::Forward>,
     },
     /// Install the live system to a disk (run in the live session).
     Install {
@@ -216,6 +225,20 @@ enum Command {
         /// on the ESP), no questions, then power off or reboot as configured.
         #[arg(long)]
         unattended: bool,
+    },
+    /// Inside the image: the state of each undercloud service and endpoint.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Keep checking up to this many seconds until everything is up.
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
+    },
+    /// Inside the image: the undercloud's boot-time configuration.
+    Undercloud {
+        #[command(subcommand)]
+        command: UndercloudCommand,
     },
     /// List removable and USB disks that an image could be written to.
     Devices {
@@ -301,6 +324,24 @@ enum MediumCommand {
         /// An image file or device instead of the running system's medium.
         #[arg(long)]
         device: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UndercloudCommand {
+    /// Read undercloud.yaml (the live medium's ESP, else /etc/undercloud,
+    /// else defaults), check it, write ironic.conf, dnsmasq, nginx, network
+    /// and ~stack/undercloudrc.
+    Configure {
+        /// Use this undercloud.yaml instead of looking for one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The root to configure.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Check the file and print what would be written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -631,6 +672,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Status { json, wait } => {
+            let report = status::status(wait.map(Duration::from_secs))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report)
+                        .map_err(|e| anyhow::anyhow!("encoding the report: {e}"))?
+                );
+            } else {
+                print!("{}", status::render_table(&report));
+            }
+            if !report.ready {
+                anyhow::bail!("{}", status::summary(&report));
+            }
+            Ok(())
+        }
+        Command::Undercloud { command } => match command {
+            UndercloudCommand::Configure {
+                config,
+                root,
+                dry_run,
+            } => {
+                let out = configure::configure(&configure::Options {
+                    root,
+                    config,
+                    dry_run,
+                })?;
+                if !cli.quiet || dry_run {
+                    print!("{out}");
+                }
+                Ok(())
+            }
+        },
         Command::Verify { image } => {
             let summary = inspect::verify(&image)?;
             if !cli.quiet {
@@ -659,6 +733,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             log,
             writable,
             disks,
+            forwards,
         } => {
             let opts = qemu::BootOptions {
                 image,
@@ -685,6 +760,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 echo: !cli.quiet,
                 writable,
                 extra_drives: disks,
+                forwards,
             };
             match qemu::boot(&opts)? {
                 qemu::BootOutcome::Marker { elapsed } => {

@@ -105,6 +105,32 @@ pub struct BootOptions {
     pub writable: bool,
     /// Extra virtio disks, attached writable after the image.
     pub extra_drives: Vec<PathBuf>,
+    /// TCP ports forwarded from the host's 127.0.0.1 into the guest. Empty:
+    /// the guest has no network card at all; otherwise one virtio NIC on
+    /// QEMU's user-mode network (the guest gets 10.0.2.15 by DHCP).
+    pub forwards: Vec<Forward>,
+}
+
+/// `HOSTPORT:GUESTPORT`: host 127.0.0.1:HOSTPORT reaches the guest's GUESTPORT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forward {
+    pub host: u16,
+    pub guest: u16,
+}
+
+impl std::str::FromStr for Forward {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Forward> {
+        let bad =
+            || anyhow::anyhow!("--forward {s:?}: expected HOSTPORT:GUESTPORT such as 16385:6385");
+        let (h, g) = s.split_once(':').ok_or_else(bad)?;
+        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+        Ok(Forward {
+            host: port(h)?,
+            guest: port(g)?,
+        })
+    }
 }
 
 impl BootOptions {
@@ -124,6 +150,7 @@ impl BootOptions {
             echo: false,
             writable: false,
             extra_drives: Vec::new(),
+            forwards: Vec::new(),
         }
     }
 }
@@ -374,7 +401,19 @@ fn qemu_args(opts: &BootOptions, engine: Engine, firmware: &FirmwareArgs) -> Vec
     ]);
     push(&["-m", &opts.memory_mib.to_string()]);
     push(&["-smp", &opts.cpus.to_string()]);
-    push(&["-display", "none", "-no-reboot", "-nic", "none"]);
+    push(&["-display", "none", "-no-reboot"]);
+    if opts.forwards.is_empty() {
+        push(&["-nic", "none"]);
+    } else {
+        // Bound to the host's loopback only: a test VM's services are not
+        // offered to the network the host is on.
+        let fwd: String = opts
+            .forwards
+            .iter()
+            .map(|f| format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
+            .collect();
+        push(&["-nic", &format!("user,model=virtio-net-pci{fwd}")]);
+    }
     // The guest's ttyS0 is our stdout; nothing else may write there.
     push(&["-monitor", "none", "-serial", "stdio"]);
 
@@ -1194,6 +1233,30 @@ mod tests {
         // The boot image comes before the extra drives.
         let pos = |s: &str| args.iter().position(|a| a.contains(s)).unwrap();
         assert!(pos("disk.raw") < pos("a.raw"));
+    }
+
+    #[test]
+    fn forwards_give_a_user_network_on_loopback() {
+        let mut opts = BootOptions::new("/img/live.iso", Media::Cdrom);
+        let args = strs(&qemu_args(&opts, Engine::Tcg, &uefi(false)));
+        let has = |args: &[String], pair: [&str; 2]| {
+            args.windows(2).any(|w| w[0] == pair[0] && w[1] == pair[1])
+        };
+        assert!(has(&args, ["-nic", "none"]));
+        opts.forwards = vec!["16385:6385".parse().unwrap(), "2222:22".parse().unwrap()];
+        let args = strs(&qemu_args(&opts, Engine::Tcg, &uefi(false)));
+        assert!(has(
+            &args,
+            [
+                "-nic",
+                "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:16385-:6385,hostfwd=tcp:127.0.0.1:2222-:22"
+            ]
+        ));
+        assert!(!has(&args, ["-nic", "none"]));
+        for bad in ["6385", "0:6385", "a:b", "70000:1", "1:2:3"] {
+            let e = bad.parse::<Forward>().unwrap_err();
+            assert!(format!("{e}").contains("HOSTPORT:GUESTPORT"), "{bad}: {e}");
+        }
     }
 
     #[test]

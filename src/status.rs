@@ -1,0 +1,424 @@
+//! `undercloud-live status`: inside the image, the state of each undercloud
+//! service (systemd) and endpoint (Ironic's API and drivers, the image
+//! server, DHCP and TFTP), as a table or JSON; non-zero exit when anything
+//! is down.
+//!
+//! The probes are separate from the parsing and rendering so those are
+//! unit tested without systemd or a network.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// Written by `undercloud configure`: the URLs to probe.
+pub const ENDPOINTS_FILE: &str = "/etc/undercloud/endpoints";
+
+/// The units in start order.
+pub const UNITS: &[&str] = &[
+    "undercloud-config.service",
+    "mariadb.service",
+    "undercloud-db.service",
+    "ironic-conductor.service",
+    "ironic-api.service",
+    "dnsmasq.service",
+    "nginx.service",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnitState {
+    pub unit: String,
+    pub load: String,
+    pub active: String,
+    pub sub: String,
+    pub result: String,
+}
+
+impl UnitState {
+    pub fn up(&self) -> bool {
+        self.active == "active"
+    }
+
+    /// Will not come up by itself (failed, or not installed at all).
+    pub fn dead(&self) -> bool {
+        self.active == "failed" || self.load == "not-found" || self.load == "masked"
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub up: bool,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub ready: bool,
+    pub units: Vec<UnitState>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Parse `systemctl show -p Id,LoadState,ActiveState,SubState,Result U...`:
+/// one block of `Key=value` lines per unit, blocks separated by a blank line.
+pub fn parse_systemctl_show(text: &str) -> Vec<UnitState> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let kv: BTreeMap<&str, &str> = block.lines().filter_map(|l| l.split_once('=')).collect();
+        let Some(id) = kv.get("Id") else { continue };
+        let get = |k: &str| kv.get(k).copied().unwrap_or("").to_string();
+        out.push(UnitState {
+            unit: id.to_string(),
+            load: get("LoadState"),
+            active: get("ActiveState"),
+            sub: get("SubState"),
+            result: get("Result"),
+        });
+    }
+    out
+}
+
+/// Whether a UDP port is bound, from /proc/net/udp or udp6 text (the
+/// local address column is `HEXADDR:HEXPORT`).
+pub fn udp_port_bound(proc_net_udp: &str, port: u16) -> bool {
+    proc_net_udp.lines().skip(1).any(|l| {
+        l.split_whitespace()
+            .nth(1)
+            .and_then(|local| local.rsplit_once(':'))
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            == Some(port)
+    })
+}
+
+/// Driver names from `GET /v1/drivers`.
+pub fn driver_names(json: &str) -> Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(json).context("not JSON")?;
+    let list = v
+        .get("drivers")
+        .and_then(|d| d.as_array())
+        .context("no \"drivers\" list")?;
+    Ok(list
+        .iter()
+        .filter_map(|d| d.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .collect())
+}
+
+/// `key=value` lines of the endpoints file (comments skipped).
+pub fn parse_endpoints(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+pub fn render_table(r: &Report) -> String {
+    let mut s = String::new();
+    let w = r
+        .units
+        .iter()
+        .map(|u| u.unit.len())
+        .chain(r.endpoints.iter().map(|e| e.name.len()))
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let _ = writeln!(s, "{:<w$}  STATE", "SERVICE");
+    for u in &r.units {
+        let state = if u.load == "not-found" {
+            "not installed".to_string()
+        } else if u.active == "failed" && !u.result.is_empty() {
+            format!("failed ({})", u.result)
+        } else {
+            format!("{} ({})", u.active, u.sub)
+        };
+        let _ = writeln!(s, "{:<w$}  {state}", u.unit);
+    }
+    let _ = writeln!(s, "\n{:<w$}  STATE  DETAIL", "ENDPOINT");
+    for e in &r.endpoints {
+        let _ = writeln!(
+            s,
+            "{:<w$}  {:<5}  {}",
+            e.name,
+            if e.up { "up" } else { "DOWN" },
+            e.detail
+        );
+    }
+    s.push('\n');
+    s.push_str(&summary(r));
+    s.push('\n');
+    s
+}
+
+/// The last line: the boot test waits for the ready form of it.
+pub fn summary(r: &Report) -> String {
+    let units_up = r.units.iter().filter(|u| u.up()).count();
+    let eps_up = r.endpoints.iter().filter(|e| e.up).count();
+    if r.ready {
+        format!("undercloud-live status: ready ({units_up} services active, {eps_up} endpoints up)")
+    } else {
+        let down: Vec<&str> = r
+            .units
+            .iter()
+            .filter(|u| !u.up())
+            .map(|u| u.unit.trim_end_matches(".service"))
+            .chain(
+                r.endpoints
+                    .iter()
+                    .filter(|e| !e.up)
+                    .map(|e| e.name.as_str()),
+            )
+            .collect();
+        format!(
+            "undercloud-live status: NOT ready, down: {}",
+            down.join(", ")
+        )
+    }
+}
+
+fn systemctl_show(units: &[&str]) -> Result<Vec<UnitState>> {
+    let out = Command::new("systemctl")
+        .args(["show", "-p", "Id,LoadState,ActiveState,SubState,Result"])
+        .args(units)
+        .output()
+        .context("running systemctl show")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "systemctl show failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let mut states = parse_systemctl_show(&String::from_utf8_lossy(&out.stdout));
+    // systemctl answers in the order asked; keep ours whatever happens.
+    states.sort_by_key(|s| {
+        units
+            .iter()
+            .position(|u| *u == s.unit)
+            .unwrap_or(usize::MAX)
+    });
+    Ok(states)
+}
+
+fn http_get(client: &reqwest::blocking::Client, url: &str) -> Result<(u16, String)> {
+    let resp = client
+        .get(url)
+        .header("X-OpenStack-Ironic-API-Version", "1.1")
+        .send()
+        .with_context(|| format!("GET {url}"))?;
+    let code = resp.status().as_u16();
+    let body = resp.text().with_context(|| format!("reading {url}"))?;
+    Ok((code, body))
+}
+
+fn udp_bound(port: u16) -> bool {
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
+        std::fs::read_to_string(f)
+            .map(|t| udp_port_bound(&t, port))
+            .unwrap_or(false)
+    })
+}
+
+fn probe_endpoints(endpoints: &BTreeMap<String, String>) -> Result<Vec<Endpoint>> {
+    let api = endpoints
+        .get("api")
+        .cloned()
+        .unwrap_or_else(|| "http://127.0.0.1:6385".into());
+    let images = endpoints
+        .get("image_server")
+        .cloned()
+        .unwrap_or_else(|| "http://127.0.0.1:8088/".into());
+    // Generous: Python answers slowly on an emulated CPU.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .context("making an HTTP client")?;
+    let mut out = Vec::new();
+    let v1 = format!("{api}/v1");
+    out.push(match http_get(&client, &v1) {
+        Ok((200, _)) => ep("ironic API", true, format!("{v1} (200)")),
+        Ok((code, _)) => ep("ironic API", false, format!("{v1} answered {code}")),
+        Err(e) => ep("ironic API", false, format!("{e:#}")),
+    });
+    let drivers = format!("{api}/v1/drivers");
+    out.push(match http_get(&client, &drivers) {
+        Ok((200, body)) => match driver_names(&body) {
+            Ok(names) if !names.is_empty() => ep("ironic drivers", true, names.join(", ")),
+            Ok(_) => ep(
+                "ironic drivers",
+                false,
+                "no conductor has registered a driver yet".into(),
+            ),
+            Err(e) => ep("ironic drivers", false, format!("{drivers}: {e:#}")),
+        },
+        Ok((code, _)) => ep(
+            "ironic drivers",
+            false,
+            format!("{drivers} answered {code}"),
+        ),
+        Err(e) => ep("ironic drivers", false, format!("{e:#}")),
+    });
+    out.push(match http_get(&client, &images) {
+        // Any answer from nginx is an answering server; 5xx is not.
+        Ok((code, _)) if code < 500 => ep("image server", true, format!("{images} ({code})")),
+        Ok((code, _)) => ep("image server", false, format!("{images} answered {code}")),
+        Err(e) => ep("image server", false, format!("{e:#}")),
+    });
+    let iface = endpoints.get("interface").cloned().unwrap_or_default();
+    for (name, port) in [("DHCP", 67u16), ("TFTP", 69u16)] {
+        let up = udp_bound(port);
+        let detail = if iface.is_empty() {
+            format!("udp {port}")
+        } else {
+            format!("udp {port} on {iface}")
+        };
+        out.push(ep(
+            name,
+            up,
+            if up {
+                detail
+            } else {
+                format!("nothing on {detail}")
+            },
+        ));
+    }
+    Ok(out)
+}
+
+fn ep(name: &str, up: bool, detail: String) -> Endpoint {
+    Endpoint {
+        name: name.into(),
+        up,
+        detail,
+    }
+}
+
+pub fn collect() -> Result<Report> {
+    let units = systemctl_show(UNITS)?;
+    let endpoints = match std::fs::read_to_string(ENDPOINTS_FILE) {
+        Ok(t) => parse_endpoints(&t),
+        Err(_) => BTreeMap::new(),
+    };
+    let endpoints = probe_endpoints(&endpoints)?;
+    let ready = units.len() == UNITS.len()
+        && units.iter().all(UnitState::up)
+        && endpoints.iter().all(|e| e.up);
+    Ok(Report {
+        ready,
+        units,
+        endpoints,
+    })
+}
+
+/// Collect, or with `wait` keep collecting until ready, a unit is dead, or
+/// the time is up. Returns the last report.
+pub fn status(wait: Option<Duration>) -> Result<Report> {
+    let deadline = wait.map(|w| Instant::now() + w);
+    loop {
+        let report = collect()?;
+        let give_up = match deadline {
+            None => true,
+            Some(d) => Instant::now() >= d || report.units.iter().any(UnitState::dead),
+        };
+        if report.ready || give_up {
+            return Ok(report);
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHOW: &str = "Id=mariadb.service\nLoadState=loaded\nActiveState=active\nSubState=running\nResult=success\n\n\
+Id=ironic-api.service\nLoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\n\n\
+Id=nginx.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResult=success\n";
+
+    #[test]
+    fn systemctl_show_blocks() {
+        let s = parse_systemctl_show(SHOW);
+        assert_eq!(s.len(), 3);
+        assert!(s[0].up() && !s[0].dead());
+        assert_eq!(s[1].result, "exit-code");
+        assert!(!s[1].up() && s[1].dead());
+        assert!(s[2].dead());
+        assert!(parse_systemctl_show("").is_empty());
+    }
+
+    #[test]
+    fn udp_ports_from_proc() {
+        let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+  12: 00000000:0043 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0\n\
+  13: 0118A8C0:0045 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0\n";
+        assert!(udp_port_bound(t, 67));
+        assert!(udp_port_bound(t, 69));
+        assert!(!udp_port_bound(t, 53));
+        // The header's "local_address" is not a port.
+        assert!(!udp_port_bound("  sl  local_address\n", 0));
+    }
+
+    #[test]
+    fn drivers_json() {
+        let j = r#"{"drivers":[{"name":"ipmi","hosts":["localhost"]},{"name":"redfish","hosts":["localhost"]}]}"#;
+        assert_eq!(driver_names(j).unwrap(), ["ipmi", "redfish"]);
+        assert!(driver_names(r#"{"drivers":[]}"#).unwrap().is_empty());
+        assert!(driver_names("<html>").is_err());
+        assert!(driver_names("{}").is_err());
+    }
+
+    #[test]
+    fn endpoints_file() {
+        let e = parse_endpoints(
+            "# c\napi=http://127.0.0.1:6385\nimage_server = http://127.0.0.1:8090/\n",
+        );
+        assert_eq!(e["api"], "http://127.0.0.1:6385");
+        assert_eq!(e["image_server"], "http://127.0.0.1:8090/");
+        assert_eq!(e.len(), 2);
+    }
+
+    #[test]
+    fn table_and_summary() {
+        let units = parse_systemctl_show(SHOW);
+        let mut r = Report {
+            ready: false,
+            units,
+            endpoints: vec![
+                ep("ironic API", true, "http://127.0.0.1:6385/v1 (200)".into()),
+                ep("DHCP", false, "nothing on udp 67".into()),
+            ],
+        };
+        let t = render_table(&r);
+        assert!(t.contains("mariadb.service     active (running)\n"), "{t}");
+        assert!(
+            t.contains("ironic-api.service  failed (exit-code)\n"),
+            "{t}"
+        );
+        assert!(t.contains("nginx.service       not installed\n"), "{t}");
+        assert!(
+            t.contains("ironic API          up     http://127.0.0.1:6385/v1 (200)\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("DHCP                DOWN   nothing on udp 67\n"),
+            "{t}"
+        );
+        assert!(
+            t.ends_with("undercloud-live status: NOT ready, down: ironic-api, nginx, DHCP\n"),
+            "{t}"
+        );
+        r.ready = true;
+        r.units.truncate(1);
+        r.endpoints.truncate(1);
+        assert_eq!(
+            summary(&r),
+            "undercloud-live status: ready (1 services active, 1 endpoints up)"
+        );
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["ready"], true);
+        assert_eq!(j["units"][0]["unit"], "mariadb.service");
+        assert_eq!(j["endpoints"][0]["up"], true);
+    }
+}

@@ -1,0 +1,412 @@
+//! `undercloud.yaml`: the operator's settings for the undercloud, parsed
+//! and checked before anything is written.
+//!
+//! Every key has a default, so an empty file (or none at all) gives a
+//! working undercloud. Unknown keys are errors (a misspelt key silently
+//! ignored would leave a default in place the operator thinks they changed).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub provisioning: Provisioning,
+    pub image_server: ImageServer,
+    pub ironic: Ironic,
+    pub passwords: Passwords,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Provisioning {
+    /// An interface name, or `auto` (the first wired interface by name).
+    pub interface: String,
+    /// The undercloud's address with its prefix length.
+    pub address: Cidr,
+    pub dhcp_start: Ipv4Addr,
+    pub dhcp_end: Ipv4Addr,
+    /// Also run a DHCP client on the provisioning interface.
+    pub dhcp_client: bool,
+}
+
+impl Default for Provisioning {
+    fn default() -> Self {
+        Provisioning {
+            interface: "auto".into(),
+            address: Cidr {
+                addr: Ipv4Addr::new(192, 168, 24, 1),
+                prefix: 24,
+            },
+            dhcp_start: Ipv4Addr::new(192, 168, 24, 100),
+            dhcp_end: Ipv4Addr::new(192, 168, 24, 199),
+            dhcp_client: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageServer {
+    pub port: u16,
+}
+
+impl Default for ImageServer {
+    fn default() -> Self {
+        ImageServer { port: 8088 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    #[default]
+    Noauth,
+    Keystone,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Keystone {
+    pub auth_url: String,
+    pub username: String,
+    pub password: String,
+    #[serde(default = "default_project")]
+    pub project: String,
+}
+
+fn default_project() -> String {
+    "service".into()
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ironic {
+    pub auth: Auth,
+    pub keystone: Option<Keystone>,
+    pub hardware_types: Vec<HardwareType>,
+}
+
+impl Default for Ironic {
+    fn default() -> Self {
+        Ironic {
+            auth: Auth::Noauth,
+            keystone: None,
+            hardware_types: vec![HardwareType::Ipmi, HardwareType::Redfish],
+        }
+    }
+}
+
+/// The hardware types the image has the libraries for (pyghmi/ipmitool,
+/// sushy); anything else would make the conductor refuse to start.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HardwareType {
+    Ipmi,
+    Redfish,
+    ManualManagement,
+}
+
+impl HardwareType {
+    pub fn name(self) -> &'static str {
+        match self {
+            HardwareType::Ipmi => "ipmi",
+            HardwareType::Redfish => "redfish",
+            HardwareType::ManualManagement => "manual-management",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Passwords {
+    /// Empty: made up at first boot and kept.
+    pub database: String,
+    /// Empty: the stack user's password login stays locked.
+    pub stack: String,
+}
+
+/// An IPv4 address with a prefix length, written `192.168.24.1/24`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr> {
+        let (a, p) = text.split_once('/').with_context(|| {
+            format!("{text:?}: expected ADDRESS/PREFIX such as 192.168.24.1/24")
+        })?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .with_context(|| format!("{text:?}: {a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| (8..=30).contains(p))
+            .with_context(|| format!("{text:?}: the prefix length must be 8 to 30"))?;
+        Ok(Cidr { addr, prefix })
+    }
+
+    pub fn mask(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::MAX << (32 - u32::from(self.prefix)))
+    }
+
+    pub fn network(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & u32::from(self.mask()))
+    }
+
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & u32::from(self.mask()) == u32::from(self.network())
+    }
+
+    fn broadcast(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network()) | !u32::from(self.mask()))
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Cidr::parse(&text).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+impl Config {
+    /// Parse and check `undercloud.yaml`'s text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        // An empty file or one holding only comments means "all defaults";
+        // serde-saphyr reads it as a null document.
+        let cfg: Config = if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text)
+                .map_err(|e| anyhow::anyhow!("{origin}: {}", first_line(&e.to_string())))?
+        };
+        cfg.check().with_context(|| origin.to_string())?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<()> {
+        let p = &self.provisioning;
+        if p.interface != "auto" && !valid_ifname(&p.interface) {
+            bail!(
+                "provisioning.interface {:?}: not an interface name (1-15 of letters, digits, - _ . :) or auto",
+                p.interface
+            );
+        }
+        let net = p.address;
+        if net.addr == net.network() || net.addr == net.broadcast() {
+            bail!("provisioning.address {net}: the network or broadcast address, not a host");
+        }
+        for (key, ip) in [("dhcp_start", p.dhcp_start), ("dhcp_end", p.dhcp_end)] {
+            if !net.contains(ip) {
+                bail!(
+                    "provisioning.{key} {ip} is outside {}/{}",
+                    net.network(),
+                    net.prefix
+                );
+            }
+            if ip == net.addr {
+                bail!("provisioning.{key} {ip} is the undercloud's own address");
+            }
+            if ip == net.network() || ip == net.broadcast() {
+                bail!("provisioning.{key} {ip} is the network or broadcast address");
+            }
+        }
+        if u32::from(p.dhcp_start) > u32::from(p.dhcp_end) {
+            bail!(
+                "provisioning.dhcp_start {} comes after dhcp_end {}",
+                p.dhcp_start,
+                p.dhcp_end
+            );
+        }
+        let (lo, hi) = (u32::from(p.dhcp_start), u32::from(p.dhcp_end));
+        if (lo..=hi).contains(&u32::from(net.addr)) {
+            bail!(
+                "provisioning.address {} lies inside the DHCP range {}-{}",
+                net.addr,
+                p.dhcp_start,
+                p.dhcp_end
+            );
+        }
+        if self.image_server.port == 0 || self.image_server.port == IRONIC_API_PORT {
+            bail!(
+                "image_server.port {}: pick another port (6385 is Ironic's API)",
+                self.image_server.port
+            );
+        }
+        match (self.ironic.auth, &self.ironic.keystone) {
+            (Auth::Keystone, None) => {
+                bail!("ironic.auth is keystone but ironic.keystone (auth_url, username, password) is missing")
+            }
+            (Auth::Keystone, Some(k)) => {
+                if !(k.auth_url.starts_with("http://") || k.auth_url.starts_with("https://")) {
+                    bail!(
+                        "ironic.keystone.auth_url {:?}: not an http(s) URL",
+                        k.auth_url
+                    );
+                }
+                for (key, v) in [
+                    ("username", &k.username),
+                    ("password", &k.password),
+                    ("project", &k.project),
+                ] {
+                    if v.is_empty() || v.contains(['\n', '\r']) {
+                        bail!("ironic.keystone.{key}: must be one non-empty line");
+                    }
+                }
+            }
+            (Auth::Noauth, _) => {}
+        }
+        if self.ironic.hardware_types.is_empty() {
+            bail!("ironic.hardware_types: name at least one (ipmi, redfish, manual-management)");
+        }
+        if !self.passwords.database.is_empty() && !valid_db_password(&self.passwords.database) {
+            bail!("passwords.database: 8-64 of letters, digits, - and _ (it is put in a URL and in SQL)");
+        }
+        if self.passwords.stack.contains(['\n', '\r', ':']) {
+            bail!("passwords.stack: may not hold a line break or ':'");
+        }
+        Ok(())
+    }
+}
+
+pub const IRONIC_API_PORT: u16 = 6385;
+
+/// The YAML library's message without its source snippet: the key and
+/// position are on its first line, and a console or journal shows one line
+/// per error.
+fn first_line(msg: &str) -> &str {
+    let line = msg
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    line.strip_prefix("error: ").unwrap_or(line)
+}
+
+fn valid_ifname(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+pub fn valid_db_password(pw: &str) -> bool {
+    (8..=64).contains(&pw.len())
+        && pw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_comment_only_files_are_the_defaults() {
+        assert_eq!(Config::parse("", "t").unwrap(), Config::default());
+        assert_eq!(
+            Config::parse("# nothing\n\n", "t").unwrap(),
+            Config::default()
+        );
+        let d = Config::default();
+        assert_eq!(d.provisioning.address.to_string(), "192.168.24.1/24");
+        assert_eq!(d.image_server.port, 8088);
+        assert_eq!(
+            d.ironic.hardware_types,
+            [HardwareType::Ipmi, HardwareType::Redfish]
+        );
+    }
+
+    #[test]
+    fn the_shipped_file_is_the_defaults() {
+        let text =
+            include_str!("../../overlays/undercloud-config/static/etc/undercloud/undercloud.yaml");
+        assert_eq!(
+            Config::parse(text, "undercloud.yaml").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn partial_files_keep_other_defaults() {
+        let c = Config::parse(
+            "provisioning:\n  interface: ens4\n  address: 10.1.0.1/16\n  dhcp_start: 10.1.1.0\n  dhcp_end: 10.1.1.50\nimage_server: {port: 8090}\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.provisioning.interface, "ens4");
+        assert_eq!(c.provisioning.address.mask(), Ipv4Addr::new(255, 255, 0, 0));
+        assert_eq!(c.image_server.port, 8090);
+        assert_eq!(c.ironic, Ironic::default());
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::parse(text, "undercloud.yaml").unwrap_err())
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        assert!(err("provisioning:\n  adress: 1.2.3.4/24\n").contains("adress"));
+        assert!(err("provisioning: {address: 192.168.24.1}\n").contains("ADDRESS/PREFIX"));
+        assert!(err("provisioning: {address: 192.168.24.1/33}\n").contains("prefix length"));
+        assert!(err("provisioning: {address: 192.168.24.0/24}\n").contains("network or broadcast"));
+        assert!(err("provisioning: {dhcp_start: 10.0.0.5}\n")
+            .contains("dhcp_start 10.0.0.5 is outside 192.168.24.0/24"));
+        assert!(
+            err("provisioning: {dhcp_start: 192.168.24.150, dhcp_end: 192.168.24.120}\n")
+                .contains("comes after")
+        );
+        assert!(err("provisioning: {dhcp_start: 192.168.24.1}\n").contains("own address"));
+        assert!(
+            err("provisioning: {address: 192.168.24.150/24}\n").contains("inside the DHCP range")
+        );
+        assert!(err("provisioning: {interface: \"eth0; rm\"}\n").contains("not an interface name"));
+        assert!(err("image_server: {port: 6385}\n").contains("6385"));
+        assert!(err("image_server: {port: 70000}\n").contains("line 1 column 22"));
+        assert!(err("ironic: {auth: keystone}\n").contains("ironic.keystone"));
+        assert!(err("ironic: {auth: ldap}\n").contains("ldap"));
+        assert!(err("ironic: {hardware_types: [idrac]}\n").contains("idrac"));
+        assert!(err("ironic: {hardware_types: []}\n").contains("at least one"));
+        assert!(err("passwords: {database: \"it's\"}\n").contains("passwords.database"));
+        assert!(err("passwords: {database: short}\n").contains("passwords.database"));
+        assert!(err("provisioning: [1, 2]\n").contains("undercloud.yaml"));
+        assert!(err("{{{").starts_with("undercloud.yaml: "));
+        let e = err("provisioning:\n  adress: 1.2.3.4/24\n");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(
+            e.starts_with("undercloud.yaml: line 2 column 3: unknown field `adress`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn keystone_needs_its_settings() {
+        let c = Config::parse(
+            "ironic:\n  auth: keystone\n  keystone:\n    auth_url: https://ks:5000/v3\n    username: ironic\n    password: pw\n",
+            "t",
+        )
+        .unwrap();
+        let k = c.ironic.keystone.unwrap();
+        assert_eq!(k.project, "service");
+        assert!(err(
+            "ironic:\n  auth: keystone\n  keystone: {auth_url: ks, username: a, password: b}\n"
+        )
+        .contains("auth_url"));
+    }
+}

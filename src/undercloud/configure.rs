@@ -1,0 +1,520 @@
+//! `undercloud-live undercloud configure`: find `undercloud.yaml`, check it,
+//! and write the services' configuration into a root (`/` at boot).
+//!
+//! Where the settings come from, first found wins: `--config FILE`; the
+//! live medium's ESP (the copy an operator can edit on any OS); the root's
+//! `/etc/undercloud/undercloud.yaml`; the built-in defaults. Nothing is
+//! written unless the whole file is valid, so a typo leaves the previous
+//! boot's configuration in place and the error on the console.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use super::config::{valid_db_password, Config};
+use super::render::{self, Facts, Owner, HTTP_ROOT, IMAGES_ROOT, TFTP_ROOT};
+use crate::medium::Medium;
+
+/// The file's name on the ESP and in `/etc/undercloud`.
+pub const FILE_NAME: &str = "undercloud.yaml";
+const DB_PASSWORD_FILE: &str = "var/lib/undercloud/db-password";
+
+pub struct Options {
+    /// The target root; `/` at boot.
+    pub root: PathBuf,
+    /// Read this file instead of looking for one.
+    pub config: Option<PathBuf>,
+    /// Check and print what would be written; write nothing.
+    pub dry_run: bool,
+}
+
+/// Where the settings came from, for the log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Esp(PathBuf),
+    Root(PathBuf),
+    Defaults,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Esp(disk) => write!(f, "{FILE_NAME} on the ESP of {}", disk.display()),
+            Source::Root(p) => write!(f, "{}", p.display()),
+            Source::Defaults => write!(f, "the built-in defaults"),
+        }
+    }
+}
+
+/// Run it; returns the lines to print.
+pub fn configure(opts: &Options) -> Result<String> {
+    let (source, text) = find_settings(opts)?;
+    let cfg = Config::parse(&text, &source.to_string())?;
+    let sys = Path::new("/sys/class/net");
+    if cfg.provisioning.interface == "auto" {
+        wait_for_renames(sys, RENAME_WAIT);
+    }
+    let interface = resolve_interface(&cfg.provisioning.interface, sys)?;
+    let mut out = format!("undercloud-config: settings from {source}\n");
+    if opts.dry_run {
+        let facts = Facts {
+            interface,
+            db_password: if cfg.passwords.database.is_empty() {
+                "<made up at first boot>".into()
+            } else {
+                cfg.passwords.database.clone()
+            },
+        };
+        for f in render::files(&cfg, &facts) {
+            out.push_str(&format!("==> {} (mode {:o})\n{}", f.path, f.mode, f.text));
+        }
+        return Ok(out);
+    }
+    let root = &opts.root;
+    let db_password = db_password(root, &cfg.passwords.database)?;
+    let facts = Facts {
+        interface,
+        db_password,
+    };
+    let ids = Ids::read(root)?;
+    for f in render::files(&cfg, &facts) {
+        let (uid, gid) = match f.owner {
+            Owner::Root => (0, 0),
+            Owner::RootIronic => (0, ids.ironic.1),
+            Owner::Stack => ids.stack,
+        };
+        write_file(&in_root(root, f.path), f.text.as_bytes(), f.mode, uid, gid)?;
+    }
+    // Ironic writes its iPXE scripts and boot files into these.
+    for dir in [HTTP_ROOT, TFTP_ROOT, IMAGES_ROOT, "/var/lib/ironic/lock"] {
+        let d = in_root(root, dir);
+        fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        chown(&d, ids.ironic.0, ids.ironic.1)?;
+    }
+    let ipxe = copy_ipxe(root)?;
+    set_stack_password(root, &cfg.passwords.stack)?;
+    let p = &cfg.provisioning;
+    out.push_str(&format!(
+        "undercloud-config: provisioning on {} at {}, DHCP {}-{}, images on port {}, {}\n",
+        facts.interface, p.address, p.dhcp_start, p.dhcp_end, cfg.image_server.port, ipxe
+    ));
+    Ok(out)
+}
+
+fn find_settings(opts: &Options) -> Result<(Source, String)> {
+    if let Some(path) = &opts.config {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return Ok((Source::File(path.clone()), text));
+    }
+    // The medium belongs to the running system: only look there when
+    // configuring it.
+    if opts.root == Path::new("/") {
+        if let Some(medium) = Medium::discover().context("looking for the live medium")? {
+            if let Some(bytes) = medium
+                .read_esp_file(FILE_NAME)
+                .with_context(|| format!("reading {FILE_NAME} from {}", medium.disk().display()))?
+            {
+                let text = String::from_utf8(bytes).with_context(|| {
+                    format!(
+                        "{FILE_NAME} on the ESP of {}: not UTF-8 text",
+                        medium.disk().display()
+                    )
+                })?;
+                return Ok((Source::Esp(medium.disk().to_path_buf()), text));
+            }
+        }
+    }
+    let fallback = in_root(&opts.root, "/etc/undercloud").join(FILE_NAME);
+    match fs::read_to_string(&fallback) {
+        Ok(text) => Ok((Source::Root(fallback), text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Source::Defaults, String::new())),
+        Err(e) => Err(e).with_context(|| format!("reading {}", fallback.display())),
+    }
+}
+
+/// How long `auto` waits for the network card to show up with its final
+/// name. Generous: on an emulated CPU the virtio card appeared only after
+/// 80 s of boot.
+const RENAME_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// At boot the unit starts once udev has been asked to set devices up, not
+/// once it is done (waiting for all of udev, systemd-udev-settle, took
+/// minutes on an emulated CPU). `auto` must neither find no interface
+/// because its driver has not bound yet, nor pick a kernel name such as
+/// `eth0` that is about to become `enp0s2`: wait while there is no wired
+/// interface or one still has a kernel name. With `net.ifnames=0` the names
+/// stay, and this waits the whole `limit` once.
+fn wait_for_renames(sys_class_net: &Path, limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        let wired = wired_interfaces(sys_class_net).unwrap_or_default();
+        if !wired.is_empty() && !wired.iter().any(|n| is_kernel_name(n)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// `eth0`, `eth1`: the names the kernel gives before udev renames.
+fn is_kernel_name(name: &str) -> bool {
+    name.strip_prefix("eth")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// `auto`: the first wired interface by name. A wired interface has a
+/// device behind it (not a bridge, bond or tunnel), ARP type 1 (Ethernet)
+/// and no `wireless` folder.
+pub fn resolve_interface(wanted: &str, sys_class_net: &Path) -> Result<String> {
+    if wanted != "auto" {
+        return Ok(wanted.to_string());
+    }
+    wired_interfaces(sys_class_net)?
+        .into_iter()
+        .next()
+        .with_context(|| {
+            "provisioning.interface is auto but this machine has no wired network interface"
+                .to_string()
+        })
+}
+
+/// Wired interfaces, sorted by name.
+fn wired_interfaces(sys_class_net: &Path) -> Result<Vec<String>> {
+    let mut wired = Vec::new();
+    let entries = fs::read_dir(sys_class_net)
+        .with_context(|| format!("listing {}", sys_class_net.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", sys_class_net.display()))?;
+        let dir = entry.path();
+        let ether = fs::read_to_string(dir.join("type")).is_ok_and(|t| t.trim() == "1");
+        if ether && dir.join("device").exists() && !dir.join("wireless").exists() {
+            wired.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    wired.sort();
+    Ok(wired)
+}
+
+/// The database password: the configured one, else the one made up on an
+/// earlier boot, else a new random one (kept, so a persistent database
+/// stays reachable).
+fn db_password(root: &Path, configured: &str) -> Result<String> {
+    if !configured.is_empty() {
+        return Ok(configured.to_string());
+    }
+    let file = root.join(DB_PASSWORD_FILE);
+    match fs::read_to_string(&file) {
+        Ok(t) if valid_db_password(t.trim()) => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    }
+    let mut bytes = [0u8; 16];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    let pw = hex::encode(bytes);
+    write_file(&file, format!("{pw}\n").as_bytes(), 0o600, 0, 0)?;
+    Ok(pw)
+}
+
+/// iPXE for PXE firmware, from wherever the distro puts it.
+fn copy_ipxe(root: &Path) -> Result<String> {
+    // (destination, candidates): Debian's ipxe, Fedora's ipxe-bootimgs-x86.
+    let wanted: [(&str, &[&str]); 2] = [
+        (
+            "undionly.kpxe",
+            &[
+                "/usr/lib/ipxe/undionly.kpxe",
+                "/usr/share/ipxe/undionly.kpxe",
+            ],
+        ),
+        (
+            "ipxe.efi",
+            &["/usr/lib/ipxe/ipxe.efi", "/usr/share/ipxe/ipxe-x86_64.efi"],
+        ),
+    ];
+    let mut missing = Vec::new();
+    for (name, candidates) in wanted {
+        match candidates
+            .iter()
+            .map(|c| in_root(root, c))
+            .find(|p| p.is_file())
+        {
+            Some(src) => {
+                let bytes = fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+                let dst = in_root(root, TFTP_ROOT).join(name);
+                write_file(&dst, &bytes, 0o644, 0, 0)?;
+            }
+            None => missing.push(name),
+        }
+    }
+    Ok(if missing.is_empty() {
+        "iPXE in place".to_string()
+    } else {
+        format!("iPXE missing: {} (PXE boot will fail)", missing.join(", "))
+    })
+}
+
+fn set_stack_password(root: &Path, password: &str) -> Result<()> {
+    let root_arg = root.as_os_str();
+    if password.is_empty() {
+        // Lock (again): a password removed from undercloud.yaml must stop
+        // working.
+        let st = Command::new("usermod")
+            .arg("--root")
+            .arg(root_arg)
+            .args(["--lock", "stack"])
+            .stdout(Stdio::null())
+            .status()
+            .context("running usermod")?;
+        if !st.success() {
+            bail!("usermod --lock stack failed ({st})");
+        }
+        return Ok(());
+    }
+    let mut child = Command::new("chpasswd")
+        .arg("--root")
+        .arg(root_arg)
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("running chpasswd")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(format!("stack:{password}\n").as_bytes())
+            .context("writing to chpasswd")?;
+    }
+    let st = child.wait().context("waiting for chpasswd")?;
+    if !st.success() {
+        bail!("chpasswd for the stack user failed ({st})");
+    }
+    // A locked account stays locked after chpasswd on some shadow versions.
+    let _ = Command::new("usermod")
+        .arg("--root")
+        .arg(root_arg)
+        .args(["--unlock", "stack"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    Ok(())
+}
+
+/// The ids of the accounts the files belong to, from the root's own
+/// passwd (not the host's, when configuring another root).
+struct Ids {
+    ironic: (u32, u32),
+    stack: (u32, u32),
+}
+
+impl Ids {
+    fn read(root: &Path) -> Result<Ids> {
+        let file = root.join("etc/passwd");
+        let text =
+            fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let find = |user: &str| -> Result<(u32, u32)> {
+            passwd_ids(&text, user).with_context(|| {
+                format!(
+                    "user {user} is missing from {} (is the undercloud element in the image?)",
+                    file.display()
+                )
+            })
+        };
+        Ok(Ids {
+            ironic: find("ironic")?,
+            stack: find("stack")?,
+        })
+    }
+}
+
+fn passwd_ids(passwd: &str, user: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() >= 4 && f[0] == user {
+            Some((f[2].parse().ok()?, f[3].parse().ok()?))
+        } else {
+            None
+        }
+    })
+}
+
+fn in_root(root: &Path, abs: &str) -> PathBuf {
+    root.join(abs.trim_start_matches('/'))
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    nix::unistd::chown(
+        path,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .with_context(|| format!("changing the owner of {}", path.display()))
+}
+
+/// Write under a temporary name in the same folder, then rename: a service
+/// never reads half a file, and a crash leaves the old one.
+fn write_file(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> Result<()> {
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent folder", path.display()))?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        // The umask may have narrowed the mode given at creation.
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", tmp.display()))?;
+        chown(&tmp, uid, gid)?;
+        fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn fake_net(dir: &Path, name: &str, kind: &str, device: bool, wireless: bool) {
+        let d = dir.join(name);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("type"), format!("{kind}\n")).unwrap();
+        if device {
+            fs::create_dir_all(d.join("device")).unwrap();
+        }
+        if wireless {
+            fs::create_dir_all(d.join("wireless")).unwrap();
+        }
+    }
+
+    #[test]
+    fn auto_picks_the_first_wired_interface() {
+        let t = tempfile::tempdir().unwrap();
+        fake_net(t.path(), "lo", "772", false, false);
+        fake_net(t.path(), "wlp3s0", "1", true, true);
+        fake_net(t.path(), "virbr0", "1", false, false);
+        fake_net(t.path(), "enp5s0", "1", true, false);
+        fake_net(t.path(), "enp0s2", "1", true, false);
+        assert_eq!(resolve_interface("auto", t.path()).unwrap(), "enp0s2");
+        assert_eq!(resolve_interface("eno1", t.path()).unwrap(), "eno1");
+        let empty = tempfile::tempdir().unwrap();
+        fake_net(empty.path(), "lo", "772", false, false);
+        let e = resolve_interface("auto", empty.path()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("no wired network interface"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn waits_for_a_wired_interface_with_its_final_name() {
+        assert!(is_kernel_name("eth0") && is_kernel_name("eth12"));
+        assert!(!is_kernel_name("eth") && !is_kernel_name("enp0s2") && !is_kernel_name("ethx"));
+        let t = tempfile::tempdir().unwrap();
+        fake_net(t.path(), "enp0s2", "1", true, false);
+        let start = std::time::Instant::now();
+        wait_for_renames(t.path(), std::time::Duration::from_secs(5));
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        fake_net(t.path(), "eth1", "1", true, false);
+        let start = std::time::Instant::now();
+        wait_for_renames(t.path(), std::time::Duration::from_millis(1200));
+        assert!(start.elapsed() >= std::time::Duration::from_millis(1200));
+        // No wired interface yet: wait for one too.
+        let none = tempfile::tempdir().unwrap();
+        fake_net(none.path(), "lo", "772", false, false);
+        let start = std::time::Instant::now();
+        wait_for_renames(none.path(), std::time::Duration::from_millis(1200));
+        assert!(start.elapsed() >= std::time::Duration::from_millis(1200));
+    }
+
+    #[test]
+    fn passwd_lookup() {
+        let p = "root:x:0:0:root:/root:/bin/bash\nironic:x:101:102::/var/lib/ironic:/bin/false\nstack:x:1000:1000::/home/stack:/bin/bash\n";
+        assert_eq!(passwd_ids(p, "ironic"), Some((101, 102)));
+        assert_eq!(passwd_ids(p, "stack"), Some((1000, 1000)));
+        assert_eq!(passwd_ids(p, "nova"), None);
+    }
+
+    #[test]
+    fn db_password_is_made_once_and_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let a = db_password(t.path(), "").unwrap();
+        assert!(valid_db_password(&a), "{a}");
+        let file = t.path().join(DB_PASSWORD_FILE);
+        assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(db_password(t.path(), "").unwrap(), a);
+        assert_eq!(
+            db_password(t.path(), "configured-1").unwrap(),
+            "configured-1"
+        );
+    }
+
+    #[test]
+    fn files_are_replaced_whole_with_their_mode() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("etc/x/conf");
+        write_file(
+            &p,
+            b"one",
+            0o640,
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+        .unwrap();
+        write_file(
+            &p,
+            b"two",
+            0o640,
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+        .unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "two");
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_bad_file_writes_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let cfg = t.path().join("undercloud.yaml");
+        fs::write(&cfg, "provisioning:\n  dhcp_start: 10.0.0.1\n").unwrap();
+        let e = configure(&Options {
+            root: t.path().join("root"),
+            config: Some(cfg),
+            dry_run: false,
+        })
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("undercloud.yaml") && msg.contains("dhcp_start"),
+            "{msg}"
+        );
+        assert!(!t.path().join("root").exists());
+    }
+}

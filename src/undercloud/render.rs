@@ -1,0 +1,408 @@
+//! The configuration files the undercloud's services read, rendered from a
+//! checked `undercloud.yaml`. Pure: the caller decides where they go.
+
+use std::fmt::Write as _;
+
+use super::config::{Auth, Config, HardwareType, IRONIC_API_PORT};
+
+/// Where Ironic stages iPXE scripts, kernels and ramdisks; nginx serves it.
+pub const HTTP_ROOT: &str = "/srv/undercloud/httpboot";
+/// Deploy images, served under `/images/`.
+pub const IMAGES_ROOT: &str = "/srv/undercloud/images";
+pub const TFTP_ROOT: &str = "/srv/tftpboot";
+/// Ironic's JSON-RPC listener; only the API on this host talks to it.
+pub const JSON_RPC_PORT: u16 = 8089;
+
+/// What `configure` found out on the machine, next to the YAML.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facts {
+    /// The provisioning interface (`auto` resolved).
+    pub interface: String,
+    pub db_password: String,
+}
+
+/// Who owns a written file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Root,
+    /// root, group ironic: Ironic reads it, only root changes it.
+    RootIronic,
+    Stack,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct File {
+    /// Absolute path in the target root.
+    pub path: &'static str,
+    pub text: String,
+    pub mode: u32,
+    pub owner: Owner,
+}
+
+const HEADER: &str = "Written by undercloud-config from undercloud.yaml at every boot: change undercloud.yaml, not this file.";
+
+pub fn files(cfg: &Config, facts: &Facts) -> Vec<File> {
+    vec![
+        File {
+            path: "/etc/ironic/ironic.conf",
+            text: ironic_conf(cfg, facts),
+            // It holds the database password.
+            mode: 0o640,
+            owner: Owner::RootIronic,
+        },
+        File {
+            path: "/etc/dnsmasq.d/undercloud.conf",
+            text: dnsmasq_conf(cfg, facts),
+            mode: 0o644,
+            owner: Owner::Root,
+        },
+        File {
+            path: "/etc/nginx/conf.d/undercloud.conf",
+            text: nginx_conf(cfg),
+            mode: 0o644,
+            owner: Owner::Root,
+        },
+        File {
+            path: "/etc/systemd/network/10-undercloud-provisioning.network",
+            text: network_file(cfg, facts),
+            mode: 0o644,
+            owner: Owner::Root,
+        },
+        File {
+            path: "/home/stack/undercloudrc",
+            text: undercloudrc(cfg),
+            mode: 0o644,
+            owner: Owner::Stack,
+        },
+        File {
+            path: crate::status::ENDPOINTS_FILE,
+            text: endpoints(cfg, facts),
+            mode: 0o644,
+            owner: Owner::Root,
+        },
+    ]
+}
+
+fn ironic_conf(cfg: &Config, facts: &Facts) -> String {
+    let types = &cfg.ironic.hardware_types;
+    let has = |t: HardwareType| types.contains(&t);
+    // Every hardware type needs one of its interfaces of each kind enabled,
+    // or the conductor refuses to start; enable exactly what the chosen
+    // types use.
+    let mut management = Vec::new();
+    let mut power = Vec::new();
+    let mut vendor = Vec::new();
+    if has(HardwareType::Ipmi) {
+        management.push("ipmitool");
+        power.push("ipmitool");
+        vendor.push("ipmitool");
+    }
+    if has(HardwareType::Redfish) {
+        management.push("redfish");
+        power.push("redfish");
+    }
+    if has(HardwareType::ManualManagement) {
+        management.push("noop");
+        power.push("fake");
+    }
+    vendor.push("no-vendor");
+    let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
+    let auth = match cfg.ironic.auth {
+        Auth::Noauth => "noauth",
+        Auth::Keystone => "keystone",
+    };
+    let ip = cfg.provisioning.address.addr;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "# {HEADER}
+[DEFAULT]
+auth_strategy = {auth}
+# Standalone: no message bus; the API calls the conductor over JSON-RPC.
+rpc_transport = json-rpc
+# The name the API uses to reach the conductor's JSON-RPC listener.
+host = localhost
+enabled_hardware_types = {types}
+enabled_boot_interfaces = ipxe,pxe
+enabled_deploy_interfaces = direct,ramdisk
+enabled_management_interfaces = {management}
+enabled_power_interfaces = {power}
+enabled_vendor_interfaces = {vendor}
+enabled_console_interfaces = no-console
+enabled_inspect_interfaces = no-inspect
+enabled_network_interfaces = noop
+enabled_raid_interfaces = agent,no-raid
+enabled_rescue_interfaces = no-rescue
+enabled_bios_interfaces = no-bios
+default_network_interface = noop
+use_stderr = true
+
+[api]
+host_ip = 0.0.0.0
+port = {IRONIC_API_PORT}
+# One worker: a live undercloud serves one operator.
+api_workers = 1
+
+[conductor]
+# Cleaning boots a deploy ramdisk; nodes are enrolled without it.
+automated_clean = false
+
+[database]
+connection = mysql+pymysql://ironic:{pw}@localhost/ironic?charset=utf8
+
+[deploy]
+http_root = {HTTP_ROOT}
+http_url = http://{ip}:{port}
+
+[dhcp]
+# dnsmasq is configured once for the whole provisioning network.
+dhcp_provider = none
+
+[json_rpc]
+auth_strategy = noauth
+host_ip = 127.0.0.1
+port = {JSON_RPC_PORT}
+
+[pxe]
+tftp_root = {TFTP_ROOT}
+tftp_master_path = {TFTP_ROOT}/master_images
+
+[oslo_concurrency]
+lock_path = /var/lib/ironic/lock
+",
+        types = names.join(","),
+        management = management.join(","),
+        power = power.join(","),
+        vendor = vendor.join(","),
+        pw = facts.db_password,
+        port = cfg.image_server.port,
+    );
+    if let (Auth::Keystone, Some(k)) = (cfg.ironic.auth, &cfg.ironic.keystone) {
+        let _ = write!(
+            s,
+            "
+[keystone_authtoken]
+auth_type = password
+www_authenticate_uri = {url}
+auth_url = {url}
+username = {user}
+password = {pw}
+project_name = {project}
+user_domain_name = Default
+project_domain_name = Default
+",
+            url = k.auth_url,
+            user = k.username,
+            pw = k.password,
+            project = k.project,
+        );
+    }
+    s
+}
+
+fn dnsmasq_conf(cfg: &Config, facts: &Facts) -> String {
+    let p = &cfg.provisioning;
+    format!(
+        "# {HEADER}
+# DHCP and TFTP on the provisioning network only; no DNS.
+port=0
+interface={iface}
+bind-dynamic
+dhcp-range={start},{end},{mask},12h
+enable-tftp
+tftp-root={TFTP_ROOT}
+# PXE firmware gets iPXE over TFTP; iPXE (option 175) gets Ironic's script
+# over HTTP. The tag sets do not overlap, so the order does not matter.
+dhcp-match=set:ipxe,175
+dhcp-match=set:efi,option:client-arch,7
+dhcp-match=set:efi,option:client-arch,9
+dhcp-boot=tag:ipxe,http://{ip}:{port}/boot.ipxe
+dhcp-boot=tag:!ipxe,tag:efi,ipxe.efi
+dhcp-boot=tag:!ipxe,tag:!efi,undionly.kpxe
+",
+        iface = facts.interface,
+        start = p.dhcp_start,
+        end = p.dhcp_end,
+        mask = p.address.mask(),
+        ip = p.address.addr,
+        port = cfg.image_server.port,
+    )
+}
+
+fn nginx_conf(cfg: &Config) -> String {
+    format!(
+        "# {HEADER}
+server {{
+    listen {port};
+    root {HTTP_ROOT};
+    location /images/ {{
+        alias {IMAGES_ROOT}/;
+        autoindex on;
+    }}
+}}
+",
+        port = cfg.image_server.port
+    )
+}
+
+fn network_file(cfg: &Config, facts: &Facts) -> String {
+    let p = &cfg.provisioning;
+    format!(
+        "# {HEADER}
+[Match]
+Name={iface}
+
+[Link]
+# The provisioning network may be an unplugged switch port at boot: do
+# not hold up network-online.target for it.
+RequiredForOnline=no
+
+[Network]
+Address={addr}
+ConfigureWithoutCarrier=yes
+DHCP={dhcp}
+",
+        iface = facts.interface,
+        addr = p.address,
+        dhcp = if p.dhcp_client { "ipv4" } else { "no" },
+    )
+}
+
+fn undercloudrc(cfg: &Config) -> String {
+    let ip = cfg.provisioning.address.addr;
+    let mut s = format!(
+        "# {HEADER}
+# source ~/undercloudrc, then: baremetal driver list; baremetal node list
+export OS_ENDPOINT=http://{ip}:{IRONIC_API_PORT}
+export OS_BAREMETAL_API_VERSION=latest
+"
+    );
+    match (cfg.ironic.auth, &cfg.ironic.keystone) {
+        (Auth::Keystone, Some(k)) => {
+            let _ = write!(
+                s,
+                "export OS_AUTH_TYPE=password
+export OS_AUTH_URL={}
+# Set OS_USERNAME, OS_PASSWORD and OS_PROJECT_NAME for your Keystone user.
+export OS_USER_DOMAIN_NAME=Default
+export OS_PROJECT_DOMAIN_NAME=Default
+",
+                k.auth_url
+            );
+        }
+        _ => s.push_str("export OS_AUTH_TYPE=none\n"),
+    }
+    s
+}
+
+/// What `undercloud-live status` checks: read back by status.rs.
+fn endpoints(cfg: &Config, facts: &Facts) -> String {
+    format!(
+        "# {HEADER}
+api=http://127.0.0.1:{IRONIC_API_PORT}
+image_server=http://127.0.0.1:{port}/
+interface={iface}
+address={addr}
+",
+        port = cfg.image_server.port,
+        iface = facts.interface,
+        addr = cfg.provisioning.address,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Facts {
+        Facts {
+            interface: "enp0s2".into(),
+            db_password: "0123456789abcdef".into(),
+        }
+    }
+
+    fn file<'a>(files: &'a [File], path: &str) -> &'a File {
+        files.iter().find(|f| f.path == path).unwrap()
+    }
+
+    #[test]
+    fn defaults_give_a_standalone_ironic() {
+        let fs = files(&Config::default(), &facts());
+        let conf = &file(&fs, "/etc/ironic/ironic.conf").text;
+        for line in [
+            "auth_strategy = noauth",
+            "rpc_transport = json-rpc",
+            "enabled_hardware_types = ipmi,redfish",
+            "enabled_management_interfaces = ipmitool,redfish",
+            "enabled_power_interfaces = ipmitool,redfish",
+            "connection = mysql+pymysql://ironic:0123456789abcdef@localhost/ironic?charset=utf8",
+            "http_url = http://192.168.24.1:8088",
+            "dhcp_provider = none",
+            "port = 6385",
+            "port = 8089",
+        ] {
+            assert!(
+                conf.lines().any(|l| l == line),
+                "{line:?} missing in\n{conf}"
+            );
+        }
+        assert!(!conf.contains("keystone_authtoken"));
+        assert_eq!(file(&fs, "/etc/ironic/ironic.conf").mode, 0o640);
+        let rc = &file(&fs, "/home/stack/undercloudrc").text;
+        assert!(rc.contains("export OS_ENDPOINT=http://192.168.24.1:6385\n"));
+        assert!(rc.contains("export OS_AUTH_TYPE=none\n"));
+        let net = &file(
+            &fs,
+            "/etc/systemd/network/10-undercloud-provisioning.network",
+        )
+        .text;
+        assert!(net.contains("Name=enp0s2\n") && net.contains("Address=192.168.24.1/24\n"));
+        assert!(net.contains("DHCP=no\n"));
+    }
+
+    #[test]
+    fn dnsmasq_serves_the_configured_range_on_the_interface() {
+        let cfg = Config::parse(
+            "provisioning: {address: 10.20.0.1/16, dhcp_start: 10.20.1.1, dhcp_end: 10.20.1.99, dhcp_client: true}\nimage_server: {port: 8090}\n",
+            "t",
+        )
+        .unwrap();
+        let fs = files(&cfg, &facts());
+        let d = &file(&fs, "/etc/dnsmasq.d/undercloud.conf").text;
+        assert!(d.contains("\ninterface=enp0s2\n"));
+        assert!(d.contains("\ndhcp-range=10.20.1.1,10.20.1.99,255.255.0.0,12h\n"));
+        assert!(d.contains("\nport=0\n"));
+        assert!(d.contains("dhcp-boot=tag:ipxe,http://10.20.0.1:8090/boot.ipxe\n"));
+        let n = &file(&fs, "/etc/nginx/conf.d/undercloud.conf").text;
+        assert!(n.contains("listen 8090;"));
+        let net = &file(
+            &fs,
+            "/etc/systemd/network/10-undercloud-provisioning.network",
+        )
+        .text;
+        assert!(net.contains("DHCP=ipv4\n"));
+        let e = &file(&fs, crate::status::ENDPOINTS_FILE).text;
+        assert!(e.contains("image_server=http://127.0.0.1:8090/\n"));
+    }
+
+    #[test]
+    fn keystone_and_manual_management() {
+        let cfg = Config::parse(
+            "ironic:\n  auth: keystone\n  hardware_types: [redfish, manual-management]\n  keystone: {auth_url: 'https://ks:5000/v3', username: ironic, password: pw}\n",
+            "t",
+        )
+        .unwrap();
+        let fs = files(&cfg, &facts());
+        let conf = &file(&fs, "/etc/ironic/ironic.conf").text;
+        assert!(conf.contains("auth_strategy = keystone\n"));
+        assert!(conf.contains("[keystone_authtoken]\n"));
+        assert!(conf.contains("project_name = service\n"));
+        assert!(conf.contains("enabled_hardware_types = redfish,manual-management\n"));
+        assert!(conf.contains("enabled_power_interfaces = redfish,fake\n"));
+        assert!(conf.contains("enabled_vendor_interfaces = no-vendor\n"));
+        let rc = &file(&fs, "/home/stack/undercloudrc").text;
+        assert!(
+            rc.contains("OS_AUTH_TYPE=password") && rc.contains("OS_AUTH_URL=https://ks:5000/v3")
+        );
+    }
+}
