@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::progress::human_bytes;
 use crate::write::devices::{dev_id, DevId, Disk, Sysfs, Usage};
+use crate::write::safety;
 
 /// A disk that passed every check.
 #[derive(Clone, Debug)]
@@ -50,28 +51,7 @@ fn rdev_of(path: &Path) -> Option<DevId> {
 pub fn check(path: &Path, c: &Checks) -> Result<Target> {
     let shown = path.display();
     let meta = fs::metadata(path).with_context(|| format!("{shown}: cannot use it as a target"))?;
-    if !meta.file_type().is_block_device() {
-        bail!("{shown}: not a block device");
-    }
-    let dev = dev_id(meta.rdev());
-    let Some((dir, partition)) = c.sysfs.lookup(dev) else {
-        bail!("{shown}: block device {}:{} is not in sysfs", dev.0, dev.1);
-    };
-    if partition {
-        let disk = dir
-            .parent()
-            .and_then(|p| p.file_name())
-            .map(|n| format!(" of /dev/{}", n.to_string_lossy()))
-            .unwrap_or_default();
-        bail!("{shown}: is a partition{disk}; name the whole disk");
-    }
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let Some(disk) = c.sysfs.disk(&name, c.usage) else {
-        bail!("{shown}: cannot read {} in sysfs", dir.display());
-    };
+    let disk = safety::whole_disk(&shown.to_string(), &meta, c.sysfs, c.usage)?;
     if let Some(medium) = c.medium {
         let same_disk = rdev_of(medium)
             .and_then(|d| c.sysfs.disk_name_of(d))

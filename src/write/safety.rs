@@ -121,11 +121,29 @@ pub fn inspect(path: &Path, ctx: &Context) -> Result<Verdict> {
             kind: Kind::File { exists: true },
         }));
     }
-    if !ft.is_block_device() {
+    let disk = whole_disk(&shown.to_string(), &meta, ctx.sysfs, ctx.usage)?;
+    let target = Target {
+        path: path.to_path_buf(),
+        kind: Kind::Block(Box::new(disk)),
+    };
+    let skip = match &target.kind {
+        Kind::Block(disk) => judge(&target.shown(), disk, ctx)?,
+        Kind::File { .. } => None,
+    };
+    Ok(match skip {
+        Some(reason) => Verdict::Skip(target, reason),
+        None => Verdict::Write(target),
+    })
+}
+
+/// The disk behind a target's metadata: refused unless it is a block device
+/// that is a whole disk (a partition is named with its disk).
+pub fn whole_disk(shown: &str, meta: &fs::Metadata, sysfs: &Sysfs, usage: &Usage) -> Result<Disk> {
+    if !meta.file_type().is_block_device() {
         bail!("{shown}: not a block device");
     }
     let dev = dev_id(meta.rdev());
-    let Some((dir, partition)) = ctx.sysfs.lookup(dev) else {
+    let Some((dir, partition)) = sysfs.lookup(dev) else {
         bail!("{shown}: block device {}:{} is not in sysfs", dev.0, dev.1);
     };
     if partition {
@@ -140,21 +158,9 @@ pub fn inspect(path: &Path, ctx: &Context) -> Result<Verdict> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let Some(disk) = ctx.sysfs.disk(&name, ctx.usage) else {
-        bail!("{shown}: cannot read {} in sysfs", dir.display());
-    };
-    let target = Target {
-        path: path.to_path_buf(),
-        kind: Kind::Block(Box::new(disk)),
-    };
-    let skip = match &target.kind {
-        Kind::Block(disk) => judge(&target.shown(), disk, ctx)?,
-        Kind::File { .. } => None,
-    };
-    Ok(match skip {
-        Some(reason) => Verdict::Skip(target, reason),
-        None => Verdict::Write(target),
-    })
+    sysfs
+        .disk(&name, usage)
+        .with_context(|| format!("{shown}: cannot read {} in sysfs", dir.display()))
 }
 
 /// The checks on a disk: Err to refuse, Some(reason) to skip it.
