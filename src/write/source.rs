@@ -124,7 +124,7 @@ impl Source {
 }
 
 /// Fill `buf` from `file` at `offset` as far as the file goes.
-fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub(crate) fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match file.read_at(&mut buf[n..], offset + n as u64) {

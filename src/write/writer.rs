@@ -837,7 +837,7 @@ fn read_back(sink: &Sink, total: u64, bar: &mut Bar) -> Result<[u8; 32]> {
                 // the whole last sector, a file just returns short.
                 let want = (total - off).div_ceil(align) * align;
                 let want = want.min(CHUNK as u64) as usize;
-                let r = read_full(&file, &mut buf.as_mut_slice()[..want], off);
+                let r = super::source::read_at_most(&file, &mut buf.as_mut_slice()[..want], off);
                 let failed = r.is_err();
                 if full_tx.send(r.map(|n| (buf, n))).is_err() || failed {
                     return;
@@ -865,19 +865,6 @@ fn read_back(sink: &Sink, total: u64, bar: &mut Bar) -> Result<[u8; 32]> {
         }
         Ok(hasher.finalize().into())
     })
-}
-
-fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
