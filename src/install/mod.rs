@@ -18,7 +18,7 @@ pub mod layout;
 pub mod target;
 
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -242,23 +242,15 @@ fn plan(opts: &InstallOptions, log: &mut Log) -> Result<Plan> {
 }
 
 fn confirm(p: &Plan) -> Result<()> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        bail!("refusing to install without confirmation: no terminal to ask on (pass --yes)");
-    }
-    eprint!(
-        "Install undercloud-live to {} ({}, {}), destroying everything on it? [y/N] ",
-        p.target.shown(),
-        p.target.disk.description(),
-        human_bytes(p.target.disk.size)
-    );
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    stdin.lock().read_line(&mut answer)?;
-    if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        bail!("not confirmed; nothing was written");
-    }
-    Ok(())
+    crate::write::ask_yes_no(
+        "install",
+        &format!(
+            "Install undercloud-live to {} ({}, {}), destroying everything on it? [y/N] ",
+            p.target.shown(),
+            p.target.disk.description(),
+            human_bytes(p.target.disk.size)
+        ),
+    )
 }
 
 /// Installs; the whole story is in the log.

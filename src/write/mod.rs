@@ -257,21 +257,30 @@ pub fn describe(plan: &Plan) -> String {
 /// Ask y/N on the terminal. Without a terminal there is nobody to ask,
 /// and writing anyway would make `--yes` pointless: refuse.
 pub fn confirm(plan: &Plan) -> Result<()> {
+    let n = plan.targets.len();
+    ask_yes_no(
+        "write",
+        &format!(
+            "{}Write the image to {}, destroying everything on {}? [y/N] ",
+            describe(plan),
+            if n == 1 {
+                plan.targets[0].shown()
+            } else {
+                format!("these {n} devices")
+            },
+            if n == 1 { "it" } else { "them" }
+        ),
+    )
+}
+
+/// Asks `question` on the terminal; Err unless answered y or yes. With no
+/// terminal it refuses to `verb` (the caller's `--yes` is the way round).
+pub fn ask_yes_no(verb: &str, question: &str) -> Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        bail!("refusing to write without confirmation: no terminal to ask on (pass --yes)");
+        bail!("refusing to {verb} without confirmation: no terminal to ask on (pass --yes)");
     }
-    let n = plan.targets.len();
-    eprint!(
-        "{}Write the image to {}, destroying everything on {}? [y/N] ",
-        describe(plan),
-        if n == 1 {
-            plan.targets[0].shown()
-        } else {
-            format!("these {n} devices")
-        },
-        if n == 1 { "it" } else { "them" }
-    );
+    eprint!("{question}");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer)?;
