@@ -25,20 +25,8 @@ fn build(server: &Server, cache: &Path, out: &Path, work: &Path) {
 
 fn build_spec(spec: &str, server: &Server, cache: &Path, out: &Path, work: &Path) {
     let t = Instant::now();
-    let o = run(bin()
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .arg("build")
-        .arg(repo().join("tests/specs").join(spec))
-        .arg("--output")
-        .arg(out)
-        .arg("--base")
-        .arg(server.url("rootfs.tar.xz"))
-        .arg("--base-checksum-url")
-        .arg(server.url("SHA256SUMS"))
-        .arg("--cache-dir")
-        .arg(cache)
-        .arg("--workdir")
-        .arg(work));
+    let spec = repo().join("tests/specs").join(spec);
+    let o = run(build_command(&spec, server, out, cache, work).env("SOURCE_DATE_EPOCH", EPOCH));
     assert!(o.status.success(), "build failed");
     assert!(out.is_file());
     assert!(!work.exists(), "work folder {} left behind", work.display());

@@ -338,20 +338,14 @@ fn unattended_install_boots_under_uefi_and_bios() {
     let dir = scratch("install-qemu");
     let img = dir.join("install.iso");
     let t = Instant::now();
-    let o = run(bin()
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .arg("build")
-        .arg(repo().join("tests/specs/install.yaml"))
-        .arg("--output")
-        .arg(&img)
-        .arg("--base")
-        .arg(server.url("rootfs.tar.xz"))
-        .arg("--base-checksum-url")
-        .arg(server.url("SHA256SUMS"))
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .arg("--workdir")
-        .arg(dir.join("work")));
+    let o = run(build_command(
+        &repo().join("tests/specs/install.yaml"),
+        &server,
+        &img,
+        &dir.join("cache"),
+        &dir.join("work"),
+    )
+    .env("SOURCE_DATE_EPOCH", "1700000000"));
     assert!(o.status.success(), "build of the install image failed");
     println!("build: {:.0} s", t.elapsed().as_secs_f64());
 

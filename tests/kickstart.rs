@@ -23,21 +23,15 @@ fn kickstart_image_builds_and_boots() {
     let img = dir.join("kickstart.iso");
     let work = dir.join("work");
     let t = Instant::now();
-    let o = run(bin()
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .arg("build")
-        .arg(repo().join("tests/specs/kickstart.yaml"))
-        .arg("--output")
-        .arg(&img)
-        .arg("--base")
-        .arg(server.url("rootfs.tar.xz"))
-        .arg("--base-checksum-url")
-        .arg(server.url("SHA256SUMS"))
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .arg("--workdir")
-        .arg(&work)
-        .arg("--keep-workdir"));
+    let o = run(build_command(
+        &repo().join("tests/specs/kickstart.yaml"),
+        &server,
+        &img,
+        &dir.join("cache"),
+        &work,
+    )
+    .env("SOURCE_DATE_EPOCH", "1700000000")
+    .arg("--keep-workdir"));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "build failed:\n{stderr}");
     println!("kickstart build: {:.0} s", t.elapsed().as_secs_f64());

@@ -142,19 +142,13 @@ fn undercloud_boots_serves_ironic_and_keeps_nodes() {
     let work = dir.join("work");
 
     let t = Instant::now();
-    let o = run(bin()
-        .arg("build")
-        .arg(repo().join("tests/specs/undercloud.yaml"))
-        .arg("--output")
-        .arg(&img)
-        .arg("--base")
-        .arg(server.url("rootfs.tar.xz"))
-        .arg("--base-checksum-url")
-        .arg(server.url("SHA256SUMS"))
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .arg("--workdir")
-        .arg(&work));
+    let o = run(&mut build_command(
+        &repo().join("tests/specs/undercloud.yaml"),
+        &server,
+        &img,
+        &dir.join("cache"),
+        &work,
+    ));
     assert!(o.status.success(), "build failed");
     let build_secs = t.elapsed().as_secs_f64();
     let size = std::fs::metadata(&img).unwrap().len();

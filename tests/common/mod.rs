@@ -112,6 +112,32 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_undercloud-live"))
 }
 
+/// `undercloud-live build SPEC` of the base `server` serves, written to
+/// `out`, with the given cache and work folders; callers add what differs
+/// (SOURCE_DATE_EPOCH, --keep-workdir).
+pub fn build_command(
+    spec: &Path,
+    server: &Server,
+    out: &Path,
+    cache: &Path,
+    work: &Path,
+) -> Command {
+    let mut cmd = bin();
+    cmd.arg("build")
+        .arg(spec)
+        .arg("--output")
+        .arg(out)
+        .arg("--base")
+        .arg(server.url("rootfs.tar.xz"))
+        .arg("--base-checksum-url")
+        .arg(server.url("SHA256SUMS"))
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--workdir")
+        .arg(work);
+    cmd
+}
+
 /// A fresh folder for one test under cargo's per-target temp folder.
 pub fn scratch(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
