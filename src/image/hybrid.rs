@@ -138,6 +138,9 @@ const TAIL_PAD: u64 = 16;
 /// Bytes copied between two reports to the checksum that follows the copy:
 /// small enough that it never waits long, large enough to cost nothing.
 const COPY_PIECE: u64 = 16 << 20;
+/// Files at least this big are hashed for the media checksum from their
+/// source rather than read back from the image (see `copied_extents`).
+const HASH_FROM_SOURCE_MIN: u64 = 1 << 20;
 
 /// Writes the hybrid image described by `spec` to `out` (created or
 /// truncated). The caller takes care of temporary names and renaming.
@@ -846,8 +849,8 @@ impl Plan {
         let md5 = std::thread::scope(|scope| -> Result<Option<String>> {
             let hasher = if spec.implant_md5 {
                 let reader = File::open(out).with_context(|| format!("reading {shown}"))?;
-                let ready = &ready;
-                Some(scope.spawn(move || isomd5::sum_volume(&reader, out, Some(ready))))
+                let follow = isomd5::Follow::new(&ready, self.copied_extents(spec, &order));
+                Some(scope.spawn(move || isomd5::sum_volume(&reader, out, Some(&follow))))
             } else {
                 None
             };
@@ -884,6 +887,34 @@ impl Plan {
             disk_guid,
             md5,
         })
+    }
+
+    /// The large files whose bytes go into the image unchanged (not a
+    /// patched BIOS boot image), as extents for the media checksum to read
+    /// from the source files while they are copied. Small files are left
+    /// to be read back from the image: they are copied at once, and opening
+    /// thousands of them twice would cost more than it saves.
+    fn copied_extents(&self, spec: &HybridSpec, order: &[usize]) -> Vec<isomd5::Extent> {
+        let patched = spec
+            .bios_boot
+            .as_ref()
+            .is_some_and(|b| b.boot_info_table || b.grub2_boot_info);
+        order
+            .iter()
+            .filter(|&&i| !(patched && Some(i) == self.bios))
+            .filter_map(|&i| {
+                let f = &self.files[i];
+                let source = f
+                    .source
+                    .as_ref()
+                    .filter(|_| f.size >= HASH_FROM_SOURCE_MIN)?;
+                Some(isomd5::Extent {
+                    offset: u64::from(f.lba) * SECTOR,
+                    len: f.size,
+                    path: source.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Copies every file's data into `file`, in image order (`order`),

@@ -160,30 +160,21 @@ impl Summer {
 
     /// Hashes the volume from its start. Reads are large (fewer system
     /// calls) but fed to `chunk` 32 KiB at a time, so fragment boundaries
-    /// are those of isomd5sum. With `ready`, waits before each read until
-    /// the writer has made those bytes final.
+    /// are those of isomd5sum. With `follow`, the image is still being
+    /// written (see `read_window`).
     fn run(
         &mut self,
         file: &File,
         path: &Path,
-        ready: Option<&Ready>,
+        follow: Option<&Follow>,
         mut stop: impl FnMut(&Summer) -> bool,
     ) -> Result<()> {
         let mut buf = vec![0u8; READ as usize];
         let mut offset = 0u64;
         while offset < self.total {
             let n = (self.total - offset).min(READ);
-            if let Some(ready) = ready {
-                if !ready.wait_for(offset + n) {
-                    bail!(
-                        "{}: the image was not finished, so it has no media checksum",
-                        path.display()
-                    );
-                }
-            }
             let buf = &mut buf[..n as usize];
-            file.read_exact_at(buf, offset)
-                .with_context(|| format!("reading {} at byte {offset}", path.display()))?;
+            read_window(file, path, follow, offset, buf)?;
             for piece in buf.chunks_mut(CHUNK as usize) {
                 let before = self.checkpoints.len();
                 let len = piece.len() as u64;
@@ -196,6 +187,93 @@ impl Summer {
         }
         Ok(())
     }
+}
+
+/// A volume being written, for a checksum computed alongside: how far the
+/// writer got, and which byte ranges are copies of which files.
+pub struct Follow<'a> {
+    pub ready: &'a Ready,
+    /// Sorted by offset, not overlapping.
+    pub extents: Vec<Extent>,
+    /// The extent file open now (reads go front to back, so one at a time).
+    pub open: Mutex<Option<(usize, File)>>,
+}
+
+impl<'a> Follow<'a> {
+    pub fn new(ready: &'a Ready, extents: Vec<Extent>) -> Follow<'a> {
+        Follow {
+            ready,
+            extents,
+            open: Mutex::new(None),
+        }
+    }
+
+    fn read_extent(&self, i: usize, buf: &mut [u8], at: u64) -> Result<()> {
+        let e = &self.extents[i];
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(open.as_ref(), Some((j, _)) if *j == i) {
+            let file = File::open(&e.path)
+                .with_context(|| format!("reading {} for the media checksum", e.path.display()))?;
+            *open = Some((i, file));
+        }
+        let Some((_, file)) = open.as_ref() else {
+            unreachable!("opened just above")
+        };
+        file.read_exact_at(buf, at)
+            .with_context(|| format!("reading {} for the media checksum", e.path.display()))
+    }
+}
+
+/// Bytes `offset..offset + len` of the volume are the first `len` bytes of
+/// the file at `path`, copied unchanged.
+pub struct Extent {
+    pub offset: u64,
+    pub len: u64,
+    pub path: std::path::PathBuf,
+}
+
+/// Fills `buf` with the volume's bytes at `offset`. While the volume is
+/// being written (`follow`), a range that is a copy of a file is read from
+/// that file, at once: it is still in the page cache, where the copy's
+/// destination may not be (a reflink or an in-kernel copy leaves nothing
+/// cached), and the checksum need not trail the copy. Anything else is read
+/// from the volume once the writer has made it final.
+fn read_window(
+    file: &File,
+    path: &Path,
+    follow: Option<&Follow>,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<()> {
+    let end = offset + buf.len() as u64;
+    let mut pos = offset;
+    while pos < end {
+        let extents = follow.map_or(&[][..], |f| &f.extents[..]);
+        let i = extents.partition_point(|e| e.offset + e.len <= pos);
+        let (stop, source) = match extents.get(i) {
+            Some(e) if e.offset <= pos => ((e.offset + e.len).min(end), Some(e)),
+            Some(e) => (e.offset.min(end), None),
+            None => (end, None),
+        };
+        let piece = &mut buf[(pos - offset) as usize..(stop - offset) as usize];
+        match (source, follow) {
+            (Some(e), Some(f)) => f.read_extent(i, piece, pos - e.offset)?,
+            _ => {
+                if let Some(f) = follow {
+                    if !f.ready.wait_for(stop) {
+                        bail!(
+                            "{}: the image was not finished, so it has no media checksum",
+                            path.display()
+                        );
+                    }
+                }
+                file.read_exact_at(piece, pos)
+                    .with_context(|| format!("reading {} at byte {pos}", path.display()))?
+            }
+        }
+        pos = stop;
+    }
+    Ok(())
 }
 
 /// How far the image being written is final: lets the checksum follow the
@@ -260,9 +338,9 @@ pub fn implant(file: &File, path: &Path) -> Result<Implanted> {
 }
 
 /// The checksum of the volume in `file`, not yet written into it. With
-/// `ready`, it is computed while the volume is being written: the volume
+/// `follow`, it is computed while the volume is being written: the volume
 /// descriptors must be final before this starts, file data may follow.
-pub fn sum_volume(file: &File, path: &Path, ready: Option<&Ready>) -> Result<Sum> {
+pub fn sum_volume(file: &File, path: &Path, follow: Option<&Follow>) -> Result<Sum> {
     let (pvd_offset, volume, _) = find_pvd(file, path)?;
     if volume <= SKIP_SECTORS * SECTOR {
         bail!(
@@ -272,7 +350,7 @@ pub fn sum_volume(file: &File, path: &Path, ready: Option<&Ready>) -> Result<Sum
     }
     let total = volume - SKIP_SECTORS * SECTOR;
     let mut s = Summer::new(total, FRAGMENT_COUNT, pvd_offset);
-    s.run(file, path, ready, |_| false)?;
+    s.run(file, path, follow, |_| false)?;
     Ok(Sum {
         pvd_offset,
         md5: hex::encode(s.hash.clone().finalize()),
@@ -470,8 +548,9 @@ mod tests {
         f.write_all_at(&vec![0u8; data.len() - start as usize], start)
             .unwrap();
         let ready = Ready::new(start);
+        let follow = Follow::new(&ready, Vec::new());
         let followed = std::thread::scope(|s| {
-            let h = s.spawn(|| sum_volume(&f, &p, Some(&ready)));
+            let h = s.spawn(|| sum_volume(&f, &p, Some(&follow)));
             for (i, piece) in data[start as usize..].chunks(100_000).enumerate() {
                 std::thread::sleep(std::time::Duration::from_millis(2));
                 let at = start + (i * 100_000) as u64;
@@ -488,8 +567,63 @@ mod tests {
         // A writer that fails: the sum gives up instead of waiting forever.
         let ready = Ready::new(start);
         ready.abandon();
-        let e = format!("{:#}", sum_volume(&f, &p, Some(&ready)).unwrap_err());
+        let follow = Follow::new(&ready, Vec::new());
+        let e = format!("{:#}", sum_volume(&f, &p, Some(&follow)).unwrap_err());
         assert!(e.contains("not finished"), "{e}");
+    }
+
+    #[test]
+    fn ranges_copied_from_files_are_hashed_from_those_files_without_waiting() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("v.iso");
+        volume(&p, 1000);
+        let f = File::options().read(true).write(true).open(&p).unwrap();
+        let whole = sum_volume(&f, &p, None).unwrap();
+
+        // Two "files" inside the volume, saved aside, then blanked in the
+        // volume: the writer never gets to them (nor to anything after
+        // the first), yet the sum is right, read from the files.
+        let data = std::fs::read(&p).unwrap();
+        let (a, a_len) = (40 * SECTOR, 10 * SECTOR + 100);
+        let (b, b_len) = (60 * SECTOR, 940 * SECTOR - 60 * SECTOR);
+        let save = |name: &str, at: u64, len: u64| {
+            let q = t.path().join(name);
+            std::fs::write(&q, &data[at as usize..(at + len) as usize]).unwrap();
+            Extent {
+                offset: at,
+                len,
+                path: q,
+            }
+        };
+        let extents = vec![save("a", a, a_len), save("b", b, b_len)];
+        f.write_all_at(&vec![0u8; (a_len) as usize], a).unwrap();
+        f.write_all_at(&vec![0u8; (b_len) as usize], b).unwrap();
+        let ready = Ready::new(a);
+        let follow = Follow::new(&ready, extents);
+        let followed = std::thread::scope(|s| {
+            let h = s.spawn(|| sum_volume(&f, &p, Some(&follow)));
+            // Only the gaps between and after the files are made final.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            ready.finish();
+            h.join().unwrap().unwrap()
+        });
+        assert_eq!(followed.md5, whole.md5);
+        assert_eq!(followed.fragment_sums, whole.fragment_sums);
+
+        // A file shorter than its range: an error naming it.
+        let short = t.path().join("short");
+        std::fs::write(&short, b"tiny").unwrap();
+        let ready = Ready::new(u64::MAX);
+        let follow = Follow::new(
+            &ready,
+            vec![Extent {
+                offset: a,
+                len: a_len,
+                path: short.clone(),
+            }],
+        );
+        let e = format!("{:#}", sum_volume(&f, &p, Some(&follow)).unwrap_err());
+        assert!(e.contains(&format!("reading {}", short.display())), "{e}");
     }
 
     #[test]
