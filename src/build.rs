@@ -25,7 +25,6 @@ use crate::image::{self, HybridSpec, IsoSource};
 use crate::interrupt;
 use crate::kickstart;
 use crate::progress::{human_bytes, Progress};
-use crate::rootfs::unpack;
 use crate::spec::{self, LoadedSpec, RootFormat};
 
 #[derive(Clone, Debug, Default)]
@@ -259,25 +258,26 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     let fetcher = Fetcher::new(cache_dir.join("downloads"), progress.clone())
         .offline(opts.offline)
         .insecure_skip_signature(opts.insecure_skip_signature);
-    let fetched = fetch::base::fetch(&fetcher, &plan)?;
-    let archive = fetched.path;
+    // fetch + unpack: a download is unpacked while it arrives.
+    let (fetched, unpacked) = crate::prefetch::fetch_and_unpack(&fetcher, &plan, &root, progress)?;
     if !fetched.verified {
         eprintln!(
             "warning: base {} has no checksum in the spec: it is used unverified",
             fetched.location
         );
     }
-    interrupt::check()?;
-
-    // unpack
-    let t = Instant::now();
-    let stats = unpack::unpack(&archive, &root, progress)?;
     progress.step(format!(
-        "unpacked {} entries ({}) in {:.1} s",
-        stats.entries,
-        human_bytes(stats.bytes),
-        t.elapsed().as_secs_f64()
+        "unpacked {} entries ({}) in {:.1} s{}",
+        unpacked.stats.entries,
+        human_bytes(unpacked.stats.bytes),
+        unpacked.seconds,
+        if unpacked.streamed {
+            ", while downloading"
+        } else {
+            ""
+        }
     ));
+    interrupt::check()?;
 
     // The tool itself goes in before the elements, so that their hooks and
     // units can call it (`medium cat`, `status`, `install`).

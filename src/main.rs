@@ -589,12 +589,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     human_bytes(report.size),
                     report.fetch_seconds
                 );
-                if let Some((stats, secs)) = report.unpacked {
+                if let Some(u) = report.unpacked {
                     println!(
-                        "unpacked {} entries ({}) in {:.1} s",
-                        stats.entries,
-                        human_bytes(stats.bytes),
-                        secs
+                        "unpacked {} entries ({}) in {:.1} s{}",
+                        u.stats.entries,
+                        human_bytes(u.stats.bytes),
+                        u.seconds,
+                        if u.streamed {
+                            ", while downloading"
+                        } else {
+                            ""
+                        }
                     );
                 }
             }

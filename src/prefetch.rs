@@ -2,7 +2,8 @@
 //! unpack it) without building an image. A release engineer prefetches
 //! before going offline; the benchmark times fetch + verify + unpack alone.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -31,7 +32,17 @@ pub struct FetchReport {
     pub path: PathBuf,
     pub size: u64,
     pub fetch_seconds: f64,
-    pub unpacked: Option<(UnpackStats, f64)>,
+    pub unpacked: Option<Unpacked>,
+}
+
+/// How the base was unpacked.
+#[derive(Clone, Copy, Debug)]
+pub struct Unpacked {
+    pub stats: UnpackStats,
+    pub seconds: f64,
+    /// Unpacked while it downloaded (then `seconds` is also the download's
+    /// time), rather than from the cache afterwards.
+    pub streamed: bool,
 }
 
 fn is_spec(what: &str) -> bool {
@@ -63,19 +74,8 @@ pub fn fetch(opts: &FetchOptions, progress: &Progress) -> Result<FetchReport> {
         .insecure_skip_signature(opts.insecure_skip_signature);
     progress.step(format!("fetching base {}", plan.describe()));
     let t = Instant::now();
-    let fetched = fetch::base::fetch(&fetcher, &plan)?;
-    let fetch_seconds = t.elapsed().as_secs_f64();
-    if !fetched.verified {
-        eprintln!(
-            "warning: {} has no checksum: it is used unverified",
-            fetched.location
-        );
-    }
-    let size = std::fs::metadata(&fetched.path)
-        .with_context(|| format!("reading {}", fetched.path.display()))?
-        .len();
-    let unpacked = match &opts.unpack {
-        None => None,
+    let (fetched, unpacked) = match &opts.unpack {
+        None => (fetch::base::fetch(&fetcher, &plan)?, None),
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             // Unpacking over an existing tree would mix two bases.
@@ -86,15 +86,95 @@ pub fn fetch(opts: &FetchOptions, progress: &Progress) -> Result<FetchReport> {
             {
                 anyhow::bail!("--unpack {}: the folder is not empty", dir.display());
             }
-            let t = Instant::now();
-            let stats = unpack::unpack(&fetched.path, dir, progress)?;
-            Some((stats, t.elapsed().as_secs_f64()))
+            let (fetched, unpacked) = fetch_and_unpack(&fetcher, &plan, dir, progress)?;
+            (fetched, Some(unpacked))
         }
     };
+    let fetch_seconds = match unpacked {
+        Some(u) if !u.streamed => t.elapsed().as_secs_f64() - u.seconds,
+        _ => t.elapsed().as_secs_f64(),
+    };
+    if !fetched.verified {
+        eprintln!(
+            "warning: {} has no checksum: it is used unverified",
+            fetched.location
+        );
+    }
+    let size = std::fs::metadata(&fetched.path)
+        .with_context(|| format!("reading {}", fetched.path.display()))?
+        .len();
     Ok(FetchReport {
         path: fetched.path,
         size,
         fetch_seconds,
         unpacked,
     })
+}
+
+/// Fetches the base a plan names and unpacks it into `dest`, an existing
+/// empty folder. A base that has to be downloaded is unpacked while it
+/// arrives (one pass over the bytes instead of write, then read back), and
+/// the tree counts only once the download's digest matched; one already in
+/// the cache, or local, is unpacked from there. On any error `dest` is
+/// left empty: a half-unpacked or unverified tree is never kept.
+pub fn fetch_and_unpack(
+    fetcher: &Fetcher,
+    plan: &base::Plan,
+    dest: &Path,
+    progress: &Progress,
+) -> Result<(base::Fetched, Unpacked)> {
+    let t = Instant::now();
+    let result = (|| {
+        let label = plan.describe();
+        let mut streamed = None;
+        let (fetched, consumed) = {
+            let mut consume = |r: &mut dyn Read| -> Result<()> {
+                streamed = Some(unpack::unpack_from(r, &label, dest, progress)?);
+                Ok(())
+            };
+            fetch::base::fetch_streaming(fetcher, plan, Some(&mut consume))?
+        };
+        let unpacked = match streamed.filter(|_| consumed) {
+            Some(stats) => Unpacked {
+                stats,
+                seconds: t.elapsed().as_secs_f64(),
+                streamed: true,
+            },
+            None => {
+                // The stream's tree (if any) came from a transfer that was
+                // cut and resumed: start over from the verified file.
+                empty_dir(dest)?;
+                let t = Instant::now();
+                let stats = unpack::unpack(&fetched.path, dest, progress)?;
+                Unpacked {
+                    stats,
+                    seconds: t.elapsed().as_secs_f64(),
+                    streamed: false,
+                }
+            }
+        };
+        Ok((fetched, unpacked))
+    })();
+    if result.is_err() {
+        // The error is what counts; a tree that cannot be removed shows up
+        // at the next run's "not empty" check.
+        let _ = empty_dir(dest);
+    }
+    result
+}
+
+/// Removes everything inside `dir`, keeping `dir`.
+fn empty_dir(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        let removed = if path.is_dir() && !path.is_symlink() {
+            crate::chroot::remove_tree(&path)
+        } else {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+        };
+        removed?;
+    }
+    Ok(())
 }

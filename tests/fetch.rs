@@ -21,6 +21,7 @@ use pgp::types::Password;
 use sha2::{Digest, Sha256};
 use undercloud_live::fetch::base::{self, Plan};
 use undercloud_live::fetch::{Fetcher, Keyring, RetryPolicy, Source};
+use undercloud_live::prefetch;
 use undercloud_live::progress::Progress;
 
 #[derive(Clone)]
@@ -1130,4 +1131,220 @@ fn fetch_command_derives_fedora_urls_and_skips_signatures_only_when_told() {
         );
     }
     assert_eq!(m.server.hits(&m.image), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Unpacking while downloading (`fetch --unpack`, the build's first step).
+
+/// A small rootfs as tar.xz: a folder with `files` payload files, plus a
+/// symlink. Multi-MiB, so that a cut connection lands mid-archive.
+fn rootfs_tar_xz(files: usize) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    dir.set_mtime(1_700_000_000);
+    dir.set_uid(0);
+    dir.set_gid(0);
+    b.append_data(&mut dir, "etc/", std::io::empty()).unwrap();
+    for i in 0..files {
+        let data = payload(256 * 1024, 100 + i as u32);
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_data(&mut h, format!("etc/f{i}"), &data[..])
+            .unwrap();
+    }
+    let mut l = tar::Header::new_gnu();
+    l.set_entry_type(tar::EntryType::Symlink);
+    l.set_size(0);
+    l.set_mode(0o777);
+    l.set_mtime(1_700_000_000);
+    l.set_uid(0);
+    l.set_gid(0);
+    b.append_link(&mut l, "etc/link", "f0").unwrap();
+    let tar = b.into_inner().unwrap();
+    let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 0);
+    xz.write_all(&tar).unwrap();
+    xz.finish().unwrap()
+}
+
+fn unpack_plan(url: &str, hex: &str) -> Plan {
+    Plan::Archive(Source::new(url).sha256(hex))
+}
+
+fn assert_tree(root: &Path, files: usize) {
+    for i in 0..files {
+        let got = std::fs::read(root.join(format!("etc/f{i}"))).unwrap();
+        assert_eq!(got, payload(256 * 1024, 100 + i as u32), "etc/f{i}");
+    }
+    assert_eq!(
+        std::fs::read_link(root.join("etc/link")).unwrap(),
+        Path::new("f0")
+    );
+}
+
+fn is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().next().is_none()
+}
+
+#[test]
+fn a_download_is_unpacked_while_it_arrives_and_cached_once_verified() {
+    let body = rootfs_tar_xz(12);
+    let hex = sha256_hex(&body);
+    let server = Server::start(vec![("/rootfs.tar.xz", Behaviour::Serve(body.clone()))]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, root) = (dir.path().join("cache"), dir.path().join("root"));
+    std::fs::create_dir(&root).unwrap();
+    let plan = unpack_plan(&server.url("/rootfs.tar.xz"), &hex);
+
+    let (fetched, unpacked) =
+        prefetch::fetch_and_unpack(&fetcher(&cache), &plan, &root, &Progress::silent()).unwrap();
+    assert!(
+        unpacked.streamed,
+        "a fresh download is unpacked as it comes"
+    );
+    assert_eq!(unpacked.stats.entries, 14);
+    assert_tree(&root, 12);
+    assert_eq!(std::fs::read(&fetched.path).unwrap(), body);
+    assert_eq!(blob_files(&cache), vec![hex.clone()]);
+    assert_eq!(server.hits("/rootfs.tar.xz"), 1);
+
+    // The second time it comes from the cache, without the network.
+    let again = dir.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    let (_, unpacked) = prefetch::fetch_and_unpack(
+        &fetcher(&cache).offline(true),
+        &plan,
+        &again,
+        &Progress::silent(),
+    )
+    .unwrap();
+    assert!(!unpacked.streamed);
+    assert_tree(&again, 12);
+    assert_eq!(server.hits("/rootfs.tar.xz"), 1);
+}
+
+#[test]
+fn a_streamed_download_with_the_wrong_digest_leaves_no_tree_and_no_blob() {
+    let body = rootfs_tar_xz(4);
+    let wrong = sha256_hex(b"something else");
+    let server = Server::start(vec![("/rootfs.tar.xz", Behaviour::Serve(body))]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, root) = (dir.path().join("cache"), dir.path().join("root"));
+    std::fs::create_dir(&root).unwrap();
+    let url = server.url("/rootfs.tar.xz");
+
+    let err = prefetch::fetch_and_unpack(
+        &fetcher(&cache),
+        &unpack_plan(&url, &wrong),
+        &root,
+        &Progress::silent(),
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.starts_with(&format!("checksum mismatch for {url}: expected {wrong}")),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(is_empty(&root), "the unverified tree is removed");
+    assert!(blob_files(&cache).is_empty(), "{:?}", blob_files(&cache));
+}
+
+#[test]
+fn a_cut_streamed_download_is_resumed_and_unpacked_from_the_verified_file() {
+    let body = rootfs_tar_xz(12);
+    let hex = sha256_hex(&body);
+    let cut = body.len() / 2;
+    let server = Server::start(vec![(
+        "/rootfs.tar.xz",
+        Behaviour::TruncateFirst {
+            body: body.clone(),
+            cut,
+        },
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, root) = (dir.path().join("cache"), dir.path().join("root"));
+    std::fs::create_dir(&root).unwrap();
+
+    let (_, unpacked) = prefetch::fetch_and_unpack(
+        &fetcher(&cache),
+        &unpack_plan(&server.url("/rootfs.tar.xz"), &hex),
+        &root,
+        &Progress::silent(),
+    )
+    .unwrap();
+    assert!(!unpacked.streamed, "the half-made tree is not kept");
+    assert_tree(&root, 12);
+    assert_eq!(
+        server.ranges("/rootfs.tar.xz"),
+        vec![None, Some(format!("bytes={cut}-"))],
+        "the second request continues where the first was cut"
+    );
+    assert_eq!(blob_files(&cache), vec![hex]);
+}
+
+#[test]
+fn a_corrupt_archive_with_the_right_digest_is_reported_as_corrupt() {
+    let mut body = rootfs_tar_xz(8);
+    let at = body.len() / 2;
+    body[at] ^= 0x55;
+    let hex = sha256_hex(&body);
+    let server = Server::start(vec![("/rootfs.tar.xz", Behaviour::Serve(body))]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, root) = (dir.path().join("cache"), dir.path().join("root"));
+    std::fs::create_dir(&root).unwrap();
+    let url = server.url("/rootfs.tar.xz");
+
+    let err = prefetch::fetch_and_unpack(
+        &fetcher(&cache),
+        &unpack_plan(&url, &hex),
+        &root,
+        &Progress::silent(),
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("data is truncated or corrupt"),
+        "the archive's own fault, not the download's: {msg}"
+    );
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(is_empty(&root));
+    // The bytes are what the digest names, so they are cached: the archive
+    // is bad at its source, and another download would not help.
+    assert_eq!(blob_files(&cache), vec![hex]);
+    assert_eq!(server.hits("/rootfs.tar.xz"), 1);
+}
+
+#[test]
+fn fetch_unpack_command_says_it_unpacked_while_downloading() {
+    let body = rootfs_tar_xz(3);
+    let hex = sha256_hex(&body);
+    let server = Server::start(vec![("/rootfs.tar.xz", Behaviour::Serve(body))]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_undercloud-live"))
+        .arg("fetch")
+        .arg(server.url("/rootfs.tar.xz"))
+        .args(["--sha256", &hex, "--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .arg("--unpack")
+        .arg(dir.path().join("root"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("unpacked 5 entries") && stdout.contains("while downloading"),
+        "{stdout}"
+    );
+    assert_tree(&dir.path().join("root"), 3);
 }

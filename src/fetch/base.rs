@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use super::debootstrap::{self, Debootstrap};
-use super::{fedora, Fetcher, Source};
+use super::{fedora, Consumer, Fetcher, Source};
 use crate::spec::{Distro, LoadedSpec};
 
 /// Command-line replacements for the spec's base.
@@ -114,12 +114,28 @@ pub fn plan(loaded: &LoadedSpec, overrides: &Overrides) -> Result<Plan> {
 
 /// Carry out a plan: download and verify, or debootstrap, into the cache.
 pub fn fetch(fetcher: &Fetcher, plan: &Plan) -> Result<Fetched> {
+    Ok(fetch_streaming(fetcher, plan, None)?.0)
+}
+
+/// `fetch`, with a download read by `consume` while it arrives; the flag
+/// says whether that happened (see `Fetcher::fetch_streaming`).
+pub fn fetch_streaming(
+    fetcher: &Fetcher,
+    plan: &Plan,
+    consume: Option<Consumer<'_>>,
+) -> Result<(Fetched, bool)> {
     match plan {
-        Plan::Archive(src) => Ok(Fetched {
-            path: fetcher.fetch(src)?,
-            verified: src.sha256.is_some() || src.checksum_url.is_some(),
-            location: src.location.clone(),
-        }),
+        Plan::Archive(src) => {
+            let (path, consumed) = fetcher.fetch_streaming(src, consume)?;
+            Ok((
+                Fetched {
+                    path,
+                    verified: src.sha256.is_some() || src.checksum_url.is_some(),
+                    location: src.location.clone(),
+                },
+                consumed,
+            ))
+        }
         Plan::Fedora {
             mirror,
             release,
@@ -143,19 +159,26 @@ pub fn fetch(fetcher: &Fetcher, plan: &Plan) -> Result<Fetched> {
                 }
             };
             let src = fedora::source(mirror, release, &compose, arch)?;
-            Ok(Fetched {
-                path: fetcher.fetch(&src)?,
-                verified: true,
-                location: src.location,
-            })
+            let (path, consumed) = fetcher.fetch_streaming(&src, consume)?;
+            Ok((
+                Fetched {
+                    path,
+                    verified: true,
+                    location: src.location,
+                },
+                consumed,
+            ))
         }
-        Plan::Debootstrap(d) => Ok(Fetched {
-            path: debootstrap::base_tarball(fetcher, d)?,
-            // Made here from the archive's signed indexes; nothing to check
-            // against afterwards.
-            verified: true,
-            location: d.tarball(fetcher.cache_dir()).display().to_string(),
-        }),
+        Plan::Debootstrap(d) => Ok((
+            Fetched {
+                path: debootstrap::base_tarball(fetcher, d)?,
+                // Made here from the archive's signed indexes; nothing to
+                // check against afterwards.
+                verified: true,
+                location: d.tarball(fetcher.cache_dir()).display().to_string(),
+            },
+            false,
+        )),
     }
 }
 

@@ -214,7 +214,19 @@ pub(super) fn get_small(fetcher: &Fetcher, url: &Url) -> Result<String> {
 /// lock on the `.part` keeps two concurrent runs from interleaving writes.
 /// Transient failures (see `Transient`) are retried with backoff, each
 /// retry resuming from what the `.part` already holds.
-pub(super) fn download(fetcher: &Fetcher, url: &Url, hex: &str) -> Result<()> {
+///
+/// With `consume`, a fresh download is also handed to it while it arrives
+/// (see `stream`), and the result says whether that went through: `true`
+/// when the consumer read the whole, verified file; `false` when it was not
+/// called, or its work must be thrown away (the transfer was cut and then
+/// resumed, or an earlier run's `.part` was continued) and the caller reads
+/// the verified blob instead.
+pub(super) fn download(
+    fetcher: &Fetcher,
+    url: &Url,
+    hex: &str,
+    consume: Option<super::Consumer<'_>>,
+) -> Result<bool> {
     let dir = fetcher.blob_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let part_path = dir.join(format!("{hex}.part"));
@@ -241,7 +253,7 @@ pub(super) fn download(fetcher: &Fetcher, url: &Url, hex: &str) -> Result<()> {
         if blob.is_file() {
             // Another run finished it between our cache check and the lock.
             let _ = std::fs::remove_file(&part_path);
-            return Ok(());
+            return Ok(false);
         }
         // Hashed once; retries continue from this state instead of
         // re-reading a multi-GiB .part each time.
@@ -251,9 +263,29 @@ pub(super) fn download(fetcher: &Fetcher, url: &Url, hex: &str) -> Result<()> {
         };
         state.have = hash_existing(&mut part, &mut state.hasher)
             .with_context(|| format!("reading {}", part_path.display()))?;
+        let mut consumer_error = None;
+        if let Some(consume) = consume.filter(|_| state.have == 0) {
+            let at = Place {
+                url,
+                hex,
+                dir: &dir,
+                part_path: &part_path,
+            };
+            match stream(fetcher, &at, &mut part, &mut state, consume) {
+                Streamed::Done => return Ok(true),
+                Streamed::Failed(e) => return Err(e),
+                Streamed::Cut(e) => consumer_error = e,
+            }
+        }
         with_retries(fetcher, url, || {
             fill(fetcher, url, hex, &dir, &part_path, &mut part, &mut state)
-        })
+        })?;
+        // The bytes were right (they just verified), so the consumer's
+        // failure was the archive's own: report it.
+        match consumer_error {
+            Some(e) => Err(e),
+            None => Ok(false),
+        }
     })();
     // Still under the lock, so this cannot remove another run's file: an
     // empty .part (say, after a 404) is worth nothing for a resume.
@@ -261,6 +293,186 @@ pub(super) fn download(fetcher: &Fetcher, url: &Url, hex: &str) -> Result<()> {
         let _ = std::fs::remove_file(&part_path);
     }
     result
+}
+
+/// Where a download goes, for `stream`.
+struct Place<'a> {
+    url: &'a Url,
+    hex: &'a str,
+    dir: &'a std::path::Path,
+    part_path: &'a std::path::Path,
+}
+
+/// How a streamed download ended.
+enum Streamed {
+    /// Verified and published; the consumer read all of it without error.
+    Done,
+    /// Final: the digest did not match, or the cache could not be written.
+    Failed(anyhow::Error),
+    /// The transfer broke off (or never started): the `.part` and the state
+    /// hold what came, for `fill` to resume; the consumer's work is void.
+    /// With the consumer's own error when it had given up before the cut:
+    /// that counts once the rest has come and verified.
+    Cut(Option<anyhow::Error>),
+}
+
+/// One attempt at download-and-consume: the response body goes through a
+/// reader that appends every byte to the `.part` and the hash before the
+/// consumer sees it, so the archive is unpacked while it downloads instead
+/// of being written, then read back. Nothing the consumer made is trusted
+/// until the digest matched at the end: on any failure the caller throws
+/// it away.
+fn stream(
+    fetcher: &Fetcher,
+    at: &Place<'_>,
+    part: &mut File,
+    state: &mut PartState,
+    consume: super::Consumer<'_>,
+) -> Streamed {
+    // A failure worth retrying is left to `fill` (with its backoff and
+    // resume); one that is not (404, a bad URL) is final here already.
+    let final_or_cut = |e: anyhow::Error| {
+        if e.downcast_ref::<Transient>().is_some() {
+            Streamed::Cut(None)
+        } else {
+            Streamed::Failed(e)
+        }
+    };
+    let resp = match get(fetcher, at.url, None) {
+        Ok(r) if r.status().is_success() => r,
+        Ok(r) => return final_or_cut(http_error(at.url, &r)),
+        Err(e) => return final_or_cut(e),
+    };
+    let total = resp.content_length();
+    if let Some(len) = total {
+        if let Err(e) = crate::space::ensure_room(at.dir, len, &format!("downloading {}", at.url)) {
+            return Streamed::Failed(e);
+        }
+    }
+    if let Err(e) = part.seek(SeekFrom::Start(0)) {
+        return Streamed::Failed(
+            anyhow!(e).context(format!("seeking in {}", at.part_path.display())),
+        );
+    }
+    let mut tee = Tee {
+        resp,
+        part,
+        part_path: at.part_path,
+        state,
+        bar: fetcher.progress.bytes(&file_name(at.url), total),
+        total,
+        url: at.url,
+        failure: None,
+    };
+    let consumed = consume(&mut tee);
+    // A consumer that failed because the transfer did has no error of its own.
+    let consumed = match consumed {
+        Err(_) if tee.failure.is_some() => Ok(()),
+        c => c,
+    };
+    // The rest of the body, whether the consumer read to the end or gave
+    // up: bytes after the archive's end are the file's too, and a consumer
+    // that failed may have failed on wrong bytes, which only the digest
+    // can tell.
+    if tee.failure.is_none() {
+        let _ = io::copy(&mut tee, &mut io::sink());
+    }
+    let Tee { bar, failure, .. } = tee;
+    bar.finish();
+    match failure {
+        Some(TeeFailure::Cut) => return Streamed::Cut(consumed.err()),
+        Some(TeeFailure::Local(e)) => return Streamed::Failed(e),
+        None => {}
+    }
+    let actual = hex::encode(state.hasher.clone().finalize());
+    if actual != at.hex {
+        let _ = std::fs::remove_file(at.part_path);
+        return Streamed::Failed(anyhow!(
+            "checksum mismatch for {}: expected {}, got {actual}",
+            at.url,
+            at.hex
+        ));
+    }
+    if let Err(e) = publish(part, at.part_path, &fetcher.blob_path(at.hex), at.dir) {
+        return Streamed::Failed(e);
+    }
+    match consumed {
+        Ok(()) => Streamed::Done,
+        // The bytes are the right ones: the archive itself is bad.
+        Err(e) => Streamed::Failed(e),
+    }
+}
+
+enum TeeFailure {
+    /// The connection failed or ended early: worth resuming.
+    Cut,
+    /// Writing the `.part` failed: not worth retrying.
+    Local(anyhow::Error),
+}
+
+/// The response body, kept (`.part`) and hashed on its way to a consumer.
+struct Tee<'a> {
+    resp: Response,
+    part: &'a mut File,
+    part_path: &'a std::path::Path,
+    state: &'a mut PartState,
+    bar: crate::progress::Bar,
+    total: Option<u64>,
+    url: &'a Url,
+    failure: Option<TeeFailure>,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failure.is_some() {
+            return Err(io::Error::other(format!(
+                "the download of {} failed",
+                self.url
+            )));
+        }
+        let n = loop {
+            match self.resp.read(buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.failure = Some(TeeFailure::Cut);
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("download of {} failed ({})", self.url, error_chain(&e)),
+                    ));
+                }
+            }
+        };
+        if n == 0 {
+            if self.total.is_some_and(|t| self.state.have < t) {
+                self.failure = Some(TeeFailure::Cut);
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("download of {} truncated", self.url),
+                ));
+            }
+            return Ok(0);
+        }
+        if let Err(e) = self.part.write_all(&buf[..n]) {
+            let msg = format!("writing {}: {e}", self.part_path.display());
+            self.failure = Some(TeeFailure::Local(
+                anyhow!(e).context(format!("writing {}", self.part_path.display())),
+            ));
+            return Err(io::Error::other(msg));
+        }
+        self.state.hasher.update(&buf[..n]);
+        self.state.have += n as u64;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+fn file_name(url: &Url) -> String {
+    url.path_segments()
+        .and_then(|mut s| s.next_back())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("download")
+        .to_string()
 }
 
 /// What the `.part` holds: its length and the hash of those bytes.
@@ -314,13 +526,7 @@ fn fill(
         // fail with ENOSPC hours later.
         crate::space::ensure_room(dir, len, &format!("downloading {url}"))?;
     }
-    let name = url
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("download")
-        .to_string();
-    let mut bar = fetcher.progress.bytes(&name, expected_total);
+    let mut bar = fetcher.progress.bytes(&file_name(url), expected_total);
     bar.inc(have);
     part.seek(SeekFrom::Start(have))
         .with_context(|| format!("seeking in {}", part_path.display()))?;

@@ -27,6 +27,10 @@ pub use signature::Keyring;
 
 use crate::progress::Progress;
 
+/// Reads a download while it arrives (`Fetcher::fetch_streaming`): it is
+/// given the bytes in order, front to back, and must read them to the end.
+pub type Consumer<'a> = &'a mut dyn FnMut(&mut dyn Read) -> Result<()>;
+
 /// Where a file comes from and how to know it is the right one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Source {
@@ -193,6 +197,22 @@ impl Fetcher {
     /// sources, the file itself for local ones. A local source without any
     /// checksum is returned unverified; the caller decides whether to warn.
     pub fn fetch(&self, src: &Source) -> Result<PathBuf> {
+        Ok(self.fetch_streaming(src, None)?.0)
+    }
+
+    /// `fetch`, and when the file has to be downloaded, `consume` reads it
+    /// while it arrives (unpacking it, say), instead of after it was
+    /// written to the cache and read back. The second value says whether
+    /// `consume` read the whole verified file: when it is false `consume`
+    /// was not called, or what it made must be thrown away (the transfer
+    /// was cut and resumed, or continued an earlier run's partial file),
+    /// and the caller reads the returned path instead. When the digest does
+    /// not match, the error is that mismatch, whatever `consume` said.
+    pub fn fetch_streaming(
+        &self,
+        src: &Source,
+        consume: Option<Consumer<'_>>,
+    ) -> Result<(PathBuf, bool)> {
         let location = Location::parse(&src.location)?;
         if let Location::Remote(_) = location {
             if src.sha256.is_none() && src.checksum_url.is_none() {
@@ -213,14 +233,14 @@ impl Fetcher {
                 if let Some(hex) = expected {
                     self.verify_local(&path, &hex)?;
                 }
-                Ok(path)
+                Ok((path, false))
             }
             Location::Remote(url) => {
                 // Checked above: a remote source always has a digest by now.
                 let hex = expected.with_context(|| format!("no sha256 known for {url}"))?;
                 let blob = self.blob_path(&hex);
                 if blob.is_file() {
-                    return Ok(blob);
+                    return Ok((blob, false));
                 }
                 if self.offline {
                     bail!(
@@ -228,8 +248,8 @@ impl Fetcher {
                         blob.display()
                     );
                 }
-                http::download(self, &url, &hex)?;
-                Ok(blob)
+                let consumed = http::download(self, &url, &hex, consume)?;
+                Ok((blob, consumed))
             }
         }
     }

@@ -72,30 +72,35 @@ pub struct UnpackStats {
 /// `.tar.xz` images and `docker export` output are both called many things),
 /// magic numbers do not.
 pub fn sniff(path: &Path) -> Result<Compression> {
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut head = [0u8; 512];
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let head = read_head(file).with_context(|| format!("reading {}", path.display()))?;
+    classify(&head, &path.display().to_string())
+}
+
+/// The first bytes of a stream, enough to tell its compression (a tar
+/// header is 512 bytes); fewer only when the stream is shorter.
+fn read_head(mut input: impl Read) -> io::Result<Vec<u8>> {
+    let mut head = vec![0u8; 512];
     let mut len = 0;
     while len < head.len() {
-        match file.read(&mut head[len..]) {
+        match input.read(&mut head[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Err(e),
         }
     }
-    let head = &head[..len];
+    head.truncate(len);
+    Ok(head)
+}
+
+fn classify(head: &[u8], label: &str) -> Result<Compression> {
     if let Some(c) = magic(head) {
         Ok(c)
     } else if head.starts_with(b"BZh") {
-        bail!(
-            "{}: bzip2 archives are not supported (use xz, gzip or zstd)",
-            path.display()
-        )
+        bail!("{label}: bzip2 archives are not supported (use xz, gzip or zstd)")
     } else {
-        bail!(
-            "{}: not a tar archive (expected xz, gzip, zstd or plain tar)",
-            path.display()
-        )
+        bail!("{label}: not a tar archive (expected xz, gzip, zstd or plain tar)")
     }
 }
 
@@ -169,35 +174,56 @@ fn is_v7_tar_header(head: &[u8]) -> bool {
 /// entries of all layers.
 pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<UnpackStats> {
     let label = archive.display().to_string();
-    let compression = sniff(archive)?;
     let file = File::open(archive).with_context(|| format!("opening {label}"))?;
     let size = file
         .metadata()
         .with_context(|| format!("reading {label}"))?
         .len();
-    let root_meta = fs::metadata(dest).with_context(|| format!("reading {}", dest.display()))?;
-    if !root_meta.is_dir() {
-        bail!("{} is not a directory", dest.display());
-    }
-
     let shown = archive
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| label.clone());
     let mut bar = progress.bytes(&format!("unpack {shown}"), Some(size));
-    let mut extractor = Extractor::new(dest);
-    // Dropped on every return (and unwind): that removes an OCI spool.
-    let mut sink = Sink::Undecided { root: None };
-    let result = read_tar(
-        compression,
+    let result = unpack_from(
         Counting {
             inner: file,
             bar: &mut bar,
         },
-        |tar| outer_entries(tar, &mut extractor, &mut sink, dest),
+        &label,
+        dest,
+        progress,
     );
     bar.finish();
-    result.with_context(|| format!("unpacking {label}"))?;
+    result
+}
+
+/// `unpack` from a stream instead of a file: the compression is told from
+/// the stream's first bytes, and the archive is read exactly once, front to
+/// back, to its end. `fetch` hands a download to this while it arrives
+/// (the archive is verified when its last byte has come, so until then the
+/// tree in `dest` is provisional and the caller removes it on any error).
+/// `label` names the archive in messages.
+pub fn unpack_from(
+    mut input: impl Read,
+    label: &str,
+    dest: &Path,
+    progress: &Progress,
+) -> Result<UnpackStats> {
+    let root_meta = fs::metadata(dest).with_context(|| format!("reading {}", dest.display()))?;
+    if !root_meta.is_dir() {
+        bail!("{} is not a directory", dest.display());
+    }
+    let head = read_head(&mut input).with_context(|| format!("reading {label}"))?;
+    let compression = classify(&head, label)?;
+    let input = io::Cursor::new(head).chain(input);
+
+    let mut extractor = Extractor::new(dest);
+    // Dropped on every return (and unwind): that removes an OCI spool.
+    let mut sink = Sink::Undecided { root: None };
+    read_tar(compression, input, |tar| {
+        outer_entries(tar, &mut extractor, &mut sink, dest)
+    })
+    .with_context(|| format!("unpacking {label}"))?;
 
     match sink {
         Sink::Oci(spool) => apply_oci(&spool, &mut extractor, progress),
@@ -567,12 +593,12 @@ fn layer_compression(file: &mut File, digest: &str) -> Result<Compression> {
 
 /// Counts compressed bytes as the decompressor pulls them, so the bar tracks
 /// position in the file (its size is known; the unpacked size is not).
-struct Counting<'a> {
-    inner: File,
+struct Counting<'a, R> {
+    inner: R,
     bar: &'a mut Bar,
 }
 
-impl Read for Counting<'_> {
+impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.bar.inc(n as u64);
