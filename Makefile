@@ -50,6 +50,7 @@ test: deps
 # Needs root and live-build (apt-get install live-build); ~30 min here.
 BENCHES := bench-micro bench-assembly bench-write bench-fetch bench-build
 bench: bin
+	scripts/install-deps --bench
 	@start=$$(date +%s); \
 	for s in $(BENCHES); do echo "== scripts/$$s"; scripts/$$s || exit 1; done; \
 	scripts/bench-summary $$(( $$(date +%s) - start ))
