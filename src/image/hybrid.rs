@@ -135,9 +135,12 @@ const GRUB2_MBR_PATCH: usize = 0x1b0;
 /// unchecked (burned CDs often cannot read them), so no file may lie there;
 /// 16 also hold the 9 sectors of the backup GPT.
 const TAIL_PAD: u64 = 16;
-/// Bytes copied between two reports to the checksum that follows the copy:
-/// small enough that it never waits long, large enough to cost nothing.
-const COPY_PIECE: u64 = 16 << 20;
+/// Bytes copied between two reports to the checksum that follows the copy.
+/// The checksum reads large files from their sources (HASH_FROM_SOURCE_MIN)
+/// and waits on the copy only for small files and gaps, so pieces can be
+/// large: each copy_file_range call is a transaction on a filesystem that
+/// reflinks, and a 1 GiB root in 16 MiB pieces made 64 of them.
+const COPY_PIECE: u64 = 256 << 20;
 /// Files at least this big start on a 4 KiB boundary (see `assign_lbas`);
 /// the padding is at most one 2 KiB sector, under 4 % of such a file.
 const BLOCK_ALIGN_MIN: u64 = 64 << 10;
