@@ -884,6 +884,17 @@ impl Plan {
                 Ok(()) => ready.finish(),
                 Err(_) => ready.abandon(),
             }
+            // The data is final: flush it to disk now, while the checksum
+            // (the longer job) still runs, rather than in the caller's
+            // fsync after it. Only the checksum's one sector is left then.
+            let copied = copied.and_then(|()| {
+                hasher
+                    .is_some()
+                    .then(|| file.sync_data())
+                    .transpose()
+                    .with_context(|| format!("syncing {shown}"))
+                    .map(|_| ())
+            });
             let sum = hasher.map(|h| {
                 h.join().unwrap_or_else(|_| {
                     Err(anyhow!("computing the media checksum of {shown} failed"))
