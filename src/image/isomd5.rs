@@ -23,7 +23,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Condvar, Mutex};
+use std::sync::{mpsc, Condvar, Mutex};
 
 use anyhow::{bail, Context, Result};
 use md5::{Digest, Md5};
@@ -37,6 +37,8 @@ const FRAGMENT_SUM_LEN: usize = 60;
 const CHUNK: u64 = 32 * 1024;
 /// What we read at once: whole 32 KiB chunks, fewer system calls.
 const READ: u64 = 32 * CHUNK;
+/// Buffers read ahead of the hash.
+const READ_AHEAD: usize = 2;
 const FIRST_DESCRIPTOR: u64 = 16;
 
 /// What the application use field says.
@@ -169,23 +171,47 @@ impl Summer {
         follow: Option<&Follow>,
         mut stop: impl FnMut(&Summer) -> bool,
     ) -> Result<()> {
-        let mut buf = vec![0u8; READ as usize];
-        let mut offset = 0u64;
-        while offset < self.total {
-            let n = (self.total - offset).min(READ);
-            let buf = &mut buf[..n as usize];
-            read_window(file, path, follow, offset, buf)?;
-            for piece in buf.chunks_mut(CHUNK as usize) {
-                let before = self.checkpoints.len();
-                let len = piece.len() as u64;
-                self.chunk(offset, piece);
-                offset += len;
-                if self.checkpoints.len() != before && stop(self) {
-                    return Ok(());
-                }
+        let total = self.total;
+        // A reader thread fills the next buffers while this one hashes:
+        // MD5 is the slow part and cannot be split, so the reads (and any
+        // wait for the writer) should never stand in its way.
+        std::thread::scope(|scope| {
+            let (full_tx, full_rx) = mpsc::sync_channel::<Result<(u64, Vec<u8>)>>(READ_AHEAD);
+            let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+            for _ in 0..=READ_AHEAD {
+                // Cannot fail: the receiver is right here.
+                let _ = empty_tx.send(vec![0u8; READ as usize]);
             }
-        }
-        Ok(())
+            scope.spawn(move || {
+                let mut offset = 0u64;
+                while offset < total {
+                    // Either channel closed: the hasher stopped early.
+                    let Ok(mut buf) = empty_rx.recv() else { return };
+                    let n = (total - offset).min(READ);
+                    buf.resize(n as usize, 0);
+                    let read = read_window(file, path, follow, offset, &mut buf);
+                    let failed = read.is_err();
+                    if full_tx.send(read.map(|()| (offset, buf))).is_err() || failed {
+                        return;
+                    }
+                    offset += n;
+                }
+            });
+            for filled in full_rx {
+                let (mut offset, mut buf) = filled?;
+                for piece in buf.chunks_mut(CHUNK as usize) {
+                    let before = self.checkpoints.len();
+                    let len = piece.len() as u64;
+                    self.chunk(offset, piece);
+                    offset += len;
+                    if self.checkpoints.len() != before && stop(self) {
+                        return Ok(());
+                    }
+                }
+                let _ = empty_tx.send(buf);
+            }
+            Ok(())
+        })
     }
 }
 
