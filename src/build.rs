@@ -266,17 +266,7 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
             fetched.location
         );
     }
-    progress.step(format!(
-        "unpacked {} entries ({}) in {:.1} s{}",
-        unpacked.stats.entries,
-        human_bytes(unpacked.stats.bytes),
-        unpacked.seconds,
-        if unpacked.streamed {
-            ", while downloading"
-        } else {
-            ""
-        }
-    ));
+    progress.step(unpacked.to_string());
     interrupt::check()?;
 
     // The tool itself goes in before the elements, so that their hooks and

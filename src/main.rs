@@ -590,17 +590,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     report.fetch_seconds
                 );
                 if let Some(u) = report.unpacked {
-                    println!(
-                        "unpacked {} entries ({}) in {:.1} s{}",
-                        u.stats.entries,
-                        human_bytes(u.stats.bytes),
-                        u.seconds,
-                        if u.streamed {
-                            ", while downloading"
-                        } else {
-                            ""
-                        }
-                    );
+                    println!("{u}");
                 }
             }
             Ok(())

@@ -45,6 +45,23 @@ pub struct Unpacked {
     pub streamed: bool,
 }
 
+impl std::fmt::Display for Unpacked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unpacked {} entries ({}) in {:.1} s{}",
+            self.stats.entries,
+            crate::progress::human_bytes(self.stats.bytes),
+            self.seconds,
+            if self.streamed {
+                ", while downloading"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
 fn is_spec(what: &str) -> bool {
     !what.contains("://") && (what.ends_with(".yaml") || what.ends_with(".yml"))
 }
