@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -1173,8 +1173,33 @@ fn rootfs_tar_xz(files: usize) -> Vec<u8> {
     xz.finish().unwrap()
 }
 
-fn unpack_plan(url: &str, hex: &str) -> Plan {
-    Plan::Archive(Source::new(url).sha256(hex))
+/// One `fetch_and_unpack` of what `behaviour` serves at /rootfs.tar.xz,
+/// checked against `hex`, into a fresh cache and an empty root.
+struct StreamRun {
+    server: Server,
+    url: String,
+    dir: tempfile::TempDir,
+    cache: PathBuf,
+    root: PathBuf,
+    result: anyhow::Result<(base::Fetched, prefetch::Unpacked)>,
+}
+
+fn stream_run(behaviour: Behaviour, hex: &str) -> StreamRun {
+    let server = Server::start(vec![("/rootfs.tar.xz", behaviour)]);
+    let url = server.url("/rootfs.tar.xz");
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, root) = (dir.path().join("cache"), dir.path().join("root"));
+    std::fs::create_dir(&root).unwrap();
+    let plan = Plan::Archive(Source::new(&url).sha256(hex));
+    let result = prefetch::fetch_and_unpack(&fetcher(&cache), &plan, &root, &Progress::silent());
+    StreamRun {
+        server,
+        url,
+        dir,
+        cache,
+        root,
+        result,
+    }
 }
 
 fn assert_tree(root: &Path, files: usize) {
@@ -1196,64 +1221,52 @@ fn is_empty(dir: &Path) -> bool {
 fn a_download_is_unpacked_while_it_arrives_and_cached_once_verified() {
     let body = rootfs_tar_xz(12);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![("/rootfs.tar.xz", Behaviour::Serve(body.clone()))]);
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, root) = (dir.path().join("cache"), dir.path().join("root"));
-    std::fs::create_dir(&root).unwrap();
-    let plan = unpack_plan(&server.url("/rootfs.tar.xz"), &hex);
-
-    let (fetched, unpacked) =
-        prefetch::fetch_and_unpack(&fetcher(&cache), &plan, &root, &Progress::silent()).unwrap();
+    let run = stream_run(Behaviour::Serve(body.clone()), &hex);
+    let (fetched, unpacked) = run.result.unwrap();
     assert!(
         unpacked.streamed,
         "a fresh download is unpacked as it comes"
     );
     assert_eq!(unpacked.stats.entries, 14);
-    assert_tree(&root, 12);
+    assert_tree(&run.root, 12);
     assert_eq!(std::fs::read(&fetched.path).unwrap(), body);
-    assert_eq!(blob_files(&cache), vec![hex.clone()]);
-    assert_eq!(server.hits("/rootfs.tar.xz"), 1);
+    assert_eq!(blob_files(&run.cache), vec![hex.clone()]);
+    assert_eq!(run.server.hits("/rootfs.tar.xz"), 1);
 
     // The second time it comes from the cache, without the network.
-    let again = dir.path().join("again");
+    let again = run.dir.path().join("again");
     std::fs::create_dir(&again).unwrap();
     let (_, unpacked) = prefetch::fetch_and_unpack(
-        &fetcher(&cache).offline(true),
-        &plan,
+        &fetcher(&run.cache).offline(true),
+        &Plan::Archive(Source::new(&run.url).sha256(&hex)),
         &again,
         &Progress::silent(),
     )
     .unwrap();
     assert!(!unpacked.streamed);
     assert_tree(&again, 12);
-    assert_eq!(server.hits("/rootfs.tar.xz"), 1);
+    assert_eq!(run.server.hits("/rootfs.tar.xz"), 1);
 }
 
 #[test]
 fn a_streamed_download_with_the_wrong_digest_leaves_no_tree_and_no_blob() {
-    let body = rootfs_tar_xz(4);
     let wrong = sha256_hex(b"something else");
-    let server = Server::start(vec![("/rootfs.tar.xz", Behaviour::Serve(body))]);
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, root) = (dir.path().join("cache"), dir.path().join("root"));
-    std::fs::create_dir(&root).unwrap();
-    let url = server.url("/rootfs.tar.xz");
-
-    let err = prefetch::fetch_and_unpack(
-        &fetcher(&cache),
-        &unpack_plan(&url, &wrong),
-        &root,
-        &Progress::silent(),
-    )
-    .unwrap_err();
-    let msg = format!("{err:#}");
+    let run = stream_run(Behaviour::Serve(rootfs_tar_xz(4)), &wrong);
+    let msg = format!("{:#}", run.result.unwrap_err());
     assert!(
-        msg.starts_with(&format!("checksum mismatch for {url}: expected {wrong}")),
+        msg.starts_with(&format!(
+            "checksum mismatch for {}: expected {wrong}",
+            run.url
+        )),
         "{msg}"
     );
     assert!(!msg.contains('\n'), "one line: {msg}");
-    assert!(is_empty(&root), "the unverified tree is removed");
-    assert!(blob_files(&cache).is_empty(), "{:?}", blob_files(&cache));
+    assert!(is_empty(&run.root), "the unverified tree is removed");
+    assert!(
+        blob_files(&run.cache).is_empty(),
+        "{:?}",
+        blob_files(&run.cache)
+    );
 }
 
 #[test]
@@ -1261,32 +1274,16 @@ fn a_cut_streamed_download_is_resumed_and_unpacked_from_the_verified_file() {
     let body = rootfs_tar_xz(12);
     let hex = sha256_hex(&body);
     let cut = body.len() / 2;
-    let server = Server::start(vec![(
-        "/rootfs.tar.xz",
-        Behaviour::TruncateFirst {
-            body: body.clone(),
-            cut,
-        },
-    )]);
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, root) = (dir.path().join("cache"), dir.path().join("root"));
-    std::fs::create_dir(&root).unwrap();
-
-    let (_, unpacked) = prefetch::fetch_and_unpack(
-        &fetcher(&cache),
-        &unpack_plan(&server.url("/rootfs.tar.xz"), &hex),
-        &root,
-        &Progress::silent(),
-    )
-    .unwrap();
+    let run = stream_run(Behaviour::TruncateFirst { body, cut }, &hex);
+    let (_, unpacked) = run.result.unwrap();
     assert!(!unpacked.streamed, "the half-made tree is not kept");
-    assert_tree(&root, 12);
+    assert_tree(&run.root, 12);
     assert_eq!(
-        server.ranges("/rootfs.tar.xz"),
+        run.server.ranges("/rootfs.tar.xz"),
         vec![None, Some(format!("bytes={cut}-"))],
         "the second request continues where the first was cut"
     );
-    assert_eq!(blob_files(&cache), vec![hex]);
+    assert_eq!(blob_files(&run.cache), vec![hex]);
 }
 
 #[test]
@@ -1295,30 +1292,18 @@ fn a_corrupt_archive_with_the_right_digest_is_reported_as_corrupt() {
     let at = body.len() / 2;
     body[at] ^= 0x55;
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![("/rootfs.tar.xz", Behaviour::Serve(body))]);
-    let dir = tempfile::tempdir().unwrap();
-    let (cache, root) = (dir.path().join("cache"), dir.path().join("root"));
-    std::fs::create_dir(&root).unwrap();
-    let url = server.url("/rootfs.tar.xz");
-
-    let err = prefetch::fetch_and_unpack(
-        &fetcher(&cache),
-        &unpack_plan(&url, &hex),
-        &root,
-        &Progress::silent(),
-    )
-    .unwrap_err();
-    let msg = format!("{err:#}");
+    let run = stream_run(Behaviour::Serve(body), &hex);
+    let msg = format!("{:#}", run.result.unwrap_err());
     assert!(
         msg.contains("data is truncated or corrupt"),
         "the archive's own fault, not the download's: {msg}"
     );
     assert!(!msg.contains('\n'), "one line: {msg}");
-    assert!(is_empty(&root));
+    assert!(is_empty(&run.root));
     // The bytes are what the digest names, so they are cached: the archive
     // is bad at its source, and another download would not help.
-    assert_eq!(blob_files(&cache), vec![hex]);
-    assert_eq!(server.hits("/rootfs.tar.xz"), 1);
+    assert_eq!(blob_files(&run.cache), vec![hex]);
+    assert_eq!(run.server.hits("/rootfs.tar.xz"), 1);
 }
 
 #[test]

@@ -1176,12 +1176,21 @@ mod tests {
 
     /// A plan over real (tiny) files, as `write_hybrid` would make it.
     fn small_plan(dir: &Path) -> (HybridSpec, Plan) {
+        plan_of(
+            dir,
+            &[
+                ("images/efiboot.img", 4096),
+                ("LiveOS/squashfs.img", 5000),
+                ("a.txt", 3),
+            ],
+            Some("/LiveOS/squashfs.img"),
+        )
+    }
+
+    /// A plan over files of these sizes (`images/efiboot.img` is the ESP).
+    fn plan_of(dir: &Path, sizes: &[(&str, usize)], root: Option<&str>) -> (HybridSpec, Plan) {
         let mut files = Vec::new();
-        for (name, len) in [
-            ("images/efiboot.img", 4096),
-            ("LiveOS/squashfs.img", 5000),
-            ("a.txt", 3),
-        ] {
+        for &(name, len) in sizes {
             let host = dir.join(name.replace('/', "_"));
             std::fs::write(&host, vec![1u8; len]).unwrap();
             files.push(IsoSource {
@@ -1195,7 +1204,7 @@ mod tests {
             seed: "s".to_string(),
             files,
             esp: "images/efiboot.img".to_string(),
-            root: Some("/LiveOS/squashfs.img".to_string()),
+            root: root.map(str::to_string),
             bios_boot: None,
             mbr_code: None,
             persistence: None,
@@ -1262,38 +1271,22 @@ mod tests {
     #[test]
     fn large_files_start_on_4_kib_for_reflinks_and_small_ones_stay_packed() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut files = Vec::new();
         // Small ones between large ones, so that each large one follows an
         // odd number of sectors unless it is aligned.
-        for (name, len) in [
-            ("images/efiboot.img", 4096usize),
-            ("a/1", 100),
-            ("a/2", BLOCK_ALIGN_MIN as usize),
-            ("a/3", 100),
-            ("a/4", 3 * BLOCK_ALIGN_MIN as usize + 1),
-            ("a/5", 2049),
-            ("a/6", 100),
-        ] {
-            let host = tmp.path().join(name.replace('/', "_"));
-            std::fs::write(&host, vec![1u8; len]).unwrap();
-            files.push(IsoSource {
-                iso_path: name.to_string(),
-                source: host,
-            });
-        }
-        let spec = HybridSpec {
-            volume_label: "T".to_string(),
-            epoch: 0,
-            seed: "s".to_string(),
-            files,
-            esp: "images/efiboot.img".to_string(),
-            root: None,
-            bios_boot: None,
-            mbr_code: None,
-            persistence: None,
-            implant_md5: false,
-        };
-        let plan = Plan::new(&spec).unwrap();
+        let big = BLOCK_ALIGN_MIN as usize;
+        let (_, plan) = plan_of(
+            tmp.path(),
+            &[
+                ("images/efiboot.img", 4096),
+                ("a/1", 100),
+                ("a/2", big),
+                ("a/3", 100),
+                ("a/4", 3 * big + 1),
+                ("a/5", 2049),
+                ("a/6", 100),
+            ],
+            None,
+        );
         let lba = |p: &str| {
             let f = plan.files.iter().find(|f| f.iso_path == p).unwrap();
             u64::from(f.lba)

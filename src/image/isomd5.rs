@@ -558,13 +558,19 @@ mod tests {
         assert!(matches!(check(&p).unwrap(), Check::Good { .. }));
     }
 
-    #[test]
-    fn a_sum_that_follows_the_writer_is_the_sum_of_the_result() {
-        let t = tempfile::tempdir().unwrap();
+    /// A 1000-sector volume in `t`, open for writing, and its sum.
+    fn summed_volume(t: &tempfile::TempDir) -> (std::path::PathBuf, File, Sum) {
         let p = t.path().join("v.iso");
         volume(&p, 1000);
         let f = File::options().read(true).write(true).open(&p).unwrap();
         let whole = sum_volume(&f, &p, None).unwrap();
+        (p, f, whole)
+    }
+
+    #[test]
+    fn a_sum_that_follows_the_writer_is_the_sum_of_the_result() {
+        let t = tempfile::tempdir().unwrap();
+        let (p, f, whole) = summed_volume(&t);
 
         // Blank the data after the descriptors, then write it back in
         // pieces, slowly, while the sum runs: a sum that read ahead of
@@ -601,10 +607,7 @@ mod tests {
     #[test]
     fn ranges_copied_from_files_are_hashed_from_those_files_without_waiting() {
         let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("v.iso");
-        volume(&p, 1000);
-        let f = File::options().read(true).write(true).open(&p).unwrap();
-        let whole = sum_volume(&f, &p, None).unwrap();
+        let (p, f, whole) = summed_volume(&t);
 
         // Two "files" inside the volume, saved aside, then blanked in the
         // volume: the writer never gets to them (nor to anything after
