@@ -47,7 +47,8 @@ test: deps
 # Not a test: compares undercloud-live with the standard tools on the same
 # inputs in the same run and records the ratios in docs/benchmarks.md
 # (each script its own section, bench-summary the table at the top).
-# Needs root and live-build (apt-get install live-build); ~30 min here.
+# Needs root; installs live-build, GNU time and xfsprogs first. About 12 min
+# here with warm caches, about 25 min on a machine that never ran it.
 BENCHES := bench-micro bench-assembly bench-write bench-fetch bench-build
 bench: bin
 	scripts/install-deps --bench
