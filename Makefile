@@ -48,7 +48,7 @@ test: deps
 # inputs in the same run and records the ratios in docs/benchmarks.md
 # (each script its own section, bench-summary the table at the top).
 # Needs root; installs live-build, GNU time and xfsprogs first. About 12 min
-# here with warm caches, about 25 min on a machine that never ran it.
+# here with warm caches, 20 min on a machine that never ran it.
 BENCHES := bench-micro bench-assembly bench-write bench-fetch bench-build
 bench: bin
 	scripts/install-deps --bench
