@@ -73,24 +73,15 @@ pub struct UnpackStats {
 /// magic numbers do not.
 pub fn sniff(path: &Path) -> Result<Compression> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let head = read_head(file).with_context(|| format!("reading {}", path.display()))?;
+    let head = read_head(file, 512).with_context(|| format!("reading {}", path.display()))?;
     classify(&head, &path.display().to_string())
 }
 
-/// The first bytes of a stream, enough to tell its compression (a tar
-/// header is 512 bytes); fewer only when the stream is shorter.
-fn read_head(mut input: impl Read) -> io::Result<Vec<u8>> {
-    let mut head = vec![0u8; 512];
-    let mut len = 0;
-    while len < head.len() {
-        match input.read(&mut head[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    head.truncate(len);
+/// The first `len` bytes of a stream (fewer only when it is shorter):
+/// enough to tell its compression (a tar header is 512 bytes).
+fn read_head(input: impl Read, len: u64) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(len as usize);
+    input.take(len).read_to_end(&mut head)?;
     Ok(head)
 }
 
@@ -213,7 +204,7 @@ pub fn unpack_from(
     if !root_meta.is_dir() {
         bail!("{} is not a directory", dest.display());
     }
-    let head = read_head(&mut input).with_context(|| format!("reading {label}"))?;
+    let head = read_head(&mut input, 512).with_context(|| format!("reading {label}"))?;
     let compression = classify(&head, label)?;
     let input = io::Cursor::new(head).chain(input);
 
@@ -572,19 +563,10 @@ fn apply_oci(spool: &Spool, extractor: &mut Extractor, progress: &Progress) -> R
 /// (media types are not trusted for it); no magic means plain tar, which
 /// also covers the all-zero empty tar.
 fn layer_compression(file: &mut File, digest: &str) -> Result<Compression> {
-    let mut head = [0u8; 8];
-    let mut len = 0;
-    while len < head.len() {
-        match file.read(&mut head[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading blob {digest}")),
-        }
-    }
+    let head = read_head(&mut *file, 8).with_context(|| format!("reading blob {digest}"))?;
     file.seek(SeekFrom::Start(0))
         .with_context(|| format!("reading blob {digest}"))?;
-    Ok(match magic(&head[..len]) {
+    Ok(match magic(&head) {
         Some(c) => c,
         None if head.starts_with(b"BZh") => bail!("bzip2 layers are not supported"),
         None => Compression::None,
