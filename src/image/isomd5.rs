@@ -237,13 +237,14 @@ impl<'a> Follow<'a> {
     fn read_extent(&self, i: usize, buf: &mut [u8], at: u64) -> Result<()> {
         let e = &self.extents[i];
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if !matches!(open.as_ref(), Some((j, _)) if *j == i) {
-            let file = File::open(&e.path)
-                .with_context(|| format!("reading {} for the media checksum", e.path.display()))?;
-            *open = Some((i, file));
-        }
-        let Some((_, file)) = open.as_ref() else {
-            unreachable!("opened just above")
+        let file = match &mut *open {
+            Some((j, file)) if *j == i => file,
+            slot => {
+                let file = File::open(&e.path).with_context(|| {
+                    format!("reading {} for the media checksum", e.path.display())
+                })?;
+                &mut slot.insert((i, file)).1
+            }
         };
         file.read_exact_at(buf, at)
             .with_context(|| format!("reading {} for the media checksum", e.path.display()))
@@ -272,9 +273,9 @@ fn read_window(
     buf: &mut [u8],
 ) -> Result<()> {
     let end = offset + buf.len() as u64;
+    let extents = follow.map_or(&[][..], |f| &f.extents[..]);
     let mut pos = offset;
     while pos < end {
-        let extents = follow.map_or(&[][..], |f| &f.extents[..]);
         let i = extents.partition_point(|e| e.offset + e.len <= pos);
         let (stop, source) = match extents.get(i) {
             Some(e) if e.offset <= pos => ((e.offset + e.len).min(end), Some(e)),
