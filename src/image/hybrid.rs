@@ -597,18 +597,10 @@ impl Plan {
         // size of the filesystems that share extents (XFS, btrfs): there the
         // kernel's copy_file_range reflinks them into the image instead of
         // copying. Small ones stay packed.
+        let sector_align = |size: u64| if size >= BLOCK_ALIGN_MIN { 2 } else { 1 };
         let rest: Vec<(usize, u64)> = rest
             .into_iter()
-            .map(|i| {
-                (
-                    i,
-                    if self.files[i].size >= BLOCK_ALIGN_MIN {
-                        2
-                    } else {
-                        1
-                    },
-                )
-            })
+            .map(|i| (i, sector_align(self.files[i].size)))
             .collect();
         let mut place = |i: usize, next: &mut u64, align: u64| -> Result<()> {
             let f = &mut self.files[i];
@@ -887,14 +879,12 @@ impl Plan {
             // The data is final: flush it to disk now, while the checksum
             // (the longer job) still runs, rather than in the caller's
             // fsync after it. Only the checksum's one sector is left then.
-            let copied = copied.and_then(|()| {
-                hasher
-                    .is_some()
-                    .then(|| file.sync_data())
-                    .transpose()
-                    .with_context(|| format!("syncing {shown}"))
-                    .map(|_| ())
-            });
+            let copied = match copied {
+                Ok(()) if hasher.is_some() => {
+                    file.sync_data().with_context(|| format!("syncing {shown}"))
+                }
+                other => other,
+            };
             let sum = hasher.map(|h| {
                 h.join().unwrap_or_else(|_| {
                     Err(anyhow!("computing the media checksum of {shown} failed"))
@@ -929,13 +919,9 @@ impl Plan {
     /// to be read back from the image: they are copied at once, and opening
     /// thousands of them twice would cost more than it saves.
     fn copied_extents(&self, spec: &HybridSpec, order: &[usize]) -> Vec<isomd5::Extent> {
-        let patched = spec
-            .bios_boot
-            .as_ref()
-            .is_some_and(|b| b.boot_info_table || b.grub2_boot_info);
         order
             .iter()
-            .filter(|&&i| !(patched && Some(i) == self.bios))
+            .filter(|&&i| !self.is_patched_bios(spec, i))
             .filter_map(|&i| {
                 let f = &self.files[i];
                 let source = f
@@ -949,6 +935,16 @@ impl Plan {
                 })
             })
             .collect()
+    }
+
+    /// Whether file `i` is the BIOS boot image and gets patched on its way
+    /// into the image (its bytes then differ from its source's).
+    fn is_patched_bios(&self, spec: &HybridSpec, i: usize) -> bool {
+        Some(i) == self.bios
+            && spec
+                .bios_boot
+                .as_ref()
+                .is_some_and(|b| b.boot_info_table || b.grub2_boot_info)
     }
 
     /// Copies every file's data into `file`, in image order (`order`),
@@ -966,11 +962,11 @@ impl Plan {
             let f = &self.files[i];
             let Some(source) = &f.source else { continue };
             let offset = u64::from(f.lba) * SECTOR;
-            let (patch, grub2) = spec
-                .bios_boot
-                .as_ref()
-                .map_or((false, false), |b| (b.boot_info_table, b.grub2_boot_info));
-            if Some(i) == self.bios && (patch || grub2) {
+            if self.is_patched_bios(spec, i) {
+                let (patch, grub2) = spec
+                    .bios_boot
+                    .as_ref()
+                    .map_or((false, false), |b| (b.boot_info_table, b.grub2_boot_info));
                 let mut image = read_small(source, &f.iso_path, f.size)?;
                 if patch {
                     eltorito::patch_boot_info_table(&mut image, PVD_LBA, f.lba)
