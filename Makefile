@@ -1,13 +1,17 @@
 # undercloud-live — the two set-up commands:
-#   make image            build the default (Fedora-based) live image
-#   make image BASE=debian  the Debian-based one
+#   make image            build the default live image: the build host's
+#                         distribution family (scripts/host-base)
+#   make image BASE=debian|fedora  one or the other explicitly
 #   make test             the whole test suite (slow QEMU tests included)
 #   make test-slow        only the slow tests: builds + the QEMU boot matrix
 #   make bench            benchmarks against public tools (scripts/bench-*), into docs/benchmarks.md
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-BASE ?= fedora
+# The host's family by default: its mirrors are the ones this machine is
+# known to reach (mkosi's convention).
+HOST_BASE := $(shell scripts/host-base)
+BASE ?= $(firstword $(HOST_BASE))
 BIN := target/release/undercloud-live
 OUT ?= target/images/undercloud-live-$(BASE).iso
 
@@ -24,9 +28,19 @@ bin: deps
 # The Fedora image starts from Fedora's signed Container Base, the Debian
 # one from a debootstrap root (made once, then cached): both specs name
 # their base by distro and release alone.
-image: bin
+# The mirror is probed before the compiler runs: an unreachable one is a
+# one-line answer in seconds, not after minutes of compiling.
+image: deps
 	@case "$(BASE)" in fedora|debian) ;; *) echo "BASE must be fedora or debian" >&2; exit 2;; esac
+	@scripts/probe-mirror $(BASE)
+	cargo build --release --locked
+	@if [ "$(origin BASE)" = file ]; then echo "==> $(wordlist 2,999,$(HOST_BASE))"; \
+	 else echo "==> $(BASE): BASE=$(BASE) given"; fi
 	$(BIN) build kickstart/undercloud-live-$(BASE).yaml --output $(OUT)
+	@echo; echo "The image is $(OUT). Next:"; \
+	 echo "  $(BIN) boot $(OUT) --as usb --firmware uefi   # try it in QEMU"; \
+	 echo "  $(BIN) write $(OUT) /dev/sdX                  # put it on a USB stick"; \
+	 echo "  $(BIN) inspect $(OUT)                         # what is inside"
 
 test-base: deps
 	scripts/make-test-base
