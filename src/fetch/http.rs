@@ -36,10 +36,20 @@ fn get(fetcher: &Fetcher, url: &Url, range_from: Option<u64>) -> Result<Response
     if let Some(from) = range_from {
         req = req.header(RANGE, format!("bytes={from}-"));
     }
-    // A refused or dropped connection and a stalled answer are the
-    // mirror's passing trouble, worth another try; a malformed URL is not.
+    // A dropped connection and a stalled answer are the mirror's passing
+    // trouble, worth another try; a name that does not resolve or a
+    // refused connection will not change in the next seconds (the machine
+    // is offline, or the mirror is not reachable from here): saying so at
+    // once beats a minute of back-off. A malformed URL is not retried either.
     req.send().map_err(|e| {
-        if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
+        let chain = error_chain(&e);
+        if let Some(why) = e.is_connect().then(|| unreachable_reason(&chain)).flatten() {
+            anyhow!(super::Unreachable {
+                host: url.host_str().unwrap_or("?").to_string(),
+                why,
+                url: url.to_string(),
+            })
+        } else if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
             anyhow!(Transient::new(
                 format!("GET {url}: {}", error_chain(&e)),
                 None
@@ -48,6 +58,21 @@ fn get(fetcher: &Fetcher, url: &Url, range_from: Option<u64>) -> Result<Response
             anyhow!(e).context(format!("GET {url}"))
         }
     })
+}
+
+/// Why a connection failed for good, from the error's text (hyper and the
+/// resolver give no typed cause through reqwest).
+fn unreachable_reason(chain: &str) -> Option<&'static str> {
+    let c = chain.to_ascii_lowercase();
+    if c.contains("dns error") || c.contains("failed to lookup address") {
+        Some("its name does not resolve")
+    } else if c.contains("connection refused") {
+        Some("it refused the connection")
+    } else if c.contains("network is unreachable") || c.contains("no route to host") {
+        Some("there is no route to it")
+    } else {
+        None
+    }
 }
 
 /// reqwest's Display is only the outermost layer ("error sending
@@ -633,4 +658,25 @@ fn publish(
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_not_worth_retrying() {
+        assert_eq!(
+            unreachable_reason("client error (Connect): dns error: failed to lookup address information: Name or service not known"),
+            Some("its name does not resolve")
+        );
+        assert_eq!(
+            unreachable_reason(
+                "client error (Connect): tcp connect error: Connection refused (os error 111)"
+            ),
+            Some("it refused the connection")
+        );
+        assert_eq!(unreachable_reason("operation timed out"), None);
+        assert_eq!(unreachable_reason("connection reset by peer"), None);
+    }
 }

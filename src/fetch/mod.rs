@@ -31,6 +31,38 @@ use crate::progress::Progress;
 /// given the bytes in order, front to back, and must read them to the end.
 pub type Consumer<'a> = &'a mut dyn FnMut(&mut dyn Read) -> Result<()>;
 
+/// A server that cannot be reached at all (its name does not resolve, or
+/// it refuses connections): not retried, and reported with what to do.
+#[derive(Debug)]
+pub struct Unreachable {
+    pub host: String,
+    pub why: &'static str,
+    pub url: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot reach {} ({}) for {}", self.host, self.why, self.url)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// The error of a base that could not be fetched, with the ways around an
+/// unreachable mirror when that was the cause; other errors unchanged.
+pub fn explain_unreachable(err: anyhow::Error, distro: crate::spec::Distro) -> anyhow::Error {
+    let Some(u) = err.chain().find_map(|e| e.downcast_ref::<Unreachable>()) else {
+        return err;
+    };
+    let other = match distro {
+        crate::spec::Distro::Fedora => "build the Debian image instead (`make image BASE=debian`), ",
+        crate::spec::Distro::Debian => "",
+    };
+    anyhow::anyhow!(
+        "{u}: {other}set base.mirror in the spec to a mirror you can reach, or pass --base FILE with a base you downloaded"
+    )
+}
+
 /// Where a file comes from and how to know it is the right one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Source {
