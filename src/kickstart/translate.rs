@@ -195,9 +195,15 @@ pub fn generate(
         ),
         0o644,
     )?;
-
-    // Packages.
     let pkgs = package_list(ks, distro, map)?;
+    write_packages(&pkgs, dir)?;
+    write_prepare(ks, &pkgs, distro, release, dir)?;
+    write_plain_files(ks, distro, dir)?;
+    write_config_script(ks, dir)?;
+    write_posts(ks, dir)
+}
+
+fn write_packages(pkgs: &PackageList, dir: &Path) -> Result<()> {
     if !pkgs.install.is_empty() {
         let mut y = String::from("# %packages, as the base's package names\n");
         for n in &pkgs.install {
@@ -207,67 +213,23 @@ pub fn generate(
         write(dir, "package-installs.yaml", &y, 0o644)?;
     }
 
-    // Repositories and package-manager settings, before any install.
+    Ok(())
+}
+
+/// Repositories and package-manager settings, before any install.
+fn write_prepare(
+    ks: &Kickstart,
+    pkgs: &PackageList,
+    distro: Distro,
+    release: &str,
+    dir: &Path,
+) -> Result<()> {
     let mut prepare = String::from(
         "#!/bin/bash\n# Kickstart repo lines and %packages options, before packages are installed.\nset -eu\nfiles=\"$(dirname \"$0\")/../kickstart-files\"\n",
     );
     let mut need_prepare = false;
     for (loc, r) in &ks.repos {
-        let (rel, text) = match distro {
-            Distro::Fedora => {
-                let mut t = format!("# from {loc}\n[{}]\nname={}\n", r.name, r.name);
-                match &r.source {
-                    RepoSource::BaseUrl(u) => t.push_str(&format!("baseurl={u}\n")),
-                    RepoSource::Mirrorlist(u) => t.push_str(&format!("mirrorlist={u}\n")),
-                    RepoSource::Metalink(u) => t.push_str(&format!("metalink={u}\n")),
-                }
-                t.push_str("enabled=1\n");
-                if let Some(c) = r.cost {
-                    t.push_str(&format!("cost={c}\n"));
-                }
-                if !r.excludepkgs.is_empty() {
-                    t.push_str(&format!("excludepkgs={}\n", r.excludepkgs.join(",")));
-                }
-                if !r.includepkgs.is_empty() {
-                    t.push_str(&format!("includepkgs={}\n", r.includepkgs.join(",")));
-                }
-                if let Some(p) = &r.proxy {
-                    t.push_str(&format!("proxy={p}\n"));
-                }
-                if r.noverifyssl {
-                    t.push_str("sslverify=0\n");
-                }
-                (format!("yum/{}.repo", r.name), t)
-            }
-            Distro::Debian => {
-                // A kickstart URL names an archive; suite and components
-                // default to the base's release and `main`, or follow the
-                // URL when given apt's way ("URL suite component...").
-                let (uri, rest) = match &r.source {
-                    RepoSource::BaseUrl(u) => split_apt(u),
-                    // apt's mirror method reads a list of mirrors.
-                    RepoSource::Mirrorlist(u) => {
-                        let (u, rest) = split_apt(u);
-                        (format!("mirror+{u}"), rest)
-                    }
-                    RepoSource::Metalink(_) => {
-                        bail!("{loc}: repo --metalink has no apt equivalent: use --baseurl")
-                    }
-                };
-                let rest = rest.unwrap_or_else(|| format!("{release} main"));
-                let opts = if r.noverifyssl {
-                    // apt has no per-source "don't verify TLS" switch in
-                    // sources.list; the closest is trusting the archive.
-                    " [trusted=yes]"
-                } else {
-                    ""
-                };
-                (
-                    format!("apt/{}.list", r.name),
-                    format!("# from {loc}\ndeb{opts} {uri} {rest}\n"),
-                )
-            }
-        };
+        let (rel, text) = repo_file(loc, r, distro, release)?;
         write(dir, &format!("kickstart-files/{rel}"), &text, 0o644)?;
         need_prepare = true;
     }
@@ -319,7 +281,77 @@ pub fn generate(
         write(dir, "pre-install.d/05-kickstart-prepare", &prepare, 0o755)?;
     }
 
-    // Plain configuration files.
+    Ok(())
+}
+
+/// A kickstart `repo` line as the base's package manager's source file:
+/// (path under kickstart-files/, content).
+fn repo_file(
+    loc: &super::Loc,
+    r: &super::Repo,
+    distro: Distro,
+    release: &str,
+) -> Result<(String, String)> {
+    let file = match distro {
+        Distro::Fedora => {
+            let mut t = format!("# from {loc}\n[{}]\nname={}\n", r.name, r.name);
+            match &r.source {
+                RepoSource::BaseUrl(u) => t.push_str(&format!("baseurl={u}\n")),
+                RepoSource::Mirrorlist(u) => t.push_str(&format!("mirrorlist={u}\n")),
+                RepoSource::Metalink(u) => t.push_str(&format!("metalink={u}\n")),
+            }
+            t.push_str("enabled=1\n");
+            if let Some(c) = r.cost {
+                t.push_str(&format!("cost={c}\n"));
+            }
+            if !r.excludepkgs.is_empty() {
+                t.push_str(&format!("excludepkgs={}\n", r.excludepkgs.join(",")));
+            }
+            if !r.includepkgs.is_empty() {
+                t.push_str(&format!("includepkgs={}\n", r.includepkgs.join(",")));
+            }
+            if let Some(p) = &r.proxy {
+                t.push_str(&format!("proxy={p}\n"));
+            }
+            if r.noverifyssl {
+                t.push_str("sslverify=0\n");
+            }
+            (format!("yum/{}.repo", r.name), t)
+        }
+        Distro::Debian => {
+            // A kickstart URL names an archive; suite and components
+            // default to the base's release and `main`, or follow the
+            // URL when given apt's way ("URL suite component...").
+            let (uri, rest) = match &r.source {
+                RepoSource::BaseUrl(u) => split_apt(u),
+                // apt's mirror method reads a list of mirrors.
+                RepoSource::Mirrorlist(u) => {
+                    let (u, rest) = split_apt(u);
+                    (format!("mirror+{u}"), rest)
+                }
+                RepoSource::Metalink(_) => {
+                    bail!("{loc}: repo --metalink has no apt equivalent: use --baseurl")
+                }
+            };
+            let rest = rest.unwrap_or_else(|| format!("{release} main"));
+            let opts = if r.noverifyssl {
+                // apt has no per-source "don't verify TLS" switch in
+                // sources.list; the closest is trusting the archive.
+                " [trusted=yes]"
+            } else {
+                ""
+            };
+            (
+                format!("apt/{}.list", r.name),
+                format!("# from {loc}\ndeb{opts} {uri} {rest}\n"),
+            )
+        }
+    };
+    Ok(file)
+}
+
+/// Plain configuration files: host name, language, keyboard, time zone.
+fn write_plain_files(ks: &Kickstart, distro: Distro, dir: &Path) -> Result<()> {
     if let Some((_, h)) = &ks.hostname {
         write(dir, "static/etc/hostname", &format!("{h}\n"), 0o644)?;
     }
@@ -379,7 +411,11 @@ pub fn generate(
         )?;
     }
 
-    // Accounts, SELinux mode, services: after packages and install.d.
+    Ok(())
+}
+
+/// Accounts, SELinux mode, services: after packages and install.d.
+fn write_config_script(ks: &Kickstart, dir: &Path) -> Result<()> {
     let mut cfg = String::new();
     if let Some((loc, mode)) = &ks.selinux {
         cfg.push_str(&format!(
@@ -458,7 +494,11 @@ pub fn generate(
         )?;
     }
 
-    // %post scripts, in file order within each of the two phases.
+    Ok(())
+}
+
+/// %post scripts, in file order within each of the two phases.
+fn write_posts(ks: &Kickstart, dir: &Path) -> Result<()> {
     for (i, post) in ks.posts.iter().enumerate() {
         let n = format!("{:02}", i + 1);
         let phase = if post.nochroot {
