@@ -117,20 +117,20 @@ fn gpt_4gib(bencher: Bencher) {
         PartitionSpec {
             name: "ESP".into(),
             type_guid: gpt::esp_type(),
-            guid: gpt::derive_guid("bench", "esp"),
+            guid: gpt::derive_guid("bench", gpt::IdRole::Esp),
             first_lba: 2048,
             last_lba: 2048 + 16383,
         },
         PartitionSpec {
             name: "root".into(),
             type_guid: gpt::root_x86_64_type(),
-            guid: gpt::derive_guid("bench", "root"),
+            guid: gpt::derive_guid("bench", gpt::IdRole::Root),
             first_lba: 20480,
             last_lba: (4 << 21) - 4096,
         },
     ];
     let mbr = gpt::protective_mbr(4 << 30, None, [1, 2, 3, 4]).expect("the protective mbr");
-    let guid = gpt::derive_guid("bench", "disk");
+    let guid = gpt::derive_guid("bench", gpt::IdRole::Disk);
     bencher.bench_local(|| {
         let mut f = file.try_clone().expect("the disk image");
         gpt::write_gpt(&mut f, &path, guid, &parts, &mbr).expect("the gpt");

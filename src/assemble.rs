@@ -14,7 +14,7 @@ use crate::image::{self, HybridSpec, IsoSource};
 use crate::spec;
 
 /// Where the ESP image goes in the ISO tree (lorax uses the same path).
-pub const ESP_ISO_PATH: &str = "images/efiboot.img";
+pub use crate::image::ESP_ISO_PATH;
 
 #[derive(Clone, Debug)]
 pub struct AssembleOptions {
@@ -116,7 +116,7 @@ pub fn assemble(opts: &AssembleOptions) -> Result<AssembleReport> {
         &esp_files,
         &esp::EspOptions {
             label: "UCL-ESP".into(),
-            volume_id: spec::derive_u32(&seed, "esp"),
+            volume_id: spec::derive_u32(&seed, crate::image::gpt::IdRole::Esp),
             epoch,
             extra_bytes: 0,
         },

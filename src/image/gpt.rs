@@ -31,11 +31,57 @@ fn namespace() -> Uuid {
     Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://undercloud-live/image/gpt")
 }
 
-/// A deterministic GUID for `role` ("disk", "esp", "root") of the image
-/// built from `seed`: the same seed always yields the same GUIDs, two seeds
-/// (two images) practically never collide.
-pub fn derive_guid(seed: &str, role: &str) -> Uuid {
-    Uuid::new_v5(&namespace(), format!("{seed}\0{role}").as_bytes())
+/// What a derived identity is for: one seed gives each role its own GUID
+/// (or serial), the same in every build of one spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdRole {
+    /// The GPT disk GUID.
+    Disk,
+    /// The ESP partition (and, through `derive_u32`, the FAT serial of a
+    /// hybrid image's ESP).
+    Esp,
+    /// The live root partition of a hybrid image.
+    Root,
+    /// The persistence partition and its ext4 file system.
+    Persistence,
+    PersistenceFs,
+    /// The erofs live root's UUID.
+    Erofs,
+    /// A disk image's partitions and file systems.
+    BiosBoot,
+    SwapPart,
+    RootPart,
+    EspFs,
+    RootFs,
+    SwapFs,
+}
+
+impl IdRole {
+    /// The name hashed with the seed: never change one, or every image's
+    /// GUIDs change.
+    pub fn name(self) -> &'static str {
+        match self {
+            IdRole::Disk => "disk",
+            IdRole::Esp => "esp",
+            IdRole::Root => "root",
+            IdRole::Persistence => "persistence",
+            IdRole::PersistenceFs => "persistence-fs",
+            IdRole::Erofs => "erofs",
+            IdRole::BiosBoot => "bios-boot",
+            IdRole::SwapPart => "swap-part",
+            IdRole::RootPart => "root-part",
+            IdRole::EspFs => "esp-fs",
+            IdRole::RootFs => "root-fs",
+            IdRole::SwapFs => "swap",
+        }
+    }
+}
+
+/// A deterministic GUID for `role` of the image built from `seed`: the
+/// same seed always yields the same GUIDs, two seeds (two images)
+/// practically never collide.
+pub fn derive_guid(seed: &str, role: IdRole) -> Uuid {
+    Uuid::new_v5(&namespace(), format!("{seed}\0{}", role.name()).as_bytes())
 }
 
 /// One partition to record, in 512-byte LBAs (inclusive range).
@@ -146,13 +192,16 @@ mod tests {
 
     #[test]
     fn guids_are_deterministic_and_distinct() {
-        let a = derive_guid("seed-1", "disk");
-        assert_eq!(a, derive_guid("seed-1", "disk"));
-        assert_ne!(a, derive_guid("seed-1", "esp"));
-        assert_ne!(a, derive_guid("seed-2", "disk"));
+        let a = derive_guid("seed-1", IdRole::Disk);
+        assert_eq!(a, derive_guid("seed-1", IdRole::Disk));
+        assert_ne!(a, derive_guid("seed-1", IdRole::Esp));
+        assert_ne!(a, derive_guid("seed-2", IdRole::Disk));
         assert_eq!(a.get_version_num(), 5);
         // "ab"+"c" must not equal "a"+"bc".
-        assert_ne!(derive_guid("ab", "c"), derive_guid("a", "bc"));
+        assert_ne!(
+            derive_guid("ab", IdRole::Esp),
+            derive_guid("a", IdRole::Esp)
+        );
     }
 
     #[test]
@@ -192,11 +241,11 @@ mod tests {
             .open(&path)
             .unwrap();
         f.set_len(8 << 20).unwrap();
-        let guid = derive_guid("t", "disk");
+        let guid = derive_guid("t", IdRole::Disk);
         let parts = vec![PartitionSpec {
             name: "ESP".into(),
             type_guid: esp_type(),
-            guid: derive_guid("t", "esp"),
+            guid: derive_guid("t", IdRole::Esp),
             first_lba: 2048,
             last_lba: 4095,
         }];
@@ -212,7 +261,7 @@ mod tests {
         assert_eq!(h.backup_lba, (8 << 20) / 512 - 1);
         let p = &disk.partitions()[&1];
         assert_eq!((p.first_lba, p.last_lba), (2048, 4095));
-        assert_eq!(p.part_guid, derive_guid("t", "esp"));
+        assert_eq!(p.part_guid, derive_guid("t", IdRole::Esp));
 
         // Outside the usable range is an error, not a broken table.
         let mut f = File::options().read(true).write(true).open(&path).unwrap();

@@ -97,6 +97,15 @@ pub struct HybridSpec {
     pub implant_md5: bool,
 }
 
+/// What `write_partition_table` laid out, for the report and the
+/// persistence copy: (offset, length) in bytes.
+struct PartitionTable {
+    disk_guid: uuid::Uuid,
+    esp: (u64, u64),
+    root: Option<(u64, u64)>,
+    persistence: Option<(PathBuf, u64, u64)>,
+}
+
 /// Where things ended up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HybridReport {
@@ -745,11 +754,36 @@ impl Plan {
         // the backup header's place from the file length.
         file.set_len(self.total_bytes())
             .with_context(|| format!("sizing {shown}"))?;
+        self.write_descriptors(spec, &file, out)?;
+        // The GPT and the MBR next: they follow from the layout alone and
+        // lie in the system area and the last sectors, where no file goes,
+        // so writing them before the file data changes no byte, and leaves
+        // only file data for the media checksum to wait for.
+        let table = self.write_partition_table(spec, &mut file, out)?;
+        let md5 = self.copy_and_sum(spec, &mut file, out)?;
+        // After the volume, so outside the checksum.
+        if let Some((source, off, len)) = &table.persistence {
+            copy_into(&mut file, out, *off, source, "persistence", *len, &|_| {})?;
+        }
+        Ok(HybridReport {
+            size: self.total_bytes(),
+            esp: table.esp,
+            root: table.root,
+            persistence: table.persistence.map(|(_, off, len)| (off, len)),
+            volume_bytes: self.volume_sectors * SECTOR,
+            disk_guid: table.disk_guid,
+            md5,
+        })
+    }
+
+    /// The ISO9660 metadata: volume descriptors, path tables, directories,
+    /// Rock Ridge continuations and the El Torito catalog.
+    fn write_descriptors(&self, spec: &HybridSpec, file: &File, out: &Path) -> Result<()> {
+        let shown = out.display();
         let put = |bytes: &[u8], lba: u64, what: &str| -> Result<()> {
             file.write_all_at(bytes, lba * SECTOR)
                 .with_context(|| format!("writing {what} to {shown}"))
         };
-
         put(
             &self.encode_pvd(&spec.volume_label),
             u64::from(PVD_LBA),
@@ -794,17 +828,23 @@ impl Plan {
             u64::from(catalog_lba),
             "El Torito boot catalog",
         )?;
+        Ok(())
+    }
 
-        // The GPT and the MBR next: they follow from the layout alone and
-        // lie in the system area and the last sectors, where no file goes,
-        // so writing them before the file data changes no byte, and leaves
-        // only file data for the media checksum to wait for.
-        let disk_guid = gpt_view::derive_guid(&spec.seed, "disk");
+    /// The protective MBR (with GRUB's code for BIOS) and the GPT: the ESP,
+    /// the root and the persistence partition over their extents.
+    fn write_partition_table(
+        &self,
+        spec: &HybridSpec,
+        file: &mut File,
+        out: &Path,
+    ) -> Result<PartitionTable> {
+        let disk_guid = gpt_view::derive_guid(&spec.seed, gpt_view::IdRole::Disk);
         let (esp_off, esp_len) = self.extent(self.esp);
         let mut parts = vec![PartitionSpec {
             name: "ESP".to_string(),
             type_guid: gpt_view::esp_type(),
-            guid: gpt_view::derive_guid(&spec.seed, "esp"),
+            guid: gpt_view::derive_guid(&spec.seed, gpt_view::IdRole::Esp),
             first_lba: esp_off / LBA,
             last_lba: (esp_off + esp_len) / LBA - 1,
         }];
@@ -813,7 +853,7 @@ impl Plan {
             parts.push(PartitionSpec {
                 name: "root".to_string(),
                 type_guid: gpt_view::root_x86_64_type(),
-                guid: gpt_view::derive_guid(&spec.seed, "root"),
+                guid: gpt_view::derive_guid(&spec.seed, gpt_view::IdRole::Root),
                 first_lba: off / LBA,
                 last_lba: (off + len) / LBA - 1,
             });
@@ -826,7 +866,7 @@ impl Plan {
             parts.push(PartitionSpec {
                 name: "persistence".to_string(),
                 type_guid: gpt::partition_types::LINUX_FS,
-                guid: gpt_view::derive_guid(&spec.seed, "persistence"),
+                guid: gpt_view::derive_guid(&spec.seed, gpt_view::IdRole::Persistence),
                 first_lba: off / LBA,
                 last_lba: (off + len) / LBA - 1,
             });
@@ -847,8 +887,24 @@ impl Plan {
         let guid_bytes = disk_guid.as_bytes();
         let signature = [guid_bytes[0], guid_bytes[1], guid_bytes[2], guid_bytes[3]];
         let mbr = gpt_view::protective_mbr(self.total_bytes(), mbr_code.as_deref(), signature)?;
-        gpt_view::write_gpt(&mut file, out, disk_guid, &parts, &mbr)?;
+        gpt_view::write_gpt(file, out, disk_guid, &parts, &mbr)?;
+        Ok(PartitionTable {
+            disk_guid,
+            esp: (esp_off, esp_len),
+            root,
+            persistence,
+        })
+    }
 
+    /// The files' data in image order, the media checksum following it on
+    /// another thread; returns the checksum when the spec implants one.
+    fn copy_and_sum(
+        &self,
+        spec: &HybridSpec,
+        file: &mut File,
+        out: &Path,
+    ) -> Result<Option<String>> {
+        let shown = out.display();
         // File data in image order, the media checksum following it on
         // another thread: the wall time is about the longer of the two
         // instead of their sum (the checksum used to read the image again
@@ -861,7 +917,7 @@ impl Plan {
             .first()
             .map_or(u64::MAX, |&i| u64::from(self.files[i].lba) * SECTOR);
         let ready = isomd5::Ready::new(first);
-        let md5 = std::thread::scope(|scope| -> Result<Option<String>> {
+        std::thread::scope(|scope| -> Result<Option<String>> {
             let hasher = if spec.implant_md5 {
                 let reader = File::open(out).with_context(|| format!("reading {shown}"))?;
                 let follow = isomd5::Follow::new(&ready, self.copied_extents(spec, &order));
@@ -871,7 +927,7 @@ impl Plan {
             };
             // No early return until the hasher is told how the copy ended:
             // it would wait for bytes that never come.
-            let copied = self.copy_files(spec, &mut file, out, &order, &ready);
+            let copied = self.copy_files(spec, file, out, &order, &ready);
             match &copied {
                 Ok(()) => ready.finish(),
                 Err(_) => ready.abandon(),
@@ -895,21 +951,6 @@ impl Plan {
                 Some(sum) => Ok(Some(isomd5::write_sum(&file, out, sum?)?.md5)),
                 None => Ok(None),
             }
-        })?;
-
-        // After the volume, so outside the checksum.
-        if let Some((source, off, len)) = &persistence {
-            copy_into(&mut file, out, *off, source, "persistence", *len, &|_| {})?;
-        }
-
-        Ok(HybridReport {
-            size: self.total_bytes(),
-            esp: (esp_off, esp_len),
-            root,
-            persistence: persistence.map(|(_, off, len)| (off, len)),
-            volume_bytes: self.volume_sectors * SECTOR,
-            disk_guid,
-            md5,
         })
     }
 

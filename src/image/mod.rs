@@ -9,4 +9,8 @@ pub mod hybrid;
 pub mod iso9660;
 pub mod isomd5;
 
+/// Where the ESP's FAT image sits in the ISO9660 tree (the El Torito UEFI
+/// entry points at it, and so does the GPT's ESP partition).
+pub const ESP_ISO_PATH: &str = "images/efiboot.img";
+
 pub use hybrid::{write_hybrid, BiosBoot, HybridReport, HybridSpec, IsoSource};
