@@ -227,9 +227,10 @@ impl Filesystem {
     }
 }
 
-/// A host-only initramfs: only what this machine's root disk and file
-/// system need, without the live modules, named as grub.cfg expects.
-pub fn initramfs(chroot: &Chroot, kver: &str, fs: Filesystem) -> Result<()> {
+/// The initramfs grub.cfg names: host-only (only what this machine's root
+/// disk and file system need) for an installed disk, generic for a disk
+/// image that boots on other machines; never the live modules.
+pub fn initramfs(chroot: &Chroot, kver: &str, fs: Filesystem, host_only: bool) -> Result<()> {
     let root = chroot.root();
     if !root.join("usr/bin/dracut").exists() && !root.join("usr/sbin/dracut").exists() {
         bail!("dracut is not installed in the root");
@@ -238,7 +239,11 @@ pub fn initramfs(chroot: &Chroot, kver: &str, fs: Filesystem) -> Result<()> {
     let argv: Vec<String> = [
         "dracut",
         "--force",
-        "--hostonly",
+        if host_only {
+            "--hostonly"
+        } else {
+            "--no-hostonly"
+        },
         // grub passes root=; a baked-in command line would carry the live
         // session's.
         "--no-hostonly-cmdline",

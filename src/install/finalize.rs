@@ -18,6 +18,8 @@ pub struct Mounts {
     /// The ESP's FAT serial ("ABCD-1234").
     pub esp: String,
     pub swap: Option<String>,
+    /// The root grows to fill its disk on the first boot (disk images).
+    pub grow: bool,
 }
 
 pub fn fstab(m: &Mounts) -> String {
@@ -25,7 +27,14 @@ pub fn fstab(m: &Mounts) -> String {
         "# /etc/fstab: written by undercloud-live install (by UUID, so disks may\n\
          # change names). <fs> <mount point> <type> <options> <dump> <pass>\n",
     );
-    s += &format!("UUID={}\t/\t{}\tdefaults\t0\t1\n", m.root, m.fs.name());
+    // x-systemd.growfs: systemd grows the mounted root to its partition,
+    // which systemd-repart has grown to the disk (see `GROW_FILES`).
+    let opts = if m.grow {
+        "defaults,x-systemd.growfs"
+    } else {
+        "defaults"
+    };
+    s += &format!("UUID={}\t/\t{}\t{opts}\t0\t1\n", m.root, m.fs.name());
     // nofail: a firmware partition that cannot be mounted must not stop
     // the boot.
     s += &format!("UUID={}\t/boot/efi\tvfat\tumask=0077,nofail\t0\t2\n", m.esp);
@@ -139,6 +148,28 @@ fn remove_autologin(root: &Path) -> Result<Vec<String>> {
     Ok(removed)
 }
 
+/// How a disk image's root grows to fill the disk it is written to, on
+/// its first boot, the way systemd-based cloud images do it:
+/// systemd-repart (run early at every boot, a no-op once nothing is left
+/// to grow) extends the root partition over the free space after it, and
+/// the root's `x-systemd.growfs` mount option grows the mounted ext4
+/// online; systemd's fstab generator orders the latter after the former.
+/// systemd-repart comes with systemd on Debian 12 and Fedora (Debian 13:
+/// package systemd-repart), unlike cloud-utils' growpart, and needs no
+/// script of ours in the image.
+pub const GROW_FILES: &[(&str, &str)] = &[(
+    "usr/lib/repart.d/50-undercloud-live-root.conf",
+    "# written by undercloud-live: grow the root partition to fill the disk\n\
+     [Partition]\nType=root-x86-64\n",
+)];
+
+/// Whether the root has systemd-repart (needed for `GROW_FILES`).
+pub fn has_repart(root: &Path) -> bool {
+    ["usr/bin/systemd-repart", "bin/systemd-repart"]
+        .iter()
+        .any(|p| root.join(p).is_file())
+}
+
 /// Writes everything but the password (which needs the target's own
 /// chpasswd); returns what was done, for the log.
 pub fn configure(root: &Path, cfg: &Config, m: &Mounts) -> Result<Vec<String>> {
@@ -146,6 +177,18 @@ pub fn configure(root: &Path, cfg: &Config, m: &Mounts) -> Result<Vec<String>> {
     write(root, "etc/fstab", &fstab(m), 0o644)?;
     fs::create_dir_all(root.join("boot/efi")).context("creating /boot/efi")?;
     done.push("fstab by UUID".to_string());
+    if m.grow {
+        if !has_repart(root) {
+            bail!("the root has no systemd-repart, which grows a disk image's root on its first boot (Debian 13 and later: package systemd-repart)");
+        }
+        for (path, text) in GROW_FILES {
+            write(root, path, text, 0o644)?;
+        }
+        done.push(
+            "root grows to fill its disk on the first boot (systemd-repart, x-systemd.growfs)"
+                .to_string(),
+        );
+    }
 
     // An empty machine-id makes systemd generate a new one on the first
     // boot (and commit it once / is writable): no two installs share one.
@@ -230,6 +273,7 @@ mod tests {
             fs: Filesystem::Xfs,
             esp: "ABCD-1234".into(),
             swap: Some("s-uuid".into()),
+            grow: false,
         });
         assert!(t.contains("UUID=r-uuid\t/\txfs"));
         assert!(t.contains("UUID=ABCD-1234\t/boot/efi\tvfat"));
@@ -269,6 +313,7 @@ mod tests {
             fs: Filesystem::Ext4,
             esp: "AB-CD".into(),
             swap: None,
+            grow: false,
         };
         configure(root, &cfg, &m).unwrap();
         assert_eq!(fs::read_to_string(root.join("etc/machine-id")).unwrap(), "");

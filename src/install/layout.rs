@@ -19,7 +19,8 @@ use anyhow::{bail, Context, Result};
 use gpt::partition_types::{self, Type};
 use uuid::Uuid;
 
-use crate::image::gpt::{protective_mbr, write_gpt, PartitionSpec, LBA};
+use super::disk::Ids;
+use crate::image::gpt::{protective_mbr, write_gpt, IdRole, PartitionSpec, LBA};
 
 const MIB: u64 = 1 << 20;
 /// The BIOS boot partition holds GRUB's core image (about 150 KiB).
@@ -34,6 +35,18 @@ pub enum Role {
     BiosBoot,
     Swap,
     Root,
+}
+
+impl Role {
+    /// The seeded identity of the partition.
+    pub fn id_role(self) -> IdRole {
+        match self {
+            Role::Esp => IdRole::Esp,
+            Role::BiosBoot => IdRole::BiosBoot,
+            Role::Swap => IdRole::SwapPart,
+            Role::Root => IdRole::RootPart,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -70,15 +83,21 @@ pub fn overhead(esp: u64, bios: bool) -> u64 {
 
 impl Layout {
     /// ESP first, then BIOS boot, swap, and the root over the rest.
-    pub fn plan(disk_size: u64, esp: u64, bios: bool, swap: Option<u64>) -> Result<Layout> {
+    pub fn plan(
+        disk_size: u64,
+        esp: u64,
+        bios: bool,
+        swap: Option<u64>,
+        ids: &Ids,
+    ) -> Result<Layout> {
         let align = |n: u64| n.div_ceil(MIB) * MIB;
         let mut parts = Vec::new();
         let mut at = EDGE;
-        let add = |role, size: u64, parts: &mut Vec<Part>, at: &mut u64| -> Result<()> {
+        let add = |role: Role, size: u64, parts: &mut Vec<Part>, at: &mut u64| -> Result<()> {
             parts.push(Part {
                 role,
                 number: parts.len() as u32 + 1,
-                guid: random_uuid()?,
+                guid: ids.uuid(role.id_role())?,
                 start: *at,
                 size: align(size),
             });
@@ -104,7 +123,7 @@ impl Layout {
         }
         add(Role::Root, end - at, &mut parts, &mut at)?;
         Ok(Layout {
-            disk_guid: random_uuid()?,
+            disk_guid: ids.uuid(IdRole::Disk)?,
             disk_size,
             parts,
         })
@@ -250,7 +269,14 @@ mod tests {
 
     #[test]
     fn plan_orders_and_aligns() {
-        let l = Layout::plan(4 << 30, DEFAULT_ESP_SIZE, true, Some(512 * MIB)).unwrap();
+        let l = Layout::plan(
+            4 << 30,
+            DEFAULT_ESP_SIZE,
+            true,
+            Some(512 * MIB),
+            &Ids::Random,
+        )
+        .unwrap();
         let roles: Vec<Role> = l.parts.iter().map(|p| p.role).collect();
         assert_eq!(roles, [Role::Esp, Role::BiosBoot, Role::Swap, Role::Root]);
         assert_eq!(l.parts[0].start, MIB);
@@ -261,20 +287,20 @@ mod tests {
         assert_eq!(root.number, 4);
         assert_eq!(root.start % MIB, 0);
         assert_eq!(root.start + root.size, (4 << 30) - MIB);
-        let l = Layout::plan(1 << 30, DEFAULT_ESP_SIZE, false, None).unwrap();
+        let l = Layout::plan(1 << 30, DEFAULT_ESP_SIZE, false, None, &Ids::Random).unwrap();
         assert_eq!(l.get(Role::Root).unwrap().number, 2);
         assert!(l.get(Role::BiosBoot).is_none());
     }
 
     #[test]
     fn plan_refuses_a_disk_with_no_room() {
-        let e = Layout::plan(300 * MIB, DEFAULT_ESP_SIZE, true, None).unwrap_err();
+        let e = Layout::plan(300 * MIB, DEFAULT_ESP_SIZE, true, None, &Ids::Random).unwrap_err();
         assert!(format!("{e:#}").contains("no room"), "{e:#}");
     }
 
     #[test]
     fn table_types() {
-        let l = Layout::plan(1 << 30, DEFAULT_ESP_SIZE, true, None).unwrap();
+        let l = Layout::plan(1 << 30, DEFAULT_ESP_SIZE, true, None, &Ids::Random).unwrap();
         let last = l.specs();
         assert_eq!(last[0].type_guid, partition_types::EFI);
         assert_eq!(last[1].type_guid, partition_types::BIOS);

@@ -12,6 +12,7 @@
 pub mod bootloader;
 pub mod config;
 pub mod copy;
+pub mod disk;
 pub mod finalize;
 pub mod format;
 pub mod layout;
@@ -19,20 +20,16 @@ pub mod target;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::boot::kernel;
-use crate::chroot::Chroot;
 use crate::progress::{human_bytes, Progress};
 use crate::write::devices::{Sysfs, Usage};
 use config::{After, Config};
-use layout::{Layout, Role};
 
 /// Where the installer's own log goes (and is copied into the target).
 pub const LOG_PATH: &str = "/var/log/undercloud-live-install.log";
@@ -67,8 +64,10 @@ pub struct Report {
 }
 
 /// Progress lines, each also appended to the log with its time.
-struct Log {
+pub struct Log {
     progress: Progress,
+    /// Put before each progress line ("install: ").
+    prefix: &'static str,
     file: Option<fs::File>,
     started: Instant,
     step_start: Instant,
@@ -77,13 +76,14 @@ struct Log {
 }
 
 impl Log {
-    fn new(progress: Progress, path: &Path) -> Log {
+    pub fn new(progress: Progress, prefix: &'static str, path: &Path) -> Log {
         if let Some(d) = path.parent() {
             let _ = fs::create_dir_all(d);
         }
         let file = OpenOptions::new().create(true).append(true).open(path).ok();
         Log {
             progress,
+            prefix,
             file,
             started: Instant::now(),
             step_start: Instant::now(),
@@ -92,57 +92,33 @@ impl Log {
         }
     }
 
-    fn line(&mut self, msg: &str) {
+    pub fn line(&mut self, msg: &str) {
         if let Some(f) = &mut self.file {
             let _ = writeln!(f, "[{:7.1}] {msg}", self.started.elapsed().as_secs_f64());
         }
     }
 
     /// Starts a timed step.
-    fn step(&mut self, msg: impl Into<String>) {
+    pub fn step(&mut self, msg: impl Into<String>) {
         self.end_step();
         let msg = msg.into();
-        self.progress.step(format!("install: {msg}"));
+        self.progress.step(format!("{}{msg}", self.prefix));
         self.line(&msg);
         self.step = msg;
         self.step_start = Instant::now();
     }
 
-    fn note(&mut self, msg: impl AsRef<str>) {
-        self.progress.step(format!("install: {}", msg.as_ref()));
+    pub fn note(&mut self, msg: impl AsRef<str>) {
+        self.progress
+            .step(format!("{}{}", self.prefix, msg.as_ref()));
         self.line(msg.as_ref());
     }
 
-    fn end_step(&mut self) {
+    pub fn end_step(&mut self) {
         if !self.step.is_empty() {
             let secs = self.step_start.elapsed().as_secs_f64();
             self.line(&format!("  ({secs:.1} s)"));
             self.timings.push((std::mem::take(&mut self.step), secs));
-        }
-    }
-}
-
-/// A mounted file system, unmounted on drop.
-struct Mounted(PathBuf);
-
-impl Mounted {
-    fn new(dev: &Path, dir: &Path, fstype: &str) -> Result<Mounted> {
-        mount(Some(dev), dir, Some(fstype), MsFlags::empty(), None::<&str>).with_context(|| {
-            format!("mounting {} ({fstype}) on {}", dev.display(), dir.display())
-        })?;
-        Ok(Mounted(dir.to_path_buf()))
-    }
-
-    fn unmount(mut self) -> Result<()> {
-        let dir = std::mem::take(&mut self.0);
-        umount2(&dir, MntFlags::empty()).with_context(|| format!("unmounting {}", dir.display()))
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if !self.0.as_os_str().is_empty() && umount2(&self.0, MntFlags::empty()).is_err() {
-            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
         }
     }
 }
@@ -202,7 +178,7 @@ fn plan(opts: &InstallOptions, log: &mut Log) -> Result<Plan> {
         .unwrap_or(layout::DEFAULT_ESP_SIZE);
     let swap = cfg.swap.map(|s| s.0).unwrap_or(0);
     // File system overhead and room to breathe: a tenth more, 256 MiB more.
-    let need = used + used / 10 + (256 << 20) + layout::overhead(esp, bios) + swap;
+    let need = disk::needed(used, 256 << 20, esp, bios, swap);
     log.note(format!(
         "the root holds {}; the target needs at least {}",
         human_bytes(used),
@@ -256,7 +232,7 @@ fn confirm(p: &Plan) -> Result<()> {
 /// Installs; the whole story is in the log.
 pub fn install(opts: &InstallOptions, progress: Progress) -> Result<Report> {
     let log_path = opts.log.clone().unwrap_or_else(|| PathBuf::from(LOG_PATH));
-    let mut log = Log::new(progress, &log_path);
+    let mut log = Log::new(progress, "install: ", &log_path);
     log.line("undercloud-live install started");
     let p = match plan(opts, &mut log) {
         Ok(p) => p,
@@ -271,16 +247,20 @@ pub fn install(opts: &InstallOptions, progress: Progress) -> Result<Report> {
     let dev = p.target.disk.path.clone();
     log.step(format!("wiping {}", p.target.shown()));
     layout::wipe_disk(&dev, p.target.disk.size)?;
-    let lay = Layout::plan(
-        p.target.disk.size,
-        p.cfg
-            .esp_size
-            .map(|s| s.0)
-            .unwrap_or(layout::DEFAULT_ESP_SIZE),
-        p.bios,
-        p.cfg.swap.map(|s| s.0),
-    )?;
-    let r = fill(&p, &lay, &dev, &mut log, &log_path);
+    let job = disk::DiskJob {
+        source: &p.source,
+        distro: p.distro,
+        kernel: &p.kernel,
+        bios: p.bios,
+        cfg: &p.cfg,
+        kernel_args: &p.kernel_args,
+        target: &dev,
+        kind: disk::Kind::Installed,
+        ids: disk::Ids::Random,
+        log_path: Some(&log_path),
+    };
+    let lay = disk::layout(&job, p.target.disk.size)?;
+    let r = disk::make(&job, &lay, &mut log);
     match r {
         Ok(root_uuid) => {
             log.end_step();
@@ -312,169 +292,6 @@ pub fn install(opts: &InstallOptions, progress: Progress) -> Result<Report> {
             Err(e)
         }
     }
-}
-
-/// Everything up to and including the partition table; returns the root's
-/// UUID.
-fn fill(p: &Plan, lay: &Layout, dev: &Path, log: &mut Log, log_path: &Path) -> Result<String> {
-    let part_loop = |role| -> Result<layout::PartLoop> {
-        let part = lay
-            .get(role)
-            .context("layout without a partition it needs")?;
-        layout::PartLoop::new(dev, part)
-    };
-    let fs = p.cfg.filesystem;
-    let root_uuid = layout::random_uuid()?;
-    let root_loop = part_loop(Role::Root)?;
-    let root_dev = root_loop.dev.clone();
-    log.step(format!(
-        "making {} on the root partition ({})",
-        fs.name(),
-        root_dev.display()
-    ));
-    format::mkfs_root(&root_dev, fs, root_uuid)?;
-    let swap_uuid = match lay.get(Role::Swap) {
-        Some(_) => {
-            let u = layout::random_uuid()?;
-            format::mkswap(&part_loop(Role::Swap)?.dev, u)?;
-            Some(u.to_string())
-        }
-        None => None,
-    };
-    let esp_id = u32::from_le_bytes(
-        layout::random_uuid()?.as_bytes()[..4]
-            .try_into()
-            .context("volume id")?,
-    );
-
-    let dir = tempfile::Builder::new()
-        .prefix("undercloud-live-install-")
-        .tempdir_in(if Path::new("/run").is_dir() {
-            "/run"
-        } else {
-            "/tmp"
-        })
-        .context("making a mount point")?;
-    let mnt = Mounted::new(&root_dev, dir.path(), fs.name())?;
-    let root = dir.path();
-
-    log.step(format!("copying {} (cp -a)", p.source.display()));
-    copy::copy_root(&p.source, root)?;
-
-    log.step("configuring the installed system");
-    let mounts = finalize::Mounts {
-        root: root_uuid.to_string(),
-        fs,
-        esp: format::fat_uuid(esp_id),
-        swap: swap_uuid,
-    };
-    for d in finalize::configure(root, &p.cfg, &mounts)? {
-        log.note(format!("  {d}"));
-    }
-    // Fedora keeps the kernel in /usr/lib/modules; grub reads it in /boot.
-    let vmlinuz = root.join(format!("boot/vmlinuz-{}", p.kernel.version));
-    if !vmlinuz.exists() {
-        let inner = p
-            .kernel
-            .path
-            .strip_prefix(&p.source)
-            .unwrap_or(&p.kernel.path);
-        fs::copy(root.join(inner), &vmlinuz).context("copying the kernel to /boot")?;
-    }
-    let grub_dir = bootloader::grub_dir(p.distro);
-    let stub = bootloader::stub_cfg(&root_uuid.to_string(), grub_dir);
-    let grub_cfg = root.join(format!("boot/{grub_dir}/grub.cfg"));
-    fs::create_dir_all(grub_cfg.parent().context("grub folder")?)?;
-    fs::write(
-        &grub_cfg,
-        bootloader::grub_cfg(&root_uuid.to_string(), &p.kernel.version, &p.kernel_args),
-    )
-    .with_context(|| format!("writing {}", grub_cfg.display()))?;
-    log.note(format!(
-        "  kernel command line: {}",
-        p.kernel_args.join(" ")
-    ));
-
-    let chroot = Chroot::enter(root)?;
-    if let Some(pw) = p
-        .cfg
-        .root_password
-        .as_ref()
-        .or(p.cfg.root_password_hash.as_ref())
-    {
-        let mut argv = vec!["chpasswd"];
-        if p.cfg.root_password_hash.is_some() {
-            argv.push("-e");
-        }
-        let mut child = chroot
-            .command(&argv, &[])
-            .stdin(Stdio::piped())
-            .spawn()
-            .context("running chpasswd in the target")?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(format!("root:{pw}\n").as_bytes())
-                .context("feeding chpasswd")?;
-        }
-        if !child.wait().context("chpasswd")?.success() {
-            bail!("chpasswd failed in the target");
-        }
-        log.note("  root password set");
-    }
-    log.step(format!(
-        "building a host-only initramfs for {} (dracut)",
-        p.kernel.version
-    ));
-    bootloader::initramfs(&chroot, &p.kernel.version, fs)?;
-    let bios = if p.bios {
-        log.step("making GRUB's BIOS core (grub-mkimage i386-pc)");
-        Some(bootloader::bios_core(&chroot, p.distro, fs, &stub)?)
-    } else {
-        None
-    };
-    let (esp_files, vendor_loader) = bootloader::esp_files(root, p.distro, &stub)?;
-    chroot.close()?;
-
-    log.step("syncing and unmounting the root");
-    log.line("installed; the log so far is copied into the target");
-    let _ = fs::copy(log_path, root.join(LOG_PATH.trim_start_matches('/')));
-    nix::unistd::sync();
-    mnt.unmount()?;
-
-    drop(root_loop);
-    log.step("writing the ESP (FAT32: shim, grub, grub.cfg)");
-    format::make_esp(&part_loop(Role::Esp)?.dev, esp_id, &esp_files)?;
-
-    let mbr_code = match bios {
-        Some((mut core, boot_img)) => {
-            log.step("writing GRUB's BIOS core to the BIOS boot partition");
-            let part = lay.get(Role::BiosBoot).context("no BIOS boot partition")?;
-            if core.len() as u64 > part.size {
-                bail!(
-                    "GRUB's core ({} bytes) does not fit the BIOS boot partition",
-                    core.len()
-                );
-            }
-            let code = bootloader::bios_setup(&boot_img, &mut core, part.start / 512)?;
-            let f = OpenOptions::new()
-                .write(true)
-                .open(dev)
-                .with_context(|| format!("opening {}", dev.display()))?;
-            f.write_all_at(&core, part.start)
-                .with_context(|| format!("writing the core to {}", dev.display()))?;
-            f.sync_all()?;
-            Some(code)
-        }
-        None => None,
-    };
-    log.step("writing the partition table");
-    lay.write_table(dev, mbr_code.as_deref())?;
-    // efibootmgr reads the ESP's place from the table just written.
-    if let Some(esp) = lay.get(Role::Esp) {
-        let note = bootloader::efi_entry(dev, esp.number, &vendor_loader);
-        log.note(note);
-    }
-    Ok(root_uuid.to_string())
 }
 
 /// The value of `key=` on a kernel command line.
