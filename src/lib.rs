@@ -5,6 +5,7 @@
 pub mod assemble;
 pub mod boot;
 pub mod build;
+pub mod cache;
 pub mod chroot;
 pub mod elements;
 pub mod fetch;

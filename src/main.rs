@@ -16,6 +16,10 @@ use undercloud_live::{
     assemble, chroot, inspect, install, interrupt, medium, prefetch, qemu, spec, status, write,
 };
 
+fn parse_format(s: &str) -> Result<spec::OutputFormat, String> {
+    spec::OutputFormat::parse(s).map_err(|e| format!("{e:#}"))
+}
+
 fn parse_size(s: &str) -> Result<spec::ByteSize, String> {
     spec::ByteSize::parse(s).map_err(|e| format!("{e:#}"))
 }
@@ -44,9 +48,15 @@ enum Command {
     Build {
         /// The image spec (YAML).
         spec: PathBuf,
-        /// Output image (default: the spec's `output`, else NAME.iso).
+        /// Output (default: the spec's `output`, else NAME.iso, NAME.kernel
+        /// + NAME.initramfs, or NAME.raw); a disk named .qcow2 is qcow2.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// What to build: hybrid (the live image), ramdisk (NAME.kernel +
+        /// NAME.initramfs for network boot) or disk (a deployable raw or
+        /// qcow2 disk image). Default: the spec's `format`, else hybrid.
+        #[arg(long, value_parser = parse_format)]
+        format: Option<spec::OutputFormat>,
         /// Use this base archive (URL or path) instead of the spec's.
         #[arg(long)]
         base: Option<String>,
@@ -487,6 +497,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             kickstart_package_map,
             log,
             persistent_size,
+            format,
         } => {
             // Before any thread exists: mounts made by the build then live
             // only in this process's namespace.
@@ -496,6 +507,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &BuildOptions {
                     spec,
                     output,
+                    format,
                     base,
                     base_sha256,
                     base_checksum_url,
@@ -513,16 +525,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &progress,
             )?;
             if !cli.quiet {
+                let boots = match report.format {
+                    spec::OutputFormat::Ramdisk => "network boot",
+                    _ if report.bios => "BIOS + UEFI",
+                    _ => "UEFI only",
+                };
+                let files: Vec<String> = report
+                    .files
+                    .iter()
+                    .map(|(p, s)| format!("{} ({})", p.display(), human_bytes(*s)))
+                    .collect();
                 println!(
-                    "{}: {} (kernel {}, {}) built in {:.0} s",
-                    report.output.display(),
+                    "{} {}: {} (kernel {}, {boots}) built in {:.0} s",
+                    report.format.name(),
+                    files.join(" + "),
                     human_bytes(report.size),
                     report.kernel,
-                    if report.bios {
-                        "BIOS + UEFI"
-                    } else {
-                        "UEFI only"
-                    },
                     report.seconds
                 );
             }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::build::default_cache_dir;
+use crate::cache::default_cache_dir;
 use crate::fetch::{self, base, Fetcher, Source};
 use crate::progress::Progress;
 use crate::rootfs::unpack::{self, UnpackStats};

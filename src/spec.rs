@@ -109,6 +109,82 @@ impl Compression {
     }
 }
 
+/// What the last stage of `build` writes. Everything before it (fetch,
+/// unpack, elements, kickstart) is the same for all three.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// The live image: one file that is a GPT disk and an ISO9660 volume.
+    #[default]
+    Hybrid,
+    /// A netboot ramdisk: `NAME.kernel` + `NAME.initramfs` (the whole root
+    /// as a compressed cpio, systemd as /init), as Ironic names them.
+    Ramdisk,
+    /// A deployable whole-disk image (raw or qcow2): GPT, ESP, BIOS boot,
+    /// an ext4 root that grows to fill its disk on the first boot.
+    Disk,
+}
+
+impl OutputFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Hybrid => "hybrid",
+            OutputFormat::Ramdisk => "ramdisk",
+            OutputFormat::Disk => "disk",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<OutputFormat> {
+        match text {
+            "hybrid" => Ok(OutputFormat::Hybrid),
+            "ramdisk" => Ok(OutputFormat::Ramdisk),
+            "disk" => Ok(OutputFormat::Disk),
+            other => bail!("format {other:?}: use hybrid, ramdisk or disk"),
+        }
+    }
+}
+
+/// `format: ramdisk` settings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RamdiskOptions {
+    /// zstd (default: fast to pack and to unpack at boot) or xz (smaller).
+    #[serde(default)]
+    pub compression: Option<Compression>,
+    /// The largest initramfs the build may write: a netboot ramdisk lives
+    /// in the node's RAM (unpacked, several times this) and crosses the
+    /// provisioning network at every boot.
+    #[serde(default = "default_ramdisk_max")]
+    pub max_size: ByteSize,
+}
+
+impl Default for RamdiskOptions {
+    fn default() -> Self {
+        RamdiskOptions {
+            compression: None,
+            max_size: default_ramdisk_max(),
+        }
+    }
+}
+
+fn default_ramdisk_max() -> ByteSize {
+    ByteSize(1 << 30)
+}
+
+/// `format: disk` settings.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskOptions {
+    /// The whole image's size. Default: what the root holds plus
+    /// `headroom`, the ESP and the GPT; a size too small for that is an
+    /// error. The root grows to fill a larger disk on its first boot.
+    #[serde(default)]
+    pub size: Option<ByteSize>,
+    /// Free space left in the root file system (default 256 MiB).
+    #[serde(default)]
+    pub headroom: Option<ByteSize>,
+}
+
 /// A size in bytes, written as a number of bytes or with a unit:
 /// `1GiB`, `512MiB`, `64M` (binary units; `K`, `M`, `G`, `T` mean KiB..TiB).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,6 +370,13 @@ pub struct Spec {
     /// spec's folder). Operators edit them on any OS after writing a stick.
     #[serde(default)]
     pub esp_files: std::collections::BTreeMap<String, PathBuf>,
+    /// What `build` writes: hybrid (default), ramdisk or disk.
+    #[serde(default)]
+    pub format: OutputFormat,
+    #[serde(default)]
+    pub ramdisk: RamdiskOptions,
+    #[serde(default)]
+    pub disk: DiskOptions,
 }
 
 fn default_true() -> bool {
@@ -444,6 +527,17 @@ fn validate(spec: &Spec) -> Result<()> {
     for dest in spec.esp_files.keys() {
         validate_esp_path(dest)?;
     }
+    if let Some(c) = spec.ramdisk.compression {
+        if !matches!(c, Compression::Zstd | Compression::Xz) {
+            bail!(
+                "ramdisk.compression {}: use zstd or xz (what kernels unpack an initramfs with)",
+                c.name()
+            );
+        }
+    }
+    if spec.ramdisk.max_size.0 < (1 << 20) {
+        bail!("ramdisk.max_size: at least 1MiB");
+    }
     Ok(())
 }
 
@@ -511,9 +605,9 @@ pub fn validate_label(label: &str) -> Result<()> {
 
 /// A 32-bit value (volume serials) derived from the spec's seed and a role,
 /// so two builds of one spec agree and two specs differ.
-pub fn derive_u32(seed: &str, role: &str) -> u32 {
+pub fn derive_u32(seed: &str, role: crate::image::gpt::IdRole) -> u32 {
     use sha2::{Digest, Sha256};
-    let h = Sha256::digest(format!("{seed}\0{role}").as_bytes());
+    let h = Sha256::digest(format!("{seed}\0{}", role.name()).as_bytes());
     u32::from_le_bytes([h[0], h[1], h[2], h[3]])
 }
 
@@ -718,5 +812,28 @@ root:
         assert!(validate_label("HAS SPACE").is_err());
         assert!(validate_label(&"A".repeat(33)).is_err());
         assert!(validate_label("").is_err());
+    }
+
+    #[test]
+    fn output_formats() {
+        let s = parse(GOOD).expect("parse");
+        assert_eq!(s.format, OutputFormat::Hybrid);
+        assert_eq!(s.ramdisk.max_size, ByteSize(1 << 30));
+        let r = parse(&format!(
+            "{GOOD}format: ramdisk\nramdisk:\n  compression: xz\n  max_size: 300MiB\n"
+        ))
+        .unwrap();
+        assert_eq!(r.format, OutputFormat::Ramdisk);
+        assert_eq!(r.ramdisk.compression, Some(Compression::Xz));
+        assert_eq!(r.ramdisk.max_size, ByteSize(300 << 20));
+        let d = parse(&format!("{GOOD}format: disk\ndisk:\n  size: 4GiB\n")).unwrap();
+        assert_eq!(d.disk.size, Some(ByteSize(4 << 30)));
+        let e = parse(&format!("{GOOD}format: floppy\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("floppy"), "{e:#}");
+        let e = parse(&format!("{GOOD}ramdisk:\n  compression: lz4\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("zstd or xz"), "{e:#}");
+        assert_eq!(OutputFormat::parse("disk").unwrap(), OutputFormat::Disk);
+        assert!(format!("{:#}", OutputFormat::parse("iso").unwrap_err())
+            .contains("hybrid, ramdisk or disk"));
     }
 }

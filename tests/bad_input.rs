@@ -191,3 +191,86 @@ fn walk(d: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn unknown_output_format() {
+    let c = case("format", &format!("{SPEC}format: floppy\n"));
+    let o = build(&c, &[]);
+    assert_clean_failure(&c, &o, "floppy");
+    let o = build(&case("format-cli", SPEC), &["--format", "floppy"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("use hybrid, ramdisk or disk"));
+}
+
+#[test]
+fn qcow2_without_qemu_img() {
+    let mut c = case("qcow2", SPEC);
+    c.out = c.dir.join("out.qcow2");
+    small_base(&c.dir);
+    // A PATH with what a build needs but qemu-img.
+    let bin_dir = c.dir.join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    for tool in ["bash", "cp", "chroot", "losetup", "mkfs.ext4"] {
+        let found = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} is not installed"));
+        std::os::unix::fs::symlink(found, bin_dir.join(tool)).unwrap();
+    }
+    let o = run(bin()
+        .env("PATH", &bin_dir)
+        .arg("--quiet")
+        .arg("build")
+        .arg(c.dir.join("spec.yaml"))
+        .args(["--format", "disk", "--output"])
+        .arg(&c.out)
+        .arg("--workdir")
+        .arg(&c.work)
+        .arg("--cache-dir")
+        .arg(c.dir.join("cache")));
+    assert_clean_failure(&c, &o, "qemu-img");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("qemu-utils"));
+}
+
+/// A mirror that cannot be reached is one line naming the ways around it,
+/// at once (no back-off), with nothing left in the cache or beside the
+/// output: a name that does not resolve, and a port that refuses.
+#[test]
+fn unreachable_mirror_fails_fast() {
+    for (name, mirror) in [
+        ("dns", "http://mirror.invalid/fedora"),
+        ("refused", "http://127.0.0.1:1/fedora"),
+    ] {
+        let c = case(
+            &format!("mirror-{name}"),
+            &format!(
+                "name: bad\nlabel: UCL-BAD\nbase:\n  distro: fedora\n  release: \"43\"\n  mirror: {mirror}\nelements: [marker]\nelements_path: [ELEMENTS]\n"
+            ),
+        );
+        let t = std::time::Instant::now();
+        let o = build(&c, &[]);
+        let secs = t.elapsed().as_secs_f64();
+        assert!(secs < 5.0, "{name}: took {secs:.1} s");
+        assert_clean_failure(&c, &o, "cannot reach");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        for hint in ["make image BASE=debian", "base.mirror", "--base FILE"] {
+            assert!(stderr.contains(hint), "{name}: no {hint:?} in: {stderr}");
+        }
+        let leftovers: Vec<PathBuf> = walk(&c.dir.join("cache"))
+            .into_iter()
+            .filter(|p| p.is_file())
+            .collect();
+        assert!(leftovers.is_empty(), "{name}: cache holds {leftovers:?}");
+        let beside: Vec<String> = std::fs::read_dir(&c.dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("out") || n.starts_with(".out"))
+            .collect();
+        assert!(
+            beside.is_empty(),
+            "{name}: left beside the output: {beside:?}"
+        );
+    }
+}

@@ -49,7 +49,10 @@ fn fedora_and_rhel_like_hosts_build_fedora() {
         "fedora",
     );
     assert_eq!(b, "fedora");
-    assert!(why.contains("Fedora Linux 43") && why.contains("BASE=debian"), "{why}");
+    assert!(
+        why.contains("Fedora Linux 43") && why.contains("BASE=debian"),
+        "{why}"
+    );
     for (name, text) in [
         ("centos", "NAME=\"CentOS Stream\"\nID=\"centos\"\nID_LIKE=\"rhel fedora\"\nPRETTY_NAME=\"CentOS Stream 10 (Coughlan)\"\n"),
         ("rocky", "NAME=\"Rocky Linux\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nPRETTY_NAME=\"Rocky Linux 9.5 (Blue Onyx)\"\n"),
@@ -66,7 +69,10 @@ fn unknown_hosts_build_fedora_and_say_why() {
         "arch",
     );
     assert_eq!(b, "fedora");
-    assert!(why.contains("Arch Linux") && why.contains("neither"), "{why}");
+    assert!(
+        why.contains("Arch Linux") && why.contains("neither"),
+        "{why}"
+    );
     let (b, why) = host_base(None, "none");
     assert_eq!(b, "fedora");
     assert!(why.contains("unknown distribution"), "{why}");

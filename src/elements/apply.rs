@@ -147,7 +147,7 @@ fn context(sel: &Selection, distro: Distro, release: &str) -> plan::Context {
     let cache = sel
         .cache_dir
         .clone()
-        .unwrap_or_else(crate::build::default_cache_dir);
+        .unwrap_or_else(crate::cache::default_cache_dir);
     let mut cx = plan::Context::new(
         distro,
         release,

@@ -42,7 +42,11 @@ pub struct Unreachable {
 
 impl std::fmt::Display for Unreachable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot reach {} ({}) for {}", self.host, self.why, self.url)
+        write!(
+            f,
+            "cannot reach {} ({}) for {}",
+            self.host, self.why, self.url
+        )
     }
 }
 
@@ -55,7 +59,9 @@ pub fn explain_unreachable(err: anyhow::Error, distro: crate::spec::Distro) -> a
         return err;
     };
     let other = match distro {
-        crate::spec::Distro::Fedora => "build the Debian image instead (`make image BASE=debian`), ",
+        crate::spec::Distro::Fedora => {
+            "build the Debian image instead (`make image BASE=debian`), "
+        }
         crate::spec::Distro::Debian => "",
     };
     anyhow::anyhow!(

@@ -1,0 +1,154 @@
+//! The stages every format shares: the base fetched and unpacked into the
+//! work root, then the elements (and the kickstart, as one more element)
+//! applied to it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::prepare::Prepared;
+use super::workspace::Workspace;
+use super::BuildOptions;
+use crate::boot::kernel::{self, Kernel};
+use crate::chroot::Chroot;
+use crate::elements::{
+    self,
+    hooks::Phase,
+    plan,
+    run::{OutputLog, Runner, Target},
+};
+use crate::fetch::{self, Fetcher};
+use crate::interrupt;
+use crate::kickstart;
+use crate::progress::Progress;
+
+/// The base, unpacked into the work root.
+pub struct Base {
+    root: PathBuf,
+}
+
+/// The customised root: every element applied, cleanup.d included.
+pub struct Root {
+    pub path: PathBuf,
+    pub kernel: Kernel,
+}
+
+/// What a format's stage sees while the root is still set up as a chroot
+/// (after the last in-root phase, before cleanup.d).
+pub struct InRoot<'a> {
+    pub chroot: &'a Chroot,
+    pub kernel: &'a Kernel,
+    pub plan: &'a Prepared,
+    pub ws: &'a Workspace,
+    pub progress: &'a Progress,
+}
+
+/// fetch + unpack: a download is unpacked while it arrives.
+pub fn fetch_base(
+    p: &Prepared,
+    opts: &BuildOptions,
+    ws: &Workspace,
+    progress: &Progress,
+) -> Result<Base> {
+    let plan = fetch::base::plan(
+        &p.loaded,
+        &fetch::base::Overrides {
+            location: opts.base.clone(),
+            sha256: opts.base_sha256.clone(),
+            checksum_url: opts.base_checksum_url.clone(),
+        },
+    )?;
+    progress.step(format!("fetching base {}", plan.describe()));
+    let fetcher = Fetcher::new(p.cache_dir.join("downloads"), progress.clone())
+        .offline(opts.offline)
+        .insecure_skip_signature(opts.insecure_skip_signature);
+    let root = ws.root();
+    let (fetched, unpacked) =
+        crate::prefetch::fetch_and_unpack(&fetcher, &plan, &root, progress)
+            .map_err(|e| fetch::explain_unreachable(e, p.loaded.spec.base.distro))?;
+    if !fetched.verified {
+        eprintln!(
+            "warning: base {} has no checksum in the spec: it is used unverified",
+            fetched.location
+        );
+    }
+    progress.step(unpacked.to_string());
+    interrupt::check()?;
+    Ok(Base { root })
+}
+
+/// Applies the elements and the kickstart to the base. `in_root` runs
+/// after every phase but cleanup.d, with the root still a chroot: the live
+/// image builds its initrd there. cleanup.d runs last, outside, as in dib.
+pub fn customise<T>(
+    p: &Prepared,
+    ws: &Workspace,
+    base: Base,
+    progress: &Progress,
+    log: &OutputLog,
+    in_root: impl FnOnce(&InRoot) -> Result<T>,
+) -> Result<(Root, T)> {
+    let root = base.root;
+    let spec = &p.loaded.spec;
+    // The tool itself goes in before the elements, so that their hooks and
+    // units can call it (`medium cat`, `status`, `install`).
+    if let Some(exe) = &p.installer {
+        install_self(exe, &root)?;
+    }
+    let mut set = p.set.clone();
+    // The kickstart becomes one more element, applied after the others.
+    if let Some((ks, map)) = &p.kickstart {
+        let dir = ws.elements().join(kickstart::translate::ELEMENT);
+        kickstart::translate::generate(ks, spec.base.distro, &spec.base.release, map, &dir)?;
+        set.elements.push(elements::Element::load(
+            kickstart::translate::ELEMENT,
+            &dir,
+            vec![kickstart::translate::ELEMENT.to_string()],
+        )?);
+    }
+    let mut cx = plan::Context::new(
+        spec.base.distro,
+        &spec.base.release,
+        &spec.name,
+        &p.cache_dir,
+    );
+    cx.offline = p.offline;
+
+    let chroot = Chroot::enter(&root)?;
+    let mut runner = Runner::new(&set, &cx, &root, progress, log.clone())?;
+    let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
+    progress.step(format!("elements: {}", names.join(" ")));
+    let before_cleanup: Vec<Phase> = Phase::ALL
+        .into_iter()
+        .filter(|p| *p != Phase::Cleanup)
+        .collect();
+    runner.run(&before_cleanup, Some(Target::Chroot(&chroot)))?;
+    let kernel = kernel::find(&root)?;
+    let made = in_root(&InRoot {
+        chroot: &chroot,
+        kernel: &kernel,
+        plan: p,
+        ws,
+        progress,
+    })?;
+    chroot.close()?;
+    runner.run(&[Phase::Cleanup], None)?;
+    runner.finish(true)?;
+    interrupt::check()?;
+    Ok((Root { path: root, kernel }, made))
+}
+
+/// Copies the running program to /usr/bin/undercloud-live in the root.
+fn install_self(exe: &Path, root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = root.join("usr/bin");
+    fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    let dest = bin.join("undercloud-live");
+    let tmp = bin.join(".undercloud-live.tmp");
+    fs::copy(exe, &tmp).with_context(|| format!("copying {} into the image", exe.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("setting the mode of {}", tmp.display()))?;
+    fs::rename(&tmp, &dest).with_context(|| format!("creating {}", dest.display()))?;
+    Ok(())
+}

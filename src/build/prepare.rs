@@ -1,0 +1,352 @@
+//! The first stage: everything that can be checked without work is checked
+//! here, so a typo or a missing tool costs a second, not a download.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use super::{BuildOptions, BuildReport, Written};
+use crate::elements::{self, run::OutputLog, ElementSet};
+use crate::fs::{erofs, ext4, squashfs};
+use crate::kickstart::{self, translate::PackageMap, Kickstart};
+use crate::progress::Progress;
+use crate::spec::{self, LoadedSpec, OutputFormat, RootFormat};
+
+/// Where the build's result goes, per format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// One hybrid image file.
+    Hybrid(PathBuf),
+    /// `PREFIX.kernel` and `PREFIX.initramfs`.
+    Ramdisk { prefix: PathBuf },
+    /// A raw (`qcow2: false`) or qcow2 disk image.
+    Disk { path: PathBuf, qcow2: bool },
+}
+
+impl Output {
+    /// The output path a build names from `--output`, the spec's
+    /// `output:` or the spec's name. A ramdisk's prefix drops `.kernel`,
+    /// `.initramfs` or an image suffix; a disk image named `.qcow2` is
+    /// qcow2, anything else raw (an `.iso` name becomes `.raw`).
+    pub fn new(format: OutputFormat, given: Option<PathBuf>, name: &str) -> Output {
+        match format {
+            OutputFormat::Hybrid => {
+                Output::Hybrid(given.unwrap_or_else(|| PathBuf::from(format!("{name}.iso"))))
+            }
+            OutputFormat::Ramdisk => {
+                let p = given.unwrap_or_else(|| PathBuf::from(name));
+                let prefix = match p.extension().and_then(|e| e.to_str()) {
+                    Some("kernel" | "initramfs" | "iso" | "img" | "raw" | "qcow2") => {
+                        p.with_extension("")
+                    }
+                    _ => p,
+                };
+                Output::Ramdisk { prefix }
+            }
+            OutputFormat::Disk => {
+                let p = given.unwrap_or_else(|| PathBuf::from(format!("{name}.raw")));
+                match p.extension().and_then(|e| e.to_str()) {
+                    Some("qcow2") => Output::Disk {
+                        path: p,
+                        qcow2: true,
+                    },
+                    Some("iso") => Output::Disk {
+                        path: p.with_extension("raw"),
+                        qcow2: false,
+                    },
+                    _ => Output::Disk {
+                        path: p,
+                        qcow2: false,
+                    },
+                }
+            }
+        }
+    }
+
+    /// The file the build log is named after.
+    pub fn main_file(&self) -> PathBuf {
+        match self {
+            Output::Hybrid(p) => p.clone(),
+            Output::Ramdisk { prefix } => with_suffix(prefix, ".kernel"),
+            Output::Disk { path, .. } => path.clone(),
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        match self.main_file().parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+/// `prefix` + `suffix`, kept as a path (a prefix may hold dots).
+pub fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// A spec whose inputs were all found and checked.
+pub struct Prepared {
+    pub loaded: LoadedSpec,
+    pub format: OutputFormat,
+    pub epoch: i64,
+    pub set: ElementSet,
+    pub kickstart: Option<(Kickstart, PackageMap)>,
+    /// ESP path -> source file, from the spec's `esp_files`.
+    pub extra_esp: Vec<(String, PathBuf)>,
+    /// This program, to be put into the image (spec `installer: true`).
+    pub installer: Option<PathBuf>,
+    pub output: Output,
+    pub cache_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub spec_file: PathBuf,
+    pub offline: bool,
+}
+
+pub fn prepare(opts: &BuildOptions) -> Result<Prepared> {
+    let loaded = load_spec(opts)?;
+    let spec = &loaded.spec;
+    let format = opts.format.unwrap_or(spec.format);
+    let epoch = spec::source_date_epoch()?;
+    let set = elements::resolve(
+        &spec.elements,
+        &elements_path(opts, &loaded),
+        spec.base.distro,
+    )?;
+    let kickstart = load_kickstart(opts, &loaded, &set)?;
+    let mut extra_esp = Vec::new();
+    for (dest, src) in &spec.esp_files {
+        let src = loaded.resolve(src);
+        if !src.is_file() {
+            bail!(
+                "esp_files: {dest}: {} is not a readable file",
+                src.display()
+            );
+        }
+        extra_esp.push((dest.clone(), src));
+    }
+    let installer = if spec.installer {
+        Some(std::env::current_exe().context("finding this program to put into the image")?)
+    } else {
+        None
+    };
+    let given = opts
+        .output
+        .clone()
+        .or_else(|| spec.output.as_ref().map(|o| loaded.resolve(o)));
+    let output = Output::new(format, given, &spec.name);
+    check_tools(&loaded, format, &output)?;
+    let out_dir = output.dir();
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let main = output.main_file();
+    let file_name = main
+        .file_name()
+        .with_context(|| format!("output {} has no file name", main.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let log_path = opts
+        .log
+        .clone()
+        .unwrap_or_else(|| out_dir.join(format!("{file_name}.log")));
+    Ok(Prepared {
+        format,
+        epoch,
+        set,
+        kickstart,
+        extra_esp,
+        installer,
+        output,
+        cache_dir: opts
+            .cache_dir
+            .clone()
+            .unwrap_or_else(crate::cache::default_cache_dir),
+        log_path,
+        spec_file: opts.spec.clone(),
+        offline: opts.offline,
+        loaded,
+    })
+}
+
+/// The spec, with `--persistent-size` applied.
+fn load_spec(opts: &BuildOptions) -> Result<LoadedSpec> {
+    let mut loaded = LoadedSpec::load(&opts.spec)?;
+    if let Some(size) = opts.persistent_size {
+        let p = loaded
+            .spec
+            .persistence
+            .get_or_insert(spec::Persistence { size, label: None });
+        p.size = size;
+        spec::validate_persistence(p, loaded.spec.root.format)
+            .with_context(|| format!("--persistent-size for spec {}", opts.spec.display()))?;
+    }
+    Ok(loaded)
+}
+
+/// `--elements-path`, then the spec's, then `$ELEMENTS_PATH`.
+fn elements_path(opts: &BuildOptions, loaded: &LoadedSpec) -> Vec<PathBuf> {
+    let mut path: Vec<PathBuf> = opts.elements_path.clone();
+    path.extend(loaded.spec.elements_path.iter().map(|p| loaded.resolve(p)));
+    if let Some(env) = std::env::var_os("ELEMENTS_PATH") {
+        path.extend(std::env::split_paths(&env));
+    }
+    path
+}
+
+fn load_kickstart(
+    opts: &BuildOptions,
+    loaded: &LoadedSpec,
+    set: &ElementSet,
+) -> Result<Option<(Kickstart, PackageMap)>> {
+    let spec = &loaded.spec;
+    let Some(file) = opts
+        .kickstart
+        .clone()
+        .or_else(|| spec.kickstart.as_ref().map(|p| loaded.resolve(p)))
+    else {
+        return Ok(None);
+    };
+    let map_file = opts.kickstart_package_map.clone().or_else(|| {
+        spec.kickstart_package_map
+            .as_ref()
+            .map(|p| loaded.resolve(p))
+    });
+    let map = match &map_file {
+        Some(f) => PackageMap::load(f)?,
+        None => PackageMap::default(),
+    };
+    let ks = kickstart::parse_file(&file)?;
+    // Package names are checked now, before any download.
+    kickstart::translate::package_list(&ks, spec.base.distro, &map)?;
+    if set.get(kickstart::translate::ELEMENT).is_some() {
+        bail!(
+            "an element named {:?} is in the set; the kickstart runs under that name",
+            kickstart::translate::ELEMENT
+        );
+    }
+    Ok(Some((ks, map)))
+}
+
+/// The external programs this build will need, each named with the
+/// package that provides it.
+fn check_tools(loaded: &LoadedSpec, format: OutputFormat, output: &Output) -> Result<()> {
+    let spec = &loaded.spec;
+    for tool in ["chroot", "bash"] {
+        if squashfs::which(tool).is_none() {
+            bail!("{tool} not found: install package coreutils / bash");
+        }
+    }
+    match format {
+        OutputFormat::Hybrid => {
+            match spec.root.format {
+                RootFormat::Squashfs => squashfs::check_tool()?,
+                RootFormat::Erofs => erofs::check_tool()?,
+            }
+            if spec.persistence.is_some() {
+                ext4::check_tools()?;
+            }
+        }
+        OutputFormat::Ramdisk => {}
+        OutputFormat::Disk => {
+            crate::install::format::check_tools(crate::install::config::Filesystem::Ext4, false)?;
+            for (tool, pkg) in [("losetup", "util-linux"), ("cp", "coreutils")] {
+                if squashfs::which(tool).is_none() {
+                    bail!("{tool} not found: install package {pkg}");
+                }
+            }
+            if let Output::Disk { qcow2: true, path } = output {
+                if squashfs::which("qemu-img").is_none() {
+                    bail!(
+                        "{} is a qcow2 image, which needs qemu-img: install package qemu-utils (Fedora: qemu-img), or name the output .raw",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Prepared {
+    /// The build log, opened with the build's first line.
+    pub fn open_log(&self, progress: &Progress) -> Result<OutputLog> {
+        let log = OutputLog::new(Some(&self.log_path), !progress.is_quiet())?;
+        log.note(&format!(
+            "building {} ({}) from {}",
+            self.output.main_file().display(),
+            self.format.name(),
+            self.spec_file.display()
+        ));
+        if let Some((ks, _)) = &self.kickstart {
+            for w in &ks.warnings {
+                eprintln!("warning: {w}");
+                log.note(&format!("warning: {w}"));
+            }
+        }
+        Ok(log)
+    }
+
+    pub fn report(&self, w: Written, started: Instant) -> BuildReport {
+        BuildReport {
+            format: self.format,
+            output: self.output.main_file(),
+            size: w.files.iter().map(|(_, s)| s).sum(),
+            files: w.files,
+            seconds: started.elapsed().as_secs_f64(),
+            kernel: w.kernel,
+            bios: w.bios,
+            md5: w.md5,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        assert_eq!(
+            Output::new(OutputFormat::Hybrid, None, "uc"),
+            Output::Hybrid("uc.iso".into())
+        );
+        assert_eq!(
+            Output::new(OutputFormat::Ramdisk, p("out/ipa.kernel"), "uc"),
+            Output::Ramdisk {
+                prefix: "out/ipa".into()
+            }
+        );
+        assert_eq!(
+            Output::new(OutputFormat::Ramdisk, p("out/ipa.v1"), "uc"),
+            Output::Ramdisk {
+                prefix: "out/ipa.v1".into()
+            }
+        );
+        assert_eq!(
+            Output::new(OutputFormat::Ramdisk, None, "uc").main_file(),
+            PathBuf::from("uc.kernel")
+        );
+        assert_eq!(
+            Output::new(OutputFormat::Disk, p("d/x.qcow2"), "uc"),
+            Output::Disk {
+                path: "d/x.qcow2".into(),
+                qcow2: true
+            }
+        );
+        assert_eq!(
+            Output::new(OutputFormat::Disk, p("d/x.iso"), "uc"),
+            Output::Disk {
+                path: "d/x.raw".into(),
+                qcow2: false
+            }
+        );
+        assert_eq!(
+            Output::new(OutputFormat::Disk, None, "uc").dir(),
+            PathBuf::from(".")
+        );
+    }
+}
