@@ -1051,6 +1051,20 @@ impl Tail {
         }
     }
 
+    /// What the last kernel panic line says after "not syncing: ", e.g.
+    /// "Attempted to kill init! exitcode=0x00000300".
+    fn panic_reason(&self) -> Option<String> {
+        let text = strip_ansi(&String::from_utf8_lossy(&self.buf));
+        // The report's closing line repeats it, in brackets: take its first line.
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.contains(PANIC) && !l.contains(PANIC_END))?;
+        let (_, reason) = line.split_once(PANIC)?;
+        let reason = reason.trim_start_matches(':').trim();
+        (!reason.is_empty()).then(|| clip(reason, 120))
+    }
+
     /// The last `n` non-trailing lines, escape sequences removed.
     fn lines(&self, n: usize) -> Vec<String> {
         let text = strip_ansi(&String::from_utf8_lossy(&self.buf));
@@ -1204,7 +1218,13 @@ fn attempt(
             watch.secs()
         ))),
         Watched::Stopped(Stop::Panic) => {
-            Err(watch.failure(&format!("kernel panic after {} s", watch.secs())))
+            // Its reason, in the summary: the register dump after it pushes
+            // the panic line itself out of the last console lines.
+            let reason = match watch.tail.panic_reason() {
+                Some(reason) => format!(" ({reason})"),
+                None => String::new(),
+            };
+            Err(watch.failure(&format!("kernel panic after {} s{reason}", watch.secs())))
         }
         Watched::Stopped(Stop::NothingToBoot) => Err(watch.failure(&format!(
             "firmware found nothing to boot after {} s",
@@ -2072,7 +2092,7 @@ mod tests {
         let summary = err.to_string();
         assert!(summary.starts_with("boot of "), "{summary}");
         assert!(
-            summary.contains("as usb: kernel panic after 0 s"),
+            summary.ends_with("as usb: kernel panic after 0 s (VFS: Unable to mount root fs)"),
             "{summary}"
         );
         let full = format!("{err:#}");
@@ -2117,7 +2137,8 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "boot of kernel {} with initrd {}: kernel panic after 0 s",
+                "boot of kernel {} with initrd {}: kernel panic after 0 s \
+                 (Out of memory and no killable processes...)",
                 kernel.display(),
                 initrd.display()
             ),
