@@ -168,14 +168,27 @@ enum Command {
         #[command(subcommand)]
         command: MediumCommand,
     },
-    /// Boot an image in QEMU and watch its serial console.
+    /// Boot an image (raw or qcow2), or a kernel and initramfs, in QEMU and
+    /// watch its serial console.
     Boot {
-        image: PathBuf,
-        /// How the image is attached.
-        #[arg(long = "as", value_enum, default_value_t = MediaArg::Cdrom)]
-        media: MediaArg,
-        #[arg(long, value_enum, default_value_t = FirmwareArg::Uefi)]
-        firmware: FirmwareArg,
+        /// The image; or NAME.kernel, booted directly with the
+        /// NAME.initramfs beside it (a netboot ramdisk).
+        image: Option<PathBuf>,
+        /// How the image is attached [default: cdrom].
+        #[arg(long = "as", value_enum)]
+        media: Option<MediaArg>,
+        /// Boot this kernel directly (QEMU loads it; no boot drive).
+        #[arg(long, value_name = "FILE")]
+        kernel: Option<PathBuf>,
+        /// The initramfs for --kernel.
+        #[arg(long, value_name = "FILE")]
+        initrd: Option<PathBuf>,
+        /// More kernel command line, after "console=ttyS0,115200 panic=-1".
+        #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+        append: Option<String>,
+        /// [default: uefi for an image, bios for a kernel]
+        #[arg(long, value_enum)]
+        firmware: Option<FirmwareArg>,
         /// Succeed as soon as this text appears on the serial console.
         #[arg(long)]
         expect: Option<String>,
@@ -196,7 +209,7 @@ enum Command {
         /// Let the guest write to the image (default: changes are discarded).
         #[arg(long)]
         writable: bool,
-        /// Attach this raw file as one more virtio disk, writable
+        /// Attach this raw or qcow2 file as one more virtio disk, writable
         /// (repeatable; e.g. a blank disk to install to).
         #[arg(long = "disk")]
         disks: Vec<PathBuf>,
@@ -737,6 +750,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Boot {
             image,
             media,
+            kernel,
+            initrd,
+            append,
             firmware,
             expect,
             timeout,
@@ -748,18 +764,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             disks,
             forwards,
         } => {
+            let media = media.map(|m| match m {
+                MediaArg::Cdrom => qemu::Media::Cdrom,
+                MediaArg::Usb => qemu::Media::Usb,
+                MediaArg::Disk => qemu::Media::Disk,
+            });
+            let boot = qemu::Boot::choose(image, media, kernel, initrd, append)?;
             let opts = qemu::BootOptions {
-                image,
-                media: match media {
-                    MediaArg::Cdrom => qemu::Media::Cdrom,
-                    MediaArg::Usb => qemu::Media::Usb,
-                    MediaArg::Disk => qemu::Media::Disk,
-                },
                 firmware: match firmware {
-                    FirmwareArg::Uefi => qemu::Firmware::Uefi,
-                    FirmwareArg::UefiSecure => qemu::Firmware::UefiSecure,
-                    FirmwareArg::Bios => qemu::Firmware::Bios,
+                    Some(FirmwareArg::Uefi) => qemu::Firmware::Uefi,
+                    Some(FirmwareArg::UefiSecure) => qemu::Firmware::UefiSecure,
+                    Some(FirmwareArg::Bios) => qemu::Firmware::Bios,
+                    None => boot.default_firmware(),
                 },
+                boot,
                 expect: expect.clone(),
                 timeout: Duration::from_secs(timeout),
                 memory_mib: memory,
