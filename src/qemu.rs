@@ -524,16 +524,30 @@ impl DiskFormat {
     /// qcow2 when the file starts with qcow2's magic, raw otherwise (a file
     /// shorter than the magic included). Only files given to this tool are
     /// sniffed, before each boot.
+    ///
+    /// A qcow2 that names a backing file is refused: QEMU would open that
+    /// host file for the guest, and a writable raw drive's guest could have
+    /// written such a header itself to reach any file on the host at the
+    /// next boot.
     fn sniff(path: &Path) -> Result<DiskFormat> {
-        let mut head = Vec::with_capacity(4);
+        let mut head = Vec::with_capacity(16);
         File::open(path)
-            .and_then(|f| f.take(4).read_to_end(&mut head))
+            .and_then(|f| f.take(16).read_to_end(&mut head))
             .with_context(|| format!("reading {}", path.display()))?;
-        Ok(if head == QCOW2_MAGIC {
-            DiskFormat::Qcow2
-        } else {
-            DiskFormat::Raw
-        })
+        if !head.starts_with(QCOW2_MAGIC) {
+            return Ok(DiskFormat::Raw);
+        }
+        // Bytes 8..16: the backing file name's offset, big-endian; 0 = none.
+        let backing = head
+            .get(8..16)
+            .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])));
+        if backing != 0 {
+            bail!(
+                "{} is a qcow2 image with a backing file: refused (QEMU would give the guest a host file); flatten it with qemu-img convert first",
+                path.display()
+            );
+        }
+        Ok(DiskFormat::Qcow2)
     }
 
     fn name(self) -> &'static str {
@@ -1685,6 +1699,10 @@ mod tests {
         );
         let err = DiskFormat::sniff(&dir.path().join("none")).unwrap_err();
         assert!(format!("{err:#}").contains("none"), "{err:#}");
+        let mut backed = header.clone();
+        backed[8..16].copy_from_slice(&512u64.to_be_bytes());
+        let err = DiskFormat::sniff(&put("f.qcow2", &backed)).unwrap_err();
+        assert!(format!("{err:#}").contains("backing file"), "{err:#}");
 
         let raw = put("e.raw", &[0; 512]);
         let mut opts = BootOptions::new(&qcow2, Media::Disk);
