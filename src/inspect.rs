@@ -2,7 +2,9 @@
 //! from one) holds, read with our own parsers and the `gpt` / `fatfs`
 //! crates, never by mounting: the partitions and their filesystems, the
 //! ISO9660 volume, the El Torito boot entries, the MBR boot code, the ESP's
-//! files and the embedded media checksum.
+//! files and the embedded media checksum. A ramdisk (a compressed newc
+//! cpio, the `ramdisk` output) is summarised instead, and a qcow2 image is
+//! named with its virtual size.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -12,6 +14,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::fs::cpio;
 use crate::image::gpt::LBA;
 use crate::image::isomd5::{self, Embedded};
 
@@ -58,6 +61,15 @@ pub struct EspFile {
     pub bytes: u64,
 }
 
+/// A qcow2 image: only its header is read (the partitions are in
+/// clusters that would need a qcow2 reader).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Qcow2 {
+    pub version: u32,
+    /// The size of the disk it holds.
+    pub virtual_size: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Inspection {
     pub path: String,
@@ -70,6 +82,12 @@ pub struct Inspection {
     pub el_torito: Vec<BootEntry>,
     pub esp_files: Vec<EspFile>,
     pub media_checksum: Option<Embedded>,
+    /// The file is a ramdisk, not a disk image (the disk fields are empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramdisk: Option<cpio::Summary>,
+    /// The file is a qcow2 image (the disk fields are empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qcow2: Option<Qcow2>,
 }
 
 fn type_name(guid: &str) -> String {
@@ -270,11 +288,70 @@ fn el_torito(file: &File, volume: u64) -> Result<Vec<BootEntry>> {
     Ok(out)
 }
 
+/// Magic of a qcow2 header ("QFI\xfb").
+const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
+
+/// The first bytes of `file`: enough for `cpio::sniff` to decide.
+fn head(file: &File, path: &Path) -> Result<Vec<u8>> {
+    let mut b = vec![0u8; 256 << 10];
+    let mut n = 0;
+    while n < b.len() {
+        let got = file
+            .read_at(&mut b[n..], n as u64)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    b.truncate(n);
+    Ok(b)
+}
+
+/// An inspection of a file that is not a disk image: the disk fields empty.
+fn not_a_disk(path: &Path, bytes: u64) -> Inspection {
+    Inspection {
+        path: path.display().to_string(),
+        bytes,
+        mbr_boot_code: false,
+        disk_guid: None,
+        partitions: Vec::new(),
+        volume: None,
+        el_torito: Vec::new(),
+        esp_files: Vec::new(),
+        media_checksum: None,
+        ramdisk: None,
+        qcow2: None,
+    }
+}
+
 pub fn inspect(path: &Path) -> Result<Inspection> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let bytes = file
         .seek_end()
         .with_context(|| format!("sizing {}", path.display()))?;
+    let head = head(&file, path)?;
+    if head.starts_with(QCOW2_MAGIC) {
+        if head.len() < 32 {
+            anyhow::bail!("{}: a qcow2 header, cut short", path.display());
+        }
+        let be32 =
+            |at: usize| u32::from_be_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+        let virtual_size = (u64::from(be32(24)) << 32) | u64::from(be32(28));
+        return Ok(Inspection {
+            qcow2: Some(Qcow2 {
+                version: be32(4),
+                virtual_size,
+            }),
+            ..not_a_disk(path, bytes)
+        });
+    }
+    if cpio::sniff(&head).is_some() {
+        return Ok(Inspection {
+            ramdisk: Some(cpio::summarize(path)?),
+            ..not_a_disk(path, bytes)
+        });
+    }
     let mut mbr = [0u8; 512];
     file.read_exact_at(&mut mbr, 0)
         .with_context(|| format!("reading the MBR of {}", path.display()))?;
@@ -342,6 +419,8 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         el_torito: el,
         esp_files,
         media_checksum,
+        ramdisk: None,
+        qcow2: None,
     })
 }
 
@@ -362,6 +441,36 @@ impl SeekEnd for File {
 /// The human-readable report.
 pub fn render(i: &Inspection) -> String {
     let mut s = format!("{}: {} bytes\n", i.path, i.bytes);
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    if let Some(q) = &i.qcow2 {
+        s += &format!(
+            "qcow2 image (version {}): virtual disk of {} bytes ({:.1} GiB)\n",
+            q.version,
+            q.virtual_size,
+            gib(q.virtual_size)
+        );
+        s += &format!(
+            "partitions are not read from qcow2: `qemu-img convert -O raw {p} {p}.raw`, \
+             then inspect {p}.raw\n",
+            p = i.path
+        );
+        return s;
+    }
+    if let Some(r) = &i.ramdisk {
+        s += &format!(
+            "ramdisk: newc cpio, compression {}, {} entries, {} bytes of data ({:.1} MiB)\n",
+            r.compression,
+            r.entries,
+            r.bytes,
+            r.bytes as f64 / (1u64 << 20) as f64
+        );
+        s += if r.has_init {
+            "/init: yes (the kernel runs it)\n"
+        } else {
+            "/init: no (the kernel would look for a root= device instead)\n"
+        };
+        return s;
+    }
     s += &format!(
         "MBR boot code: {}\n",
         if i.mbr_boot_code {
@@ -507,6 +616,159 @@ mod tests {
         assert_eq!(
             sniff(&f, 4096),
             (Some("ext4".into()), Some("PERSIST".into()))
+        );
+    }
+
+    #[test]
+    fn ramdisk_is_summarised() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+        std::fs::write(root.join("usr/lib/systemd/systemd"), b"#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("usr/lib/systemd/systemd", root.join("init")).unwrap();
+        let out = t.path().join("x.initramfs");
+        let packed = cpio::pack(&root, &out, &cpio::PackOptions::default()).unwrap();
+        let i = inspect(&out).unwrap();
+        let r = i.ramdisk.as_ref().unwrap();
+        assert_eq!(
+            (r.compression, r.entries, r.has_init),
+            ("zstd", packed.entries, true)
+        );
+        assert_eq!(r.entries, 6); // . init usr usr/lib usr/lib/systemd usr/lib/systemd/systemd
+        assert_eq!(r.bytes, 10 + "usr/lib/systemd/systemd".len() as u64);
+        assert!(i.partitions.is_empty() && i.qcow2.is_none() && !i.mbr_boot_code);
+        let text = render(&i);
+        assert!(
+            text.contains("ramdisk: newc cpio, compression zstd, 6 entries"),
+            "{text}"
+        );
+        assert!(text.contains("/init: yes"), "{text}");
+        assert!(!text.contains("GPT"), "{text}");
+        let json: serde_json::Value = serde_json::to_value(&i).unwrap();
+        assert_eq!(json["ramdisk"]["compression"], "zstd");
+        assert_eq!(json["ramdisk"]["has_init"], true);
+        assert!(json.get("qcow2").is_none());
+    }
+
+    #[test]
+    fn qcow2_is_named_with_its_virtual_size() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("disk.qcow2");
+        let mut h = vec![0u8; 512];
+        h[..4].copy_from_slice(b"QFI\xfb");
+        h[4..8].copy_from_slice(&3u32.to_be_bytes());
+        h[24..32].copy_from_slice(&(10u64 << 30).to_be_bytes());
+        std::fs::write(&p, &h).unwrap();
+        let i = inspect(&p).unwrap();
+        assert_eq!(
+            i.qcow2,
+            Some(Qcow2 {
+                version: 3,
+                virtual_size: 10 << 30
+            })
+        );
+        let text = render(&i);
+        assert!(
+            text.contains("qcow2 image (version 3): virtual disk of 10737418240 bytes (10.0 GiB)"),
+            "{text}"
+        );
+        assert!(text.contains("qemu-img convert -O raw"), "{text}");
+        let json = serde_json::to_value(&i).unwrap();
+        assert_eq!(json["qcow2"]["virtual_size"], 10u64 << 30);
+        assert!(json.get("ramdisk").is_none());
+        std::fs::write(&p, b"QFI\xfb\0\0\0\x03").unwrap();
+        assert!(inspect(&p).is_err());
+    }
+
+    /// A plain disk (the `disk` output's layout): BIOS boot, ESP, ext4
+    /// root; no ISO9660 volume, no El Torito.
+    #[test]
+    fn gpt_disk_without_iso9660() {
+        use crate::image::gpt::{protective_mbr, write_gpt, PartitionSpec};
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("disk.raw");
+        let mib = 1u64 << 20;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(64 * mib).unwrap();
+        let part = |name: &str, ty: gpt::partition_types::Type, from: u64, to: u64| PartitionSpec {
+            name: name.into(),
+            type_guid: ty,
+            guid: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()),
+            first_lba: from * mib / LBA,
+            last_lba: to * mib / LBA - 1,
+        };
+        let parts = [
+            part("bios", gpt::partition_types::BIOS, 1, 2),
+            part("esp", gpt::partition_types::EFI, 2, 34),
+            part("root", gpt::partition_types::LINUX_FS, 34, 63),
+        ];
+        let mbr = protective_mbr(64 * mib, None, [1, 2, 3, 4]).unwrap();
+        write_gpt(&mut f, &p, uuid::Uuid::nil(), &parts, &mbr).unwrap();
+        // The ESP: a FAT with one file.
+        let esp = t.path().join("esp.img");
+        {
+            let mut e = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&esp)
+                .unwrap();
+            e.set_len(32 * mib).unwrap();
+            fatfs::format_volume(
+                &mut e,
+                fatfs::FormatVolumeOptions::new().volume_label(*b"ESP        "),
+            )
+            .unwrap();
+            let fs = fatfs::FileSystem::new(&mut e, fatfs::FsOptions::new()).unwrap();
+            fs.root_dir().create_dir("EFI").unwrap();
+            fs.root_dir().create_dir("EFI/BOOT").unwrap();
+            fs.root_dir()
+                .create_file("EFI/BOOT/BOOTX64.EFI")
+                .unwrap()
+                .write_all(b"MZ")
+                .unwrap();
+        }
+        f.write_all_at(&std::fs::read(&esp).unwrap(), 2 * mib)
+            .unwrap();
+        // The root: an ext4 superblock's magic and label.
+        let sb = 34 * mib + 1024;
+        f.write_all_at(&0xEF53u16.to_le_bytes(), sb + 0x38).unwrap();
+        f.write_all_at(b"root", sb + 0x78).unwrap();
+        drop(f);
+
+        let i = inspect(&p).unwrap();
+        assert!(i.volume.is_none() && i.el_torito.is_empty() && i.media_checksum.is_none());
+        let kinds: Vec<_> = i
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.type_name.as_str(),
+                    p.filesystem.as_deref(),
+                    p.label.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("BIOS boot", None, None),
+                ("EFI System", Some("vfat"), Some("ESP")),
+                ("Linux filesystem", Some("ext4"), Some("root")),
+            ]
+        );
+        assert_eq!(i.esp_files.len(), 1);
+        let text = render(&i);
+        assert!(text.contains("ISO9660: none"), "{text}");
+        assert!(text.contains("EFI/BOOT/BOOTX64.EFI"), "{text}");
+        assert!(
+            !text.contains("ramdisk") && !text.contains("qcow2"),
+            "{text}"
         );
     }
 }
