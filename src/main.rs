@@ -168,6 +168,11 @@ enum Command {
         #[command(subcommand)]
         command: MediumCommand,
     },
+    /// Netboot ramdisks (`build --format ramdisk` makes whole ones).
+    Ramdisk {
+        #[command(subcommand)]
+        command: RamdiskCommand,
+    },
     /// Boot an image (raw or qcow2), or a kernel and initramfs, in QEMU and
     /// watch its serial console.
     Boot {
@@ -327,6 +332,25 @@ struct SelectionArgs {
     /// Tell hooks not to download (DIB_OFFLINE=1).
     #[arg(long)]
     offline: bool,
+}
+
+#[derive(Subcommand)]
+enum RamdiskCommand {
+    /// Pack a folder as a compressed newc cpio, as the ramdisk output does
+    /// (sorted, owners and modes kept, times clamped to SOURCE_DATE_EPOCH).
+    Pack {
+        /// The folder to pack (its contents become the archive's root).
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long, short)]
+        output: PathBuf,
+        /// zstd (default), xz or none.
+        #[arg(long, default_value = "zstd")]
+        compression: String,
+        /// Compression level (zstd 1-19, default 9; xz 0-9, default 6).
+        #[arg(long)]
+        level: Option<i64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -665,6 +689,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Ramdisk {
+            command:
+                RamdiskCommand::Pack {
+                    root,
+                    output,
+                    compression,
+                    level,
+                },
+        } => {
+            interrupt::install()?;
+            let compression = undercloud_live::fs::cpio::Compression::parse(&compression, level)?;
+            let report = build::pack_folder(&root, &output, compression)?;
+            if !cli.quiet {
+                println!("{}: {report}", output.display());
+            }
+            Ok(())
+        }
         Command::Medium { command } => {
             let find = |device: Option<PathBuf>| -> anyhow::Result<medium::Medium> {
                 match device {

@@ -12,6 +12,7 @@ mod customise;
 mod disk;
 mod hybrid;
 mod prepare;
+mod ramdisk;
 mod workspace;
 
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use crate::progress::Progress;
 use crate::spec::{self, OutputFormat};
 
 pub use prepare::Output;
+pub use ramdisk::pack_folder;
 
 #[derive(Clone, Debug, Default)]
 pub struct BuildOptions {
@@ -92,7 +94,8 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
             hybrid::write(&plan, &ws, root, live, progress)?
         }
         OutputFormat::Ramdisk => {
-            anyhow::bail!("format ramdisk: the cpio packer is not in this build yet")
+            let (root, ()) = customise::customise(&plan, &ws, base, progress, &log, |_| Ok(()))?;
+            ramdisk::write(&plan, &ws, root, progress)?
         }
         OutputFormat::Disk => {
             let (root, ()) = customise::customise(&plan, &ws, base, progress, &log, |_| Ok(()))?;
