@@ -14,7 +14,6 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use common::*;
-use sha2::{Digest, Sha256};
 
 const EPOCH: &str = "1700000000";
 const MARKER: &str = "UNDERCLOUD-LIVE-MARKER-OK";
@@ -37,34 +36,6 @@ fn build_spec(spec: &str, server: &Server, cache: &Path, out: &Path, work: &Path
         t.elapsed().as_secs_f64(),
         std::fs::metadata(out).unwrap().len() >> 20
     );
-}
-
-fn sha256(p: &Path) -> String {
-    // sha2 0.11's hashers do not implement io::Write: feed them by hand.
-    let mut f = std::fs::File::open(p).unwrap();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    hex::encode(h.finalize())
-}
-
-fn tool(cmd: &mut Command) -> String {
-    let o = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{cmd:?} failed:\n{text}");
-    text
 }
 
 /// Independent readers agree the image is a valid GPT disk, an ISO9660
@@ -402,8 +373,8 @@ fn build_check_boot_everywhere_persist_and_rebuild_identically() {
         after - before
     );
     assert_eq!(
-        sha256(&a),
-        sha256(&b),
+        sha256_file(&a),
+        sha256_file(&b),
         "two builds with SOURCE_DATE_EPOCH={EPOCH} differ"
     );
 }

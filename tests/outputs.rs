@@ -17,7 +17,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::*;
-use sha2::{Digest, Sha256};
 
 const EPOCH: &str = "1700000000";
 const MARKER: &str = "UNDERCLOUD-LIVE-MARKER-OK";
@@ -32,24 +31,6 @@ fn build(server: &Server, format: &str, out: &Path, cache: &Path, work: &Path) -
     assert!(!work.exists(), "work folder {} left behind", work.display());
     assert!(mounts_under(work).is_empty());
     t.elapsed().as_secs_f64()
-}
-
-fn sha256(p: &Path) -> String {
-    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
-    hex::encode(Sha256::digest(&bytes))
-}
-
-fn tool(cmd: &mut Command) -> String {
-    let o = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{cmd:?} failed:\n{text}");
-    text
 }
 
 /// Boots with `args` until the marker; returns the marker's line.
@@ -116,8 +97,8 @@ fn ramdisk_is_reproducible_and_boots_by_direct_kernel_boot() {
     build(&server, "ramdisk", &b, &cache, &dir.join("work-b"));
     for f in ["minimal.kernel", "minimal.initramfs"] {
         assert_eq!(
-            sha256(&dir.join("a").join(f)),
-            sha256(&dir.join("b").join(f)),
+            sha256_file(&dir.join("a").join(f)),
+            sha256_file(&dir.join("b").join(f)),
             "{f} differs between two builds with one SOURCE_DATE_EPOCH"
         );
     }

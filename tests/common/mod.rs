@@ -173,3 +173,37 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Runs an independent tool (sgdisk, xorriso, qemu-img ...) and returns its
+/// stdout and stderr; a failure fails the test with both.
+pub fn tool(cmd: &mut Command) -> String {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+/// A file's sha256, read in 1 MiB pieces (images are large).
+pub fn sha256_file(p: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    // sha2 0.11's hashers do not implement io::Write: feed them by hand.
+    let mut f = std::fs::File::open(p).unwrap_or_else(|e| panic!("opening {}: {e}", p.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
