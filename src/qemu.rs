@@ -496,8 +496,21 @@ pub fn ramdisk_memory_mib(compressed: u64) -> u64 {
     (4 * compressed).div_ceil(1 << 20) + 512
 }
 
+/// What a root of `unpacked` bytes needs: the kernel unpacks the
+/// initramfs into a tmpfs that may fill at most half the memory, so twice
+/// the root, plus 512 MiB for the kernel, systemd and the services.
+pub fn unpacked_memory_mib(unpacked: u64) -> u64 {
+    (2 * unpacked).div_ceil(1 << 20) + 512
+}
+
 fn check_ramdisk_memory(initrd: &Path, size: u64, memory_mib: u32) -> Result<()> {
-    let need = ramdisk_memory_mib(size);
+    // Read the archive through when it is one we can read (a second or so
+    // for a few hundred MiB): a root that compresses well needs more than
+    // the compressed size suggests. Otherwise the rule of thumb.
+    let need = match crate::fs::cpio::summarize(initrd) {
+        Ok(summary) => unpacked_memory_mib(summary.bytes).max(ramdisk_memory_mib(size)),
+        Err(_) => ramdisk_memory_mib(size),
+    };
     if u64::from(memory_mib) < need {
         // Suggest a round amount: the next multiple of 256 MiB.
         let suggest = need.div_ceil(256) * 256;
@@ -1740,6 +1753,9 @@ mod tests {
     #[test]
     fn ramdisk_memory_rule() {
         const MIB: u64 = 1 << 20;
+        // A 545 MiB root (the deploy ramdisk) needs 1602 MiB: its tmpfs
+        // may fill half the memory.
+        assert_eq!(unpacked_memory_mib(545 * MIB), 1602);
         assert_eq!(ramdisk_memory_mib(0), 512);
         assert_eq!(ramdisk_memory_mib(1), 513);
         assert_eq!(ramdisk_memory_mib(100 * MIB), 912);
