@@ -540,7 +540,11 @@ fn refused_connections_are_reported_at_once() {
         msg,
         format!("cannot reach 127.0.0.1 (it refused the connection) for {url}")
     );
-    assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
