@@ -481,21 +481,7 @@ fn pack_with(root: &Path, out: &Path, opts: &PackOptions, threads: u32) -> Resul
     let shown = out.display();
     let nodes = walk(root)?;
 
-    // Link counts from the archive itself: directories 2 + their
-    // subdirectories, regular files the number of their names.
-    let mut subdirs: HashMap<&[u8], u32> = HashMap::new();
-    let mut names: HashMap<(u64, u64), (u32, usize)> = HashMap::new();
-    for (i, n) in nodes.iter().enumerate() {
-        match n.kind() {
-            S_IFDIR if i > 0 => *subdirs.entry(parent(&n.name)).or_default() += 1,
-            S_IFREG if n.nlink > 1 => {
-                let e = names.entry((n.dev, n.ino)).or_insert((0, i));
-                e.0 += 1;
-                e.1 = i; // the last name, which carries the data
-            }
-            _ => {}
-        }
-    }
+    let (subdirs, names) = link_counts(&nodes);
 
     let file = File::create(out).with_context(|| format!("creating {shown}"))?;
     let counted = Counted {
@@ -581,17 +567,7 @@ fn pack_with(root: &Path, out: &Path, opts: &PackOptions, threads: u32) -> Resul
             _ => (0, 0),
         };
         let symlink = if n.kind() == S_IFLNK {
-            let target =
-                fs::read_link(path()).with_context(|| format!("reading {}", path().display()))?;
-            let target = target.into_os_string().into_vec();
-            if target.len() + 1 > PATH_MAX {
-                bail!(
-                    "{}: the link target is longer than the {} bytes the kernel unpacks",
-                    path().display(),
-                    PATH_MAX - 1
-                );
-            }
-            Some(target)
+            Some(link_target(&path())?)
         } else {
             None
         };
@@ -614,20 +590,7 @@ fn pack_with(root: &Path, out: &Path, opts: &PackOptions, threads: u32) -> Resul
         if let Some(t) = &symlink {
             newc.write(t).map_err(wr)?;
         } else if size > 0 {
-            let p = path();
-            let mut f = File::open(&p).with_context(|| format!("reading {}", p.display()))?;
-            let mut left = size;
-            while left > 0 {
-                let want = (left as usize).min(buf.len());
-                let got = f
-                    .read(&mut buf[..want])
-                    .with_context(|| format!("reading {}", p.display()))?;
-                if got == 0 {
-                    bail!("{} shrank while it was being packed", p.display());
-                }
-                newc.write(&buf[..got]).map_err(wr)?;
-                left -= got as u64;
-            }
+            copy_data(&mut newc, &path(), size, &mut buf, &wr)?;
         }
         newc.pad(4).map_err(wr)?;
     }
@@ -647,6 +610,66 @@ fn pack_with(root: &Path, out: &Path, opts: &PackOptions, threads: u32) -> Resul
         uncompressed,
         compressed: counted.bytes,
     })
+}
+
+/// Link counts from the archive itself: directories 2 + their
+/// subdirectories (by parent name), regular files with several names the
+/// number of their names and the index of the last, which carries the data.
+#[allow(clippy::type_complexity)]
+fn link_counts(nodes: &[Node]) -> (HashMap<&[u8], u32>, HashMap<(u64, u64), (u32, usize)>) {
+    let mut subdirs: HashMap<&[u8], u32> = HashMap::new();
+    let mut names: HashMap<(u64, u64), (u32, usize)> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        match n.kind() {
+            S_IFDIR if i > 0 => *subdirs.entry(parent(&n.name)).or_default() += 1,
+            S_IFREG if n.nlink > 1 => {
+                let e = names.entry((n.dev, n.ino)).or_insert((0, i));
+                e.0 += 1;
+                e.1 = i; // the last name, which carries the data
+            }
+            _ => {}
+        }
+    }
+    (subdirs, names)
+}
+
+/// A symlink's target, refused when the kernel could not unpack it.
+fn link_target(path: &Path) -> Result<Vec<u8>> {
+    let target = fs::read_link(path).with_context(|| format!("reading {}", path.display()))?;
+    let target = target.into_os_string().into_vec();
+    if target.len() + 1 > PATH_MAX {
+        bail!(
+            "{}: the link target is longer than the {} bytes the kernel unpacks",
+            path.display(),
+            PATH_MAX - 1
+        );
+    }
+    Ok(target)
+}
+
+/// `size` bytes of the file at `path` into the archive, in `buf`-sized
+/// pieces; `wr` names a write error (the limit, or the disk).
+fn copy_data<W: Write>(
+    newc: &mut Newc<W>,
+    path: &Path,
+    size: u64,
+    buf: &mut [u8],
+    wr: &dyn Fn(io::Error) -> anyhow::Error,
+) -> Result<()> {
+    let mut f = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut left = size;
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        let got = f
+            .read(&mut buf[..want])
+            .with_context(|| format!("reading {}", path.display()))?;
+        if got == 0 {
+            bail!("{} shrank while it was being packed", path.display());
+        }
+        newc.write(&buf[..got]).map_err(wr)?;
+        left -= got as u64;
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------ reading
