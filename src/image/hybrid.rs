@@ -948,7 +948,7 @@ impl Plan {
             });
             copied?;
             match sum {
-                Some(sum) => Ok(Some(isomd5::write_sum(&file, out, sum?)?.md5)),
+                Some(sum) => Ok(Some(isomd5::write_sum(file, out, sum?)?.md5)),
                 None => Ok(None),
             }
         })
