@@ -382,9 +382,11 @@ fn configure_serves_no_dhcp_where_another_server_answers() {
     );
     assert!(read(&endpoints).contains("\ndhcp=guard\n"));
 
-    // force and a dry run send nothing.
-    std::thread::sleep(Duration::from_millis(500));
+    // force and a dry run send nothing. dnsmasq logs a DISCOVER when it
+    // answers it, up to its 3 s ping check later: let the probe's settle.
+    std::thread::sleep(Duration::from_millis(3500));
     let seen = net.discovers();
+    assert!(seen >= 1);
     let (out, _) = configure(&net, &root, "force", &[]);
     assert!(
         out.contains(&format!(
@@ -429,6 +431,86 @@ fn configure_serves_no_dhcp_where_another_server_answers() {
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert!(!read(&dnsmasq_conf).contains("dhcp-range"));
     assert!(read(&endpoints).contains("\ndhcp=off\n"));
+}
+
+/// The file written when DHCP is kept off is one dnsmasq takes: it serves
+/// TFTP on the interface and binds no DHCP port.
+#[test]
+fn dnsmasq_serves_tftp_only_from_the_dhcp_off_file() {
+    use undercloud_live::undercloud::config::Config;
+    use undercloud_live::undercloud::dhcp_guard::{Dhcp, Guard, Reason};
+    use undercloud_live::undercloud::render::{self, Facts};
+
+    let mut net = Net::new("tftp-only");
+    let facts = Facts {
+        interface: net.srv_if.clone(),
+        db_password: "x".repeat(16),
+        dhcp: Dhcp::Guarded(Guard {
+            interface: net.srv_if.clone(),
+            reason: Reason::OtherServer {
+                server: Ipv4Addr::new(10, 0, 2, 2),
+                offered: Ipv4Addr::new(10, 0, 2, 15),
+            },
+            time: 0,
+        }),
+    };
+    let text = render::files(&Config::default(), &facts)
+        .into_iter()
+        .find(|f| f.path == "/etc/dnsmasq.d/undercloud.conf")
+        .unwrap()
+        .text;
+    let tftp = net.dir.join("tftpboot");
+    std::fs::create_dir_all(&tftp).unwrap();
+    let conf = net.dir.join("undercloud.conf");
+    std::fs::write(
+        &conf,
+        text.replace(
+            "tftp-root=/srv/tftpboot",
+            &format!("tftp-root={}", tftp.display()),
+        ),
+    )
+    .unwrap();
+    ip(&[
+        "-n",
+        &net.srv,
+        "addr",
+        "add",
+        "192.168.24.1/24",
+        "dev",
+        &net.srv_if,
+    ]);
+    let child = Command::new("ip")
+        .args(["netns", "exec", &net.srv, "dnsmasq", "--keep-in-foreground"])
+        .arg(format!("--conf-file={}", conf.display()))
+        .arg("--pid-file=")
+        .arg(format!("--log-facility={}", net.log().display()))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("starting dnsmasq");
+    net.dnsmasq = Some(child);
+    let t0 = Instant::now();
+    let udp = loop {
+        let udp = String::from_utf8_lossy(
+            &ip(&["netns", "exec", &net.srv, "cat", "/proc/net/udp"]).stdout,
+        )
+        .into_owned();
+        // 192.168.24.1:69, as /proc/net/udp writes it.
+        if udp.contains("0118A8C0:0045 ") {
+            break udp;
+        }
+        if let Some(st) = net.dnsmasq.as_mut().unwrap().try_wait().unwrap() {
+            panic!(
+                "dnsmasq refused the file ({st}):\n{text}\n{}",
+                std::fs::read_to_string(net.log()).unwrap_or_default()
+            );
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "dnsmasq serves no TFTP on 192.168.24.1:69:\n{udp}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!udp.contains(":0043 "), "dnsmasq bound udp 67:\n{udp}");
 }
 
 /// The probe must run before our own dnsmasq serves: undercloud-config is
