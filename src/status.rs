@@ -1,7 +1,10 @@
 //! `undercloud-live status`: inside the image, the state of each undercloud
 //! service (systemd) and endpoint (Ironic's API and drivers, the image
 //! server, DHCP and TFTP), as a table or JSON; non-zero exit when anything
-//! is down.
+//! is down. DHCP that `configure` deliberately left off (another DHCP server
+//! answers on the provisioning network, or `provisioning.dhcp: off`) is
+//! "off", not down: it stays so until the next boot, and the rest of the
+//! undercloud works.
 //!
 //! The probes are separate from the parsing and rendering so those are
 //! unit tested without systemd or a network.
@@ -13,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+
+use crate::undercloud::dhcp_guard;
 
 /// Written by `undercloud configure`: the URLs to probe.
 pub const ENDPOINTS_FILE: &str = "/etc/undercloud/endpoints";
@@ -52,6 +57,8 @@ impl UnitState {
 pub struct Endpoint {
     pub name: String,
     pub up: bool,
+    /// Deliberately not running (DHCP kept off): neither up nor down.
+    pub off: bool,
     pub detail: String,
 }
 
@@ -142,7 +149,13 @@ pub fn render_table(r: &Report) -> String {
             s,
             "{:<w$}  {:<5}  {}",
             e.name,
-            if e.up { "up" } else { "DOWN" },
+            if e.up {
+                "up"
+            } else if e.off {
+                "off"
+            } else {
+                "DOWN"
+            },
             e.detail
         );
     }
@@ -157,7 +170,16 @@ pub fn summary(r: &Report) -> String {
     let units_up = r.units.iter().filter(|u| u.up()).count();
     let eps_up = r.endpoints.iter().filter(|e| e.up).count();
     if r.ready {
-        format!("undercloud-live status: ready ({units_up} services active, {eps_up} endpoints up)")
+        let off: Vec<String> = r
+            .endpoints
+            .iter()
+            .filter(|e| e.off)
+            .map(|e| format!(", {} off", e.name))
+            .collect();
+        format!(
+            "undercloud-live status: ready ({units_up} services active, {eps_up} endpoints up{})",
+            off.concat()
+        )
     } else {
         let down: Vec<&str> = r
             .units
@@ -167,7 +189,7 @@ pub fn summary(r: &Report) -> String {
             .chain(
                 r.endpoints
                     .iter()
-                    .filter(|e| !e.up)
+                    .filter(|e| !e.up && !e.off)
                     .map(|e| e.name.as_str()),
             )
             .collect();
@@ -267,30 +289,68 @@ fn probe_endpoints(endpoints: &BTreeMap<String, String>) -> Result<Vec<Endpoint>
         Err(e) => ep("image server", false, format!("{e:#}")),
     });
     let iface = endpoints.get("interface").cloned().unwrap_or_default();
-    for (name, port) in [("DHCP", 67u16), ("TFTP", 69u16)] {
-        let up = udp_bound(port);
-        let detail = if iface.is_empty() {
-            format!("udp {port}")
-        } else {
-            format!("udp {port} on {iface}")
-        };
-        out.push(ep(
-            name,
-            up,
-            if up {
-                detail
-            } else {
-                format!("nothing on {detail}")
-            },
-        ));
-    }
+    let guard = std::fs::read_to_string(dhcp_guard::STATE_FILE).ok();
+    out.push(dhcp_endpoint(
+        endpoints.get("dhcp").map(String::as_str),
+        guard.as_deref(),
+        &iface,
+        udp_bound(67),
+    ));
+    out.push(port_endpoint("TFTP", 69, &iface, udp_bound(69)));
     Ok(out)
+}
+
+fn port_endpoint(name: &str, port: u16, iface: &str, up: bool) -> Endpoint {
+    let detail = if iface.is_empty() {
+        format!("udp {port}")
+    } else {
+        format!("udp {port} on {iface}")
+    };
+    ep(
+        name,
+        up,
+        if up {
+            detail
+        } else {
+            format!("nothing on {detail}")
+        },
+    )
+}
+
+/// DHCP: what `configure` decided (the endpoints file's `dhcp=`, the
+/// guard's state file), else whether udp 67 is bound.
+pub fn dhcp_endpoint(
+    decided: Option<&str>,
+    guard_file: Option<&str>,
+    iface: &str,
+    bound: bool,
+) -> Endpoint {
+    let detail = match decided {
+        Some("off") => "off: provisioning.dhcp is off in undercloud.yaml".to_string(),
+        Some("guard") => match guard_file.and_then(dhcp_guard::Guard::parse) {
+            Some(g) => g.status_detail(),
+            None => format!(
+                "off: kept off by the check for another DHCP server on {iface} ({} is missing); \
+                 set provisioning.dhcp: force in undercloud.yaml to serve anyway",
+                dhcp_guard::STATE_FILE
+            ),
+        },
+        // "serve", or a file from before the check existed.
+        _ => return port_endpoint("DHCP", 67, iface, bound),
+    };
+    Endpoint {
+        name: "DHCP".into(),
+        up: false,
+        off: true,
+        detail,
+    }
 }
 
 fn ep(name: &str, up: bool, detail: String) -> Endpoint {
     Endpoint {
         name: name.into(),
         up,
+        off: false,
         detail,
     }
 }
@@ -304,7 +364,7 @@ pub fn collect() -> Result<Report> {
     let endpoints = probe_endpoints(&endpoints)?;
     let ready = units.len() == UNITS.len()
         && units.iter().all(UnitState::up)
-        && endpoints.iter().all(|e| e.up);
+        && endpoints.iter().all(|e| e.up || e.off);
     Ok(Report {
         ready,
         units,
@@ -358,6 +418,64 @@ Id=nginx.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResu
         assert!(!udp_port_bound(t, 53));
         // The header's "local_address" is not a port.
         assert!(!udp_port_bound("  sl  local_address\n", 0));
+    }
+
+    #[test]
+    fn dhcp_kept_off_is_off_not_down() {
+        let guard =
+            "interface=enp0s2\nreason=other-server\nserver=10.0.2.2\noffered=10.0.2.15\ntime=1\n";
+        let e = dhcp_endpoint(Some("guard"), Some(guard), "enp0s2", false);
+        assert!(e.off && !e.up);
+        assert_eq!(
+            e.detail,
+            "off: another DHCP server (10.0.2.2) answers on enp0s2; set provisioning.dhcp: force in undercloud.yaml to serve anyway"
+        );
+        let e = dhcp_endpoint(Some("guard"), None, "enp0s2", false);
+        assert!(
+            e.off
+                && e.detail
+                    .contains("/run/undercloud-live/dhcp-guard is missing")
+        );
+        let e = dhcp_endpoint(Some("off"), None, "enp0s2", false);
+        assert!(e.off && e.detail.contains("provisioning.dhcp is off"));
+        // Served (or an endpoints file from before): the port decides.
+        for decided in [Some("serve"), None] {
+            let e = dhcp_endpoint(decided, Some(guard), "enp0s2", true);
+            assert!(e.up && !e.off);
+            assert_eq!(e.detail, "udp 67 on enp0s2");
+            let e = dhcp_endpoint(decided, None, "enp0s2", false);
+            assert!(!e.up && !e.off);
+            assert_eq!(e.detail, "nothing on udp 67 on enp0s2");
+        }
+
+        let r = Report {
+            ready: true,
+            units: parse_systemctl_show(SHOW).into_iter().take(1).collect(),
+            endpoints: vec![
+                ep("TFTP", true, "udp 69 on enp0s2".into()),
+                dhcp_endpoint(Some("guard"), Some(guard), "enp0s2", false),
+            ],
+        };
+        let t = render_table(&r);
+        assert!(
+            t.contains(
+                "DHCP             off    off: another DHCP server (10.0.2.2) answers on enp0s2;"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.ends_with(
+                "undercloud-live status: ready (1 services active, 1 endpoints up, DHCP off)\n"
+            ),
+            "{t}"
+        );
+        let mut r = r;
+        r.ready = false;
+        r.endpoints[0].up = false;
+        assert!(summary(&r).ends_with("down: TFTP"), "{}", summary(&r));
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["endpoints"][1]["off"], true);
+        assert_eq!(j["endpoints"][1]["up"], false);
     }
 
     #[test]

@@ -202,9 +202,11 @@ fn the_kickstart_translates_for_debian() {
 fn configure_checks_the_file_and_prints_the_result() {
     let dir = scratch("undercloud-configure");
     let good = dir.join("undercloud.yaml");
+    // dhcp: force: configuring a root here must not probe this machine's
+    // network (tests/dhcp_guard.rs tests the probe, in namespaces of its own).
     std::fs::write(
         &good,
-        "provisioning: {interface: ens9, address: 10.9.0.1/24, dhcp_start: 10.9.0.50, dhcp_end: 10.9.0.60}\n",
+        "provisioning: {interface: ens9, address: 10.9.0.1/24, dhcp_start: 10.9.0.50, dhcp_end: 10.9.0.60, dhcp: force}\n",
     )
     .unwrap();
     let o = run(bin()

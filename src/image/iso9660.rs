@@ -130,7 +130,7 @@ pub const VOLUME_DATE_UNSET: [u8; 17] = *b"0000000000000000\0";
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), using
 /// the 400-year era decomposition (exact for every i64 day count we accept).
-fn civil_from_days(days: i64) -> (i64, u8, u8) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u8, u8) {
     let z = days + 719_468; // shift the epoch to 0000-03-01
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097); // day of era, 0..=146096

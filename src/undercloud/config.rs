@@ -31,7 +31,41 @@ pub struct Provisioning {
     pub dhcp_end: Ipv4Addr,
     /// Also run a DHCP client on the provisioning interface.
     pub dhcp_client: bool,
+    /// Whether to serve DHCP: after checking that no other server answers
+    /// (auto), always (force) or never (off).
+    pub dhcp: DhcpMode,
+    /// How long the check listens for another server's offer.
+    pub dhcp_probe_seconds: u32,
 }
+
+/// `provisioning.dhcp`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// Serve DHCP unless another server answers a DHCPDISCOVER on the
+    /// provisioning interface at boot.
+    #[default]
+    Auto,
+    /// Serve DHCP without checking.
+    Force,
+    /// Never serve DHCP (TFTP and the rest still run).
+    Off,
+}
+
+impl DhcpMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            DhcpMode::Auto => "auto",
+            DhcpMode::Force => "force",
+            DhcpMode::Off => "off",
+        }
+    }
+}
+
+/// dnsmasq, a common DHCP server (home and office routers run it), checks
+/// with a ping that an address is free before offering it and answers a
+/// new client only after that ping's 3 s; 5 s leaves room for it.
+pub const DEFAULT_DHCP_PROBE_SECONDS: u32 = 5;
 
 impl Default for Provisioning {
     fn default() -> Self {
@@ -44,6 +78,8 @@ impl Default for Provisioning {
             dhcp_start: Ipv4Addr::new(192, 168, 24, 100),
             dhcp_end: Ipv4Addr::new(192, 168, 24, 199),
             dhcp_client: false,
+            dhcp: DhcpMode::Auto,
+            dhcp_probe_seconds: DEFAULT_DHCP_PROBE_SECONDS,
         }
     }
 }
@@ -243,6 +279,12 @@ impl Config {
                 p.dhcp_end
             );
         }
+        if !(1..=120).contains(&p.dhcp_probe_seconds) {
+            bail!(
+                "provisioning.dhcp_probe_seconds {}: 1 to 120",
+                p.dhcp_probe_seconds
+            );
+        }
         if self.image_server.port == 0 || self.image_server.port == IRONIC_API_PORT {
             bail!(
                 "image_server.port {}: pick another port (6385 is Ironic's API)",
@@ -393,6 +435,27 @@ mod tests {
             e.starts_with("undercloud.yaml: line 2 column 3: unknown field `adress`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn dhcp_mode() {
+        let mode = |text: &str| Config::parse(text, "t").unwrap().provisioning.dhcp;
+        assert_eq!(Config::default().provisioning.dhcp, DhcpMode::Auto);
+        assert_eq!(Config::default().provisioning.dhcp_probe_seconds, 5);
+        assert_eq!(mode("provisioning: {dhcp: auto}\n"), DhcpMode::Auto);
+        assert_eq!(mode("provisioning: {dhcp: force}\n"), DhcpMode::Force);
+        // YAML 1.1 would read a bare off as false; this parser keeps the word.
+        assert_eq!(mode("provisioning: {dhcp: off}\n"), DhcpMode::Off);
+        assert_eq!(mode("provisioning:\n  dhcp: \"off\"\n"), DhcpMode::Off);
+        let c = Config::parse("provisioning: {dhcp_probe_seconds: 35}\n", "t").unwrap();
+        assert_eq!(c.provisioning.dhcp_probe_seconds, 35);
+        assert!(err("provisioning: {dhcp: on}\n").contains("line 1"));
+        let e = err("provisioning:\n  dhcp: yes\n");
+        assert!(e.contains("line 2") && e.contains("auto"), "{e}");
+        assert!(err("provisioning: {dhcp: false}\n").contains("undercloud.yaml"));
+        assert!(err("provisioning: {dhcp_probe_seconds: 0}\n").contains("dhcp_probe_seconds 0"));
+        assert!(err("provisioning: {dhcp_probe_seconds: 121}\n").contains("1 to 120"));
+        assert!(err("provisioning: {dhcp_probe_seconds: 2.5}\n").contains("line 1"));
     }
 
     #[test]

@@ -15,7 +15,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::config::{valid_db_password, Config};
+use super::config::{valid_db_password, Config, DhcpMode};
+use super::dhcp_guard::{self, Dhcp};
+use super::dhcp_probe;
 use super::render::{self, Facts, Owner, HTTP_ROOT, IMAGES_ROOT, TFTP_ROOT};
 use crate::medium::Medium;
 
@@ -62,8 +64,23 @@ pub fn configure(opts: &Options) -> Result<String> {
     }
     let interface = resolve_interface(&cfg.provisioning.interface, sys)?;
     let mut out = format!("undercloud-config: settings from {source}\n");
+    let p = &cfg.provisioning;
     if opts.dry_run {
+        // No packet leaves in a dry run: say what the probe would do.
+        out.push_str(&dhcp_guard::dry_run_line(
+            p.dhcp,
+            &interface,
+            p.dhcp_probe_seconds,
+        ));
+        out.push('\n');
         let facts = Facts {
+            dhcp: match p.dhcp {
+                DhcpMode::Auto => Dhcp::Checked {
+                    seconds: p.dhcp_probe_seconds,
+                },
+                DhcpMode::Force => Dhcp::Forced,
+                DhcpMode::Off => Dhcp::Off,
+            },
             interface,
             db_password: if cfg.passwords.database.is_empty() {
                 "<made up at first boot>".into()
@@ -78,11 +95,36 @@ pub fn configure(opts: &Options) -> Result<String> {
     }
     let root = &opts.root;
     let db_password = db_password(root, &cfg.passwords.database)?;
+    let ids = Ids::read(root)?;
+    // Before dnsmasq's file is written, and so before dnsmasq starts (it
+    // is ordered after this unit): is another DHCP server on the network?
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let dhcp = dhcp_guard::decide(
+        p.dhcp,
+        &interface,
+        p.dhcp_probe_seconds,
+        now,
+        dhcp_probe::probe,
+    );
+    out.push_str(&dhcp.console_line(&interface));
+    out.push('\n');
+    let state = in_root(root, dhcp_guard::STATE_FILE);
+    match &dhcp {
+        Dhcp::Guarded(g) => write_file(&state, g.render().as_bytes(), 0o644, 0, 0)?,
+        _ => match fs::remove_file(&state) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", state.display())),
+        },
+    }
     let facts = Facts {
         interface,
         db_password,
+        dhcp,
     };
-    let ids = Ids::read(root)?;
     for f in render::files(&cfg, &facts) {
         let (uid, gid) = match f.owner {
             Owner::Root => (0, 0),
@@ -99,10 +141,14 @@ pub fn configure(opts: &Options) -> Result<String> {
     }
     let ipxe = copy_ipxe(root)?;
     set_stack_password(root, &cfg.passwords.stack)?;
-    let p = &cfg.provisioning;
+    let dhcp = if facts.dhcp.serves() {
+        format!("DHCP {}-{}", p.dhcp_start, p.dhcp_end)
+    } else {
+        "DHCP off".to_string()
+    };
     out.push_str(&format!(
-        "undercloud-config: provisioning on {} at {}, DHCP {}-{}, images on port {}, {}\n",
-        facts.interface, p.address, p.dhcp_start, p.dhcp_end, cfg.image_server.port, ipxe
+        "undercloud-config: provisioning on {} at {}, {dhcp}, images on port {}, {}\n",
+        facts.interface, p.address, cfg.image_server.port, ipxe
     ));
     Ok(out)
 }

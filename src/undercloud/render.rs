@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::config::{Auth, Config, HardwareType, IRONIC_API_PORT};
+use super::dhcp_guard::Dhcp;
 
 /// Where Ironic stages iPXE scripts, kernels and ramdisks; nginx serves it.
 pub const HTTP_ROOT: &str = "/srv/undercloud/httpboot";
@@ -19,6 +20,8 @@ pub struct Facts {
     /// The provisioning interface (`auto` resolved).
     pub interface: String,
     pub db_password: String,
+    /// Whether dnsmasq serves DHCP, and why (not).
+    pub dhcp: Dhcp,
 }
 
 /// Who owns a written file.
@@ -202,16 +205,20 @@ project_domain_name = Default
 
 fn dnsmasq_conf(cfg: &Config, facts: &Facts) -> String {
     let p = &cfg.provisioning;
-    format!(
-        "# {HEADER}
-# DHCP and TFTP on the provisioning network only; no DNS.
-port=0
+    let common = format!(
+        "port=0
 interface={iface}
 bind-dynamic
-dhcp-range={start},{end},{mask},12h
-enable-tftp
-tftp-root={TFTP_ROOT}
-# PXE firmware gets iPXE over TFTP; iPXE (option 175) gets Ironic's script
+",
+        iface = facts.interface
+    );
+    let tftp = format!("enable-tftp\ntftp-root={TFTP_ROOT}\n");
+    let Some(why) = facts.dhcp.off_reason() else {
+        return format!(
+            "# {HEADER}
+# DHCP and TFTP on the provisioning network only; no DNS.
+{common}dhcp-range={start},{end},{mask},12h
+{tftp}# PXE firmware gets iPXE over TFTP; iPXE (option 175) gets Ironic's script
 # over HTTP. The tag sets do not overlap, so the order does not matter.
 dhcp-match=set:ipxe,175
 dhcp-match=set:efi,option:client-arch,7
@@ -220,12 +227,19 @@ dhcp-boot=tag:ipxe,http://{ip}:{port}/boot.ipxe
 dhcp-boot=tag:!ipxe,tag:efi,ipxe.efi
 dhcp-boot=tag:!ipxe,tag:!efi,undionly.kpxe
 ",
-        iface = facts.interface,
-        start = p.dhcp_start,
-        end = p.dhcp_end,
-        mask = p.address.mask(),
-        ip = p.address.addr,
-        port = cfg.image_server.port,
+            start = p.dhcp_start,
+            end = p.dhcp_end,
+            mask = p.address.mask(),
+            ip = p.address.addr,
+            port = cfg.image_server.port,
+        );
+    };
+    format!(
+        "# {HEADER}
+# TFTP on the provisioning network only; no DNS, and no DHCP: {why}.
+# Without a DHCP range dnsmasq serves no DHCP. A node that another DHCP
+# server sends here (next-server) still gets iPXE over TFTP.
+{common}{tftp}"
     )
 }
 
@@ -303,7 +317,9 @@ api=http://127.0.0.1:{IRONIC_API_PORT}
 image_server=http://127.0.0.1:{port}/
 interface={iface}
 address={addr}
+dhcp={dhcp}
 ",
+        dhcp = facts.dhcp.key(),
         port = cfg.image_server.port,
         iface = facts.interface,
         addr = cfg.provisioning.address,
@@ -318,6 +334,7 @@ mod tests {
         Facts {
             interface: "enp0s2".into(),
             db_password: "0123456789abcdef".into(),
+            dhcp: Dhcp::Checked { seconds: 5 },
         }
     }
 
@@ -383,6 +400,58 @@ mod tests {
         assert!(net.contains("DHCP=ipv4\n"));
         let e = &file(&fs, crate::status::ENDPOINTS_FILE).text;
         assert!(e.contains("image_server=http://127.0.0.1:8090/\n"));
+    }
+
+    #[test]
+    fn dnsmasq_without_dhcp_keeps_tftp() {
+        use crate::undercloud::dhcp_guard::{Guard, Reason};
+        let guarded = Facts {
+            dhcp: Dhcp::Guarded(Guard {
+                interface: "enp0s2".into(),
+                reason: Reason::OtherServer {
+                    server: "10.0.2.2".parse().unwrap(),
+                    offered: "10.0.2.15".parse().unwrap(),
+                },
+                time: 0,
+            }),
+            ..facts()
+        };
+        for (facts, why, key) in [
+            (
+                guarded,
+                "another DHCP server (10.0.2.2) answers on enp0s2",
+                "guard",
+            ),
+            (
+                Facts {
+                    dhcp: Dhcp::Off,
+                    ..facts()
+                },
+                "provisioning.dhcp is off in undercloud.yaml",
+                "off",
+            ),
+        ] {
+            let fs = files(&Config::default(), &facts);
+            let d = &file(&fs, "/etc/dnsmasq.d/undercloud.conf").text;
+            assert!(d.contains(&format!("no DHCP: {why}.\n")), "{d}");
+            assert!(!d.lines().any(|l| l.starts_with("dhcp-")), "{d}");
+            for line in ["port=0", "interface=enp0s2", "bind-dynamic", "enable-tftp"] {
+                assert!(d.lines().any(|l| l == line), "{line} missing in\n{d}");
+            }
+            assert!(d.contains("tftp-root=/srv/tftpboot\n"), "{d}");
+            let e = &file(&fs, crate::status::ENDPOINTS_FILE).text;
+            assert!(e.contains(&format!("\ndhcp={key}\n")), "{e}");
+        }
+        let fs = files(&Config::default(), &facts());
+        let e = &file(&fs, crate::status::ENDPOINTS_FILE).text;
+        assert!(e.contains("\ndhcp=serve\n"), "{e}");
+        let forced = Facts {
+            dhcp: Dhcp::Forced,
+            ..facts()
+        };
+        let fs = files(&Config::default(), &forced);
+        let d = &file(&fs, "/etc/dnsmasq.d/undercloud.conf").text;
+        assert!(d.contains("\ndhcp-range=192.168.24.100,192.168.24.199,255.255.255.0,12h\n"));
     }
 
     #[test]
