@@ -17,10 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::undercloud::dhcp_guard;
-
-/// Written by `undercloud configure`: the URLs to probe.
-pub const ENDPOINTS_FILE: &str = "/etc/undercloud/endpoints";
+use crate::undercloud::{dhcp_guard, ENDPOINTS_FILE};
 
 /// The units in start order.
 pub const UNITS: &[&str] = &[

@@ -304,27 +304,6 @@ fn the_probe_reports_no_link_and_a_missing_interface() {
     );
 }
 
-/// A root with what `configure` needs: the two accounts and iPXE.
-fn fake_root(dir: &Path) -> PathBuf {
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0::/root:/bin/sh\nironic:x:0:0::/var/lib/ironic:/bin/false\nstack:x:0:0::/home/stack:/bin/bash\n",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("etc/shadow"),
-        "root::1::::::\nironic:!:1::::::\nstack:!:1::::::\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-    std::fs::create_dir_all(root.join("usr/lib/ipxe")).unwrap();
-    std::fs::write(root.join("usr/lib/ipxe/undionly.kpxe"), b"kpxe").unwrap();
-    std::fs::write(root.join("usr/lib/ipxe/ipxe.efi"), b"efi").unwrap();
-    root
-}
-
 /// `undercloud configure` run in the client namespace, as at boot.
 fn configure(net: &Net, root: &Path, mode: &str, extra: &[&str]) -> (String, Duration) {
     let cfg = net.dir.join(format!("undercloud-{mode}.yaml"));
@@ -355,7 +334,8 @@ fn configure(net: &Net, root: &Path, mode: &str, extra: &[&str]) -> (String, Dur
 #[test]
 fn configure_serves_no_dhcp_where_another_server_answers() {
     let mut net = Net::new("configure");
-    let root = fake_root(&net.dir);
+    let root = net.dir.join("root");
+    configure_root(&root);
     let dnsmasq_conf = root.join("etc/dnsmasq.d/undercloud.conf");
     let state = root.join("run/undercloud-live/dhcp-guard");
     let endpoints = root.join("etc/undercloud/endpoints");

@@ -240,21 +240,7 @@ fn configure_checks_the_file_and_prints_the_result() {
 
     // A real write into a fake root with the two accounts.
     let root = dir.join("root2");
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0::/root:/bin/sh\nironic:x:0:0::/var/lib/ironic:/bin/false\nstack:x:0:0::/home/stack:/bin/bash\n",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("etc/shadow"),
-        "root::1::::::\nironic:!:1::::::\nstack:!:1::::::\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-    std::fs::create_dir_all(root.join("usr/lib/ipxe")).unwrap();
-    std::fs::write(root.join("usr/lib/ipxe/undionly.kpxe"), b"kpxe").unwrap();
-    std::fs::write(root.join("usr/lib/ipxe/ipxe.efi"), b"efi").unwrap();
+    common::configure_root(&root);
     let o = run(bin()
         .args(["undercloud", "configure", "--config"])
         .arg(&good)

@@ -9,3 +9,6 @@ pub mod configure;
 pub mod dhcp_guard;
 pub mod dhcp_probe;
 pub mod render;
+
+/// Written by `undercloud configure`: the URLs `status` probes.
+pub const ENDPOINTS_FILE: &str = "/etc/undercloud/endpoints";

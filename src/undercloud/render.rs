@@ -78,7 +78,7 @@ pub fn files(cfg: &Config, facts: &Facts) -> Vec<File> {
             owner: Owner::Stack,
         },
         File {
-            path: crate::status::ENDPOINTS_FILE,
+            path: crate::undercloud::ENDPOINTS_FILE,
             text: endpoints(cfg, facts),
             mode: 0o644,
             owner: Owner::Root,
@@ -398,7 +398,7 @@ mod tests {
         )
         .text;
         assert!(net.contains("DHCP=ipv4\n"));
-        let e = &file(&fs, crate::status::ENDPOINTS_FILE).text;
+        let e = &file(&fs, crate::undercloud::ENDPOINTS_FILE).text;
         assert!(e.contains("image_server=http://127.0.0.1:8090/\n"));
     }
 
@@ -439,11 +439,11 @@ mod tests {
                 assert!(d.lines().any(|l| l == line), "{line} missing in\n{d}");
             }
             assert!(d.contains("tftp-root=/srv/tftpboot\n"), "{d}");
-            let e = &file(&fs, crate::status::ENDPOINTS_FILE).text;
+            let e = &file(&fs, crate::undercloud::ENDPOINTS_FILE).text;
             assert!(e.contains(&format!("\ndhcp={key}\n")), "{e}");
         }
         let fs = files(&Config::default(), &facts());
-        let e = &file(&fs, crate::status::ENDPOINTS_FILE).text;
+        let e = &file(&fs, crate::undercloud::ENDPOINTS_FILE).text;
         assert!(e.contains("\ndhcp=serve\n"), "{e}");
         let forced = Facts {
             dhcp: Dhcp::Forced,

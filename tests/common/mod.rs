@@ -207,3 +207,23 @@ pub fn sha256_file(p: &Path) -> String {
     }
     hex::encode(h.finalize())
 }
+
+/// A fake root with what `undercloud configure` needs: the two accounts
+/// and iPXE.
+pub fn configure_root(root: &Path) {
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nironic:x:0:0::/var/lib/ironic:/bin/false\nstack:x:0:0::/home/stack:/bin/bash\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("etc/shadow"),
+        "root::1::::::\nironic:!:1::::::\nstack:!:1::::::\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    std::fs::create_dir_all(root.join("usr/lib/ipxe")).unwrap();
+    std::fs::write(root.join("usr/lib/ipxe/undionly.kpxe"), b"kpxe").unwrap();
+    std::fs::write(root.join("usr/lib/ipxe/ipxe.efi"), b"efi").unwrap();
+}
