@@ -11,7 +11,7 @@ use undercloud_live::build::{self, BuildOptions};
 use undercloud_live::elements::{apply, hooks::Phase};
 use undercloud_live::progress::{human_bytes, Progress};
 use undercloud_live::spec::Distro;
-use undercloud_live::undercloud::configure;
+use undercloud_live::undercloud::{configure, nodes};
 use undercloud_live::{
     assemble, chroot, inspect, install, interrupt, medium, prefetch, qemu, spec, status, write,
 };
@@ -25,6 +25,10 @@ fn parse_size(s: &str) -> Result<spec::ByteSize, String> {
 }
 
 fn parse_forward(s: &str) -> Result<qemu::Forward, String> {
+    s.parse().map_err(|e| format!("{e:#}"))
+}
+
+fn parse_link(s: &str) -> Result<qemu::Link, String> {
     s.parse().map_err(|e| format!("{e:#}"))
 }
 
@@ -222,6 +226,12 @@ enum Command {
         /// repeatable); gives the guest a user-mode network card.
         #[arg(long = "forward", value_name = "HOSTPORT:GUESTPORT", value_parser = parse_forward)]
         forwards: Vec<qemu::Forward>,
+        /// A network card on a point-to-point link to another VM: Ethernet
+        /// frames as UDP from 127.0.0.1:LOCALPORT to 127.0.0.1:PEERPORT
+        /// (repeatable; comes before the --forward card, so the guest
+        /// names it first). For a provisioning network in a test bed.
+        #[arg(long = "link", value_name = "LOCALPORT:PEERPORT", value_parser = parse_link)]
+        links: Vec<qemu::Link>,
     },
     /// Install the live system to a disk (run in the live session).
     Install {
@@ -389,6 +399,23 @@ enum UndercloudCommand {
         /// Check the file and print what would be written; write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Enrol the nodes of nodes.yaml (the live medium's ESP, else
+    /// /etc/undercloud) into Ironic; nodes Ironic knows by name are left
+    /// alone. Runs at every boot.
+    Enroll {
+        /// Use this nodes.yaml instead of looking for one.
+        #[arg(long)]
+        nodes: Option<PathBuf>,
+        /// Ironic's API.
+        #[arg(long, default_value = "http://127.0.0.1:6385")]
+        api: String,
+        /// Seconds to wait for the API to answer.
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
+        /// Check the file and list its nodes; enrol nothing.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -771,6 +798,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+            UndercloudCommand::Enroll {
+                nodes,
+                api,
+                wait,
+                check,
+            } => {
+                let out = nodes::run(&nodes::Options {
+                    nodes,
+                    api,
+                    wait: std::time::Duration::from_secs(wait),
+                    check,
+                })?;
+                if !cli.quiet || check {
+                    print!("{out}");
+                }
+                Ok(())
+            }
         },
         Command::Verify { image } => {
             let summary = inspect::verify(&image)?;
@@ -804,6 +848,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             writable,
             disks,
             forwards,
+            links,
         } => {
             let media = media.map(|m| match m {
                 MediaArg::Cdrom => qemu::Media::Cdrom,
@@ -833,6 +878,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 writable,
                 extra_drives: disks,
                 forwards,
+                links,
             };
             match qemu::boot(&opts)? {
                 qemu::BootOutcome::Marker { elapsed } => {

@@ -244,6 +244,42 @@ pub struct BootOptions {
     /// the guest has no network card at all; otherwise one virtio NIC on
     /// QEMU's user-mode network (the guest gets 10.0.2.15 by DHCP).
     pub forwards: Vec<Forward>,
+    /// Point-to-point Ethernet links to another VM, each one more virtio
+    /// NIC ahead of the user-mode one (so the guest names it first): frames
+    /// go as UDP between 127.0.0.1 ports, never onto a host interface. The
+    /// provisioning network of a test bed.
+    pub links: Vec<Link>,
+}
+
+/// `LOCALPORT:PEERPORT`: a NIC whose frames are UDP datagrams from
+/// 127.0.0.1:LOCALPORT to 127.0.0.1:PEERPORT (QEMU's socket netdev; the
+/// peer is another QEMU, or a libvirt domain's `<interface type='udp'>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub local: u16,
+    pub peer: u16,
+}
+
+impl std::str::FromStr for Link {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Link> {
+        let bad = || {
+            anyhow::anyhow!(
+                "--link {s:?}: expected LOCALPORT:PEERPORT such as 40001:40002 (UDP on 127.0.0.1)"
+            )
+        };
+        let (l, p) = s.split_once(':').ok_or_else(bad)?;
+        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+        let link = Link {
+            local: port(l)?,
+            peer: port(p)?,
+        };
+        if link.local == link.peer {
+            return Err(anyhow::anyhow!("--link {s:?}: the two ports must differ"));
+        }
+        Ok(link)
+    }
 }
 
 /// `HOSTPORT:GUESTPORT`: host 127.0.0.1:HOSTPORT reaches the guest's GUESTPORT.
@@ -294,6 +330,7 @@ impl BootOptions {
             writable: false,
             extra_drives: Vec::new(),
             forwards: Vec::new(),
+            links: Vec::new(),
         }
     }
 }
@@ -679,9 +716,20 @@ fn qemu_args(
     push(&["-m", &opts.memory_mib.to_string()]);
     push(&["-smp", &opts.cpus.to_string()]);
     push(&["-display", "none", "-no-reboot"]);
-    if opts.forwards.is_empty() {
+    for (i, l) in opts.links.iter().enumerate() {
+        // Both ends on loopback: the link reaches only the peer VM.
+        push(&[
+            "-netdev",
+            &format!(
+                "socket,id=link{i},udp=127.0.0.1:{},localaddr=127.0.0.1:{}",
+                l.peer, l.local
+            ),
+        ]);
+        push(&["-device", &format!("virtio-net-pci,netdev=link{i}")]);
+    }
+    if opts.forwards.is_empty() && opts.links.is_empty() {
         push(&["-nic", "none"]);
-    } else {
+    } else if !opts.forwards.is_empty() {
         // Bound to the host's loopback only: a test VM's services are not
         // offered to the network the host is on.
         let fwd: String = opts
@@ -1585,6 +1633,29 @@ mod tests {
         for bad in ["6385", "0:6385", "a:b", "70000:1", "1:2:3"] {
             let e = bad.parse::<Forward>().unwrap_err();
             assert!(format!("{e}").contains("HOSTPORT:GUESTPORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn links_are_loopback_udp_nics_named_first() {
+        let mut opts = BootOptions::new("/img/live.iso", Media::Cdrom);
+        opts.links = vec!["40001:40002".parse().unwrap()];
+        let args = strs(&qemu_args(&opts, &raw(&opts), Engine::Tcg, &uefi(false)));
+        let has = |pair: [&str; 2]| args.windows(2).any(|w| w[0] == pair[0] && w[1] == pair[1]);
+        assert!(has([
+            "-netdev",
+            "socket,id=link0,udp=127.0.0.1:40002,localaddr=127.0.0.1:40001"
+        ]));
+        assert!(has(["-device", "virtio-net-pci,netdev=link0"]));
+        // A link alone: no user-mode card, and not "-nic none" either.
+        assert!(!args.iter().any(|a| a == "-nic"), "{args:?}");
+        opts.forwards = vec!["16385:6385".parse().unwrap()];
+        let args = strs(&qemu_args(&opts, &raw(&opts), Engine::Tcg, &uefi(false)));
+        let pos = |s: &str| args.iter().position(|a| a.contains(s)).unwrap();
+        assert!(pos("netdev=link0") < pos("user,model="));
+        for bad in ["40001", "0:1", "a:b", "5:5", "1:2:3"] {
+            let e = bad.parse::<Link>().unwrap_err();
+            assert!(format!("{e}").contains("--link"), "{bad}: {e}");
         }
     }
 

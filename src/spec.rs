@@ -370,6 +370,11 @@ pub struct Spec {
     /// spec's folder). Operators edit them on any OS after writing a stick.
     #[serde(default)]
     pub esp_files: std::collections::BTreeMap<String, PathBuf>,
+    /// Files put into the root before the elements run: absolute path in
+    /// the image -> source file (relative to the spec's folder), as mkosi's
+    /// ExtraTrees. The undercloud carries its deploy ramdisk this way.
+    #[serde(default)]
+    pub extra_files: std::collections::BTreeMap<String, PathBuf>,
     /// What `build` writes: hybrid (default), ramdisk or disk.
     #[serde(default)]
     pub format: OutputFormat,
@@ -527,6 +532,9 @@ fn validate(spec: &Spec) -> Result<()> {
     for dest in spec.esp_files.keys() {
         validate_esp_path(dest)?;
     }
+    for dest in spec.extra_files.keys() {
+        validate_root_path(dest)?;
+    }
     if let Some(c) = spec.ramdisk.compression {
         if !matches!(c, Compression::Zstd | Compression::Xz) {
             bail!(
@@ -537,6 +545,25 @@ fn validate(spec: &Spec) -> Result<()> {
     }
     if spec.ramdisk.max_size.0 < (1 << 20) {
         bail!("ramdisk.max_size: at least 1MiB");
+    }
+    Ok(())
+}
+
+/// A path in the image: absolute, normal, and not in a kernel filesystem.
+fn validate_root_path(dest: &str) -> Result<()> {
+    let comps: Vec<&str> = dest.split('/').skip(1).collect();
+    let bad = !dest.starts_with('/')
+        || dest.len() > 4096
+        || comps
+            .iter()
+            .any(|c| c.is_empty() || *c == "." || *c == "..")
+        || dest.contains(|c: char| c.is_control())
+        || matches!(
+            comps.first(),
+            Some(&("proc" | "sys" | "dev" | "run" | "tmp"))
+        );
+    if bad {
+        bail!("extra_files: {dest:?} is not a path for a file in the image (absolute, no '.' or '..', not under /proc /sys /dev /run /tmp)");
     }
     Ok(())
 }
@@ -663,6 +690,34 @@ root:
         assert!(parse(GOOD).unwrap().installer);
         let off = GOOD.replace("elements: [marker]", "elements: [marker]\ninstaller: false");
         assert!(!parse(&off).unwrap().installer);
+    }
+
+    #[test]
+    fn extra_files_are_checked() {
+        let ok = GOOD.replace(
+            "elements: [marker]",
+            "elements: [marker]\nextra_files:\n  /var/lib/ironic/deploy/ipa.kernel: ../target/images/ipa.kernel",
+        );
+        let s = parse(&ok).unwrap();
+        assert_eq!(
+            s.extra_files.keys().collect::<Vec<_>>(),
+            ["/var/lib/ironic/deploy/ipa.kernel"]
+        );
+        for bad in [
+            "etc/passwd",
+            "/var/../etc/x",
+            "/proc/x",
+            "/dev/sda",
+            "/a//b",
+            "/",
+        ] {
+            let spec = GOOD.replace(
+                "elements: [marker]",
+                &format!("elements: [marker]\nextra_files:\n  {bad:?}: x"),
+            );
+            let e = format!("{:#}", parse(&spec).unwrap_err());
+            assert!(e.contains("extra_files") && !e.contains('\n'), "{bad}: {e}");
+        }
     }
 
     #[test]

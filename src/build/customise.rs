@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::prepare::Prepared;
 use super::workspace::Workspace;
@@ -96,6 +96,9 @@ pub fn customise<T>(
     if let Some(exe) = &p.installer {
         install_self(exe, &root)?;
     }
+    for (dest, src) in &p.extra_root {
+        put_file(src, &root, dest)?;
+    }
     let mut set = p.set.clone();
     // The kickstart becomes one more element, applied after the others.
     if let Some((ks, map)) = &p.kickstart {
@@ -137,6 +140,47 @@ pub fn customise<T>(
     runner.finish(true)?;
     interrupt::check()?;
     Ok((Root { path: root, kernel }, made))
+}
+
+/// Copies a spec's `extra_files` entry into the root (mode 0644; a
+/// temporary name, then a rename, so an interrupted copy leaves nothing
+/// that looks whole). Parents are made 0755. The path was checked by the
+/// spec; a symlink on the way (the base's /lib -> usr/lib, say) is followed
+/// inside the root only.
+fn put_file(src: &Path, root: &Path, dest: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let target = root.join(dest.trim_start_matches('/'));
+    let parent = target
+        .parent()
+        .with_context(|| format!("extra_files: {dest}: no parent folder"))?;
+    let mut dir = root.to_path_buf();
+    for c in Path::new(dest.trim_start_matches('/'))
+        .parent()
+        .into_iter()
+        .flat_map(|p| p.components())
+    {
+        dir.push(c);
+        if fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "extra_files: {dest}: {} is a symbolic link in the image; name the real path",
+                dir.display()
+            );
+        }
+    }
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.partial",
+        target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file")
+    ));
+    fs::copy(src, &tmp)
+        .with_context(|| format!("copying {} into the image as {dest}", src.display()))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("setting the mode of {}", tmp.display()))?;
+    fs::rename(&tmp, &target).with_context(|| format!("creating {}", target.display()))?;
+    Ok(())
 }
 
 /// Copies the running program to /usr/bin/undercloud-live in the root.

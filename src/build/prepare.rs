@@ -98,6 +98,8 @@ pub struct Prepared {
     pub kickstart: Option<(Kickstart, PackageMap)>,
     /// ESP path -> source file, from the spec's `esp_files`.
     pub extra_esp: Vec<(String, PathBuf)>,
+    /// Path in the root -> source file, from the spec's `extra_files`.
+    pub extra_root: Vec<(String, PathBuf)>,
     /// This program, to be put into the image (spec `installer: true`).
     pub installer: Option<PathBuf>,
     pub output: Output,
@@ -129,6 +131,17 @@ pub fn prepare(opts: &BuildOptions) -> Result<Prepared> {
         }
         extra_esp.push((dest.clone(), src));
     }
+    let mut extra_root = Vec::new();
+    for (dest, src) in &spec.extra_files {
+        let src = loaded.resolve(src);
+        if !src.is_file() {
+            bail!(
+                "extra_files: {dest}: {} is not a readable file",
+                src.display()
+            );
+        }
+        extra_root.push((dest.clone(), src));
+    }
     let installer = if spec.installer {
         Some(std::env::current_exe().context("finding this program to put into the image")?)
     } else {
@@ -158,6 +171,7 @@ pub fn prepare(opts: &BuildOptions) -> Result<Prepared> {
         set,
         kickstart,
         extra_esp,
+        extra_root,
         installer,
         output,
         cache_dir: opts

@@ -34,11 +34,12 @@ pub struct Options {
     pub dry_run: bool,
 }
 
-/// Where the settings came from, for the log line.
+/// Where a settings file came from, for the log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
     File(PathBuf),
-    Esp(PathBuf),
+    /// (file name, disk)
+    Esp(&'static str, PathBuf),
     Root(PathBuf),
     Defaults,
 }
@@ -47,7 +48,7 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::File(p) => write!(f, "{}", p.display()),
-            Source::Esp(disk) => write!(f, "{FILE_NAME} on the ESP of {}", disk.display()),
+            Source::Esp(name, disk) => write!(f, "{name} on the ESP of {}", disk.display()),
             Source::Root(p) => write!(f, "{}", p.display()),
             Source::Defaults => write!(f, "the built-in defaults"),
         }
@@ -56,7 +57,7 @@ impl std::fmt::Display for Source {
 
 /// Run it; returns the lines to print.
 pub fn configure(opts: &Options) -> Result<String> {
-    let (source, text) = find_settings(opts)?;
+    let (source, text) = find_file(FILE_NAME, opts.config.as_deref(), &opts.root)?;
     let cfg = Config::parse(&text, &source.to_string())?;
     let sys = Path::new("/sys/class/net");
     if cfg.provisioning.interface == "auto" {
@@ -133,8 +134,17 @@ pub fn configure(opts: &Options) -> Result<String> {
         };
         write_file(&in_root(root, f.path), f.text.as_bytes(), f.mode, uid, gid)?;
     }
-    // Ironic writes its iPXE scripts and boot files into these.
-    for dir in [HTTP_ROOT, TFTP_ROOT, IMAGES_ROOT, "/var/lib/ironic/lock"] {
+    // Ironic writes its iPXE scripts, boot files, image cache, locks and the
+    // agents' deploy logs into these.
+    for dir in [
+        HTTP_ROOT,
+        TFTP_ROOT,
+        IMAGES_ROOT,
+        "/var/lib/ironic",
+        "/var/lib/ironic/lock",
+        "/var/log/ironic",
+        "/var/log/ironic/deploy",
+    ] {
         let d = in_root(root, dir);
         fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         chown(&d, ids.ironic.0, ids.ironic.1)?;
@@ -153,31 +163,37 @@ pub fn configure(opts: &Options) -> Result<String> {
     Ok(out)
 }
 
-fn find_settings(opts: &Options) -> Result<(Source, String)> {
-    if let Some(path) = &opts.config {
+/// Find one of the operator's files (`undercloud.yaml`, `nodes.yaml`),
+/// first found wins: `explicit`; the live medium's ESP (only when `root`
+/// is `/`: the medium belongs to the running system); the root's
+/// `/etc/undercloud`; none (`Source::Defaults`, empty text).
+pub fn find_file(
+    name: &'static str,
+    explicit: Option<&Path>,
+    root: &Path,
+) -> Result<(Source, String)> {
+    if let Some(path) = explicit {
         let text =
             fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        return Ok((Source::File(path.clone()), text));
+        return Ok((Source::File(path.to_path_buf()), text));
     }
-    // The medium belongs to the running system: only look there when
-    // configuring it.
-    if opts.root == Path::new("/") {
+    if root == Path::new("/") {
         if let Some(medium) = Medium::discover().context("looking for the live medium")? {
             if let Some(bytes) = medium
-                .read_esp_file(FILE_NAME)
-                .with_context(|| format!("reading {FILE_NAME} from {}", medium.disk().display()))?
+                .read_esp_file(name)
+                .with_context(|| format!("reading {name} from {}", medium.disk().display()))?
             {
                 let text = String::from_utf8(bytes).with_context(|| {
                     format!(
-                        "{FILE_NAME} on the ESP of {}: not UTF-8 text",
+                        "{name} on the ESP of {}: not UTF-8 text",
                         medium.disk().display()
                     )
                 })?;
-                return Ok((Source::Esp(medium.disk().to_path_buf()), text));
+                return Ok((Source::Esp(name, medium.disk().to_path_buf()), text));
             }
         }
     }
-    let fallback = in_root(&opts.root, "/etc/undercloud").join(FILE_NAME);
+    let fallback = in_root(root, "/etc/undercloud").join(name);
     match fs::read_to_string(&fallback) {
         Ok(text) => Ok((Source::Root(fallback), text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Source::Defaults, String::new())),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod configure;
 pub mod dhcp_guard;
 pub mod dhcp_probe;
+pub mod nodes;
 pub mod render;
 
 /// Written by `undercloud configure`: the URLs `status` probes.

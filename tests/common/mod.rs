@@ -2,12 +2,16 @@
 //! the test base, and running the built binary.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
 
 /// How the server misbehaves, to test the client's error paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,4 +230,153 @@ pub fn configure_root(root: &Path) {
     std::fs::create_dir_all(root.join("usr/lib/ipxe")).unwrap();
     std::fs::write(root.join("usr/lib/ipxe/undionly.kpxe"), b"kpxe").unwrap();
     std::fs::write(root.join("usr/lib/ipxe/ipxe.efi"), b"efi").unwrap();
+}
+
+/// One HTTP/1.1 request, as a fake server in a test reads it.
+pub struct Request {
+    pub method: String,
+    pub target: String,
+    /// Names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+pub fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or("/").to_string();
+    let mut headers = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+        if let Some((k, v)) = h.trim_end().split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+            if k == "content-length" {
+                len = v.parse().unwrap_or(0);
+            }
+            headers.push((k, v));
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    Ok(Request {
+        method,
+        target,
+        headers,
+        body,
+    })
+}
+
+/// A JSON answer in the shape of Ironic's (its version headers), closing
+/// the connection.
+pub fn respond(mut stream: &TcpStream, status: &str, body: &serde_json::Value) {
+    let body = body.to_string();
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         X-OpenStack-Ironic-API-Minimum-Version: 1.1\r\n\
+         X-OpenStack-Ironic-API-Maximum-Version: 1.96\r\n\
+         X-OpenStack-Ironic-API-Version: 1.96\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.flush();
+}
+
+/// The cache tests keep slow fixtures in (as the tool's own default).
+pub fn cache_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("UCL_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+    base.join("undercloud-live")
+}
+
+/// Every file under `dir`, sorted, as (relative path, mode, bytes).
+fn files(dir: &Path, out: &mut BTreeMap<String, (u32, Vec<u8>)>, base: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files(&p, out, base);
+        } else {
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            let mode = e.metadata().unwrap().permissions().mode();
+            out.insert(rel, (mode, std::fs::read(&p).unwrap()));
+        }
+    }
+}
+
+/// The key of the ramdisk's inputs: the spec and the element.
+pub fn inputs_key(spec: &Path, element: &Path) -> String {
+    let mut h = Sha256::new();
+    h.update(b"ipa-ramdisk test v1\0");
+    h.update(std::fs::read(spec).unwrap());
+    let mut all = BTreeMap::new();
+    files(element, &mut all, element);
+    for (name, (mode, bytes)) in all {
+        h.update(format!("\0{name}\0{mode:o}\0{}\0", bytes.len()).as_bytes());
+        h.update(&bytes);
+    }
+    hex::encode(h.finalize())[..16].to_string()
+}
+
+/// The built ramdisk's prefix (`.kernel` + `.initramfs`), from the cache or
+/// built now.
+/// (tests/ipa_ramdisk.rs boots it; the undercloud tests carry it.)
+pub fn ipa_ramdisk() -> PathBuf {
+    let spec = repo().join("kickstart/ipa-ramdisk-debian.yaml");
+    let key = inputs_key(&spec, &repo().join("overlays/ipa-ramdisk"));
+    let cache = cache_root();
+    let dir = cache.join("ipa-ramdisk").join(&key);
+    let prefix = dir.join("ipa");
+    if prefix.with_extension("kernel").is_file() && prefix.with_extension("initramfs").is_file() {
+        println!("ramdisk from the cache: {}", dir.display());
+        return prefix;
+    }
+    let scratch = scratch("ipa-ramdisk-build");
+    let t = Instant::now();
+    let o = run(bin()
+        .arg("build")
+        .arg(&spec)
+        .arg("--output")
+        .arg(scratch.join("out/ipa"))
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--workdir")
+        .arg(scratch.join("work"))
+        .arg("--log")
+        .arg(scratch.join("build.log")));
+    assert!(
+        o.status.success(),
+        "building {} failed (needs root and the Debian mirror); log: {}",
+        spec.display(),
+        scratch.join("build.log").display()
+    );
+    let size = std::fs::metadata(scratch.join("out/ipa.initramfs"))
+        .unwrap()
+        .len();
+    println!(
+        "ramdisk built in {:.0} s: initramfs {} MiB",
+        t.elapsed().as_secs_f64(),
+        size >> 20
+    );
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(scratch.join("out"), &dir).unwrap_or_else(|e| {
+        // Another file system: copy.
+        eprintln!("rename into the cache failed ({e}); copying");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["ipa.kernel", "ipa.initramfs"] {
+            std::fs::copy(scratch.join("out").join(f), dir.join(f)).unwrap();
+        }
+    });
+    prefix
 }

@@ -1,0 +1,258 @@
+//! `undercloud-live undercloud enroll` (nodes.yaml) against a fake Ironic
+//! API on 127.0.0.1 that keeps its nodes and ports like Ironic does: the
+//! first run creates the nodes and their ports, a second run leaves known
+//! nodes alone, a bad file sends no request at all, and Ironic's refusal is
+//! one line naming the node.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use serde_json::{json, Value};
+
+#[derive(Default)]
+struct State {
+    /// name -> node body as created
+    nodes: BTreeMap<String, Value>,
+    ports: Vec<Value>,
+    /// "METHOD path" of every request after the version check.
+    calls: Vec<String>,
+    /// Refuse to create nodes with this name (as Ironic refuses a driver
+    /// it has not enabled).
+    refuse: Option<String>,
+}
+
+fn fake_ironic(state: Arc<Mutex<State>>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                let Ok(req) = read_request(&stream) else {
+                    return;
+                };
+                let version = req
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "x-openstack-ironic-api-version")
+                    .map(|(_, v)| v.clone());
+                let mut st = state.lock().unwrap();
+                let path = req.target.split('?').next().unwrap_or("/").to_string();
+                if path != "/v1" {
+                    st.calls.push(format!("{} {path}", req.method));
+                }
+                assert_eq!(version.as_deref(), Some("1.31"), "{} {path}", req.method);
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                match (req.method.as_str(), path.as_str()) {
+                    ("GET", "/v1") => respond(&stream, "200 OK", &json!({"id": "v1"})),
+                    ("GET", p) if p.starts_with("/v1/nodes/") => {
+                        match st.nodes.get(&p["/v1/nodes/".len()..]) {
+                            Some(n) => respond(&stream, "200 OK", n),
+                            None => respond(
+                                &stream,
+                                "404 Not Found",
+                                &json!({"error_message": "{\"faultstring\": \"Node not found.\"}"}),
+                            ),
+                        }
+                    }
+                    ("POST", "/v1/nodes") => {
+                        let name = body["name"].as_str().unwrap_or_default().to_string();
+                        if st.refuse.as_deref() == Some(name.as_str()) {
+                            respond(
+                                &stream,
+                                "400 Bad Request",
+                                &json!({"error_message": "{\"faultstring\": \"No valid host was found. Reason: No conductor service registered which supports driver ipmi for conductor group \\\"\\\".\", \"debuginfo\": null}"}),
+                            );
+                            return;
+                        }
+                        let mut node = body.clone();
+                        node["uuid"] =
+                            json!(format!("00000000-0000-4000-8000-{:012}", st.nodes.len()));
+                        node["provision_state"] = json!("enroll");
+                        st.nodes.insert(name, node.clone());
+                        respond(&stream, "201 Created", &node);
+                    }
+                    ("POST", "/v1/ports") => {
+                        st.ports.push(body.clone());
+                        respond(&stream, "201 Created", &body);
+                    }
+                    _ => respond(
+                        &stream,
+                        "404 Not Found",
+                        &json!({"error_message": "not in the fake"}),
+                    ),
+                }
+            });
+        }
+    });
+    port
+}
+
+const NODES: &str = "\
+nodes:
+  - name: node-0
+    driver: redfish
+    bmc:
+      address: http://10.0.2.2:8000/redfish/v1/Systems/5d6f3c2a-9d1e-4a57-8e55-0c1f9c7f2b11
+      username: admin
+      password: password
+    macs: [\"52:54:00:12:34:56\"]
+    properties: {cpu_arch: x86_64}
+  - name: rack1-u7
+    driver: ipmi
+    bmc: {address: 10.0.0.17, port: 6230, username: root, password: calvin}
+    macs: [\"AA:BB:CC:00:11:22\", \"aa:bb:cc:00:11:23\"]
+";
+
+fn enroll(port: u16, file: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    run(bin()
+        .args(["undercloud", "enroll", "--wait", "5", "--api"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("--nodes")
+        .arg(file)
+        .args(extra))
+}
+
+#[test]
+fn nodes_are_enrolled_once_with_their_ports() {
+    let dir = scratch("enroll");
+    let state = Arc::new(Mutex::new(State::default()));
+    let port = fake_ironic(state.clone());
+    let file = dir.join("nodes.yaml");
+    std::fs::write(&file, NODES).unwrap();
+
+    let o = enroll(port, &file, &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("enrolled node-0 (00000000-0000-4000-8000-000000000000, redfish, 1 port(s))"),
+        "{out}"
+    );
+    assert!(out.contains("enrolled rack1-u7 ("), "{out}");
+    {
+        let st = state.lock().unwrap();
+        let n = &st.nodes["node-0"];
+        assert_eq!(n["driver"], "redfish");
+        assert_eq!(n["driver_info"]["redfish_address"], "http://10.0.2.2:8000");
+        assert_eq!(n["driver_info"]["redfish_username"], "admin");
+        assert_eq!(n["properties"]["cpu_arch"], "x86_64");
+        let r = &st.nodes["rack1-u7"];
+        assert_eq!(r["driver_info"]["ipmi_port"], 6230);
+        let macs: Vec<&str> = st
+            .ports
+            .iter()
+            .map(|p| p["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            macs,
+            [
+                "52:54:00:12:34:56",
+                "aa:bb:cc:00:11:22",
+                "aa:bb:cc:00:11:23"
+            ]
+        );
+        assert!(st.ports.iter().all(|p| p["pxe_enabled"] == true));
+        assert_eq!(
+            st.ports[2]["node_uuid"],
+            "00000000-0000-4000-8000-000000000001"
+        );
+    }
+
+    // At the next boot: both known, nothing created.
+    let before = state.lock().unwrap().calls.len();
+    let o = enroll(port, &file, &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(
+            "node-0 is already enrolled (00000000-0000-4000-8000-000000000000): left alone"
+        ),
+        "{out}"
+    );
+    let st = state.lock().unwrap();
+    assert_eq!(
+        st.calls[before..],
+        ["GET /v1/nodes/node-0", "GET /v1/nodes/rack1-u7"]
+    );
+    assert_eq!(st.ports.len(), 3);
+}
+
+#[test]
+fn a_bad_file_enrols_nothing_and_says_which_entry() {
+    let dir = scratch("enroll-bad");
+    let state = Arc::new(Mutex::new(State::default()));
+    let port = fake_ironic(state.clone());
+    let file = dir.join("nodes.yaml");
+    // The second entry's MAC is short: the first must not be enrolled either.
+    std::fs::write(
+        &file,
+        NODES.replace("\"aa:bb:cc:00:11:23\"", "\"aa:bb:cc:00:11\""),
+    )
+    .unwrap();
+    let o = enroll(port, &file, &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("nodes.yaml: node 2 (rack1-u7): macs: \"aa:bb:cc:00:11\" is not a MAC"),
+        "{err}"
+    );
+    assert!(state.lock().unwrap().calls.is_empty(), "a request was sent");
+
+    // --check lists a good file without a request.
+    std::fs::write(&file, NODES).unwrap();
+    let o = enroll(port, &file, &["--check"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(": 2 node(s)\n  node-0 (redfish, 52:54:00:12:34:56)\n"),
+        "{out}"
+    );
+    assert!(
+        state.lock().unwrap().calls.is_empty(),
+        "--check sent a request"
+    );
+}
+
+#[test]
+fn ironic_refusing_a_node_is_one_line_naming_it() {
+    let dir = scratch("enroll-refused");
+    let state = Arc::new(Mutex::new(State {
+        refuse: Some("rack1-u7".into()),
+        ..State::default()
+    }));
+    let port = fake_ironic(state.clone());
+    let file = dir.join("nodes.yaml");
+    std::fs::write(&file, NODES).unwrap();
+    let o = enroll(port, &file, &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("creating node rack1-u7: Ironic answered 400: No valid host was found."),
+        "{err}"
+    );
+
+    // Nothing listens: the wait gives up with a clear line.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().port();
+    drop(closed);
+    let t = std::time::Instant::now();
+    let o = run(bin()
+        .args(["undercloud", "enroll", "--wait", "3", "--api"])
+        .arg(format!("http://127.0.0.1:{dead}"))
+        .arg("--nodes")
+        .arg(&file));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("did not answer within 3s"), "{err}");
+    assert!(t.elapsed().as_secs() < 30, "{:?}", t.elapsed());
+}
