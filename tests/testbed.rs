@@ -1,0 +1,182 @@
+//! The provisioning test bed on its own (tests/common/testbed.rs): libvirtd,
+//! sushy-emulator on 127.0.0.1 and one node domain whose NIC is a UDP link
+//! on 127.0.0.1. Through Redfish: read the System, boot override to Pxe,
+//! Reset On; the node's UEFI firmware must send a PXE DHCPDISCOVER from its
+//! MAC down the link (the test holds the link's other end as a UdpSocket);
+//! then ForceOff. Needs root and libvirt (scripts/install-deps); the first
+//! run makes the sushy-tools venv (scripts/testbed-venv, cached).
+//!
+//! Prints the timings: venv, define, Reset On → running, Reset On →
+//! DHCPDISCOVER, ForceOff → shut off.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::scratch;
+use common::testbed::*;
+
+#[test]
+fn qemu_conf_gets_root_user_and_group_once() {
+    let debian = "# comment\n#user = \"libvirt-qemu\"\n#group = \"libvirt-qemu\"\nsecurity_driver = \"none\"\n";
+    let fixed = qemu_conf_as_root(debian).expect("changed");
+    assert!(fixed.starts_with(debian), "{fixed}");
+    assert!(
+        fixed.ends_with("user = \"root\"\ngroup = \"root\"\n"),
+        "{fixed}"
+    );
+    assert_eq!(qemu_conf_as_root(&fixed), None, "idempotent");
+    let other = "user = \"libvirt-qemu\"\n  group=\"kvm\"\n";
+    assert_eq!(
+        qemu_conf_as_root(other).unwrap(),
+        "user = \"root\"\ngroup = \"root\"\n"
+    );
+    // "username" is not "user".
+    assert!(qemu_conf_as_root("username = \"x\"\nuser = \"root\"\ngroup = \"root\"\n").is_none());
+}
+
+/// A DHCPDISCOVER frame as OVMF sends it (the parts parse_dhcp reads).
+fn discover_frame(mac: [u8; 6], dport: u16) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend(mac);
+    f.extend([0x08, 0x00]);
+    let mut ip = vec![
+        0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255,
+    ];
+    let mut udp = vec![0, 68];
+    udp.extend(dport.to_be_bytes());
+    udp.extend([0, 0, 0, 0]);
+    let mut bootp = vec![0u8; 240];
+    bootp[0] = 1;
+    bootp[28..34].copy_from_slice(&mac);
+    bootp[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    bootp.extend([53, 1, 1, 93, 2, 0, 7, 60, 9]);
+    bootp.extend(b"PXEClient");
+    bootp.push(255);
+    udp.extend(bootp);
+    ip.extend(udp);
+    f.extend(ip);
+    f
+}
+
+#[test]
+fn dhcp_frames_are_recognised() {
+    let mac = mac_bytes("52:54:00:ab:cd:ef");
+    let d = parse_dhcp(&discover_frame(mac, 67)).expect("a DHCPDISCOVER");
+    assert_eq!((d.src_mac, d.chaddr, d.message_type), (mac, mac, 1));
+    assert_eq!(
+        (d.client_arch, d.vendor_class.as_str()),
+        (Some(7), "PXEClient")
+    );
+    assert_eq!(parse_dhcp(&discover_frame(mac, 68)), None, "not to port 67");
+    assert_eq!(parse_dhcp(&[0u8; 60]), None);
+}
+
+#[test]
+fn node_network_boots_through_redfish_on_loopback() {
+    let total = Instant::now();
+    let libvirt = Libvirt::ensure();
+    let sushy = Sushy::start(free_tcp_port());
+    let (_, venv_time) = sushy_venv();
+
+    // The link's far end is this socket: every frame the node sends arrives
+    // here as one datagram.
+    let sniffer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let link = UdpLink {
+        node_port: free_udp_port(),
+        peer_port: sniffer.local_addr().unwrap().port(),
+    };
+    let pid = std::process::id();
+    let mac = format!(
+        "52:54:00:{:02x}:{:02x}:{:02x}",
+        (pid >> 16) as u8,
+        (pid >> 8) as u8,
+        pid as u8
+    );
+    let name = format!("ucl-testbed-{pid}");
+    let dir = scratch("testbed-node");
+    let node = Node::define(&name, &dir, &NodeConfig::new(&mac, link));
+
+    let xml = virsh(&["dumpxml", &name]);
+    assert!(xml.contains("<domain type='qemu'"), "TCG domain:\n{xml}");
+    assert!(
+        xml.contains("<interface type='udp'>") && !xml.contains("type='bridge'"),
+        "{xml}"
+    );
+    assert!(xml.contains(OVMF_CODE), "{xml}");
+
+    // The System as Redfish shows it.
+    let members = sushy.get("/redfish/v1/Systems");
+    let listed = members["Members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["@odata.id"].as_str() == Some(node.system_path().as_str()));
+    assert!(listed, "{} not in {members}", node.uuid);
+    let sys = sushy.get(&node.system_path());
+    assert_eq!(sys["UUID"], node.uuid.as_str(), "{sys}");
+    assert_eq!(sys["Name"], name.as_str(), "{sys}");
+    assert_eq!(sys["PowerState"], "Off", "{sys}");
+    assert_eq!(sys["Boot"]["BootSourceOverrideMode"], "UEFI", "{sys}");
+
+    sushy.set_boot(&node.uuid, "Pxe");
+    let sys = sushy.get(&node.system_path());
+    assert_eq!(sys["Boot"]["BootSourceOverrideTarget"], "Pxe", "{sys}");
+
+    let t = Instant::now();
+    sushy.reset(&node.uuid, "On");
+    let to_running = node.wait_state("running", Duration::from_secs(60));
+    assert_eq!(sushy.get(&node.system_path())["PowerState"], "On");
+
+    let discover = wait_dhcp_discover(&sniffer, &mac, Duration::from_secs(600));
+    let to_discover = t.elapsed();
+    let discover = discover.unwrap_or_else(|| {
+        panic!(
+            "no DHCPDISCOVER from {mac} on 127.0.0.1:{} within 600 s (domstate {}); serial:\n{}",
+            link.peer_port,
+            node.state(),
+            node.serial()
+        )
+    });
+    assert_eq!(discover.chaddr, mac_bytes(&mac));
+    assert!(
+        discover.vendor_class.starts_with("PXEClient"),
+        "{discover:?}"
+    );
+    // 7: EFI BC, 9: EFI x86-64 (RFC 4578): the UEFI firmware's PXE.
+    assert!(
+        matches!(discover.client_arch, Some(7) | Some(9)),
+        "{discover:?}"
+    );
+
+    let t_off = Instant::now();
+    sushy.reset(&node.uuid, "ForceOff");
+    let to_off = node.wait_state("shut off", Duration::from_secs(60));
+    let off_total = t_off.elapsed();
+    assert_eq!(sushy.get(&node.system_path())["PowerState"], "Off");
+
+    let serial = node.serial();
+    let tail: Vec<&str> = serial.lines().rev().take(8).collect();
+    eprintln!(
+        "serial (last lines):\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    eprintln!("DHCPDISCOVER: {discover:?}");
+    eprintln!(
+        "timings: libvirtd {} | venv {:.1} s | define {:.2} s | Reset On -> running {:.1} s | \
+         Reset On -> DHCPDISCOVER {:.1} s | ForceOff -> shut off {:.1} s ({:.1} s) | total {:.1} s",
+        if libvirt.started {
+            "started"
+        } else {
+            "already running"
+        },
+        venv_time.as_secs_f64(),
+        node.define_time.as_secs_f64(),
+        to_running.as_secs_f64(),
+        to_discover.as_secs_f64(),
+        to_off.as_secs_f64(),
+        off_total.as_secs_f64(),
+        total.elapsed().as_secs_f64()
+    );
+}
