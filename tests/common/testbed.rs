@@ -7,7 +7,8 @@
 //! let sushy = Sushy::start(free_tcp_port());         // http://127.0.0.1:PORT
 //! let link = UdpLink { node_port, peer_port };       // 127.0.0.1 both ends
 //! let node = Node::define("ucl-x", &dir, &NodeConfig::new(mac, link));
-//! sushy.post(&node.reset_path(), json!({"ResetType": "On"}));
+//! sushy.set_boot(&node.uuid, "Pxe");
+//! sushy.reset(&node.uuid, "On");                     // DHCP down the link
 //! // the undercloud QEMU takes `link.peer_qemu_args("prov", mac)`.
 //! ```
 //!
@@ -30,9 +31,9 @@ pub const LIBVIRT_URI: &str = "qemu:///system";
 pub const QEMU_CONF: &str = "/etc/libvirt/qemu.conf";
 /// UEFI firmware of the nodes: Debian's `ovmf`, 4 MiB build without Secure
 /// Boot (the `.secboot`/`.ms` variants need SMM and enrolled keys; the
-/// 2 MiB `OVMF_CODE.fd` is the legacy layout). Its network stack does
-/// PXE over IPv4 then IPv6, then HTTP boot, which is what Ironic's iPXE
-/// over UEFI needs.
+/// 2 MiB `OVMF_CODE.fd` is the legacy layout). The network boot is the
+/// NIC's iPXE option ROM, or OVMF's own PXE (IPv4, then IPv6, then HTTP)
+/// with [`NodeConfig::nic_rom`] off.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// Only for a node switched to Secure Boot through Redfish (never by us).
@@ -138,6 +139,9 @@ impl Libvirt {
         if let Some(new) = qemu_conf_as_root(&conf) {
             let tmp = format!("{QEMU_CONF}.ucl-tmp-{}", std::process::id());
             fs::write(&tmp, new).unwrap_or_else(|e| panic!("writing {tmp}: {e}"));
+            if let Ok(meta) = fs::metadata(QEMU_CONF) {
+                fs::set_permissions(&tmp, meta.permissions()).unwrap();
+            }
             fs::rename(&tmp, QEMU_CONF).unwrap_or_else(|e| panic!("writing {QEMU_CONF}: {e}"));
             eprintln!("testbed: set user/group = \"root\" in {QEMU_CONF}");
         }
@@ -471,10 +475,16 @@ pub struct NodeConfig {
     pub vcpus: u32,
     pub disk_gib: u32,
     pub firmware: Firmware,
+    /// QEMU's option ROM on the NIC (libvirt's default): the network boot
+    /// is then iPXE's (Debian's ipxe-qemu `efi-virtio.rom`), whose first
+    /// DHCPDISCOVER already says user-class "iPXE". `false` adds
+    /// `<rom enabled='no'/>`: the firmware's own PXE (OVMF's, no user
+    /// class), as on bare metal, which must then be chained to iPXE.
+    pub nic_rom: bool,
 }
 
 impl NodeConfig {
-    /// 2560 MiB, 1 vCPU, 10 GiB empty disk, UEFI.
+    /// 2560 MiB, 1 vCPU, 10 GiB empty disk, UEFI, iPXE option ROM.
     pub fn new(mac: &str, link: UdpLink) -> NodeConfig {
         NodeConfig {
             mac: mac.to_string(),
@@ -483,6 +493,7 @@ impl NodeConfig {
             vcpus: 1,
             disk_gib: 10,
             firmware: Firmware::Uefi,
+            nic_rom: true,
         }
     }
 }
@@ -521,6 +532,11 @@ pub fn node_xml(name: &str, dir: &Path, cfg: &NodeConfig) -> String {
         ),
         Firmware::Bios => "    <bios useserial='yes'/>\n".to_string(),
     };
+    let rom = if cfg.nic_rom {
+        ""
+    } else {
+        "\n      <rom enabled='no'/>"
+    };
     format!(
         "<domain type='qemu'>
   <name>{name}</name>
@@ -547,7 +563,7 @@ pub fn node_xml(name: &str, dir: &Path, cfg: &NodeConfig) -> String {
       <source address='127.0.0.1' port='{peer}'>
         <local address='127.0.0.1' port='{local}'/>
       </source>
-      <model type='virtio'/>
+      <model type='virtio'/>{rom}
       <boot order='1'/>
     </interface>
     <serial type='file'>
@@ -692,6 +708,8 @@ pub struct Dhcp {
     pub vendor_class: String,
     /// Option 93: 0 BIOS, 7 or 9 UEFI x86-64.
     pub client_arch: Option<u16>,
+    /// Option 77: "iPXE" from iPXE.
+    pub user_class: String,
 }
 
 /// Parses one raw Ethernet frame as an IPv4 UDP datagram to port 67 holding
@@ -719,6 +737,7 @@ pub fn parse_dhcp(frame: &[u8]) -> Option<Dhcp> {
         message_type: 0,
         vendor_class: String::new(),
         client_arch: None,
+        user_class: String::new(),
     };
     let mut opts = &bootp[240..];
     while let [code, rest @ ..] = opts {
@@ -736,6 +755,7 @@ pub fn parse_dhcp(frame: &[u8]) -> Option<Dhcp> {
                     53 if len == 1 => d.message_type = v[0],
                     60 => d.vendor_class = String::from_utf8_lossy(v).into_owned(),
                     93 if len >= 2 => d.client_arch = Some(u16::from_be_bytes([v[0], v[1]])),
+                    77 => d.user_class = String::from_utf8_lossy(v).into_owned(),
                     _ => {}
                 }
                 opts = &rest[len..];
