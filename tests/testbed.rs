@@ -1,13 +1,14 @@
 //! The provisioning test bed on its own (tests/common/testbed.rs): libvirtd,
-//! sushy-emulator on 127.0.0.1 and one node domain whose NIC is a UDP link
-//! on 127.0.0.1. Through Redfish: read the System, boot override to Pxe,
-//! Reset On; the node's UEFI firmware must send a PXE DHCPDISCOVER from its
-//! MAC down the link (the test holds the link's other end as a UdpSocket);
-//! then ForceOff. Needs root and libvirt (scripts/install-deps); the first
+//! sushy-emulator on 127.0.0.1 and node domains whose NIC is a UDP link on
+//! 127.0.0.1. Through Redfish: read the System, boot override to Pxe, Reset
+//! On; the node's UEFI network boot must send a DHCPDISCOVER from its MAC
+//! down the link (the test holds the link's other end as a UdpSocket); then
+//! ForceOff. Twice: with the NIC's iPXE option ROM (QEMU's default) and with
+//! OVMF's own PXE. Needs root and libvirt (scripts/install-deps); the first
 //! run makes the sushy-tools venv (scripts/testbed-venv, cached).
 //!
-//! Prints the timings: venv, define, Reset On → running, Reset On →
-//! DHCPDISCOVER, ForceOff → shut off.
+//! Prints the timings: venv, define, Reset On -> running, Reset On ->
+//! DHCPDISCOVER, ForceOff -> shut off.
 
 mod common;
 
@@ -73,15 +74,19 @@ fn dhcp_frames_are_recognised() {
     assert_eq!(parse_dhcp(&[0u8; 60]), None);
 }
 
-#[test]
-fn node_network_boots_through_redfish_on_loopback() {
-    let total = Instant::now();
-    let libvirt = Libvirt::ensure();
-    let sushy = Sushy::start(free_tcp_port());
-    let (_, venv_time) = sushy_venv();
+/// What one node's boot took.
+struct Timings {
+    define: Duration,
+    to_running: Duration,
+    to_discover: Duration,
+    to_off: Duration,
+}
 
-    // The link's far end is this socket: every frame the node sends arrives
-    // here as one datagram.
+/// Defines a node on a fresh UDP link whose far end is a socket of this
+/// test, boots it through Redfish (Pxe, On) until its DHCPDISCOVER arrives,
+/// then ForceOff.
+fn boot_to_discover(sushy: &Sushy, nic_rom: bool) -> (Dhcp, Timings) {
+    // Every frame the node sends arrives here as one datagram.
     let sniffer = UdpSocket::bind("127.0.0.1:0").unwrap();
     let link = UdpLink {
         node_port: free_udp_port(),
@@ -89,14 +94,17 @@ fn node_network_boots_through_redfish_on_loopback() {
     };
     let pid = std::process::id();
     let mac = format!(
-        "52:54:00:{:02x}:{:02x}:{:02x}",
+        "52:54:{:02x}:{:02x}:{:02x}:{:02x}",
+        u8::from(nic_rom),
         (pid >> 16) as u8,
         (pid >> 8) as u8,
         pid as u8
     );
-    let name = format!("ucl-testbed-{pid}");
-    let dir = scratch("testbed-node");
-    let node = Node::define(&name, &dir, &NodeConfig::new(&mac, link));
+    let name = format!("ucl-testbed-{pid}-{}", if nic_rom { "ipxe" } else { "fw" });
+    let dir = scratch(&name);
+    let mut cfg = NodeConfig::new(&mac, link);
+    cfg.nic_rom = nic_rom;
+    let node = Node::define(&name, &dir, &cfg);
 
     let xml = virsh(&["dumpxml", &name]);
     assert!(xml.contains("<domain type='qemu'"), "TCG domain:\n{xml}");
@@ -105,6 +113,7 @@ fn node_network_boots_through_redfish_on_loopback() {
         "{xml}"
     );
     assert!(xml.contains(OVMF_CODE), "{xml}");
+    assert_eq!(xml.contains("<rom enabled='no'/>"), !nic_rom, "{xml}");
 
     // The System as Redfish shows it.
     let members = sushy.get("/redfish/v1/Systems");
@@ -126,7 +135,8 @@ fn node_network_boots_through_redfish_on_loopback() {
 
     let t = Instant::now();
     sushy.reset(&node.uuid, "On");
-    let to_running = node.wait_state("running", Duration::from_secs(60));
+    node.wait_state("running", Duration::from_secs(60));
+    let to_running = t.elapsed();
     assert_eq!(sushy.get(&node.system_path())["PowerState"], "On");
 
     let discover = wait_dhcp_discover(&sniffer, &mac, Duration::from_secs(600));
@@ -144,39 +154,62 @@ fn node_network_boots_through_redfish_on_loopback() {
         discover.vendor_class.starts_with("PXEClient"),
         "{discover:?}"
     );
-    // 7: EFI BC, 9: EFI x86-64 (RFC 4578): the UEFI firmware's PXE.
+    // 7: EFI BC, 9: EFI x86-64 (RFC 4578): a UEFI network boot.
     assert!(
         matches!(discover.client_arch, Some(7) | Some(9)),
         "{discover:?}"
     );
+    // With the option ROM iPXE boots (user class "iPXE"), without it
+    // OVMF's own PXE.
+    assert_eq!(discover.user_class == "iPXE", nic_rom, "{discover:?}");
 
     let t_off = Instant::now();
     sushy.reset(&node.uuid, "ForceOff");
-    let to_off = node.wait_state("shut off", Duration::from_secs(60));
-    let off_total = t_off.elapsed();
+    node.wait_state("shut off", Duration::from_secs(60));
+    let to_off = t_off.elapsed();
     assert_eq!(sushy.get(&node.system_path())["PowerState"], "Off");
 
     let serial = node.serial();
-    let tail: Vec<&str> = serial.lines().rev().take(8).collect();
+    let tail: Vec<&str> = serial.lines().rev().take(6).collect();
     eprintln!(
-        "serial (last lines):\n{}",
+        "{name} serial (last lines):\n{}\nDHCPDISCOVER: {discover:?}",
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     );
-    eprintln!("DHCPDISCOVER: {discover:?}");
+    let timings = Timings {
+        define: node.define_time,
+        to_running,
+        to_discover,
+        to_off,
+    };
+    (discover, timings)
+}
+
+#[test]
+fn node_network_boots_through_redfish_on_loopback() {
+    let total = Instant::now();
+    let libvirt = Libvirt::ensure();
+    let sushy = Sushy::start(free_tcp_port());
+    let (_, venv_time) = sushy_venv();
     eprintln!(
-        "timings: libvirtd {} | venv {:.1} s | define {:.2} s | Reset On -> running {:.1} s | \
-         Reset On -> DHCPDISCOVER {:.1} s | ForceOff -> shut off {:.1} s ({:.1} s) | total {:.1} s",
+        "timings: libvirtd {} | venv {:.1} s",
         if libvirt.started {
             "started"
         } else {
             "already running"
         },
-        venv_time.as_secs_f64(),
-        node.define_time.as_secs_f64(),
-        to_running.as_secs_f64(),
-        to_discover.as_secs_f64(),
-        to_off.as_secs_f64(),
-        off_total.as_secs_f64(),
-        total.elapsed().as_secs_f64()
+        venv_time.as_secs_f64()
     );
+    for nic_rom in [true, false] {
+        let (_, t) = boot_to_discover(&sushy, nic_rom);
+        eprintln!(
+            "timings ({}): define {:.2} s | Reset On -> running {:.1} s | \
+             Reset On -> DHCPDISCOVER {:.1} s | ForceOff -> shut off {:.1} s",
+            if nic_rom { "iPXE ROM" } else { "OVMF PXE" },
+            t.define.as_secs_f64(),
+            t.to_running.as_secs_f64(),
+            t.to_discover.as_secs_f64(),
+            t.to_off.as_secs_f64(),
+        );
+    }
+    eprintln!("timings: total {:.1} s", total.elapsed().as_secs_f64());
 }
