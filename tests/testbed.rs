@@ -4,8 +4,10 @@
 //! On; the node's UEFI network boot must send a DHCPDISCOVER from its MAC
 //! down the link (the test holds the link's other end as a UdpSocket); then
 //! ForceOff. Twice: with the NIC's iPXE option ROM (QEMU's default) and with
-//! OVMF's own PXE. Needs root and libvirt (scripts/install-deps); the first
-//! run makes the sushy-tools venv (scripts/testbed-venv, cached).
+//! OVMF's own PXE. And the other end: a plain QEMU with the peer arguments
+//! of `UdpLink` reaches the node's port. Needs root and libvirt
+//! (scripts/install-deps); the first run makes the sushy-tools venv
+//! (scripts/testbed-venv, cached).
 //!
 //! Prints the timings: venv, define, Reset On -> running, Reset On ->
 //! DHCPDISCOVER, ForceOff -> shut off.
@@ -212,4 +214,57 @@ fn node_network_boots_through_redfish_on_loopback() {
         );
     }
     eprintln!("timings: total {:.1} s", total.elapsed().as_secs_f64());
+}
+
+/// The other end: a plain QEMU (as the undercloud VM will be) with
+/// `UdpLink::peer_qemu_args` sends its frames to the node's port, where this
+/// test listens in the node's place.
+#[test]
+fn plain_qemu_peer_reaches_the_node_port() {
+    let sniffer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let link = UdpLink {
+        node_port: sniffer.local_addr().unwrap().port(),
+        peer_port: free_udp_port(),
+    };
+    let dir = scratch("testbed-peer");
+    let vars = dir.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).expect("copying the OVMF vars (install ovmf)");
+    let mac = "52:54:00:fe:00:01";
+    let t = Instant::now();
+    let mut qemu = std::process::Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg",
+            "-machine",
+            "q35",
+            "-m",
+            "256",
+            "-nographic",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-reboot",
+            "-serial",
+            "null",
+            "-monitor",
+            "none",
+        ])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .args(link.peer_qemu_args("p0", mac))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting qemu-system-x86_64 (install qemu-system-x86)");
+    let discover = wait_dhcp_discover(&sniffer, mac, Duration::from_secs(600));
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let discover = discover.expect("no DHCPDISCOVER from the plain QEMU peer within 600 s");
+    assert_eq!(discover.chaddr, mac_bytes(mac));
+    eprintln!(
+        "timings: plain QEMU peer start -> DHCPDISCOVER {:.1} s ({discover:?})",
+        t.elapsed().as_secs_f64()
+    );
 }
