@@ -2,6 +2,8 @@
 //! the test base, and running the built binary.
 #![allow(dead_code)]
 
+pub mod testbed;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
