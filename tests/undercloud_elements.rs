@@ -109,7 +109,8 @@ fn fedora_gets_fedora_packages_and_ironic_from_pypi() {
 
 #[test]
 fn debian_gets_its_packaged_ironic() {
-    let v = plan("debian", "bookworm", &[]);
+    // The shipped Debian image's release (kickstart/undercloud-live-debian.yaml).
+    let v = plan("debian", "trixie", &[]);
     let (pkgs, hooks) = packages_and_hooks(&v);
     for p in [
         "ironic-api",
@@ -126,6 +127,9 @@ fn debian_gets_its_packaged_ironic() {
         "nginx",
         "sudo",
         "linux-image-amd64",
+        "dracut-live",
+        // Its own package from Debian 13 on (part of systemd before).
+        "systemd-repart",
     ] {
         assert!(pkgs.contains(p), "debian: {p} missing from {pkgs:?}");
     }
@@ -148,10 +152,20 @@ fn debian_gets_its_packaged_ironic() {
 }
 
 #[test]
+fn bookworm_gets_systemd_repart_from_systemd() {
+    let (pkgs, _) = packages_and_hooks(&plan("debian", "bookworm", &[]));
+    assert!(pkgs.contains("ironic-api"), "{pkgs:?}");
+    assert!(
+        !pkgs.contains("systemd-repart"),
+        "bookworm has no systemd-repart package: {pkgs:?}"
+    );
+}
+
+#[test]
 fn the_kickstart_translates_for_debian() {
     let v = plan(
         "debian",
-        "bookworm",
+        "trixie",
         &[
             "--kickstart",
             repo()
