@@ -14,6 +14,10 @@ HOST_BASE := $(shell scripts/host-base)
 BASE ?= $(firstword $(HOST_BASE))
 BIN := target/release/undercloud-live
 OUT ?= target/images/undercloud-live-$(BASE).iso
+# The deploy ramdisk the undercloud image carries (ironic-python-agent,
+# kickstart/ipa-ramdisk-debian.yaml): Debian's agent serves either base.
+IPA := target/images/ipa
+IPA_INPUTS := kickstart/ipa-ramdisk-debian.yaml $(shell find overlays/ipa-ramdisk -type f 2>/dev/null)
 
 .PHONY: all deps bin image test test-slow test-base test-image bench check lint fmt clean
 
@@ -36,11 +40,16 @@ image: deps
 	cargo build --release --locked
 	@if [ "$(origin BASE)" = file ]; then echo "==> $(wordlist 2,999,$(HOST_BASE))"; \
 	 else echo "==> $(BASE): BASE=$(BASE) given"; fi
+	@$(MAKE) --no-print-directory $(IPA).initramfs
 	$(BIN) build kickstart/undercloud-live-$(BASE).yaml --output $(OUT)
 	@echo; echo "The image is $(OUT). Next:"; \
 	 echo "  $(BIN) boot $(OUT) --as usb --firmware uefi   # try it in QEMU"; \
 	 echo "  $(BIN) write $(OUT) /dev/sdX                  # put it on a USB stick"; \
 	 echo "  $(BIN) inspect $(OUT)                         # what is inside"
+
+# Rebuilt only when its spec or element changed.
+$(IPA).initramfs: $(IPA_INPUTS)
+	$(BIN) build kickstart/ipa-ramdisk-debian.yaml --output $(IPA)
 
 test-base: deps
 	scripts/make-test-base

@@ -17,7 +17,29 @@ pub struct Config {
     pub provisioning: Provisioning,
     pub image_server: ImageServer,
     pub ironic: Ironic,
+    pub database: Database,
     pub passwords: Passwords,
+}
+
+/// Where Ironic keeps its state.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Database {
+    /// One file, made at build time: no server to start at boot (as
+    /// Metal3's ironic-image runs Ironic). Ironic then runs as one process.
+    #[default]
+    Sqlite,
+    /// The MariaDB server in the image, started only when chosen.
+    Mariadb,
+}
+
+impl Database {
+    pub fn name(self) -> &'static str {
+        match self {
+            Database::Sqlite => "sqlite",
+            Database::Mariadb => "mariadb",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -124,6 +146,13 @@ pub struct Ironic {
     pub auth: Auth,
     pub keystone: Option<Keystone>,
     pub hardware_types: Vec<HardwareType>,
+    /// Erase the partition tables and filesystem signatures of a node's
+    /// disks before it becomes available and after it is torn down.
+    pub automated_clean: bool,
+    /// The ramdisk nodes boot for inspection, cleaning and deployment:
+    /// empty for the one built into the image, or an http(s) or file URL.
+    pub deploy_kernel: String,
+    pub deploy_ramdisk: String,
 }
 
 impl Default for Ironic {
@@ -131,8 +160,38 @@ impl Default for Ironic {
         Ironic {
             auth: Auth::Noauth,
             keystone: None,
-            hardware_types: vec![HardwareType::Ipmi, HardwareType::Redfish],
+            hardware_types: vec![
+                HardwareType::Ipmi,
+                HardwareType::Redfish,
+                HardwareType::ManualManagement,
+            ],
+            automated_clean: true,
+            deploy_kernel: String::new(),
+            deploy_ramdisk: String::new(),
         }
+    }
+}
+
+/// The deploy ramdisk the image carries (`make image` builds it from
+/// kickstart/ipa-ramdisk-debian.yaml): under `/var/lib/ironic`, one of the
+/// folders Ironic allows `file://` URLs from.
+pub const BUILTIN_DEPLOY_KERNEL: &str = "/var/lib/ironic/deploy/ipa.kernel";
+pub const BUILTIN_DEPLOY_RAMDISK: &str = "/var/lib/ironic/deploy/ipa.initramfs";
+
+impl Ironic {
+    /// The deploy kernel and ramdisk as Ironic URLs.
+    pub fn deploy_images(&self) -> (String, String) {
+        let url = |given: &str, builtin: &str| {
+            if given.is_empty() {
+                format!("file://{builtin}")
+            } else {
+                given.to_string()
+            }
+        };
+        (
+            url(&self.deploy_kernel, BUILTIN_DEPLOY_KERNEL),
+            url(&self.deploy_ramdisk, BUILTIN_DEPLOY_RAMDISK),
+        )
     }
 }
 
@@ -314,6 +373,20 @@ impl Config {
             }
             (Auth::Noauth, _) => {}
         }
+        for (key, v) in [
+            ("deploy_kernel", &self.ironic.deploy_kernel),
+            ("deploy_ramdisk", &self.ironic.deploy_ramdisk),
+        ] {
+            let scheme_ok = ["http://", "https://", "file:///"]
+                .iter()
+                .any(|p| v.starts_with(p));
+            if !v.is_empty() && (!scheme_ok || v.contains(char::is_whitespace)) {
+                bail!("ironic.{key} {v:?}: an http://, https:// or file:/// URL (or empty for the built-in ramdisk)");
+            }
+        }
+        if self.ironic.deploy_kernel.is_empty() != self.ironic.deploy_ramdisk.is_empty() {
+            bail!("ironic.deploy_kernel and ironic.deploy_ramdisk: give both or neither");
+        }
         if self.ironic.hardware_types.is_empty() {
             bail!("ironic.hardware_types: name at least one (ipmi, redfish, manual-management)");
         }
@@ -371,8 +444,39 @@ mod tests {
         assert_eq!(d.image_server.port, 8088);
         assert_eq!(
             d.ironic.hardware_types,
-            [HardwareType::Ipmi, HardwareType::Redfish]
+            [
+                HardwareType::Ipmi,
+                HardwareType::Redfish,
+                HardwareType::ManualManagement
+            ]
         );
+        assert_eq!(d.database, Database::Sqlite);
+        assert!(d.ironic.automated_clean);
+        assert_eq!(
+            d.ironic.deploy_images(),
+            (
+                "file:///var/lib/ironic/deploy/ipa.kernel".to_string(),
+                "file:///var/lib/ironic/deploy/ipa.initramfs".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn database_and_deploy_ramdisk() {
+        let c = Config::parse(
+            "database: mariadb\nironic:\n  automated_clean: false\n  deploy_kernel: http://10.0.0.5/k\n  deploy_ramdisk: http://10.0.0.5/r\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.database, Database::Mariadb);
+        assert!(!c.ironic.automated_clean);
+        assert_eq!(c.ironic.deploy_images().1, "http://10.0.0.5/r");
+        assert!(err("database: postgres\n").contains("postgres"));
+        assert!(
+            err("ironic: {deploy_kernel: /boot/vmlinuz, deploy_ramdisk: /boot/initrd}\n")
+                .contains("ironic.deploy_kernel \"/boot/vmlinuz\"")
+        );
+        assert!(err("ironic: {deploy_kernel: http://h/k}\n").contains("both or neither"));
     }
 
     #[test]

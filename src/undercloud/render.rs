@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::config::{Auth, Config, HardwareType, IRONIC_API_PORT};
+use super::config::{Auth, Config, Database, HardwareType, Keystone, IRONIC_API_PORT};
 use super::dhcp_guard::Dhcp;
 
 /// Where Ironic stages iPXE scripts, kernels and ramdisks; nginx serves it.
@@ -11,8 +11,6 @@ pub const HTTP_ROOT: &str = "/srv/undercloud/httpboot";
 /// Deploy images, served under `/images/`.
 pub const IMAGES_ROOT: &str = "/srv/undercloud/images";
 pub const TFTP_ROOT: &str = "/srv/tftpboot";
-/// Ironic's JSON-RPC listener; only the API on this host talks to it.
-pub const JSON_RPC_PORT: u16 = 8089;
 
 /// What `configure` found out on the machine, next to the YAML.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,12 +84,13 @@ pub fn files(cfg: &Config, facts: &Facts) -> Vec<File> {
     ]
 }
 
-fn ironic_conf(cfg: &Config, facts: &Facts) -> String {
-    let types = &cfg.ironic.hardware_types;
+/// The interfaces each enabled hardware type needs: every type needs one
+/// of each kind enabled, or the conductor refuses to start; enable exactly
+/// what the chosen types use.
+fn driver_interfaces(
+    types: &[HardwareType],
+) -> (Vec<&'static str>, Vec<&'static str>, Vec<&'static str>) {
     let has = |t: HardwareType| types.contains(&t);
-    // Every hardware type needs one of its interfaces of each kind enabled,
-    // or the conductor refuses to start; enable exactly what the chosen
-    // types use.
     let mut management = Vec::new();
     let mut power = Vec::new();
     let mut vendor = Vec::new();
@@ -103,42 +102,59 @@ fn ironic_conf(cfg: &Config, facts: &Facts) -> String {
     if has(HardwareType::Redfish) {
         management.push("redfish");
         power.push("redfish");
+        vendor.push("redfish");
     }
     if has(HardwareType::ManualManagement) {
         management.push("noop");
         power.push("fake");
     }
     vendor.push("no-vendor");
-    let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
+    (management, power, vendor)
+}
+
+fn ironic_conf(cfg: &Config, facts: &Facts) -> String {
+    let (management, power, vendor) = driver_interfaces(&cfg.ironic.hardware_types);
+    let names: Vec<&str> = cfg.ironic.hardware_types.iter().map(|t| t.name()).collect();
     let auth = match cfg.ironic.auth {
         Auth::Noauth => "noauth",
         Auth::Keystone => "keystone",
     };
     let ip = cfg.provisioning.address.addr;
+    let (deploy_kernel, deploy_ramdisk) = cfg.ironic.deploy_images();
     let mut s = String::new();
     let _ = write!(
         s,
         "# {HEADER}
 [DEFAULT]
 auth_strategy = {auth}
-# Standalone: no message bus; the API calls the conductor over JSON-RPC.
-rpc_transport = json-rpc
-# The name the API uses to reach the conductor's JSON-RPC listener.
+# One process (API and conductor together, `ironic`): no message bus, no
+# RPC between services; required with SQLite.
+rpc_transport = none
 host = localhost
 enabled_hardware_types = {types}
 enabled_boot_interfaces = ipxe,pxe
 enabled_deploy_interfaces = direct,ramdisk
+default_deploy_interface = direct
 enabled_management_interfaces = {management}
 enabled_power_interfaces = {power}
 enabled_vendor_interfaces = {vendor}
 enabled_console_interfaces = no-console
-enabled_inspect_interfaces = no-inspect
+# Inspection built into Ironic: the agent reports the node's hardware.
+enabled_inspect_interfaces = agent,no-inspect
+default_inspect_interface = agent
 enabled_network_interfaces = noop
 enabled_raid_interfaces = agent,no-raid
-enabled_rescue_interfaces = no-rescue
+enabled_rescue_interfaces = agent,no-rescue
 enabled_bios_interfaces = no-bios
 default_network_interface = noop
 use_stderr = true
+
+[agent]
+# Images are fetched by the undercloud and served to the nodes from its
+# own HTTP server: the nodes sit on the isolated provisioning network.
+image_download_source = local
+deploy_logs_collect = always
+deploy_logs_local_path = /var/log/ironic/deploy
 
 [api]
 host_ip = 0.0.0.0
@@ -147,28 +163,40 @@ port = {IRONIC_API_PORT}
 api_workers = 1
 
 [conductor]
-# Cleaning boots a deploy ramdisk; nodes are enrolled without it.
-automated_clean = false
+automated_clean = {clean}
+deploy_kernel = {deploy_kernel}
+deploy_ramdisk = {deploy_ramdisk}
+rescue_kernel = {deploy_kernel}
+rescue_ramdisk = {deploy_ramdisk}
+file_url_allowed_paths = /var/lib/ironic,{IMAGES_ROOT}
 
-[database]
-connection = mysql+pymysql://ironic:{pw}@localhost/ironic?charset=utf8
-
+{database}
 [deploy]
 http_root = {HTTP_ROOT}
 http_url = http://{ip}:{port}
+# Cleaning erases partition tables and signatures, not every block.
+erase_devices_priority = 0
+erase_devices_metadata_priority = 10
 
 [dhcp]
 # dnsmasq is configured once for the whole provisioning network.
 dhcp_provider = none
 
-[json_rpc]
-auth_strategy = noauth
-host_ip = 127.0.0.1
-port = {JSON_RPC_PORT}
+[inspector]
+# Keep the ports the operator enrolled; add those the agent reports.
+add_ports = pxe
+keep_ports = present
 
 [pxe]
 tftp_root = {TFTP_ROOT}
 tftp_master_path = {TFTP_ROOT}/master_images
+# The agent's messages on the first serial port too: nodes are often
+# watched through their BMC's serial-over-LAN.
+kernel_append_params = nofb nomodeset vga=normal console=tty0 console=ttyS0,115200n8
+
+[service_catalog]
+# Where the agent on a node reaches Ironic (no Keystone catalog to ask).
+endpoint_override = http://{ip}:{IRONIC_API_PORT}
 
 [oslo_concurrency]
 lock_path = /var/lib/ironic/lock
@@ -177,13 +205,19 @@ lock_path = /var/lib/ironic/lock
         management = management.join(","),
         power = power.join(","),
         vendor = vendor.join(","),
-        pw = facts.db_password,
         port = cfg.image_server.port,
+        clean = cfg.ironic.automated_clean,
+        database = database_section(cfg.database, &facts.db_password),
     );
     if let (Auth::Keystone, Some(k)) = (cfg.ironic.auth, &cfg.ironic.keystone) {
-        let _ = write!(
-            s,
-            "
+        s.push_str(&keystone_section(k));
+    }
+    s
+}
+
+fn keystone_section(k: &Keystone) -> String {
+    format!(
+        "
 [keystone_authtoken]
 auth_type = password
 www_authenticate_uri = {url}
@@ -194,13 +228,24 @@ project_name = {project}
 user_domain_name = Default
 project_domain_name = Default
 ",
-            url = k.auth_url,
-            user = k.username,
-            pw = k.password,
-            project = k.project,
-        );
+        url = k.auth_url,
+        user = k.username,
+        pw = k.password,
+        project = k.project,
+    )
+}
+
+/// Ironic's SQLite database: made at build time, carried by the
+/// persistence partition when the image has one.
+pub const SQLITE_PATH: &str = "/var/lib/ironic/ironic.sqlite";
+
+fn database_section(db: Database, password: &str) -> String {
+    match db {
+        Database::Sqlite => format!("[database]\nconnection = sqlite:///{SQLITE_PATH}\n"),
+        Database::Mariadb => format!(
+            "[database]\nconnection = mysql+pymysql://ironic:{password}@localhost/ironic?charset=utf8\n"
+        ),
     }
-    s
 }
 
 fn dnsmasq_conf(cfg: &Config, facts: &Facts) -> String {
@@ -318,8 +363,10 @@ image_server=http://127.0.0.1:{port}/
 interface={iface}
 address={addr}
 dhcp={dhcp}
+database={db}
 ",
         dhcp = facts.dhcp.key(),
+        db = cfg.database.name(),
         port = cfg.image_server.port,
         iface = facts.interface,
         addr = cfg.provisioning.address,
@@ -348,15 +395,21 @@ mod tests {
         let conf = &file(&fs, "/etc/ironic/ironic.conf").text;
         for line in [
             "auth_strategy = noauth",
-            "rpc_transport = json-rpc",
-            "enabled_hardware_types = ipmi,redfish",
-            "enabled_management_interfaces = ipmitool,redfish",
-            "enabled_power_interfaces = ipmitool,redfish",
-            "connection = mysql+pymysql://ironic:0123456789abcdef@localhost/ironic?charset=utf8",
+            "rpc_transport = none",
+            "enabled_hardware_types = ipmi,redfish,manual-management",
+            "enabled_management_interfaces = ipmitool,redfish,noop",
+            "enabled_power_interfaces = ipmitool,redfish,fake",
+            "default_inspect_interface = agent",
+            "connection = sqlite:////var/lib/ironic/ironic.sqlite",
             "http_url = http://192.168.24.1:8088",
             "dhcp_provider = none",
             "port = 6385",
-            "port = 8089",
+            "automated_clean = true",
+            "deploy_kernel = file:///var/lib/ironic/deploy/ipa.kernel",
+            "rescue_ramdisk = file:///var/lib/ironic/deploy/ipa.initramfs",
+            "image_download_source = local",
+            "erase_devices_priority = 0",
+            "endpoint_override = http://192.168.24.1:6385",
         ] {
             assert!(
                 conf.lines().any(|l| l == line),
@@ -455,6 +508,30 @@ mod tests {
     }
 
     #[test]
+    fn mariadb_and_own_deploy_ramdisk() {
+        let cfg = Config::parse(
+            "database: mariadb\nironic:\n  automated_clean: false\n  deploy_kernel: http://10.0.0.5/k\n  deploy_ramdisk: http://10.0.0.5/r\n",
+            "t",
+        )
+        .unwrap();
+        let fs = files(&cfg, &facts());
+        let conf = &file(&fs, "/etc/ironic/ironic.conf").text;
+        for line in [
+            "connection = mysql+pymysql://ironic:0123456789abcdef@localhost/ironic?charset=utf8",
+            "automated_clean = false",
+            "deploy_kernel = http://10.0.0.5/k",
+            "deploy_ramdisk = http://10.0.0.5/r",
+            "rescue_kernel = http://10.0.0.5/k",
+        ] {
+            assert!(
+                conf.lines().any(|l| l == line),
+                "{line:?} missing in\n{conf}"
+            );
+        }
+        assert!(!conf.contains("sqlite"));
+    }
+
+    #[test]
     fn keystone_and_manual_management() {
         let cfg = Config::parse(
             "ironic:\n  auth: keystone\n  hardware_types: [redfish, manual-management]\n  keystone: {auth_url: 'https://ks:5000/v3', username: ironic, password: pw}\n",
@@ -468,7 +545,7 @@ mod tests {
         assert!(conf.contains("project_name = service\n"));
         assert!(conf.contains("enabled_hardware_types = redfish,manual-management\n"));
         assert!(conf.contains("enabled_power_interfaces = redfish,fake\n"));
-        assert!(conf.contains("enabled_vendor_interfaces = no-vendor\n"));
+        assert!(conf.contains("enabled_vendor_interfaces = redfish,no-vendor\n"));
         let rc = &file(&fs, "/home/stack/undercloudrc").text;
         assert!(
             rc.contains("OS_AUTH_TYPE=password") && rc.contains("OS_AUTH_URL=https://ks:5000/v3")
