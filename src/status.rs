@@ -19,16 +19,22 @@ use serde::Serialize;
 
 use crate::undercloud::{dhcp_guard, ENDPOINTS_FILE};
 
-/// The units in start order.
-pub const UNITS: &[&str] = &[
-    "undercloud-config.service",
-    "mariadb.service",
-    "undercloud-db.service",
-    "ironic-conductor.service",
-    "ironic-api.service",
-    "dnsmasq.service",
-    "nginx.service",
-];
+/// The units in start order; MariaDB's only when the undercloud uses it
+/// (`database=` in the endpoints file).
+pub fn units(endpoints: &BTreeMap<String, String>) -> Vec<&'static str> {
+    let mut units = vec!["undercloud-config.service"];
+    if endpoints.get("database").map(String::as_str) == Some("mariadb") {
+        units.push("mariadb.service");
+    }
+    units.extend([
+        "undercloud-db.service",
+        "ironic.service",
+        "undercloud-nodes.service",
+        "dnsmasq.service",
+        "nginx.service",
+    ]);
+    units
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UnitState {
@@ -64,6 +70,87 @@ pub struct Report {
     pub ready: bool,
     pub units: Vec<UnitState>,
     pub endpoints: Vec<Endpoint>,
+    /// The enrolled nodes, when the API answered.
+    pub nodes: Vec<Node>,
+}
+
+/// One enrolled node, as `baremetal node list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub uuid: String,
+    pub provision_state: String,
+    pub power_state: String,
+    pub maintenance: bool,
+    /// Ironic's last error for the node, if any (one line).
+    pub last_error: String,
+}
+
+/// The fields `status` asks Ironic for (`fields=` needs API 1.8).
+pub const NODE_FIELDS: &str = "uuid,name,provision_state,power_state,maintenance,last_error";
+
+/// Parse Ironic's `GET /v1/nodes` answer.
+pub fn parse_nodes(json: &str) -> Result<Vec<Node>> {
+    let v: serde_json::Value = serde_json::from_str(json).context("not JSON")?;
+    let list = v
+        .get("nodes")
+        .and_then(|d| d.as_array())
+        .context("no \"nodes\" list")?;
+    let text = |n: &serde_json::Value, k: &str| {
+        n.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    Ok(list
+        .iter()
+        .map(|n| Node {
+            name: text(n, "name"),
+            uuid: text(n, "uuid"),
+            provision_state: text(n, "provision_state"),
+            power_state: text(n, "power_state"),
+            maintenance: n.get("maintenance").and_then(|m| m.as_bool()) == Some(true),
+            last_error: text(n, "last_error"),
+        })
+        .collect())
+}
+
+fn render_nodes(s: &mut String, nodes: &[Node]) {
+    if nodes.is_empty() {
+        s.push_str("\nNODES  none enrolled\n");
+        return;
+    }
+    let w = nodes
+        .iter()
+        .map(|n| n.name.len().max(n.uuid.len().min(8)))
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        s,
+        "\n{:<w$}  {:<15}  {:<9}  ERROR",
+        "NODE", "PROVISION", "POWER"
+    );
+    for n in nodes {
+        let name = if n.name.is_empty() {
+            &n.uuid[..n.uuid.len().min(8)]
+        } else {
+            n.name.as_str()
+        };
+        let state = if n.maintenance {
+            format!("{} (maint.)", n.provision_state)
+        } else {
+            n.provision_state.clone()
+        };
+        let _ = writeln!(
+            s,
+            "{name:<w$}  {state:<15}  {:<9}  {}",
+            n.power_state, n.last_error
+        );
+    }
 }
 
 /// Parse `systemctl show -p Id,LoadState,ActiveState,SubState,Result U...`:
@@ -156,6 +243,9 @@ pub fn render_table(r: &Report) -> String {
             e.detail
         );
     }
+    if r.endpoints.iter().any(|e| e.name == "ironic API" && e.up) {
+        render_nodes(&mut s, &r.nodes);
+    }
     s.push('\n');
     s.push_str(&summary(r));
     s.push('\n');
@@ -223,12 +313,24 @@ fn systemctl_show(units: &[&str]) -> Result<Vec<UnitState>> {
 fn http_get(client: &reqwest::blocking::Client, url: &str) -> Result<(u16, String)> {
     let resp = client
         .get(url)
-        .header("X-OpenStack-Ironic-API-Version", "1.1")
+        .header("X-OpenStack-Ironic-API-Version", "1.8")
         .send()
         .with_context(|| format!("GET {url}"))?;
     let code = resp.status().as_u16();
     let body = resp.text().with_context(|| format!("reading {url}"))?;
     Ok((code, body))
+}
+
+fn fetch_nodes(api: &str) -> Result<Vec<Node>> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("making an HTTP client")?;
+    let url = format!("{api}/v1/nodes?fields={NODE_FIELDS}");
+    match http_get(&client, &url)? {
+        (200, body) => parse_nodes(&body),
+        (code, _) => anyhow::bail!("{url} answered {code}"),
+    }
 }
 
 fn udp_bound(port: u16) -> bool {
@@ -353,19 +455,27 @@ fn ep(name: &str, up: bool, detail: String) -> Endpoint {
 }
 
 pub fn collect() -> Result<Report> {
-    let units = systemctl_show(UNITS)?;
     let endpoints = match std::fs::read_to_string(ENDPOINTS_FILE) {
         Ok(t) => parse_endpoints(&t),
         Err(_) => BTreeMap::new(),
     };
+    let wanted = units(&endpoints);
+    let units = systemctl_show(&wanted)?;
+    let api = endpoints
+        .get("api")
+        .cloned()
+        .unwrap_or_else(|| "http://127.0.0.1:6385".into());
     let endpoints = probe_endpoints(&endpoints)?;
-    let ready = units.len() == UNITS.len()
+    // The node list is information, not a condition of readiness.
+    let nodes = fetch_nodes(&api).unwrap_or_default();
+    let ready = units.len() == wanted.len()
         && units.iter().all(UnitState::up)
         && endpoints.iter().all(|e| e.up || e.off);
     Ok(Report {
         ready,
         units,
         endpoints,
+        nodes,
     })
 }
 
@@ -448,6 +558,7 @@ Id=nginx.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResu
         let r = Report {
             ready: true,
             units: parse_systemctl_show(SHOW).into_iter().take(1).collect(),
+            nodes: Vec::new(),
             endpoints: vec![
                 ep("TFTP", true, "udp 69 on enp0s2".into()),
                 dhcp_endpoint(Some("guard"), Some(guard), "enp0s2", false),
@@ -494,6 +605,47 @@ Id=nginx.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResu
         assert_eq!(e.len(), 2);
     }
 
+    /// Ironic's answer to `GET /v1/nodes?fields=...` (API 1.8), trimmed.
+    const NODES: &str = r#"{"nodes": [
+      {"uuid": "5d6f3c2a-9d1e-4a57-8e55-0c1f9c7f2b11", "name": "node-0",
+       "provision_state": "active", "power_state": "power on",
+       "maintenance": false, "last_error": null, "links": []},
+      {"uuid": "0f6b2c1e-3b4a-4d5e-9f60-718293a4b5c6", "name": null,
+       "provision_state": "clean failed", "power_state": "power off",
+       "maintenance": true,
+       "last_error": "Timeout reached while cleaning\nTraceback ...", "links": []}
+    ]}"#;
+
+    #[test]
+    fn nodes_json() {
+        let n = parse_nodes(NODES).unwrap();
+        assert_eq!(n.len(), 2);
+        assert_eq!(n[0].name, "node-0");
+        assert_eq!(n[1].name, "");
+        assert!(n[1].maintenance);
+        assert_eq!(n[1].last_error, "Timeout reached while cleaning");
+        assert!(parse_nodes("{}").is_err());
+        assert!(parse_nodes(r#"{"nodes": []}"#).unwrap().is_empty());
+    }
+
+    #[test]
+    fn mariadb_is_checked_only_when_used() {
+        let mut e = parse_endpoints("database=sqlite\n");
+        assert_eq!(
+            units(&e),
+            [
+                "undercloud-config.service",
+                "undercloud-db.service",
+                "ironic.service",
+                "undercloud-nodes.service",
+                "dnsmasq.service",
+                "nginx.service"
+            ]
+        );
+        e.insert("database".into(), "mariadb".into());
+        assert_eq!(units(&e)[1], "mariadb.service");
+    }
+
     #[test]
     fn table_and_summary() {
         let units = parse_systemctl_show(SHOW);
@@ -504,8 +656,23 @@ Id=nginx.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResu
                 ep("ironic API", true, "http://127.0.0.1:6385/v1 (200)".into()),
                 ep("DHCP", false, "nothing on udp 67".into()),
             ],
+            nodes: parse_nodes(NODES).unwrap(),
         };
         let t = render_table(&r);
+        assert!(
+            t.contains("\nNODE      PROVISION        POWER      ERROR\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("\nnode-0    active           power on   \n"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "\n0f6b2c1e  clean failed (maint.)  power off  Timeout reached while cleaning\n"
+            ),
+            "{t}"
+        );
         assert!(t.contains("mariadb.service     active (running)\n"), "{t}");
         assert!(
             t.contains("ironic-api.service  failed (exit-code)\n"),
@@ -533,6 +700,9 @@ Id=nginx.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResu
         );
         let j = serde_json::to_value(&r).unwrap();
         assert_eq!(j["ready"], true);
+        assert_eq!(j["nodes"][0]["provision_state"], "active");
+        r.nodes.clear();
+        assert!(render_table(&r).contains("\nNODES  none enrolled\n"));
         assert_eq!(j["units"][0]["unit"], "mariadb.service");
         assert_eq!(j["endpoints"][0]["up"], true);
     }
