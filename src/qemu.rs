@@ -731,13 +731,16 @@ fn qemu_args(
         push(&["-nic", "none"]);
     } else if !opts.forwards.is_empty() {
         // Bound to the host's loopback only: a test VM's services are not
-        // offered to the network the host is on.
+        // offered to the network the host is on. A -netdev/-device pair,
+        // not -nic: QEMU creates -nic cards before any -device, and the
+        // links must come first on the PCI bus.
         let fwd: String = opts
             .forwards
             .iter()
             .map(|f| format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest))
             .collect();
-        push(&["-nic", &format!("user,model=virtio-net-pci{fwd}")]);
+        push(&["-netdev", &format!("user,id=user0{fwd}")]);
+        push(&["-device", "virtio-net-pci,netdev=user0"]);
     }
     // The guest's ttyS0 is our stdout; nothing else may write there.
     push(&["-monitor", "none", "-serial", "stdio"]);
@@ -1625,10 +1628,11 @@ mod tests {
         assert!(has(
             &args,
             [
-                "-nic",
-                "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:16385-:6385,hostfwd=tcp:127.0.0.1:2222-:22"
+                "-netdev",
+                "user,id=user0,hostfwd=tcp:127.0.0.1:16385-:6385,hostfwd=tcp:127.0.0.1:2222-:22"
             ]
         ));
+        assert!(has(&args, ["-device", "virtio-net-pci,netdev=user0"]));
         assert!(!has(&args, ["-nic", "none"]));
         for bad in ["6385", "0:6385", "a:b", "70000:1", "1:2:3"] {
             let e = bad.parse::<Forward>().unwrap_err();
@@ -1652,7 +1656,7 @@ mod tests {
         opts.forwards = vec!["16385:6385".parse().unwrap()];
         let args = strs(&qemu_args(&opts, &raw(&opts), Engine::Tcg, &uefi(false)));
         let pos = |s: &str| args.iter().position(|a| a.contains(s)).unwrap();
-        assert!(pos("netdev=link0") < pos("user,model="));
+        assert!(pos("netdev=link0") < pos("netdev=user0"));
         for bad in ["40001", "0:1", "a:b", "5:5", "1:2:3"] {
             let e = bad.parse::<Link>().unwrap_err();
             assert!(format!("{e}").contains("--link"), "{bad}: {e}");
