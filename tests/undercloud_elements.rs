@@ -220,7 +220,7 @@ fn configure_checks_the_file_and_prints_the_result() {
     // network (tests/dhcp_guard.rs tests the probe, in namespaces of its own).
     std::fs::write(
         &good,
-        "provisioning: {interface: ens9, address: 10.9.0.1/24, dhcp_start: 10.9.0.50, dhcp_end: 10.9.0.60, dhcp: force}\n",
+        "provisioning: {interface: ens9, address: 10.9.0.1/24, dhcp_start: 10.9.0.50, dhcp_end: 10.9.0.60, dhcp: force}\ndatabase: mariadb\n",
     )
     .unwrap();
     let o = run(bin()

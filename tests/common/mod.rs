@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod testbed;
+pub mod ucvm;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -381,4 +382,154 @@ pub fn ipa_ramdisk() -> PathBuf {
         }
     });
     prefix
+}
+
+/// An output of a slow build kept under `<cache>/<kind>/<key>/`, the key
+/// made of every input: the files and folders named (contents, names and
+/// modes) and this program (it goes into images and decides their bytes).
+/// Only the newest key of a kind is kept. `make` writes the output into the
+/// folder it is given; the result is that folder.
+pub fn cached_build(kind: &str, inputs: &[PathBuf], make: impl FnOnce(&Path)) -> PathBuf {
+    let mut h = Sha256::new();
+    h.update(format!("{kind} v1\0").as_bytes());
+    h.update(std::fs::read(env!("CARGO_BIN_EXE_undercloud-live")).unwrap());
+    for input in inputs {
+        let mut all = BTreeMap::new();
+        if input.is_dir() {
+            files(input, &mut all, input);
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(input).unwrap().permissions().mode();
+            all.insert(String::new(), (mode, std::fs::read(input).unwrap()));
+        }
+        h.update(format!("\0{}\0", input.display()).as_bytes());
+        for (name, (mode, bytes)) in all {
+            h.update(format!("\0{name}\0{mode:o}\0{}\0", bytes.len()).as_bytes());
+            h.update(&bytes);
+        }
+    }
+    let key = hex::encode(h.finalize())[..16].to_string();
+    let kind_dir = cache_root().join(kind);
+    let dir = kind_dir.join(&key);
+    if dir.join(".complete").is_file() {
+        println!("{kind} from the cache: {}", dir.display());
+        return dir;
+    }
+    let tmp = kind_dir.join(format!(".{key}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    make(&tmp);
+    std::fs::write(tmp.join(".complete"), b"").unwrap();
+    // Older keys of this kind are dead weight.
+    for e in std::fs::read_dir(&kind_dir).unwrap().flatten() {
+        if e.path() != tmp {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    std::fs::rename(&tmp, &dir).unwrap();
+    dir
+}
+
+/// The marker image as a `format: disk` qcow2 (tests/specs/minimal.yaml on
+/// the test base): what the provisioning test deploys.
+pub fn deploy_disk_image() -> PathBuf {
+    let base = test_base();
+    let spec = repo().join("tests/specs/minimal.yaml");
+    let dir = cached_build(
+        "deploy-disk",
+        &[
+            spec.clone(),
+            repo().join("tests/elements/marker-hello"),
+            base.join("SHA256SUMS"),
+        ],
+        |out| {
+            let server = serve(&base, Mode::Normal);
+            let work = scratch("deploy-disk-build");
+            let t = Instant::now();
+            let o = run(build_command(
+                &spec,
+                &server,
+                &out.join("marker.qcow2"),
+                &work.join("cache"),
+                &work.join("work"),
+            )
+            .args(["--format", "disk"]));
+            assert!(o.status.success(), "building the deploy disk image failed");
+            println!(
+                "deploy disk image built in {:.0} s",
+                t.elapsed().as_secs_f64()
+            );
+            let _ = std::fs::remove_dir_all(&work);
+        },
+    );
+    dir.join("marker.qcow2")
+}
+
+/// The undercloud test image (tests/specs/undercloud.yaml: Debian trixie
+/// debootstrapped from the mirror, the shipped elements and kickstart, the
+/// deploy ramdisk through extra_files), shared by the tests that boot it:
+/// each boots a sparse copy, since booting writes to its persistence.
+pub fn undercloud_image() -> PathBuf {
+    let ipa = ipa_ramdisk();
+    let spec = repo().join("tests/specs/undercloud.yaml");
+    let staged = repo().join("target/test-images");
+    let dir = cached_build(
+        "undercloud-image",
+        &[
+            spec.clone(),
+            repo().join("tests/specs/undercloud-esp.yaml"),
+            repo().join("tests/specs/undercloud-nodes.yaml"),
+            repo().join("overlays"),
+            repo().join("kickstart/undercloud-live.ks"),
+            repo().join("kickstart/undercloud-live-debian-map.yaml"),
+            ipa.with_extension("kernel"),
+            ipa.with_extension("initramfs"),
+        ],
+        |out| {
+            // Where the spec's extra_files expect the deploy ramdisk.
+            std::fs::create_dir_all(&staged).unwrap();
+            for ext in ["kernel", "initramfs"] {
+                std::fs::copy(ipa.with_extension(ext), staged.join(format!("ipa.{ext}"))).unwrap();
+            }
+            let work = scratch("undercloud-image-build");
+            let t = Instant::now();
+            let o = run(bin()
+                .arg("build")
+                .arg(&spec)
+                .arg("--output")
+                .arg(out.join("undercloud.img"))
+                .arg("--cache-dir")
+                .arg(cache_root())
+                .arg("--workdir")
+                .arg(work.join("work")));
+            assert!(
+                o.status.success(),
+                "building {} failed (needs root and the Debian mirror)",
+                spec.display()
+            );
+            println!(
+                "undercloud image built in {:.0} s: {} MiB",
+                t.elapsed().as_secs_f64(),
+                std::fs::metadata(out.join("undercloud.img")).unwrap().len() >> 20
+            );
+            let _ = std::fs::remove_dir_all(&work);
+        },
+    );
+    dir.join("undercloud.img")
+}
+
+/// A sparse copy of `from` (a shared image a test boots writable).
+pub fn copy_sparse(from: &Path, to: &Path) {
+    let o = Command::new("cp")
+        .args(["--sparse=always", "--reflink=auto"])
+        .arg(from)
+        .arg(to)
+        .output()
+        .expect("running cp");
+    assert!(
+        o.status.success(),
+        "cp {}: {}",
+        from.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
