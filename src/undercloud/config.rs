@@ -405,7 +405,7 @@ pub const IRONIC_API_PORT: u16 = 6385;
 /// The YAML library's message without its source snippet: the key and
 /// position are on its first line, and a console or journal shows one line
 /// per error.
-fn first_line(msg: &str) -> &str {
+pub(crate) fn first_line(msg: &str) -> &str {
     let line = msg
         .lines()
         .map(str::trim)

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::config::HardwareType;
+use super::config::{first_line, HardwareType};
 
 /// The file's name on the ESP and in `/etc/undercloud`.
 pub const FILE_NAME: &str = "nodes.yaml";
@@ -239,15 +239,6 @@ pub fn valid_mac(m: &str) -> bool {
 
 fn normal_mac(m: &str) -> String {
     m.to_ascii_lowercase()
-}
-
-fn first_line(msg: &str) -> &str {
-    let line = msg
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    line.strip_prefix("error: ").unwrap_or(line)
 }
 
 /// What happened to one node.
