@@ -142,13 +142,11 @@ pub fn customise<T>(
     Ok((Root { path: root, kernel }, made))
 }
 
-/// Copies a spec's `extra_files` entry into the root (mode 0644; a
-/// temporary name, then a rename, so an interrupted copy leaves nothing
-/// that looks whole). Parents are made 0755. The path was checked by the
+/// Copies a spec's `extra_files` entry into the root (mode 0644). Parents
+/// are made 0755. The path was checked by the
 /// spec; a symlink on the way (the base's /lib -> usr/lib, say) is followed
 /// inside the root only.
 fn put_file(src: &Path, root: &Path, dest: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     let target = root.join(dest.trim_start_matches('/'));
     let parent = target
         .parent()
@@ -168,31 +166,34 @@ fn put_file(src: &Path, root: &Path, dest: &str) -> Result<()> {
         }
     }
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.partial",
-        target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("file")
-    ));
-    fs::copy(src, &tmp)
-        .with_context(|| format!("copying {} into the image as {dest}", src.display()))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
+    copy_in(src, &target, 0o644)
+}
+
+/// Copies `src` to `target` under a temporary name beside it, sets `mode`,
+/// then renames: an interrupted copy leaves nothing that looks whole.
+fn copy_in(src: &Path, target: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("file");
+    let tmp = target.with_file_name(format!(".{name}.partial"));
+    fs::copy(src, &tmp).with_context(|| {
+        format!(
+            "copying {} into the image as {}",
+            src.display(),
+            target.display()
+        )
+    })?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting the mode of {}", tmp.display()))?;
-    fs::rename(&tmp, &target).with_context(|| format!("creating {}", target.display()))?;
+    fs::rename(&tmp, target).with_context(|| format!("creating {}", target.display()))?;
     Ok(())
 }
 
 /// Copies the running program to /usr/bin/undercloud-live in the root.
 fn install_self(exe: &Path, root: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     let bin = root.join("usr/bin");
     fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
-    let dest = bin.join("undercloud-live");
-    let tmp = bin.join(".undercloud-live.tmp");
-    fs::copy(exe, &tmp).with_context(|| format!("copying {} into the image", exe.display()))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("setting the mode of {}", tmp.display()))?;
-    fs::rename(&tmp, &dest).with_context(|| format!("creating {}", dest.display()))?;
-    Ok(())
+    copy_in(exe, &bin.join("undercloud-live"), 0o755)
 }

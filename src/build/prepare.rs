@@ -120,28 +120,8 @@ pub fn prepare(opts: &BuildOptions) -> Result<Prepared> {
         spec.base.distro,
     )?;
     let kickstart = load_kickstart(opts, &loaded, &set)?;
-    let mut extra_esp = Vec::new();
-    for (dest, src) in &spec.esp_files {
-        let src = loaded.resolve(src);
-        if !src.is_file() {
-            bail!(
-                "esp_files: {dest}: {} is not a readable file",
-                src.display()
-            );
-        }
-        extra_esp.push((dest.clone(), src));
-    }
-    let mut extra_root = Vec::new();
-    for (dest, src) in &spec.extra_files {
-        let src = loaded.resolve(src);
-        if !src.is_file() {
-            bail!(
-                "extra_files: {dest}: {} is not a readable file",
-                src.display()
-            );
-        }
-        extra_root.push((dest.clone(), src));
-    }
+    let extra_esp = resolve_files("esp_files", &spec.esp_files, &loaded)?;
+    let extra_root = resolve_files("extra_files", &spec.extra_files, &loaded)?;
     let installer = if spec.installer {
         Some(std::env::current_exe().context("finding this program to put into the image")?)
     } else {
@@ -315,6 +295,26 @@ impl Prepared {
             md5: w.md5,
         }
     }
+}
+
+/// A spec's map of destination -> source file (`esp_files`, `extra_files`)
+/// with the sources resolved against the spec's folder; each must be a
+/// readable file. `key` names the map in errors.
+fn resolve_files(
+    key: &str,
+    files: &std::collections::BTreeMap<String, PathBuf>,
+    loaded: &LoadedSpec,
+) -> Result<Vec<(String, PathBuf)>> {
+    files
+        .iter()
+        .map(|(dest, src)| {
+            let src = loaded.resolve(src);
+            if !src.is_file() {
+                bail!("{key}: {dest}: {} is not a readable file", src.display());
+            }
+            Ok((dest.clone(), src))
+        })
+        .collect()
 }
 
 #[cfg(test)]
