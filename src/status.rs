@@ -321,13 +321,9 @@ fn http_get(client: &reqwest::blocking::Client, url: &str) -> Result<(u16, Strin
     Ok((code, body))
 }
 
-fn fetch_nodes(api: &str) -> Result<Vec<Node>> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("making an HTTP client")?;
+fn fetch_nodes(client: &reqwest::blocking::Client, api: &str) -> Result<Vec<Node>> {
     let url = format!("{api}/v1/nodes?fields={NODE_FIELDS}");
-    match http_get(&client, &url)? {
+    match http_get(client, &url)? {
         (200, body) => parse_nodes(&body),
         (code, _) => anyhow::bail!("{url} answered {code}"),
     }
@@ -341,30 +337,41 @@ fn udp_bound(port: u16) -> bool {
     })
 }
 
-fn probe_endpoints(endpoints: &BTreeMap<String, String>) -> Result<Vec<Endpoint>> {
-    let api = endpoints
+/// Ironic's API from the endpoints file.
+fn api_url(endpoints: &BTreeMap<String, String>) -> String {
+    endpoints
         .get("api")
         .cloned()
-        .unwrap_or_else(|| "http://127.0.0.1:6385".into());
+        .unwrap_or_else(|| "http://127.0.0.1:6385".into())
+}
+
+fn http_client() -> Result<reqwest::blocking::Client> {
+    // Generous: Python answers slowly on an emulated CPU.
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .context("making an HTTP client")
+}
+
+fn probe_endpoints(
+    client: &reqwest::blocking::Client,
+    endpoints: &BTreeMap<String, String>,
+) -> Result<Vec<Endpoint>> {
+    let api = api_url(endpoints);
     let images = endpoints
         .get("image_server")
         .cloned()
         .unwrap_or_else(|| "http://127.0.0.1:8088/".into());
-    // Generous: Python answers slowly on an emulated CPU.
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(3))
-        .build()
-        .context("making an HTTP client")?;
     let mut out = Vec::new();
     let v1 = format!("{api}/v1");
-    out.push(match http_get(&client, &v1) {
+    out.push(match http_get(client, &v1) {
         Ok((200, _)) => ep("ironic API", true, format!("{v1} (200)")),
         Ok((code, _)) => ep("ironic API", false, format!("{v1} answered {code}")),
         Err(e) => ep("ironic API", false, format!("{e:#}")),
     });
     let drivers = format!("{api}/v1/drivers");
-    out.push(match http_get(&client, &drivers) {
+    out.push(match http_get(client, &drivers) {
         Ok((200, body)) => match driver_names(&body) {
             Ok(names) if !names.is_empty() => ep("ironic drivers", true, names.join(", ")),
             Ok(_) => ep(
@@ -381,7 +388,7 @@ fn probe_endpoints(endpoints: &BTreeMap<String, String>) -> Result<Vec<Endpoint>
         ),
         Err(e) => ep("ironic drivers", false, format!("{e:#}")),
     });
-    out.push(match http_get(&client, &images) {
+    out.push(match http_get(client, &images) {
         // Any answer from nginx is an answering server; 5xx is not.
         Ok((code, _)) if code < 500 => ep("image server", true, format!("{images} ({code})")),
         Ok((code, _)) => ep("image server", false, format!("{images} answered {code}")),
@@ -461,13 +468,17 @@ pub fn collect() -> Result<Report> {
     };
     let wanted = units(&endpoints);
     let units = systemctl_show(&wanted)?;
-    let api = endpoints
-        .get("api")
-        .cloned()
-        .unwrap_or_else(|| "http://127.0.0.1:6385".into());
-    let endpoints = probe_endpoints(&endpoints)?;
-    // The node list is information, not a condition of readiness.
-    let nodes = fetch_nodes(&api).unwrap_or_default();
+    let api = api_url(&endpoints);
+    let client = http_client()?;
+    let endpoints = probe_endpoints(&client, &endpoints)?;
+    // The node list is information, not a condition of readiness; asked
+    // for only when the API answered.
+    let api_up = endpoints.iter().any(|e| e.name == "ironic API" && e.up);
+    let nodes = if api_up {
+        fetch_nodes(&client, &api).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let ready = units.len() == wanted.len()
         && units.iter().all(UnitState::up)
         && endpoints.iter().all(|e| e.up || e.off);
