@@ -35,7 +35,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::testbed::{free_tcp_port, Libvirt, Node, NodeConfig, Sushy, UdpLink};
-use common::ucvm::{esp_offset, wait_port_free, Api, Vm, VmOptions};
+use common::ucvm::{esp_offset, tail, wait_port_free, Api, Vm, VmOptions};
 use common::*;
 use serde_json::json;
 
@@ -52,11 +52,6 @@ impl Phases {
         println!("phase {name}: {secs:.0} s");
         self.0.push((name, secs));
     }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The ESP's undercloud.yaml, read back by an independent FAT reader

@@ -291,15 +291,9 @@ pub fn respond(mut stream: &TcpStream, status: &str, body: &serde_json::Value) {
     let _ = stream.flush();
 }
 
-/// The cache tests keep slow fixtures in (as the tool's own default).
+/// The cache tests keep slow fixtures in: the tool's own default.
 pub fn cache_root() -> PathBuf {
-    if let Some(d) = std::env::var_os("UCL_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-    base.join("undercloud-live")
+    undercloud_live::cache::default_cache_dir()
 }
 
 /// Every file under `dir`, sorted, as (relative path, mode, bytes).

@@ -21,11 +21,6 @@ pub const NOT_READY: &str = "undercloud-live status: NOT ready";
 /// 1.81).
 pub const API_VERSION: &str = "1.81";
 
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// The QEMU of a booted image; killed (power cut) on drop.
 pub struct Vm {
     pub child: Child,
@@ -52,7 +47,7 @@ pub struct VmOptions<'a> {
 
 impl Vm {
     pub fn start(o: &VmOptions) -> Vm {
-        let api_port = free_port();
+        let api_port = super::testbed::free_tcp_port();
         let mut cmd = bin();
         cmd.arg("boot")
             .arg(o.image)
@@ -126,9 +121,13 @@ impl Vm {
 }
 
 pub fn console_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    tail(&std::fs::read_to_string(log).unwrap_or_default(), 60)
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Wait until nothing listens on 127.0.0.1:`port` (QEMU has exited).
