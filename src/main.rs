@@ -13,11 +13,16 @@ use undercloud_live::progress::{human_bytes, Progress};
 use undercloud_live::spec::Distro;
 use undercloud_live::undercloud::{configure, nodes};
 use undercloud_live::{
-    assemble, chroot, inspect, install, interrupt, medium, prefetch, qemu, spec, status, write,
+    assemble, cache, chroot, inspect, install, interrupt, medium, prefetch, qemu, spec, status,
+    write,
 };
 
 fn parse_format(s: &str) -> Result<spec::OutputFormat, String> {
     spec::OutputFormat::parse(s).map_err(|e| format!("{e:#}"))
+}
+
+fn parse_compression(s: &str) -> Result<spec::RootCompression, String> {
+    spec::RootCompression::parse(s).map_err(|e| format!("{e:#}"))
 }
 
 fn parse_size(s: &str) -> Result<spec::ByteSize, String> {
@@ -82,6 +87,16 @@ enum Command {
         /// Keep the work folder for inspection.
         #[arg(long)]
         keep_workdir: bool,
+        /// Live root compression, overriding the spec's root.compression:
+        /// fastest, smallest, or a compressor with an optional level
+        /// (zstd:19, xz; erofs: lz4, lz4hc:12, lzma).
+        #[arg(long, value_parser = parse_compression)]
+        compression: Option<spec::RootCompression>,
+        /// Build every stage afresh: neither use nor store the cached
+        /// package layer and live initrd (picks up packages the mirror
+        /// published since they were cached).
+        #[arg(long)]
+        no_cache: bool,
         /// Use only what is already in the cache.
         #[arg(long)]
         offline: bool,
@@ -101,6 +116,12 @@ enum Command {
         /// the spec's.
         #[arg(long, value_parser = parse_size)]
         persistent_size: Option<spec::ByteSize>,
+    },
+    /// What the cache holds (downloads, package layers, live initrds),
+    /// and removing what is stale.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// Recompute an image's (or device's) embedded media checksum.
     Verify {
@@ -345,6 +366,35 @@ struct SelectionArgs {
 }
 
 #[derive(Subcommand)]
+enum CacheCommand {
+    /// Every entry with its kind, size and time since it was last used.
+    List {
+        /// Cache folder (default: $UCL_CACHE_DIR, else $XDG_CACHE_HOME/undercloud-live).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Remove entries not used for a while (and writes a killed build left).
+    Prune {
+        /// Remove entries unused for longer than this: days, or 12h, 30m.
+        #[arg(long, default_value = "30d", value_parser = parse_age)]
+        older_than: std::time::Duration,
+        /// Remove every entry (writes in progress are kept).
+        #[arg(long)]
+        all: bool,
+        /// Say what would go, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Cache folder (default: $UCL_CACHE_DIR, else $XDG_CACHE_HOME/undercloud-live).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    undercloud_live::cache::manage::parse_age(s).map_err(|e| format!("{e:#}"))
+}
+
+#[derive(Subcommand)]
 enum RamdiskCommand {
     /// Pack a folder as a compressed newc cpio, as the ramdisk output does
     /// (sorted, owners and modes kept, times clamped to SOURCE_DATE_EPOCH).
@@ -555,6 +605,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             workdir,
             cache_dir,
             keep_workdir,
+            compression,
+            no_cache,
             offline,
             insecure_skip_signature,
             kickstart,
@@ -579,6 +631,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     workdir,
                     cache_dir,
                     keep_workdir,
+                    compression,
+                    no_cache,
                     offline,
                     insecure_skip_signature,
                     kickstart,
@@ -813,6 +867,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if !cli.quiet || check {
                     print!("{out}");
                 }
+                Ok(())
+            }
+        },
+        Command::Cache { command } => match command {
+            CacheCommand::List { cache_dir } => {
+                let dir = cache_dir.unwrap_or_else(undercloud_live::cache::default_cache_dir);
+                print!("{}", cache::manage::list_text(&dir)?);
+                Ok(())
+            }
+            CacheCommand::Prune {
+                older_than,
+                all,
+                dry_run,
+                cache_dir,
+            } => {
+                let dir = cache_dir.unwrap_or_else(undercloud_live::cache::default_cache_dir);
+                let rule = cache::manage::Prune {
+                    all,
+                    older_than,
+                    dry_run,
+                };
+                print!("{}", cache::manage::prune_text(&dir, rule)?);
                 Ok(())
             }
         },

@@ -63,14 +63,21 @@ impl RootFormat {
         }
     }
 
-    pub fn default_compression(self) -> Compression {
-        match self {
-            // Fast to build and to boot; build time is what an operator
-            // waits on.
-            RootFormat::Squashfs => Compression::Zstd,
+    /// The compressor and level of a preset (None: the default).
+    pub fn preset(self, p: Option<Preset>) -> Compressor {
+        match (self, p) {
+            // zstd reads fast at boot at every level; the level only
+            // trades build time for size.
+            (RootFormat::Squashfs, None) => (Compression::Zstd, Some(SQUASHFS_ZSTD_LEVEL)),
+            // zstd 1 beats lz4 in time and size on a real root.
+            (RootFormat::Squashfs, Some(Preset::Fastest)) => (Compression::Zstd, Some(1)),
+            (RootFormat::Squashfs, Some(Preset::Smallest)) => (Compression::Xz, None),
             // Every erofs-capable kernel reads lz4; lz4hc packs it tighter
-            // at build time only.
-            RootFormat::Erofs => Compression::Lz4hc,
+            // at build time only. lzma would be smaller, but Debian 12's
+            // kernel cannot read it.
+            (RootFormat::Erofs, None) => (Compression::Lz4hc, None),
+            (RootFormat::Erofs, Some(Preset::Fastest)) => (Compression::Lz4, None),
+            (RootFormat::Erofs, Some(Preset::Smallest)) => (Compression::Lz4hc, Some(12)),
         }
     }
 
@@ -269,16 +276,166 @@ pub struct Base {
 pub struct RootOptions {
     #[serde(default)]
     pub format: RootFormat,
-    /// Default: zstd for squashfs, lz4hc for erofs.
+    /// `zstd`, `zstd:19`, `{algorithm: zstd, level: 19}`, or a preset:
+    /// `fastest` | `smallest`. Default: see `RootFormat::preset`.
     #[serde(default)]
-    pub compression: Option<Compression>,
+    pub compression: Option<RootCompression>,
 }
 
 impl RootOptions {
     pub fn compression(&self) -> Compression {
-        self.compression
-            .unwrap_or_else(|| self.format.default_compression())
+        self.resolved().0
     }
+
+    /// The compressor and its level (None: the tool's own default).
+    pub fn resolved(&self) -> Compressor {
+        match self.compression {
+            None => self.format.preset(None),
+            Some(RootCompression::Preset(p)) => self.format.preset(Some(p)),
+            Some(RootCompression::Explicit { algorithm, level }) => (
+                algorithm,
+                level.or_else(|| default_level(self.format, algorithm)),
+            ),
+        }
+    }
+}
+
+/// A compressor and its level (None: the compressing tool's default).
+pub type Compressor = (Compression, Option<u32>);
+
+/// `root.compression` (and `build --compression`): a compressor, with a
+/// level or not, or a preset naming one for the root's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RootCompression {
+    Preset(Preset),
+    Explicit {
+        algorithm: Compression,
+        level: Option<u32>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// The shortest build (an operator iterating on elements).
+    Fastest,
+    /// The smallest image every kernel that boots it can read.
+    Smallest,
+}
+
+impl RootCompression {
+    pub fn parse(text: &str) -> Result<RootCompression> {
+        let t = text.trim();
+        match t {
+            "fastest" => return Ok(RootCompression::Preset(Preset::Fastest)),
+            "smallest" => return Ok(RootCompression::Preset(Preset::Smallest)),
+            _ => {}
+        }
+        let (name, level) = match t.split_once(':') {
+            Some((n, l)) => (
+                n,
+                Some(l.parse::<u32>().with_context(|| {
+                    format!("compression {text:?}: the level after ':' is not a number")
+                })?),
+            ),
+            None => (t, None),
+        };
+        let algorithm = match name {
+            "zstd" => Compression::Zstd,
+            "xz" => Compression::Xz,
+            "gzip" => Compression::Gzip,
+            "lz4" => Compression::Lz4,
+            "lz4hc" => Compression::Lz4hc,
+            "lzma" => Compression::Lzma,
+            _ => bail!(
+                "compression {text:?}: use fastest, smallest, or zstd, xz, gzip, lz4 (squashfs) / lz4, lz4hc, lzma (erofs), with :LEVEL where the compressor has levels"
+            ),
+        };
+        Ok(RootCompression::Explicit { algorithm, level })
+    }
+}
+
+impl<'de> Deserialize<'de> for RootCompression {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Full {
+                algorithm: String,
+                #[serde(default)]
+                level: Option<u32>,
+            },
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) => RootCompression::parse(&t),
+            Raw::Full { algorithm, level } => {
+                RootCompression::parse(&algorithm).and_then(|c| match (c, level) {
+                    (RootCompression::Explicit { algorithm, .. }, Some(l)) => {
+                        Ok(RootCompression::Explicit {
+                            algorithm,
+                            level: Some(l),
+                        })
+                    }
+                    (c, None) => Ok(c),
+                    (RootCompression::Preset(_), Some(_)) => {
+                        bail!("compression: a preset ({algorithm}) takes no level")
+                    }
+                })
+            }
+        }
+        .map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+/// The level a compressor gets when the spec names it without one.
+fn default_level(format: RootFormat, c: Compression) -> Option<u32> {
+    match (format, c) {
+        (RootFormat::Squashfs, Compression::Zstd) => Some(SQUASHFS_ZSTD_LEVEL),
+        _ => None,
+    }
+}
+
+/// zstd's level for squashfs when none is given. On the undercloud root
+/// (docs/benchmarks.md, "Rebuild") level 6 packs within 1% of level 15 in
+/// a sixth of the time; past it each level costs more than it saves.
+pub const SQUASHFS_ZSTD_LEVEL: u32 = 6;
+
+/// Which compressors have levels, and their range, per root format.
+fn level_range(format: RootFormat, c: Compression) -> Option<(u32, u32)> {
+    match (format, c) {
+        (RootFormat::Squashfs, Compression::Zstd) => Some((1, 22)),
+        (RootFormat::Squashfs, Compression::Gzip) => Some((1, 9)),
+        (RootFormat::Erofs, Compression::Lz4hc) => Some((0, 12)),
+        (RootFormat::Erofs, Compression::Lzma) => Some((0, 9)),
+        _ => None,
+    }
+}
+
+pub fn validate_root(root: &RootOptions) -> Result<()> {
+    let (c, level) = root.resolved();
+    if !root.format.allows(c) {
+        bail!(
+            "root.compression {} does not go with root.format {} (squashfs: zstd, xz, gzip, lz4; erofs: lz4, lz4hc, lzma)",
+            c.name(),
+            root.format.name()
+        );
+    }
+    if let Some(l) = level {
+        match level_range(root.format, c) {
+            Some((lo, hi)) if (lo..=hi).contains(&l) => {}
+            Some((lo, hi)) => bail!(
+                "root.compression {}:{l}: the level must be {lo} to {hi}",
+                c.name()
+            ),
+            None => bail!(
+                "root.compression {}: {} has no levels in {}",
+                c.name(),
+                c.name(),
+                root.format.name()
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// A persistent overlay: an ext4 partition appended to the image (GPT
@@ -513,16 +670,9 @@ fn validate(spec: &Spec) -> Result<()> {
             bail!("elements: {e:?} is not an element name");
         }
     }
-    let root = &spec.root;
-    if !root.format.allows(root.compression()) {
-        bail!(
-            "root.compression {} does not go with root.format {} (squashfs: zstd, xz, gzip, lz4; erofs: lz4, lz4hc, lzma)",
-            root.compression().name(),
-            root.format.name()
-        );
-    }
+    validate_root(&spec.root)?;
     if let Some(p) = &spec.persistence {
-        validate_persistence(p, root.format)?;
+        validate_persistence(p, spec.root.format)?;
     }
     for arg in &spec.kernel_cmdline {
         if arg.contains(['\n', '"', '\'']) {
@@ -819,6 +969,51 @@ root:
         assert!(e.contains("does not go with root.format erofs"), "{e}");
         let bad = GOOD.replace("compression: xz", "compression: lzma");
         assert!(parse(&bad).is_err());
+    }
+
+    #[test]
+    fn compression_levels_and_presets() {
+        let with = |c: &str| parse(&GOOD.replace("compression: xz", c));
+        let r = |c: &str| with(c).unwrap().root.resolved();
+        assert_eq!(
+            r("compression: zstd"),
+            (Compression::Zstd, Some(SQUASHFS_ZSTD_LEVEL))
+        );
+        assert_eq!(r("compression: zstd:19"), (Compression::Zstd, Some(19)));
+        assert_eq!(
+            r("compression: {algorithm: zstd, level: 6}"),
+            (Compression::Zstd, Some(6))
+        );
+        assert_eq!(r("compression: fastest"), (Compression::Zstd, Some(1)));
+        assert_eq!(r("compression: smallest"), (Compression::Xz, None));
+        assert_eq!(r("compression: gzip:9"), (Compression::Gzip, Some(9)));
+        let erofs =
+            |c: &str| parse(&GOOD.replace("  compression: xz", &format!("  format: erofs\n  {c}")));
+        assert_eq!(
+            erofs("compression: smallest").unwrap().root.resolved(),
+            (Compression::Lz4hc, Some(12))
+        );
+        assert_eq!(
+            erofs("compression: fastest").unwrap().root.resolved(),
+            (Compression::Lz4, None)
+        );
+        for (bad, want) in [
+            ("compression: zstd:23", "level must be 1 to 22"),
+            ("compression: zstd:0", "level must be 1 to 22"),
+            ("compression: xz:6", "xz has no levels"),
+            ("compression: zstd:x", "not a number"),
+            ("compression: quick", "use fastest, smallest"),
+            (
+                "compression: {algorithm: fastest, level: 3}",
+                "takes no level",
+            ),
+        ] {
+            let e = format!("{:#}", with(bad).unwrap_err());
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        let e = format!("{:#}", erofs("compression: lz4hc:13").unwrap_err());
+        assert!(e.contains("0 to 12"), "{e}");
+        assert!(RootCompression::parse("lz4").is_ok());
     }
 
     #[test]

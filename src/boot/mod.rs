@@ -34,7 +34,20 @@ pub fn build_initrd(
         // Both Debian and Fedora package the module as dracut-live.
         bail!("dracut's dmsquash-live module is missing in the root: add package dracut-live to an element");
     }
-    let inner = "/var/tmp/undercloud-live-initrd.img";
+    let argv = initrd_argv(kver, extra_drivers);
+    let env = vec![("SOURCE_DATE_EPOCH".to_string(), epoch.to_string())];
+    chroot.run(&argv, &env, "dracut in the build root")?;
+    let built = root.join(INITRD_INSIDE.trim_start_matches('/'));
+    move_file(&built, out)?;
+    Ok(())
+}
+
+/// Where dracut writes the live initrd inside the root.
+const INITRD_INSIDE: &str = "/var/tmp/undercloud-live-initrd.img";
+
+/// dracut's command line for the live initrd (also part of the initrd
+/// cache's key).
+pub fn initrd_argv(kver: &str, extra_drivers: &[&str]) -> Vec<String> {
     let mut drivers =
         "overlay squashfs loop iso9660 sr_mod cdrom usb-storage xhci_pci virtio_blk virtio_scsi ahci ext4"
             .to_string();
@@ -42,7 +55,7 @@ pub fn build_initrd(
         drivers.push(' ');
         drivers.push_str(d);
     }
-    let argv: Vec<String> = [
+    [
         "dracut",
         "--force",
         "--no-hostonly",
@@ -56,16 +69,11 @@ pub fn build_initrd(
         &drivers,
         "--kver",
         kver,
-        inner,
+        INITRD_INSIDE,
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
-    let env = vec![("SOURCE_DATE_EPOCH".to_string(), epoch.to_string())];
-    chroot.run(&argv, &env, "dracut in the build root")?;
-    let built = root.join(inner.trim_start_matches('/'));
-    move_file(&built, out)?;
-    Ok(())
+    .collect()
 }
 
 /// rename, or copy + remove across filesystems.

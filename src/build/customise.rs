@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::layer;
 use super::prepare::Prepared;
 use super::workspace::Workspace;
 use super::BuildOptions;
 use crate::boot::kernel::{self, Kernel};
+use crate::cache::{Kind, Store};
 use crate::chroot::Chroot;
 use crate::elements::{
     self,
@@ -26,6 +28,8 @@ use crate::progress::Progress;
 /// The base, unpacked into the work root.
 pub struct Base {
     root: PathBuf,
+    /// The verified archive it came from (the package layer's key).
+    archive: PathBuf,
 }
 
 /// The customised root: every element applied, cleanup.d included.
@@ -75,12 +79,18 @@ pub fn fetch_base(
     }
     progress.step(unpacked.to_string());
     interrupt::check()?;
-    Ok(Base { root })
+    Ok(Base {
+        root,
+        archive: fetched.path,
+    })
 }
 
-/// Applies the elements and the kickstart to the base. `in_root` runs
-/// after every phase but cleanup.d, with the root still a chroot: the live
-/// image builds its initrd there. cleanup.d runs last, outside, as in dib.
+/// Applies the elements and the kickstart to the base. The package layer
+/// comes first (from the cache when its key matches, `layer`), then this
+/// program and the spec's extra_files, then the rest of the plan. `in_root`
+/// runs after every phase but cleanup.d, with the root still a chroot: the
+/// live image builds its initrd there. cleanup.d runs last, outside, as in
+/// dib.
 pub fn customise<T>(
     p: &Prepared,
     ws: &Workspace,
@@ -91,25 +101,7 @@ pub fn customise<T>(
 ) -> Result<(Root, T)> {
     let root = base.root;
     let spec = &p.loaded.spec;
-    // The tool itself goes in before the elements, so that their hooks and
-    // units can call it (`medium cat`, `status`, `install`).
-    if let Some(exe) = &p.installer {
-        install_self(exe, &root)?;
-    }
-    for (dest, src) in &p.extra_root {
-        put_file(src, &root, dest)?;
-    }
-    let mut set = p.set.clone();
-    // The kickstart becomes one more element, applied after the others.
-    if let Some((ks, map)) = &p.kickstart {
-        let dir = ws.elements().join(kickstart::translate::ELEMENT);
-        kickstart::translate::generate(ks, spec.base.distro, &spec.base.release, map, &dir)?;
-        set.elements.push(elements::Element::load(
-            kickstart::translate::ELEMENT,
-            &dir,
-            vec![kickstart::translate::ELEMENT.to_string()],
-        )?);
-    }
+    let set = element_set(p, ws)?;
     let mut cx = plan::Context::new(
         spec.base.distro,
         &spec.base.release,
@@ -117,16 +109,31 @@ pub fn customise<T>(
         &p.cache_dir,
     );
     cx.offline = p.offline;
-
-    let chroot = Chroot::enter(&root)?;
-    let mut runner = Runner::new(&set, &cx, &root, progress, log.clone())?;
     let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
     progress.step(format!("elements: {}", names.join(" ")));
-    let before_cleanup: Vec<Phase> = Phase::ALL
-        .into_iter()
-        .filter(|p| *p != Phase::Cleanup)
-        .collect();
-    runner.run(&before_cleanup, Some(Target::Chroot(&chroot)))?;
+    let full = plan::make(&set, &cx)?;
+    let (rest, layered) = match layer::split(&full) {
+        Some((packages, rest)) => {
+            package_layer(p, &set, &cx, &packages, &root, &base.archive, progress, log)?;
+            (rest, true)
+        }
+        None => (full, false),
+    };
+    // The tool itself goes in before the rest of the elements, so that
+    // their hooks and units can call it (`medium cat`, `status`, `install`).
+    if let Some(exe) = &p.installer {
+        install_self(exe, &root)?;
+    }
+    for (dest, src) in &p.extra_root {
+        put_file(src, &root, dest)?;
+    }
+    let chroot = Chroot::enter(&root)?.for_image();
+    let mut runner = Runner::new(&set, &cx, &root, progress, log.clone())?.with_plan(rest);
+    if layered {
+        // The layer left its staged element tree for the rest to go on from.
+        runner = runner.resuming();
+    }
+    runner.run(&before_cleanup(), Some(Target::Chroot(&chroot)))?;
     let kernel = kernel::find(&root)?;
     let made = in_root(&InRoot {
         chroot: &chroot,
@@ -140,6 +147,82 @@ pub fn customise<T>(
     runner.finish(true)?;
     interrupt::check()?;
     Ok((Root { path: root, kernel }, made))
+}
+
+/// The spec's elements, and the kickstart as one more element after them.
+fn element_set(p: &Prepared, ws: &Workspace) -> Result<elements::ElementSet> {
+    let mut set = p.set.clone();
+    if let Some((ks, map)) = &p.kickstart {
+        let spec = &p.loaded.spec;
+        let dir = ws.elements().join(kickstart::translate::ELEMENT);
+        kickstart::translate::generate(ks, spec.base.distro, &spec.base.release, map, &dir)?;
+        set.elements.push(elements::Element::load(
+            kickstart::translate::ELEMENT,
+            &dir,
+            vec![kickstart::translate::ELEMENT.to_string()],
+        )?);
+    }
+    Ok(set)
+}
+
+fn before_cleanup() -> Vec<Phase> {
+    Phase::ALL
+        .into_iter()
+        .filter(|p| *p != Phase::Cleanup)
+        .collect()
+}
+
+/// The plan up to its last package step: restored from the cache when
+/// its key matches, else run and (unless `--no-cache`) cached. Either way
+/// the root ends settled, with the staged element tree left for the rest.
+#[allow(clippy::too_many_arguments)]
+fn package_layer(
+    p: &Prepared,
+    set: &elements::ElementSet,
+    cx: &plan::Context,
+    packages: &plan::Plan,
+    root: &Path,
+    archive: &Path,
+    progress: &Progress,
+    log: &OutputLog,
+) -> Result<()> {
+    let name = &p.loaded.spec.name;
+    let key = layer::key(p, set, cx, packages, archive)?;
+    let store = p.use_cache.then(|| Store::new(&p.cache_dir));
+    let what = format!(
+        "package layer {} ({}; {} inputs)",
+        key.short(),
+        layer::describe(packages),
+        key.inputs()
+    );
+    if let Some(entry) = store.as_ref().and_then(|s| s.get(Kind::Layer, name, &key)) {
+        let msg = format!("{what}: from the cache, {}", entry.display());
+        progress.step(&msg);
+        log.note(&msg);
+        return layer::restore(&entry, root, progress);
+    }
+    let msg = match &store {
+        Some(s) => format!(
+            "{what}: not in the cache, building it{}",
+            s.explain_miss(Kind::Layer, name, &key)
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default()
+        ),
+        None => format!("{what}: building it (--no-cache)"),
+    };
+    progress.step(&msg);
+    log.note(&msg);
+    let chroot = Chroot::enter(root)?.for_image();
+    let mut runner = Runner::new(set, cx, root, progress, log.clone())?.with_plan(packages.clone());
+    runner.run(&before_cleanup(), Some(Target::Chroot(&chroot)))?;
+    runner.leave_staged();
+    chroot.close()?;
+    layer::settle(root, p.loaded.spec.base.distro)?;
+    interrupt::check()?;
+    if let Some(store) = &store {
+        layer::save(store, name, &key, root, progress);
+    }
+    Ok(())
 }
 
 /// Copies a spec's `extra_files` entry into the root (mode 0644). Parents

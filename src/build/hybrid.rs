@@ -33,10 +33,6 @@ pub struct LiveBoot {
 pub fn live_boot(r: &InRoot) -> Result<LiveBoot> {
     let spec = &r.plan.loaded.spec;
     let kver = &r.kernel.version;
-    let t = Instant::now();
-    r.progress.step(format!(
-        "building the live initrd for kernel {kver} with dracut"
-    ));
     let extra_drivers: &[&str] = match spec.root.format {
         RootFormat::Squashfs => &[],
         RootFormat::Erofs => &["erofs"],
@@ -45,11 +41,7 @@ pub fn live_boot(r: &InRoot) -> Result<LiveBoot> {
         check_erofs_kernel(r.chroot.root(), kver, spec.root.compression())?;
     }
     let initrd = r.ws.live_initrd();
-    boot::build_initrd(r.chroot, kver, r.plan.epoch, extra_drivers, &initrd)?;
-    r.progress.step(format!(
-        "initrd built in {:.1} s",
-        t.elapsed().as_secs_f64()
-    ));
+    super::initrd::live(r, extra_drivers, &initrd)?;
     let bios = match bios::missing(r.chroot.root(), spec.base.distro) {
         None => {
             let assets = bios::make(r.chroot, spec.base.distro, &r.ws.eltorito())?;
@@ -135,11 +127,15 @@ fn make_live_root(p: &Prepared, ws: &Workspace, root: &Path, progress: &Progress
     let spec = &p.loaded.spec;
     let out = ws.live_root();
     let t = Instant::now();
-    let compression = spec.root.compression();
+    let compression = spec.root.resolved();
     progress.step(format!(
-        "making the live root ({} {})",
+        "making the live root ({} {}{})",
         spec.root.format.name(),
-        compression.name()
+        compression.0.name(),
+        compression
+            .1
+            .map(|l| format!(" level {l}"))
+            .unwrap_or_default()
     ));
     match spec.root.format {
         RootFormat::Squashfs => squashfs::make(root, &out, compression, p.epoch, true)?,

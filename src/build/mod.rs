@@ -11,6 +11,8 @@
 mod customise;
 mod disk;
 mod hybrid;
+mod initrd;
+mod layer;
 mod prepare;
 mod ramdisk;
 mod workspace;
@@ -41,6 +43,9 @@ pub struct BuildOptions {
     pub workdir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub keep_workdir: bool,
+    /// Neither use nor store cached build stages (the package layer, the
+    /// live initrd): `--no-cache`.
+    pub no_cache: bool,
     pub offline: bool,
     /// Use a signed checksum list without checking its signature (warns).
     pub insecure_skip_signature: bool,
@@ -50,6 +55,8 @@ pub struct BuildOptions {
     pub kickstart_package_map: Option<PathBuf>,
     /// Build log (default: `<output>.log` beside the output).
     pub log: Option<PathBuf>,
+    /// Override the spec's `root.compression`: `--compression`.
+    pub compression: Option<spec::RootCompression>,
     /// Add (or resize) the persistence partition: `--persistent-size`.
     pub persistent_size: Option<spec::ByteSize>,
 }
@@ -103,5 +110,6 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         }
     };
     drop(ws);
+    crate::cache::Store::new(&plan.cache_dir).warn_if_large(crate::cache::warn_size());
     Ok(plan.report(written, started))
 }

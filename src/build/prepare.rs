@@ -104,6 +104,8 @@ pub struct Prepared {
     pub installer: Option<PathBuf>,
     pub output: Output,
     pub cache_dir: PathBuf,
+    /// Build stages come from and go to the cache (not `--no-cache`).
+    pub use_cache: bool,
     pub log_path: PathBuf,
     pub spec_file: PathBuf,
     pub offline: bool,
@@ -158,6 +160,7 @@ pub fn prepare(opts: &BuildOptions) -> Result<Prepared> {
             .cache_dir
             .clone()
             .unwrap_or_else(crate::cache::default_cache_dir),
+        use_cache: !opts.no_cache,
         log_path,
         spec_file: opts.spec.clone(),
         offline: opts.offline,
@@ -168,6 +171,10 @@ pub fn prepare(opts: &BuildOptions) -> Result<Prepared> {
 /// The spec, with `--persistent-size` applied.
 fn load_spec(opts: &BuildOptions) -> Result<LoadedSpec> {
     let mut loaded = LoadedSpec::load(&opts.spec)?;
+    if let Some(c) = opts.compression {
+        loaded.spec.root.compression = Some(c);
+        spec::validate_root(&loaded.spec.root).context("--compression")?;
+    }
     if let Some(size) = opts.persistent_size {
         let p = loaded
             .spec

@@ -338,6 +338,15 @@ impl PackageManager {
         v
     }
 
+    /// The downloaded package files: gone before the package layer is
+    /// cached (they are most of its size and no later step needs them).
+    pub fn downloads(self) -> &'static [&'static str] {
+        match self {
+            PackageManager::Apt => &["var/cache/apt/archives"],
+            PackageManager::Dnf => &["var/cache/dnf", "var/cache/libdnf5"],
+        }
+    }
+
     /// Caches and logs a live image should not carry; removing them also
     /// keeps two builds of the same inputs byte-identical.
     pub fn leftovers(self) -> &'static [&'static str] {

@@ -104,6 +104,9 @@ pub struct Runner<'a> {
     log: OutputLog,
     refreshed: bool,
     is_staged: bool,
+    /// Stage over a staged tree that is already there (the package
+    /// layer's, restored or just made) instead of refusing it.
+    resume: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -131,7 +134,29 @@ impl<'a> Runner<'a> {
             log,
             refreshed: false,
             is_staged: false,
+            resume: false,
         })
+    }
+
+    /// Run `plan` instead of the whole set's (a part of it: `build::layer`
+    /// splits it after the package installation).
+    pub fn with_plan(mut self, plan: Plan) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    /// Continue from a runner that `leave_staged`: the staged tree (with
+    /// what extra-data.d hooks left in it) is kept and every element's
+    /// files are copied over it again, so edited files win.
+    pub fn resuming(mut self) -> Self {
+        self.resume = true;
+        self
+    }
+
+    /// Stop without removing the staged tree: a `resuming` runner goes on
+    /// from it.
+    pub fn leave_staged(mut self) {
+        self.is_staged = false;
     }
 
     pub fn plan(&self) -> &Plan {
@@ -184,7 +209,16 @@ impl<'a> Runner<'a> {
     /// Copy every element's tree into the staging folder, later elements
     /// over earlier ones, as dib builds its hooks tree.
     fn stage(&mut self) -> Result<()> {
-        if fs::symlink_metadata(&self.staged).is_ok() {
+        let exists = fs::symlink_metadata(&self.staged).is_ok();
+        if exists && self.resume && self.staged.is_dir() && !self.staged.is_symlink() {
+            self.is_staged = true;
+            for el in &self.set.elements {
+                tree::copy_tree(&el.dir, &self.staged, Path::new(""))
+                    .with_context(|| format!("element {:?}: staging its files", el.name))?;
+            }
+            return Ok(());
+        }
+        if exists {
             bail!(
                 "{} already exists (a run in progress, or left by a failed one): remove it first",
                 self.staged.display()
@@ -408,32 +442,7 @@ impl<'a> Runner<'a> {
         if !clean_caches {
             return Ok(());
         }
-        for rel in packages::manager(self.cx.distro).leftovers() {
-            let p = tree::resolve_in_root(&self.root, Path::new(rel))?;
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => {
-                    // Keep the folder (apt expects lists/partial to exist).
-                    for e in fs::read_dir(&p).with_context(|| format!("reading {}", p.display()))? {
-                        let e = e.with_context(|| format!("reading {}", p.display()))?;
-                        let ep = e.path();
-                        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                            if ep.file_name().is_some_and(|n| n == "partial") {
-                                continue;
-                            }
-                            fs::remove_dir_all(&ep)
-                        } else {
-                            fs::remove_file(&ep)
-                        }
-                        .with_context(|| format!("removing {}", ep.display()))?;
-                    }
-                }
-                Ok(_) => {
-                    fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?
-                }
-                Err(_) => {}
-            }
-        }
-        Ok(())
+        clear(&self.root, packages::manager(self.cx.distro).leftovers())
     }
 
     fn unstage(&mut self) -> Result<()> {
@@ -446,6 +455,34 @@ impl<'a> Runner<'a> {
         }
         Ok(())
     }
+}
+
+/// Empties each of `rels` in `root` (a folder keeps itself and any
+/// `partial/` inside, which apt expects; a file is removed).
+pub fn clear(root: &Path, rels: &[&str]) -> Result<()> {
+    for rel in rels {
+        let p = tree::resolve_in_root(root, Path::new(rel))?;
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                for e in fs::read_dir(&p).with_context(|| format!("reading {}", p.display()))? {
+                    let e = e.with_context(|| format!("reading {}", p.display()))?;
+                    let ep = e.path();
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        if ep.file_name().is_some_and(|n| n == "partial") {
+                            continue;
+                        }
+                        fs::remove_dir_all(&ep)
+                    } else {
+                        fs::remove_file(&ep)
+                    }
+                    .with_context(|| format!("removing {}", ep.display()))?;
+                }
+            }
+            Ok(_) => fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
 }
 
 impl Drop for Runner<'_> {

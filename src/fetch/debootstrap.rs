@@ -9,7 +9,6 @@
 //! pipeline unpacks it like any other base.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -193,41 +192,13 @@ fn make(fetcher: &Fetcher, d: &Debootstrap, tool: &Path, work: &Path, out: &Path
         out.display()
     ));
     let tmp = work.join("base.tar.zst");
-    pack(&root, &tmp).with_context(|| format!("packing {}", root.display()))?;
+    crate::rootfs::pack::pack(&root, &tmp)
+        .with_context(|| format!("packing {}", root.display()))?;
     File::open(&tmp)
         .and_then(|f| f.sync_all())
         .with_context(|| format!("syncing {}", tmp.display()))?;
     fs::rename(&tmp, out)
         .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
-    Ok(())
-}
-
-/// GNU tar keeps numeric owners, device nodes, hard links and xattrs (file
-/// capabilities) exactly; its output is compressed here with zstd, which
-/// is fast both ways and sniffed by the unpacker.
-fn pack(root: &Path, out: &Path) -> Result<()> {
-    let mut child = interrupt::spawn(
-        Command::new("tar")
-            .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-C"])
-            .arg(root)
-            .args(["-cf", "-", "."])
-            .stdout(Stdio::piped()),
-        "tar",
-    )?;
-    let mut stdout = child.stdout.take().context("tar has no output pipe")?;
-    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut enc = zstd::stream::write::Encoder::new(file, 3).context("starting zstd")?;
-    let copied = io::copy(&mut stdout, &mut enc);
-    let status = interrupt::wait(child, "tar")?;
-    copied.with_context(|| format!("writing {}", out.display()))?;
-    if !status.success() {
-        bail!("tar failed ({status})");
-    }
-    let mut file = enc
-        .finish()
-        .with_context(|| format!("writing {}", out.display()))?;
-    file.flush()
-        .with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
 

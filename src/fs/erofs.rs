@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use super::squashfs::which;
 use crate::interrupt;
-use crate::spec::Compression;
+use crate::spec::Compressor;
 
 pub fn check_tool() -> Result<()> {
     if which("mkfs.erofs").is_none() {
@@ -42,9 +42,13 @@ fn parse_compressors(help: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub fn args(root: &Path, out: &Path, comp: Compression, epoch: i64, uuid: &str) -> Vec<String> {
+pub fn args(root: &Path, out: &Path, comp: Compressor, epoch: i64, uuid: &str) -> Vec<String> {
+    let z = match comp {
+        (c, Some(level)) => format!("-z{},{level}", c.name()),
+        (c, None) => format!("-z{}", c.name()),
+    };
     vec![
-        format!("-z{}", comp.name()),
+        z,
         // Every inode gets this time: same root + same epoch = same bytes.
         format!("-T{epoch}"),
         format!("-U{uuid}"),
@@ -54,13 +58,13 @@ pub fn args(root: &Path, out: &Path, comp: Compression, epoch: i64, uuid: &str) 
     ]
 }
 
-pub fn make(root: &Path, out: &Path, comp: Compression, epoch: i64, uuid: &str) -> Result<()> {
+pub fn make(root: &Path, out: &Path, comp: Compressor, epoch: i64, uuid: &str) -> Result<()> {
     check_tool()?;
     let have = available_compressors()?;
-    if !have.iter().any(|c| c == comp.name()) {
+    if !have.iter().any(|c| c == comp.0.name()) {
         bail!(
             "this mkfs.erofs cannot compress with {} (it has: {}): choose another root.compression or install a newer erofs-utils",
-            comp.name(),
+            comp.0.name(),
             have.join(", ")
         );
     }
@@ -73,6 +77,7 @@ pub fn make(root: &Path, out: &Path, comp: Compression, epoch: i64, uuid: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Compression;
 
     #[test]
     fn compressor_list_is_read_from_help() {
@@ -94,8 +99,8 @@ mod tests {
         std::fs::write(root.join("etc/hostname"), "live\n").unwrap();
         let uuid = "0b7f7d43-3b4a-4b57-9d7e-8f4f3c2f1a10";
         let (a, b) = (t.path().join("a.img"), t.path().join("b.img"));
-        make(&root, &a, Compression::Lz4hc, 1_700_000_000, uuid).unwrap();
-        make(&root, &b, Compression::Lz4hc, 1_700_000_000, uuid).unwrap();
+        make(&root, &a, (Compression::Lz4hc, None), 1_700_000_000, uuid).unwrap();
+        make(&root, &b, (Compression::Lz4hc, None), 1_700_000_000, uuid).unwrap();
         let bytes = std::fs::read(&a).unwrap();
         assert_eq!(bytes, std::fs::read(&b).unwrap());
         // erofs superblock magic at byte 1024.

@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Result};
 
 use crate::interrupt;
-use crate::spec::Compression;
+use crate::spec::{Compression, Compressor};
 
 /// Check that mksquashfs is there, naming the package that provides it.
 pub fn check_tool() -> Result<()> {
@@ -26,7 +26,8 @@ pub fn which(tool: &str) -> Option<std::path::PathBuf> {
 }
 
 /// The mksquashfs argument list (kept pure so it can be tested).
-pub fn args(root: &Path, out: &Path, comp: Compression, epoch: i64, quiet: bool) -> Vec<String> {
+pub fn args(root: &Path, out: &Path, comp: Compressor, epoch: i64, quiet: bool) -> Vec<String> {
+    let (comp, level) = comp;
     let mut a = vec![
         root.display().to_string(),
         out.display().to_string(),
@@ -44,8 +45,9 @@ pub fn args(root: &Path, out: &Path, comp: Compression, epoch: i64, quiet: bool)
         "-all-time".into(),
         epoch.to_string(),
     ];
-    if comp == Compression::Zstd {
-        a.extend(["-Xcompression-level".into(), "15".into()]);
+    // zstd and gzip take a level; the spec refuses one for the others.
+    if let (Compression::Zstd | Compression::Gzip, Some(l)) = (comp, level) {
+        a.extend(["-Xcompression-level".into(), l.to_string()]);
     }
     if quiet {
         a.push("-quiet".into());
@@ -54,7 +56,7 @@ pub fn args(root: &Path, out: &Path, comp: Compression, epoch: i64, quiet: bool)
     a
 }
 
-pub fn make(root: &Path, out: &Path, comp: Compression, epoch: i64, quiet: bool) -> Result<()> {
+pub fn make(root: &Path, out: &Path, comp: Compressor, epoch: i64, quiet: bool) -> Result<()> {
     check_tool()?;
     let mut cmd = Command::new("mksquashfs");
     cmd.args(args(root, out, comp, epoch, quiet));
@@ -76,7 +78,7 @@ mod tests {
         let a = args(
             Path::new("/r"),
             Path::new("/o.img"),
-            Compression::Xz,
+            (Compression::Xz, None),
             42,
             false,
         );
@@ -84,6 +86,18 @@ mod tests {
         assert!(s.starts_with("/r /o.img -noappend -comp xz"));
         assert!(s.contains("-mkfs-time 42 -all-time 42"));
         assert!(!s.contains("Xcompression-level"));
+        let z = args(
+            Path::new("/r"),
+            Path::new("/o.img"),
+            (Compression::Zstd, Some(6)),
+            42,
+            false,
+        )
+        .join(" ");
+        assert!(
+            z.contains("-comp zstd") && z.contains("-Xcompression-level 6"),
+            "{z}"
+        );
     }
 
     #[test]
@@ -98,8 +112,8 @@ mod tests {
         std::fs::write(root.join("etc/hostname"), "live\n").unwrap();
         let a = t.path().join("a.img");
         let b = t.path().join("b.img");
-        make(&root, &a, Compression::Zstd, 1_700_000_000, true).unwrap();
-        make(&root, &b, Compression::Zstd, 1_700_000_000, true).unwrap();
+        make(&root, &a, (Compression::Zstd, None), 1_700_000_000, true).unwrap();
+        make(&root, &b, (Compression::Zstd, None), 1_700_000_000, true).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         let out = Command::new("unsquashfs")
             .arg("-cat")

@@ -1,4 +1,5 @@
 //! Unpacking a base archive into a build root.
 
 pub mod oci;
+pub mod pack;
 pub mod unpack;
