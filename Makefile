@@ -72,7 +72,7 @@ test: deps
 # (each script its own section, bench-summary the table at the top).
 # Needs root; installs live-build, GNU time and xfsprogs first. About 12 min
 # here with warm caches, 20 min on a machine that never ran it.
-BENCHES := bench-micro bench-assembly bench-write bench-fetch bench-ramdisk bench-build
+BENCHES := bench-micro bench-assembly bench-write bench-fetch bench-ramdisk bench-build bench-rebuild
 bench: bin
 	scripts/install-deps --bench
 	@start=$$(date +%s); \

@@ -2,9 +2,12 @@
 //! minimal marker image, check it with independent tools, boot it in QEMU
 //! under every firmware (UEFI, UEFI Secure Boot, BIOS) from every medium
 //! (CD, USB stick, virtio disk), prove its persistence partition keeps a
-//! file across a reboot, check its media checksum, and build it again to
-//! prove the bytes are reproducible. A second image with an erofs root
-//! boots too.
+//! file across a reboot, check its media checksum; rebuild it after one
+//! static file of an element changed (the package layer and the live
+//! initrd come from the cache, only that file differs, the rebuilt image
+//! is the one the persistence boots use), and build the unchanged spec once
+//! more from the cache to prove the bytes are reproducible and the cached
+//! stages are the ones a build makes. A second image with an erofs root boots too.
 
 mod common;
 
@@ -18,14 +21,79 @@ use common::*;
 const EPOCH: &str = "1700000000";
 const MARKER: &str = "UNDERCLOUD-LIVE-MARKER-OK";
 
-fn build(server: &Server, cache: &Path, out: &Path, work: &Path) {
+fn build(server: &Server, cache: &Path, out: &Path, work: &Path) -> String {
     build_spec("minimal.yaml", server, cache, out, work)
 }
 
-fn build_spec(spec: &str, server: &Server, cache: &Path, out: &Path, work: &Path) {
+/// One file of the ISO tree, by isoinfo (an independent reader).
+fn iso_file(img: &Path, path: &str, out: &Path) {
+    let o = Command::new("isoinfo")
+        .args(["-R", "-x", path, "-i"])
+        .arg(img)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && !o.stdout.is_empty(),
+        "isoinfo -x {path}"
+    );
+    std::fs::write(out, o.stdout).unwrap();
+}
+
+/// The files two images' live roots differ in (unsquashfs + diff -rq),
+/// and whether their initrds are the same bytes.
+fn differences(a: &Path, b: &Path, dir: &Path) -> (Vec<String>, bool) {
+    let mut roots = Vec::new();
+    let mut initrds = Vec::new();
+    for (n, img) in [("a", a), ("b", b)] {
+        let sq = dir.join(format!("{n}.squashfs"));
+        iso_file(img, "/LiveOS/squashfs.img", &sq);
+        let root = dir.join(format!("{n}-root"));
+        let _ = std::fs::remove_dir_all(&root);
+        tool(
+            Command::new("unsquashfs")
+                .args(["-q", "-no-progress", "-d"])
+                .arg(&root)
+                .arg(&sq),
+        );
+        roots.push(root);
+        let initrd = dir.join(format!("{n}.initrd"));
+        iso_file(img, "/boot/initrd.img", &initrd);
+        initrds.push(std::fs::read(&initrd).unwrap());
+    }
+    let o = Command::new("diff")
+        .args(["-rq", "--no-dereference"])
+        .args(&roots)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines = text
+        .lines()
+        .map(|l| l.replace(&*dir.display().to_string(), ""))
+        .collect();
+    for r in roots {
+        let _ = std::fs::remove_dir_all(r);
+    }
+    (lines, initrds[0] == initrds[1])
+}
+
+fn build_spec(spec: &str, server: &Server, cache: &Path, out: &Path, work: &Path) -> String {
+    build_with(spec, server, cache, out, work, &[])
+}
+
+/// A build with extra arguments; returns its progress output (stderr).
+fn build_with(
+    spec: &str,
+    server: &Server,
+    cache: &Path,
+    out: &Path,
+    work: &Path,
+    args: &[&std::ffi::OsStr],
+) -> String {
     let t = Instant::now();
     let spec = repo().join("tests/specs").join(spec);
-    let o = run(build_command(&spec, server, out, cache, work).env("SOURCE_DATE_EPOCH", EPOCH));
+    let o = run(build_command(&spec, server, out, cache, work)
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", EPOCH));
     assert!(o.status.success(), "build failed");
     assert!(out.is_file());
     assert!(!work.exists(), "work folder {} left behind", work.display());
@@ -36,6 +104,7 @@ fn build_spec(spec: &str, server: &Server, cache: &Path, out: &Path, work: &Path
         t.elapsed().as_secs_f64(),
         std::fs::metadata(out).unwrap().len() >> 20
     );
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Independent readers agree the image is a valid GPT disk, an ISO9660
@@ -345,6 +414,25 @@ fn persistence_and_verify(img: &Path, dir: &Path) {
     let _ = std::fs::remove_file(&copy);
 }
 
+/// A copy of tests/elements/marker with one line added to its unit file
+/// (a comment): a change to one static file of an element.
+fn edited_marker(dir: &Path) -> PathBuf {
+    let elements = dir.join("edited-elements");
+    let _ = std::fs::remove_dir_all(&elements);
+    std::fs::create_dir_all(&elements).unwrap();
+    tool(
+        Command::new("cp")
+            .arg("-a")
+            .arg(repo().join("tests/elements/marker"))
+            .arg(&elements),
+    );
+    let unit = elements.join("marker/static/etc/systemd/system/undercloud-live-marker.service");
+    let mut text = std::fs::read_to_string(&unit).unwrap();
+    text.push_str("# edited between two builds (tests/e2e.rs)\n");
+    std::fs::write(&unit, text).unwrap();
+    elements
+}
+
 #[test]
 fn build_check_boot_everywhere_persist_and_rebuild_identically() {
     let base = test_base();
@@ -352,7 +440,11 @@ fn build_check_boot_everywhere_persist_and_rebuild_identically() {
     let dir = scratch("e2e");
     let cache = dir.join("cache");
     let a = dir.join("a.iso");
-    build(&server, &cache, &a, &dir.join("work-a"));
+    let log = build(&server, &cache, &a, &dir.join("work-a"));
+    assert!(
+        log.contains("package layer") && log.contains("not in the cache, building it"),
+        "the first build did not make its package layer:\n{log}"
+    );
     check_layout(&a, &dir);
     let o = run(bin().arg("verify").arg(&a));
     assert!(o.status.success(), "verify of a fresh image failed");
@@ -360,12 +452,51 @@ fn build_check_boot_everywhere_persist_and_rebuild_identically() {
     for (fw, media, secs) in &times {
         println!("  {fw:<12} {media:<6} {secs:>4.0} s");
     }
-    persistence_and_verify(&a, &dir);
 
-    // Second build: the base comes from the cache, and every byte matches.
+    // A rebuild after one static file of an element changed: the package
+    // layer and the live initrd come from the cache, the image differs in
+    // that file only, and it boots (twice: persistence).
+    let elements = edited_marker(&dir);
+    let c = dir.join("c.iso");
+    let t = Instant::now();
+    let log = build_with(
+        "minimal.yaml",
+        &server,
+        &cache,
+        &c,
+        &dir.join("work-c"),
+        &["--elements-path".as_ref(), elements.as_os_str()],
+    );
+    let warm = t.elapsed().as_secs_f64();
+    for want in ["package layer", "live initrd"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(want) && l.contains("from the cache")),
+            "the rebuild did not take its {want} from the cache:\n{log}"
+        );
+    }
+    let (changed, same_initrd) = differences(&a, &c, &dir);
+    assert_eq!(
+        changed,
+        ["Files /a-root/etc/systemd/system/undercloud-live-marker.service and /b-root/etc/systemd/system/undercloud-live-marker.service differ"],
+        "the rebuilt root differs elsewhere too"
+    );
+    assert!(
+        same_initrd,
+        "the cached live initrd is not the one the first build made"
+    );
+    println!("rebuild after a one-file change: {warm:.0} s");
+    persistence_and_verify(&c, &dir);
+
+    // The unchanged spec again, its package layer and initrd from the
+    // cache: every byte matches the first build, which made them.
     let before = server.requests.load(std::sync::atomic::Ordering::SeqCst);
     let b = dir.join("b.iso");
-    build(&server, &cache, &b, &dir.join("work-b"));
+    let log = build(&server, &cache, &b, &dir.join("work-b"));
+    assert!(
+        log.lines().filter(|l| l.contains("from the cache")).count() >= 2,
+        "{log}"
+    );
     let after = server.requests.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         after - before <= 1,
@@ -385,13 +516,20 @@ fn erofs_root_boots() {
     let server = serve(&base, Mode::Normal);
     let dir = scratch("e2e-erofs");
     let img = dir.join("erofs.iso");
-    build_spec(
+    // No packages to install: no package layer; --no-cache makes dracut run
+    // and nothing is stored.
+    let cache = dir.join("cache");
+    let log = build_with(
         "minimal-erofs.yaml",
         &server,
-        &dir.join("cache"),
+        &cache,
         &img,
         &dir.join("work"),
+        &["--no-cache".as_ref()],
     );
+    assert!(!log.contains("package layer"), "{log}");
+    assert!(log.contains("with dracut (--no-cache)"), "{log}");
+    assert!(!cache.join("initrd").exists() && !cache.join("layers").exists());
     let files = tool(Command::new("isoinfo").args(["-R", "-f", "-i"]).arg(&img));
     assert!(
         files.lines().any(|l| l == "/LiveOS/rootfs.img"),

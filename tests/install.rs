@@ -342,7 +342,7 @@ fn unattended_install_boots_under_uefi_and_bios() {
         &repo().join("tests/specs/install.yaml"),
         &server,
         &img,
-        &dir.join("cache"),
+        &cache_root(),
         &dir.join("work"),
     )
     .env("SOURCE_DATE_EPOCH", "1700000000"));

@@ -27,7 +27,7 @@ fn kickstart_image_builds_and_boots() {
         &repo().join("tests/specs/kickstart.yaml"),
         &server,
         &img,
-        &dir.join("cache"),
+        &cache_root(),
         &work,
     )
     .env("SOURCE_DATE_EPOCH", "1700000000")

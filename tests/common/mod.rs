@@ -434,6 +434,7 @@ pub fn deploy_disk_image() -> PathBuf {
         &[
             spec.clone(),
             repo().join("tests/elements/marker-hello"),
+            repo().join("tests/elements/marker"),
             base.join("SHA256SUMS"),
         ],
         |out| {
@@ -444,7 +445,7 @@ pub fn deploy_disk_image() -> PathBuf {
                 &spec,
                 &server,
                 &out.join("marker.qcow2"),
-                &work.join("cache"),
+                &cache_root(),
                 &work.join("work"),
             )
             .args(["--format", "disk"]));
@@ -500,6 +501,17 @@ pub fn undercloud_image() -> PathBuf {
                 o.status.success(),
                 "building {} failed (needs root and the Debian mirror)",
                 spec.display()
+            );
+            // The kernel package was configured, and its hook made no
+            // /boot/initrd.img (INITRD=No): the live initrd is the only one.
+            let log = std::fs::read_to_string(out.join("undercloud.img.log")).unwrap();
+            assert!(
+                log.contains("Setting up linux-image-"),
+                "no kernel installed?"
+            );
+            assert!(
+                !log.contains("Generating /boot/initrd.img"),
+                "a package trigger built /boot/initrd.img during the build"
             );
             println!(
                 "undercloud image built in {:.0} s: {} MiB",
