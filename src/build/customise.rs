@@ -112,6 +112,7 @@ pub fn customise<T>(
     let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
     progress.step(format!("elements: {}", names.join(" ")));
     let full = plan::make(&set, &cx)?;
+    super::initrd::hold_kernel_install(&root, spec.base.distro)?;
     let (rest, layered) = match layer::split(&full) {
         Some((packages, rest)) => {
             package_layer(p, &set, &cx, &packages, &root, &base.archive, progress, log)?;
@@ -134,6 +135,7 @@ pub fn customise<T>(
         runner = runner.resuming();
     }
     runner.run(&before_cleanup(), Some(Target::Chroot(&chroot)))?;
+    super::initrd::release_kernel_install(&root)?;
     let kernel = kernel::find(&root)?;
     let made = in_root(&InRoot {
         chroot: &chroot,

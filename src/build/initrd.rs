@@ -162,3 +162,65 @@ pub fn live(r: &InRoot, extra_drivers: &[&str], out: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Fedora's kernel package runs `kernel-install add`, whose dracut plugin
+/// makes an initramfs the image never uses. A link to /dev/null of the
+/// plugin's name in /etc/kernel/install.d disables it (kernel-install(8));
+/// a marker beside it says the link is ours, so `release` removes only
+/// what `hold` made. (Debian's kernel hooks honour INITRD=No instead.)
+const KERNEL_INSTALL_DRACUT: &str = "etc/kernel/install.d/50-dracut.install";
+const HELD_MARKER: &str = "etc/kernel/install.d/.undercloud-live-held";
+
+pub fn hold_kernel_install(root: &Path, distro: crate::spec::Distro) -> Result<()> {
+    if distro != crate::spec::Distro::Fedora {
+        return Ok(());
+    }
+    let link = crate::elements::tree::resolve_in_root(root, Path::new(KERNEL_INSTALL_DRACUT))?;
+    if std::fs::symlink_metadata(&link).is_ok() {
+        return Ok(()); // the base's own choice: left as it is
+    }
+    let dir = link.parent().context("kernel-install folder")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::os::unix::fs::symlink("/dev/null", &link)
+        .with_context(|| format!("creating {}", link.display()))?;
+    let marker = crate::elements::tree::resolve_in_root(root, Path::new(HELD_MARKER))?;
+    std::fs::write(&marker, b"").with_context(|| format!("creating {}", marker.display()))?;
+    Ok(())
+}
+
+pub fn release_kernel_install(root: &Path) -> Result<()> {
+    let marker = crate::elements::tree::resolve_in_root(root, Path::new(HELD_MARKER))?;
+    if std::fs::symlink_metadata(&marker).is_err() {
+        return Ok(());
+    }
+    let link = crate::elements::tree::resolve_in_root(root, Path::new(KERNEL_INSTALL_DRACUT))?;
+    if std::fs::read_link(&link).is_ok_and(|t| t == Path::new("/dev/null")) {
+        std::fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
+    }
+    std::fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Distro;
+
+    #[test]
+    fn kernel_install_dracut_is_held_on_fedora_only_and_released() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        hold_kernel_install(root, Distro::Debian).unwrap();
+        assert!(!root.join("etc/kernel").exists());
+        hold_kernel_install(root, Distro::Fedora).unwrap();
+        let link = root.join(KERNEL_INSTALL_DRACUT);
+        assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("/dev/null"));
+        release_kernel_install(root).unwrap();
+        assert!(std::fs::symlink_metadata(&link).is_err());
+        assert!(!root.join(HELD_MARKER).exists());
+        // A base's own override stays, before and after.
+        std::fs::write(&link, "#!/bin/sh\n").unwrap();
+        hold_kernel_install(root, Distro::Fedora).unwrap();
+        release_kernel_install(root).unwrap();
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "#!/bin/sh\n");
+    }
+}

@@ -110,6 +110,10 @@ pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
         }
     };
     drop(ws);
-    crate::cache::Store::new(&plan.cache_dir).warn_if_large(crate::cache::warn_size());
+    if let Some(note) =
+        crate::cache::Store::new(&plan.cache_dir).size_note(crate::cache::warn_size())
+    {
+        eprintln!("{note}");
+    }
     Ok(plan.report(written, started))
 }

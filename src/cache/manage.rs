@@ -177,8 +177,8 @@ pub fn prune_text(dir: &Path, rule: Prune) -> Result<String> {
     }
     let total: u64 = gone.iter().map(|e| e.size).sum();
     s.push_str(&format!(
-        "{verb} {} entries, {}; {} left in {}\n",
-        gone.len(),
+        "{verb} {}, {}; {} left in {}\n",
+        entries(gone.len()),
         human_bytes(total),
         human_bytes(list(dir)?.iter().map(|e| e.size).sum()),
         dir.display()
@@ -211,11 +211,19 @@ pub fn render(dir: &Path, entries: &[Entry]) -> String {
     }
     let total: u64 = entries.iter().map(|e| e.size).sum();
     s.push_str(&format!(
-        "{} entries, {}\n",
-        entries.len(),
+        "{}, {}\n",
+        self::entries(entries.len()),
         human_bytes(total)
     ));
     s
+}
+
+fn entries(n: usize) -> String {
+    if n == 1 {
+        "1 entry".into()
+    } else {
+        format!("{n} entries")
+    }
 }
 
 /// `3d`, `5h`, `12m`, `40s`: the largest unit that is at least one.

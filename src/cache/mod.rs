@@ -177,22 +177,20 @@ impl Store {
         ))
     }
 
-    /// Says (on standard error) how large the cache has grown when it is
-    /// over `limit` bytes, and how to shrink it: nothing removes entries
-    /// behind the operator's back, but the growth is never unnoticed.
-    pub fn warn_if_large(&self, limit: u64) {
-        let Ok(entries) = manage::list(&self.dir) else {
-            return;
-        };
+    /// How large the cache has grown, and how to shrink it, when it is
+    /// over `limit` bytes: a build prints it at its end. Nothing removes
+    /// entries behind the operator's back, but growth is never unnoticed.
+    pub fn size_note(&self, limit: u64) -> Option<String> {
+        let entries = manage::list(&self.dir).ok()?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
-        if total > limit {
-            eprintln!(
+        (total > limit).then(|| {
+            format!(
                 "note: the cache {} holds {} (over {}): `undercloud-live cache list` shows it, `undercloud-live cache prune` shrinks it",
                 self.dir.display(),
                 crate::progress::human_bytes(total),
                 crate::progress::human_bytes(limit)
-            );
-        }
+            )
+        })
     }
 }
 
@@ -320,6 +318,22 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names.len(), 2, "one entry and its inputs: {names:?}");
+    }
+
+    #[test]
+    fn a_cache_over_the_limit_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::new(d.path());
+        s.put(Kind::Layer, "x", &key("a"), |p| {
+            Ok(fs::write(p, vec![1u8; 64 << 10])?)
+        })
+        .unwrap();
+        assert!(s.size_note(1 << 30).is_none());
+        let note = s.size_note(4096).unwrap();
+        assert!(
+            note.contains("cache prune") && note.contains("over 4.0 KiB"),
+            "{note}"
+        );
     }
 
     #[test]
