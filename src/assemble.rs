@@ -29,6 +29,8 @@ pub struct AssembleOptions {
     pub seed: Option<String>,
     /// Embed the media checksum (`verify`, rd.live.check).
     pub media_checksum: bool,
+    /// Every timestamp written (None: SOURCE_DATE_EPOCH, else now).
+    pub epoch: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -74,7 +76,10 @@ fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 
 pub fn assemble(opts: &AssembleOptions) -> Result<AssembleReport> {
     spec::validate_label(&opts.label)?;
-    let epoch = spec::source_date_epoch()?;
+    let epoch = match opts.epoch {
+        Some(e) => e,
+        None => spec::source_date_epoch()?,
+    };
     let tree = walk(&opts.tree)?;
     if tree.iter().any(|(rel, _)| rel == ESP_ISO_PATH) {
         bail!(
@@ -191,6 +196,8 @@ mod tests {
             output: out.clone(),
             seed: None,
             media_checksum: true,
+            // Two assemblies must not straddle a second.
+            epoch: Some(1_700_000_000),
         };
         let r = assemble(&opts).unwrap();
         assert_eq!(r.size, fs::metadata(&out).unwrap().len());

@@ -680,6 +680,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 output: output.clone(),
                 seed: None,
                 media_checksum: !no_media_checksum,
+                epoch: None,
             })?;
             if !cli.quiet {
                 println!(
