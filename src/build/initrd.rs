@@ -115,12 +115,12 @@ pub fn live(r: &InRoot, extra_drivers: &[&str], out: &Path) -> Result<()> {
     let kver = &r.kernel.version;
     let argv = boot::initrd_argv(kver, extra_drivers);
     let name = &r.plan.loaded.spec.name;
-    let store = r.plan.use_cache.then(|| Store::new(&r.plan.cache_dir));
-    let key = match &store {
-        Some(_) => Some(key(r, &argv)?),
-        None => None,
+    // The store and this root's key, unless --no-cache.
+    let cache = match r.plan.use_cache {
+        true => Some((Store::new(&r.plan.cache_dir), key(r, &argv)?)),
+        false => None,
     };
-    if let (Some(s), Some(k)) = (&store, &key) {
+    if let Some((s, k)) = &cache {
         if let Some(entry) = s.get(Kind::Initrd, name, k) {
             std::fs::copy(&entry, out)
                 .with_context(|| format!("copying {} to {}", entry.display(), out.display()))?;
@@ -133,15 +133,15 @@ pub fn live(r: &InRoot, extra_drivers: &[&str], out: &Path) -> Result<()> {
             return Ok(());
         }
     }
-    let why = match (&store, &key) {
-        (Some(s), Some(k)) => format!(
+    let why = match &cache {
+        Some((s, k)) => format!(
             " (key {} not in the cache{})",
             k.short(),
             s.explain_miss(Kind::Initrd, name, k)
                 .map(|w| format!("; {w}"))
                 .unwrap_or_default()
         ),
-        _ => " (--no-cache)".into(),
+        None => " (--no-cache)".into(),
     };
     r.progress.step(format!(
         "building the live initrd for kernel {kver} with dracut{why}"
@@ -151,7 +151,7 @@ pub fn live(r: &InRoot, extra_drivers: &[&str], out: &Path) -> Result<()> {
         "initrd built in {:.1} s",
         t.elapsed().as_secs_f64()
     ));
-    if let (Some(s), Some(k)) = (&store, &key) {
+    if let Some((s, k)) = &cache {
         if let Err(e) = s.put(Kind::Initrd, name, k, |tmp| {
             std::fs::copy(out, tmp)
                 .map(drop)
