@@ -868,12 +868,12 @@ fn an_unsigned_list_is_refused_where_a_signature_is_required() {
 #[test]
 fn fedora_base_is_derived_from_the_release_and_the_mirror_listing() {
     let (key, public) = test_key("Fedora test <test@example.invalid>");
-    // 44 has no built-in compose id: it is read from the folder listing.
-    let m = fedora_mirror("44", "1.3", |body| clearsign(body, &key));
+    // 46 has no built-in compose id: it is read from the folder listing.
+    let m = fedora_mirror("46", "1.3", |body| clearsign(body, &key));
     let cache = tempfile::tempdir().unwrap();
     let plan = Plan::Fedora {
         mirror: m.server.url("/fedora"),
-        release: "44".into(),
+        release: "46".into(),
         compose: None,
     };
     let fetched = base::fetch(
@@ -885,7 +885,7 @@ fn fedora_base_is_derived_from_the_release_and_the_mirror_listing() {
     assert_eq!(fetched.location, m.server.url(&m.image));
     assert_eq!(
         m.server
-            .hits("/fedora/releases/44/Container/x86_64/images/"),
+            .hits("/fedora/releases/46/Container/x86_64/images/"),
         1
     );
 
@@ -894,6 +894,26 @@ fn fedora_base_is_derived_from_the_release_and_the_mirror_listing() {
     let cache = tempfile::tempdir().unwrap();
     let err = base::fetch(&fetcher(cache.path()), &plan).unwrap_err();
     assert!(format!("{err:#}").contains("unknown key"), "{err:#}");
+}
+
+/// The default Fedora spec names a release whose primary key ships with
+/// the tool: without it, `make image BASE=fedora` would fail at the
+/// signature of the very first download.
+#[test]
+fn the_default_fedora_release_has_a_shipped_key() {
+    let spec = undercloud_live::spec::LoadedSpec::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("kickstart/undercloud-live-fedora.yaml"),
+    )
+    .unwrap()
+    .spec;
+    let wanted = format!("RPM-GPG-KEY-fedora-{}-primary", spec.base.release);
+    let names: Vec<String> = Keyring::fedora()
+        .unwrap()
+        .fingerprints()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert!(names.contains(&wanted), "{wanted} not in {names:?}");
 }
 
 /// A small tmpfs, unmounted on drop; None when not root or mount fails.

@@ -41,7 +41,7 @@ fn packages_and_hooks(v: &serde_json::Value) -> (BTreeSet<String>, BTreeSet<Stri
 
 #[test]
 fn fedora_gets_fedora_packages_and_ironic_from_pypi() {
-    let v = plan("fedora", "43", &[]);
+    let v = plan("fedora", "45", &[]);
     let (pkgs, hooks) = packages_and_hooks(&v);
     for p in [
         "mariadb-server",

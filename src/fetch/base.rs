@@ -213,7 +213,7 @@ mod tests {
             }
         );
         let p = plan(
-            &loaded("  distro: fedora\n  release: \"44\"\n  mirror: http://m/fedora\n"),
+            &loaded("  distro: fedora\n  release: \"46\"\n  mirror: http://m/fedora\n"),
             &Overrides::default(),
         )
         .unwrap();
@@ -221,7 +221,7 @@ mod tests {
             p,
             Plan::Fedora {
                 mirror: "http://m/fedora".into(),
-                release: "44".into(),
+                release: "46".into(),
                 compose: None
             }
         );

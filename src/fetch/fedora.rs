@@ -19,7 +19,8 @@ pub const DEFAULT_MIRROR: &str = "https://dl.fedoraproject.org/pub/fedora/linux"
 
 /// Compose ids of the final (GA) Container Base images. A release's GA
 /// compose never changes once published.
-const KNOWN_COMPOSES: &[(&str, &str)] = &[("41", "1.4"), ("42", "1.1"), ("43", "1.6")];
+const KNOWN_COMPOSES: &[(&str, &str)] =
+    &[("41", "1.4"), ("42", "1.1"), ("43", "1.6"), ("44", "1.7")];
 
 /// The compose id of release `release`'s published images, when known.
 pub fn known_compose(release: &str) -> Option<&'static str> {

@@ -31,6 +31,10 @@ const FEDORA_KEYS: &[(&str, &str)] = &[
         "RPM-GPG-KEY-fedora-44-primary",
         include_str!("keys/RPM-GPG-KEY-fedora-44-primary"),
     ),
+    (
+        "RPM-GPG-KEY-fedora-45-primary",
+        include_str!("keys/RPM-GPG-KEY-fedora-45-primary"),
+    ),
 ];
 
 /// One trusted public key and the name it is reported by.
@@ -219,6 +223,10 @@ mod tests {
                 (
                     "RPM-GPG-KEY-fedora-44-primary".to_string(),
                     "36F612DCF27F7D1A48A835E4DBFCF71C6D9F90A6".to_string()
+                ),
+                (
+                    "RPM-GPG-KEY-fedora-45-primary".to_string(),
+                    "4F50A6114CD5C6976A7F1179655A4B02F577861E".to_string()
                 ),
             ]
         );
