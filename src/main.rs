@@ -452,7 +452,9 @@ enum UndercloudCommand {
     },
     /// Enrol the nodes of nodes.yaml (the live medium's ESP, else
     /// /etc/undercloud) into Ironic; nodes Ironic knows by name are left
-    /// alone. Runs at every boot.
+    /// alone. Runs at every boot. Calls the API as OS_USERNAME with
+    /// OS_PASSWORD when set (a sourced ~stack/undercloudrc), else, as root,
+    /// as the configured API user.
     Enroll {
         /// Use this nodes.yaml instead of looking for one.
         #[arg(long)]

@@ -675,9 +675,7 @@ fn validate(spec: &Spec) -> Result<()> {
         validate_persistence(p, spec.root.format)?;
     }
     for arg in &spec.kernel_cmdline {
-        if arg.contains(['\n', '"', '\'']) {
-            bail!("kernel_cmdline: {arg:?} has a quote or newline");
-        }
+        validate_kernel_arg(arg)?;
     }
     for dest in spec.esp_files.keys() {
         validate_esp_path(dest)?;
@@ -804,9 +802,59 @@ pub fn source_date_epoch() -> Result<i64> {
     }
 }
 
+/// A kernel argument goes into grub.cfg's `linux` line unquoted, where
+/// GRUB's script language gives `$` (variables), `;` `|` `&` `<` `>`
+/// (command syntax), `#` (comments), quotes and `\` (escapes) a meaning: an
+/// argument holding one would run or hide something else at every boot.
+fn validate_kernel_arg(arg: &str) -> Result<()> {
+    const SPECIAL: &[char] = &['$', ';', '|', '&', '<', '>', '#', '"', '\'', '`', '\\'];
+    if arg.trim().is_empty() {
+        bail!("kernel_cmdline: an empty entry");
+    }
+    if let Some(c) = arg
+        .chars()
+        .find(|c| SPECIAL.contains(c) || c.is_control() || !c.is_ascii())
+    {
+        bail!(
+            "kernel_cmdline: {arg:?} holds {c:?}, which GRUB's configuration would interpret (use letters, digits and = , . : / - _ + spaces)"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_arguments_grub_would_interpret_are_refused() {
+        for good in [
+            "console=ttyS0,115200n8",
+            "rd.live.overlay=LABEL=P:/x",
+            "quiet splash",
+            "a+b-c_d",
+        ] {
+            assert!(validate_kernel_arg(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "x;reboot",
+            "#hidden",
+            "a=$root",
+            "a=\"b\"",
+            "a='b'",
+            "trailing\\",
+            "a\nmenuentry",
+            "a|b",
+            "`x`",
+            "",
+        ] {
+            let e = validate_kernel_arg(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("kernel_cmdline: ") && !e.contains('\n'),
+                "{bad:?}: {e}"
+            );
+        }
+    }
 
     const GOOD: &str = "\
 name: minimal

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::undercloud::{dhcp_guard, ENDPOINTS_FILE};
+use crate::undercloud::configure::NOAUTH_WARNING;
+use crate::undercloud::credentials::{self, Credentials};
+use crate::undercloud::dhcp_guard;
 
 /// The units in start order; MariaDB's only when the undercloud uses it
 /// (`database=` in the endpoints file).
@@ -72,6 +74,9 @@ pub struct Report {
     pub endpoints: Vec<Endpoint>,
     /// The enrolled nodes, when the API answered.
     pub nodes: Vec<Node>,
+    /// Ironic's auth_strategy as configured (`http_basic`, `noauth`,
+    /// `keystone`); empty when the endpoints file does not say.
+    pub auth: String,
 }
 
 /// One enrolled node, as `baremetal node list` shows it.
@@ -197,14 +202,7 @@ pub fn driver_names(json: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// `key=value` lines of the endpoints file (comments skipped).
-pub fn parse_endpoints(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
+pub use crate::undercloud::parse_endpoints;
 
 pub fn render_table(r: &Report) -> String {
     let mut s = String::new();
@@ -245,6 +243,9 @@ pub fn render_table(r: &Report) -> String {
     }
     if r.endpoints.iter().any(|e| e.name == "ironic API" && e.up) {
         render_nodes(&mut s, &r.nodes);
+    }
+    if r.auth == "noauth" {
+        let _ = write!(s, "\nWARNING: {NOAUTH_WARNING}\n");
     }
     s.push('\n');
     s.push_str(&summary(r));
@@ -310,20 +311,30 @@ fn systemctl_show(units: &[&str]) -> Result<Vec<UnitState>> {
     Ok(states)
 }
 
-fn http_get(client: &reqwest::blocking::Client, url: &str) -> Result<(u16, String)> {
-    let resp = client
+/// The API's client and the user it calls as (none: no auth, or the
+/// password is not readable: the calls that need it then answer 401).
+struct Caller {
+    client: reqwest::blocking::Client,
+    creds: Option<Credentials>,
+}
+
+fn http_get(caller: &Caller, url: &str) -> Result<(u16, String)> {
+    let mut req = caller
+        .client
         .get(url)
-        .header("X-OpenStack-Ironic-API-Version", "1.8")
-        .send()
-        .with_context(|| format!("GET {url}"))?;
+        .header("X-OpenStack-Ironic-API-Version", "1.8");
+    if let Some(c) = &caller.creds {
+        req = req.basic_auth(&c.username, Some(&c.password));
+    }
+    let resp = req.send().with_context(|| format!("GET {url}"))?;
     let code = resp.status().as_u16();
     let body = resp.text().with_context(|| format!("reading {url}"))?;
     Ok((code, body))
 }
 
-fn fetch_nodes(client: &reqwest::blocking::Client, api: &str) -> Result<Vec<Node>> {
+fn fetch_nodes(caller: &Caller, api: &str) -> Result<Vec<Node>> {
     let url = format!("{api}/v1/nodes?fields={NODE_FIELDS}");
-    match http_get(client, &url)? {
+    match http_get(caller, &url)? {
         (200, body) => parse_nodes(&body),
         (code, _) => anyhow::bail!("{url} answered {code}"),
     }
@@ -354,10 +365,7 @@ fn http_client() -> Result<reqwest::blocking::Client> {
         .context("making an HTTP client")
 }
 
-fn probe_endpoints(
-    client: &reqwest::blocking::Client,
-    endpoints: &BTreeMap<String, String>,
-) -> Result<Vec<Endpoint>> {
+fn probe_endpoints(caller: &Caller, endpoints: &BTreeMap<String, String>) -> Result<Vec<Endpoint>> {
     let api = api_url(endpoints);
     let images = endpoints
         .get("image_server")
@@ -365,13 +373,13 @@ fn probe_endpoints(
         .unwrap_or_else(|| "http://127.0.0.1:8088/".into());
     let mut out = Vec::new();
     let v1 = format!("{api}/v1");
-    out.push(match http_get(client, &v1) {
+    out.push(match http_get(caller, &v1) {
         Ok((200, _)) => ep("ironic API", true, format!("{v1} (200)")),
         Ok((code, _)) => ep("ironic API", false, format!("{v1} answered {code}")),
         Err(e) => ep("ironic API", false, format!("{e:#}")),
     });
     let drivers = format!("{api}/v1/drivers");
-    out.push(match http_get(client, &drivers) {
+    out.push(match http_get(caller, &drivers) {
         Ok((200, body)) => match driver_names(&body) {
             Ok(names) if !names.is_empty() => ep("ironic drivers", true, names.join(", ")),
             Ok(_) => ep(
@@ -381,6 +389,11 @@ fn probe_endpoints(
             ),
             Err(e) => ep("ironic drivers", false, format!("{drivers}: {e:#}")),
         },
+        Ok((401, _)) => ep(
+            "ironic drivers",
+            false,
+            format!("{drivers} answered 401: run as root, or source ~stack/undercloudrc first"),
+        ),
         Ok((code, _)) => ep(
             "ironic drivers",
             false,
@@ -388,7 +401,7 @@ fn probe_endpoints(
         ),
         Err(e) => ep("ironic drivers", false, format!("{e:#}")),
     });
-    out.push(match http_get(client, &images) {
+    out.push(match http_get(caller, &images) {
         // Any answer from nginx is an answering server; 5xx is not.
         Ok((code, _)) if code < 500 => ep("image server", true, format!("{images} ({code})")),
         Ok((code, _)) => ep("image server", false, format!("{images} answered {code}")),
@@ -462,20 +475,22 @@ fn ep(name: &str, up: bool, detail: String) -> Endpoint {
 }
 
 pub fn collect() -> Result<Report> {
-    let endpoints = match std::fs::read_to_string(ENDPOINTS_FILE) {
-        Ok(t) => parse_endpoints(&t),
-        Err(_) => BTreeMap::new(),
-    };
+    let endpoints = crate::undercloud::read_endpoints();
     let wanted = units(&endpoints);
     let units = systemctl_show(&wanted)?;
     let api = api_url(&endpoints);
-    let client = http_client()?;
-    let endpoints = probe_endpoints(&client, &endpoints)?;
+    let caller = Caller {
+        client: http_client()?,
+        // Unreadable (not root, nothing sourced): reported as the 401.
+        creds: credentials::for_client(&endpoints).unwrap_or(None),
+    };
+    let auth = endpoints.get("auth").cloned().unwrap_or_default();
+    let endpoints = probe_endpoints(&caller, &endpoints)?;
     // The node list is information, not a condition of readiness; asked
     // for only when the API answered.
     let api_up = endpoints.iter().any(|e| e.name == "ironic API" && e.up);
     let nodes = if api_up {
-        fetch_nodes(&client, &api).unwrap_or_default()
+        fetch_nodes(&caller, &api).unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -487,6 +502,7 @@ pub fn collect() -> Result<Report> {
         units,
         endpoints,
         nodes,
+        auth,
     })
 }
 
@@ -570,6 +586,7 @@ Id=nginx.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResu
             ready: true,
             units: parse_systemctl_show(SHOW).into_iter().take(1).collect(),
             nodes: Vec::new(),
+            auth: "http_basic".into(),
             endpoints: vec![
                 ep("TFTP", true, "udp 69 on enp0s2".into()),
                 dhcp_endpoint(Some("guard"), Some(guard), "enp0s2", false),
@@ -668,6 +685,7 @@ Id=nginx.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResu
                 ep("DHCP", false, "nothing on udp 67".into()),
             ],
             nodes: parse_nodes(NODES).unwrap(),
+            auth: "http_basic".into(),
         };
         let t = render_table(&r);
         assert!(
@@ -716,5 +734,9 @@ Id=nginx.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResu
         assert!(render_table(&r).contains("\nNODES  none enrolled\n"));
         assert_eq!(j["units"][0]["unit"], "mariadb.service");
         assert_eq!(j["endpoints"][0]["up"], true);
+        assert_eq!(j["auth"], "http_basic");
+        assert!(!render_table(&r).contains("WARNING"));
+        r.auth = "noauth".into();
+        assert!(render_table(&r).contains("\nWARNING: Ironic's API has no authentication"));
     }
 }

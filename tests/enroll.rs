@@ -23,6 +23,9 @@ struct State {
     /// Refuse to create nodes with this name (as Ironic refuses a driver
     /// it has not enabled).
     refuse: Option<String>,
+    /// Answer 401 to every call but `GET /v1` without this Authorization
+    /// header (Ironic with `auth_strategy = http_basic`).
+    require_auth: Option<String>,
 }
 
 fn fake_ironic(state: Arc<Mutex<State>>) -> u16 {
@@ -47,6 +50,21 @@ fn fake_ironic(state: Arc<Mutex<State>>) -> u16 {
                 }
                 assert_eq!(version.as_deref(), Some("1.31"), "{} {path}", req.method);
                 let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                if let Some(want) = &st.require_auth {
+                    let given = req
+                        .headers
+                        .iter()
+                        .find(|(k, _)| k == "authorization")
+                        .map(|(_, v)| v.as_str());
+                    if path != "/v1" && given != Some(want.as_str()) {
+                        respond(
+                            &stream,
+                            "401 Unauthorized",
+                            &json!({"error_message": "{\"faultstring\": \"Incorrect username or password\"}"}),
+                        );
+                        return;
+                    }
+                }
                 match (req.method.as_str(), path.as_str()) {
                     ("GET", "/v1") => respond(&stream, "200 OK", &json!({"id": "v1"})),
                     ("GET", p) if p.starts_with("/v1/nodes/") => {
@@ -255,4 +273,42 @@ fn ironic_refusing_a_node_is_one_line_naming_it() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("did not answer within 3s"), "{err}");
     assert!(t.elapsed().as_secs() < 30, "{:?}", t.elapsed());
+}
+
+/// Ironic with HTTP basic auth: the credentials of a sourced undercloudrc
+/// (`OS_USERNAME`, `OS_PASSWORD`) go with every call; without them the
+/// first call's 401 is one line naming the node.
+#[test]
+fn credentials_from_the_environment_are_sent() {
+    let dir = scratch("enroll-auth");
+    let state = Arc::new(Mutex::new(State {
+        require_auth: Some("Basic YWRtaW46czNjcjN0IHBhc3M=".into()),
+        ..State::default()
+    }));
+    let port = fake_ironic(state.clone());
+    let file = dir.join("nodes.yaml");
+    std::fs::write(&file, NODES).unwrap();
+
+    let o = run(bin()
+        .args(["undercloud", "enroll", "--wait", "5", "--api"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("--nodes")
+        .arg(&file)
+        .env_remove("OS_USERNAME")
+        .env_remove("OS_PASSWORD"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("node-0") && err.contains("401"), "{err}");
+    assert!(state.lock().unwrap().nodes.is_empty());
+
+    let o = run(bin()
+        .args(["undercloud", "enroll", "--wait", "5", "--api"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("--nodes")
+        .arg(&file)
+        .env("OS_USERNAME", "admin")
+        .env("OS_PASSWORD", "s3cr3t pass"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(state.lock().unwrap().nodes.len(), 2);
 }

@@ -9,6 +9,10 @@
 //!   NIC is a UDP link on 127.0.0.1, the provisioning network, where it
 //!   serves DHCP after finding no other DHCP server; its second is QEMU's
 //!   user-mode network with Ironic's API forwarded to the host.
+//! * The API asks for a password by default: the first boot's console shows
+//!   the one it made up, once; without it (or with a wrong one) the API
+//!   answers 401, with it every call below works, and after the power cut
+//!   the same password still works and is not shown again.
 //! * Boot checks: the console's status report (SQLite: no MariaDB), the
 //!   API and its three drivers, the ESP's nodes.yaml enrolled at boot and
 //!   validating for boot with no driver_info (the carried deploy ramdisk is
@@ -35,7 +39,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::testbed::{free_tcp_port, Libvirt, Node, NodeConfig, Sushy, UdpLink};
-use common::ucvm::{esp_offset, tail, wait_port_free, Api, Vm, VmOptions};
+use common::ucvm::{console_password, esp_offset, tail, wait_port_free, Api, Vm, VmOptions};
 use common::*;
 use serde_json::json;
 
@@ -205,7 +209,25 @@ fn undercloud_boots_and_deploys_a_node_through_redfish() {
     let api_at = vm.wait_ready(t, Duration::from_secs(1200));
     phases.add("first boot to API", api_at);
     phases.add("first boot to ready", t.elapsed().as_secs_f64());
-    let api = Api::new(vm.api_port);
+    // The default undercloud.yaml asks for HTTP basic auth: the made-up
+    // password is on the console once; without it the API refuses.
+    let password = console_password(&vm.console()).unwrap_or_else(|| {
+        panic!(
+            "no API password on the first boot's console:\n{}",
+            vm.console_tail()
+        )
+    });
+    let anonymous = Api::new(vm.api_port);
+    for path in ["/v1/nodes", "/v1/drivers"] {
+        anonymous.call(reqwest::Method::GET, path, None, 401);
+    }
+    Api::with_auth(vm.api_port, "admin", "not-the-password").call(
+        reqwest::Method::GET,
+        "/v1/nodes",
+        None,
+        401,
+    );
+    let api = Api::with_auth(vm.api_port, "admin", &password);
     check_boot(&vm, &api);
 
     let context = || {
@@ -324,7 +346,13 @@ fn undercloud_boots_and_deploys_a_node_through_redfish() {
     let mut vm = boot(&dir.join("boot-2.log"));
     let api_at = vm.wait_ready(t, Duration::from_secs(900));
     phases.add("second boot to API", api_at);
-    let api = Api::new(vm.api_port);
+    // The password was kept on the persistence partition, and not shown
+    // again.
+    assert!(
+        !vm.console().contains(&password),
+        "the second boot showed the API password again"
+    );
+    let api = Api::with_auth(vm.api_port, "admin", &password);
     let n = api.call(reqwest::Method::GET, "/v1/nodes/node-0", None, 200);
     assert_eq!(n["uuid"], uuid.as_str());
     assert_eq!(n["provision_state"], "active", "{n}");

@@ -271,6 +271,159 @@ fn configure_checks_the_file_and_prints_the_result() {
         std::fs::read(root.join("srv/tftpboot/undionly.kpxe")).unwrap(),
         b"kpxe"
     );
-    assert!(root.join("home/stack/undercloudrc").is_file());
     assert!(root.join("etc/undercloud/endpoints").is_file());
+
+    // HTTP basic auth by default: a password made up, shown once, kept;
+    // Ironic's htpasswd entry checks it; the stack user's rc file has it.
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let api_pw = std::fs::read_to_string(root.join("var/lib/undercloud/ironic-password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(api_pw.len(), 32);
+    assert!(
+        out.contains(&format!(
+            "Ironic API user admin, password {api_pw} (made up now"
+        )),
+        "{out}"
+    );
+    let htpasswd = std::fs::read_to_string(root.join("etc/ironic/htpasswd")).unwrap();
+    let hash = htpasswd.trim().strip_prefix("admin:").unwrap();
+    assert!(bcrypt::verify(&api_pw, hash).unwrap());
+    assert!(conf.contains("auth_strategy = http_basic\n"), "{conf}");
+    let rc = std::fs::read_to_string(root.join("home/stack/undercloudrc")).unwrap();
+    assert!(
+        rc.contains(&format!("export OS_PASSWORD='{api_pw}'\n")),
+        "{rc}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| {
+        std::fs::metadata(root.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("home/stack/undercloudrc"), 0o600);
+    assert_eq!(mode("etc/ironic/htpasswd"), 0o640);
+    assert_eq!(mode("var/lib/undercloud/ironic-password"), 0o600);
+    let o = run(bin()
+        .args(["undercloud", "configure", "--config"])
+        .arg(&good)
+        .arg("--root")
+        .arg(&root));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains(&api_pw), "shown again: {out}");
+    assert!(out.contains("HTTP basic auth, user admin"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("var/lib/undercloud/ironic-password"))
+            .unwrap()
+            .trim(),
+        api_pw
+    );
+}
+
+/// `configure --root` never leaves the root: an absolute symlink inside it
+/// (`/etc/ironic -> /some/host/dir`) is resolved inside the root, and a root
+/// without Ironic's accounts gets no password file.
+#[test]
+fn configure_stays_inside_its_root() {
+    let dir = scratch("undercloud-configure-root");
+    let good = dir.join("undercloud.yaml");
+    std::fs::write(
+        &good,
+        "provisioning: {interface: ens9, address: 10.9.0.1/24, dhcp_start: 10.9.0.50, dhcp_end: 10.9.0.60, dhcp: force}\n",
+    )
+    .unwrap();
+    let outside = dir.join("host-etc-ironic");
+    std::fs::create_dir_all(&outside).unwrap();
+    let root = dir.join("root");
+    common::configure_root(&root);
+    std::os::unix::fs::symlink(&outside, root.join("etc/ironic")).unwrap();
+    std::fs::create_dir_all(root.join("home")).unwrap();
+    std::os::unix::fs::symlink("/../../../..", root.join("home/stack")).unwrap();
+    let o = run(bin()
+        .args(["undercloud", "configure", "--config"])
+        .arg(&good)
+        .arg("--root")
+        .arg(&root));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "configure wrote through the link to the host"
+    );
+    let inside = root.join(outside.strip_prefix("/").unwrap());
+    assert!(inside.join("ironic.conf").is_file());
+    assert!(inside.join("htpasswd").is_file());
+    // home/stack -> / (clamped at the root): the rc file lands in the root's /.
+    assert!(root.join("undercloudrc").is_file());
+    assert!(!std::path::Path::new("/undercloudrc").exists());
+
+    let bare = dir.join("bare");
+    std::fs::create_dir_all(bare.join("etc")).unwrap();
+    std::fs::write(bare.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    let o = run(bin()
+        .args(["undercloud", "configure", "--config"])
+        .arg(&good)
+        .arg("--root")
+        .arg(&bare));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("user ironic is missing"), "{err}");
+    assert!(!bare.join("var").exists(), "a password file was written");
+
+    // A dry run with `interface: auto` answers at once, whatever this
+    // machine's interfaces are called (it waited minutes for an `eth0`).
+    let auto = dir.join("auto.yaml");
+    std::fs::write(&auto, "provisioning: {dhcp: force}\n").unwrap();
+    let t = std::time::Instant::now();
+    let _ = run(bin()
+        .args(["undercloud", "configure", "--dry-run", "--config"])
+        .arg(&auto));
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// Values from undercloud.yaml that would become code or configuration
+/// elsewhere are refused, each in one line.
+#[test]
+fn configure_refuses_hostile_values() {
+    let dir = scratch("undercloud-configure-hostile");
+    for (name, yaml, want) in [
+        (
+            "newline-url",
+            "ironic:\n  auth: keystone\n  keystone: {auth_url: \"https://ks/\\n[database]\\nconnection = sqlite:////tmp/evil.db\", username: u, password: p}\n",
+            "ironic.keystone.auth_url",
+        ),
+        (
+            "user",
+            "ironic: {username: \"admin:x\"}\n",
+            "ironic.username",
+        ),
+        (
+            "api-password",
+            "passwords: {ironic: \"line\\nbreak-long\"}\n",
+            "passwords.ironic",
+        ),
+        (
+            "keystone-password",
+            "ironic:\n  auth: keystone\n  keystone: {auth_url: \"https://ks/\", username: u, password: \" spaced\"}\n",
+            "ironic.keystone.password",
+        ),
+        ("json-rpc-port", "image_server: {port: 8089}\n", "8089"),
+    ] {
+        let f = dir.join(format!("{name}.yaml"));
+        std::fs::write(&f, yaml).unwrap();
+        let o = run(bin()
+            .args(["undercloud", "configure", "--dry-run", "--config"])
+            .arg(&f));
+        assert!(!o.status.success(), "{name} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+    }
 }

@@ -11,6 +11,8 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use super::credentials::{valid_password, valid_username};
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -118,12 +120,28 @@ impl Default for ImageServer {
     }
 }
 
+/// How Ironic's API checks who is calling (its `auth_strategy`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Auth {
+    /// A user and password (`ironic.username`, `passwords.ironic`),
+    /// checked against an htpasswd file.
     #[default]
+    HttpBasic,
+    /// Anyone who reaches the port is admin: only when asked for by name.
     Noauth,
     Keystone,
+}
+
+impl Auth {
+    /// Ironic's name for it, and the endpoints file's.
+    pub fn name(self) -> &'static str {
+        match self {
+            Auth::HttpBasic => "http_basic",
+            Auth::Noauth => "noauth",
+            Auth::Keystone => "keystone",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -144,6 +162,8 @@ fn default_project() -> String {
 #[serde(deny_unknown_fields, default)]
 pub struct Ironic {
     pub auth: Auth,
+    /// The API user with `auth: http_basic`.
+    pub username: String,
     pub keystone: Option<Keystone>,
     pub hardware_types: Vec<HardwareType>,
     /// Erase the partition tables and filesystem signatures of a node's
@@ -158,7 +178,8 @@ pub struct Ironic {
 impl Default for Ironic {
     fn default() -> Self {
         Ironic {
-            auth: Auth::Noauth,
+            auth: Auth::HttpBasic,
+            username: "admin".into(),
             keystone: None,
             hardware_types: vec![
                 HardwareType::Ipmi,
@@ -222,6 +243,9 @@ pub struct Passwords {
     pub database: String,
     /// Empty: the stack user's password login stays locked.
     pub stack: String,
+    /// The Ironic API user's, with `auth: http_basic`. Empty: made up at
+    /// first boot, kept, and shown on the console once.
+    pub ironic: String,
 }
 
 /// An IPv4 address with a prefix length, written `192.168.24.1/24`.
@@ -344,35 +368,13 @@ impl Config {
                 p.dhcp_probe_seconds
             );
         }
-        if self.image_server.port == 0 || self.image_server.port == IRONIC_API_PORT {
+        if [0, IRONIC_API_PORT, IRONIC_JSON_RPC_PORT].contains(&self.image_server.port) {
             bail!(
-                "image_server.port {}: pick another port (6385 is Ironic's API)",
+                "image_server.port {}: pick another port (6385 is Ironic's API, 8089 its JSON-RPC)",
                 self.image_server.port
             );
         }
-        match (self.ironic.auth, &self.ironic.keystone) {
-            (Auth::Keystone, None) => {
-                bail!("ironic.auth is keystone but ironic.keystone (auth_url, username, password) is missing")
-            }
-            (Auth::Keystone, Some(k)) => {
-                if !(k.auth_url.starts_with("http://") || k.auth_url.starts_with("https://")) {
-                    bail!(
-                        "ironic.keystone.auth_url {:?}: not an http(s) URL",
-                        k.auth_url
-                    );
-                }
-                for (key, v) in [
-                    ("username", &k.username),
-                    ("password", &k.password),
-                    ("project", &k.project),
-                ] {
-                    if v.is_empty() || v.contains(['\n', '\r']) {
-                        bail!("ironic.keystone.{key}: must be one non-empty line");
-                    }
-                }
-            }
-            (Auth::Noauth, _) => {}
-        }
+        self.check_auth()?;
         for (key, v) in [
             ("deploy_kernel", &self.ironic.deploy_kernel),
             ("deploy_ramdisk", &self.ironic.deploy_ramdisk),
@@ -398,9 +400,54 @@ impl Config {
         }
         Ok(())
     }
+
+    /// The API's authentication settings. Every value here ends up in
+    /// ironic.conf (where oslo.config reads `$` as a reference, and a line
+    /// break starts a new option) and in a shell file.
+    fn check_auth(&self) -> Result<()> {
+        let i = &self.ironic;
+        if !valid_username(&i.username) {
+            bail!(
+                "ironic.username {:?}: 1-64 of letters, digits, . _ -",
+                i.username
+            );
+        }
+        if !self.passwords.ironic.is_empty() && !valid_password(&self.passwords.ironic) {
+            bail!("passwords.ironic: 8-128 printable ASCII characters (spaces only inside)");
+        }
+        match (i.auth, &i.keystone) {
+            (Auth::Keystone, None) => {
+                bail!("ironic.auth is keystone but ironic.keystone (auth_url, username, password) is missing")
+            }
+            (Auth::Keystone, Some(k)) => {
+                let url_ok =
+                    k.auth_url.starts_with("http://") || k.auth_url.starts_with("https://");
+                if !url_ok || !k.auth_url.chars().all(|c| c.is_ascii_graphic()) {
+                    bail!(
+                        "ironic.keystone.auth_url {:?}: not an http(s) URL",
+                        k.auth_url
+                    );
+                }
+                for (key, v) in [
+                    ("username", &k.username),
+                    ("password", &k.password),
+                    ("project", &k.project),
+                ] {
+                    if v.is_empty() || v.trim() != v || v.chars().any(char::is_control) {
+                        bail!("ironic.keystone.{key}: must be one non-empty line, no spaces at either end");
+                    }
+                }
+            }
+            (Auth::Noauth | Auth::HttpBasic, _) => {}
+        }
+        Ok(())
+    }
 }
 
 pub const IRONIC_API_PORT: u16 = 6385;
+/// Ironic's JSON-RPC port: unused while API and conductor share a process,
+/// kept free so that splitting them never collides with the image server.
+pub const IRONIC_JSON_RPC_PORT: u16 = 8089;
 
 /// The YAML library's message without its source snippet: the key and
 /// position are on its first line, and a console or journal shows one line

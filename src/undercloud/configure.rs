@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::config::{valid_db_password, Config, DhcpMode};
+use super::config::{valid_db_password, Auth, Config, DhcpMode};
+use super::credentials::{self, Credentials, Origin};
 use super::dhcp_guard::{self, Dhcp};
 use super::dhcp_probe;
 use super::render::{self, Facts, Owner, HTTP_ROOT, IMAGES_ROOT, TFTP_ROOT};
@@ -60,43 +61,24 @@ pub fn configure(opts: &Options) -> Result<String> {
     let (source, text) = find_file(FILE_NAME, opts.config.as_deref(), &opts.root)?;
     let cfg = Config::parse(&text, &source.to_string())?;
     let sys = Path::new("/sys/class/net");
-    if cfg.provisioning.interface == "auto" {
+    // Only at boot: names on this machine mean nothing for a dry run or
+    // another root, and waiting out a host's `eth0` would take minutes.
+    if cfg.provisioning.interface == "auto" && !opts.dry_run && opts.root == Path::new("/") {
         wait_for_renames(sys, RENAME_WAIT);
     }
     let interface = resolve_interface(&cfg.provisioning.interface, sys)?;
     let mut out = format!("undercloud-config: settings from {source}\n");
-    let p = &cfg.provisioning;
     if opts.dry_run {
-        // No packet leaves in a dry run: say what the probe would do.
-        out.push_str(&dhcp_guard::dry_run_line(
-            p.dhcp,
-            &interface,
-            p.dhcp_probe_seconds,
-        ));
-        out.push('\n');
-        let facts = Facts {
-            dhcp: match p.dhcp {
-                DhcpMode::Auto => Dhcp::Checked {
-                    seconds: p.dhcp_probe_seconds,
-                },
-                DhcpMode::Force => Dhcp::Forced,
-                DhcpMode::Off => Dhcp::Off,
-            },
-            interface,
-            db_password: if cfg.passwords.database.is_empty() {
-                "<made up at first boot>".into()
-            } else {
-                cfg.passwords.database.clone()
-            },
-        };
-        for f in render::files(&cfg, &facts) {
-            out.push_str(&format!("==> {} (mode {:o})\n{}", f.path, f.mode, f.text));
-        }
+        out.push_str(&dry_run(&cfg, interface));
         return Ok(out);
     }
+    let p = &cfg.provisioning;
     let root = &opts.root;
-    let db_password = db_password(root, &cfg.passwords.database)?;
+    // The accounts first: a root without them gets no password files.
     let ids = Ids::read(root)?;
+    let db_password = db_password(root, &cfg.passwords.database)?;
+    let (api, line) = api_access(root, &cfg)?;
+    out.push_str(&line);
     // Before dnsmasq's file is written, and so before dnsmasq starts (it
     // is ordered after this unit): is another DHCP server on the network?
     let now = std::time::SystemTime::now()
@@ -112,7 +94,7 @@ pub fn configure(opts: &Options) -> Result<String> {
     );
     out.push_str(&dhcp.console_line(&interface));
     out.push('\n');
-    let state = in_root(root, dhcp_guard::STATE_FILE);
+    let state = in_root(root, dhcp_guard::STATE_FILE)?;
     match &dhcp {
         Dhcp::Guarded(g) => write_file(&state, g.render().as_bytes(), 0o644, 0, 0)?,
         _ => match fs::remove_file(&state) {
@@ -125,6 +107,7 @@ pub fn configure(opts: &Options) -> Result<String> {
         interface,
         db_password,
         dhcp,
+        api,
     };
     for f in render::files(&cfg, &facts) {
         let (uid, gid) = match f.owner {
@@ -132,7 +115,7 @@ pub fn configure(opts: &Options) -> Result<String> {
             Owner::RootIronic => (0, ids.ironic.1),
             Owner::Stack => ids.stack,
         };
-        write_file(&in_root(root, f.path), f.text.as_bytes(), f.mode, uid, gid)?;
+        write_file(&in_root(root, f.path)?, f.text.as_bytes(), f.mode, uid, gid)?;
     }
     // Ironic writes its iPXE scripts, boot files, image cache, locks and the
     // agents' deploy logs into these.
@@ -145,7 +128,7 @@ pub fn configure(opts: &Options) -> Result<String> {
         "/var/log/ironic",
         "/var/log/ironic/deploy",
     ] {
-        let d = in_root(root, dir);
+        let d = in_root(root, dir)?;
         fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         chown(&d, ids.ironic.0, ids.ironic.1)?;
     }
@@ -162,6 +145,82 @@ pub fn configure(opts: &Options) -> Result<String> {
     ));
     Ok(out)
 }
+
+/// What a dry run prints: the probe it would make and every file, with
+/// placeholders for secrets.
+fn dry_run(cfg: &Config, interface: String) -> String {
+    let p = &cfg.provisioning;
+    // No packet leaves in a dry run: say what the probe would do.
+    let mut out = dhcp_guard::dry_run_line(p.dhcp, &interface, p.dhcp_probe_seconds);
+    out.push('\n');
+    let secret = |configured: &str, key: &str| {
+        if configured.is_empty() {
+            "<made up at first boot>".to_string()
+        } else {
+            format!("<{key} from undercloud.yaml>")
+        }
+    };
+    let facts = Facts {
+        dhcp: match p.dhcp {
+            DhcpMode::Auto => Dhcp::Checked {
+                seconds: p.dhcp_probe_seconds,
+            },
+            DhcpMode::Force => Dhcp::Forced,
+            DhcpMode::Off => Dhcp::Off,
+        },
+        interface,
+        db_password: secret(&cfg.passwords.database, "passwords.database"),
+        api: (cfg.ironic.auth == Auth::HttpBasic).then(|| {
+            let c = Credentials {
+                username: cfg.ironic.username.clone(),
+                password: secret(&cfg.passwords.ironic, "passwords.ironic"),
+            };
+            (c, format!("{}:<bcrypt hash>\n", cfg.ironic.username))
+        }),
+    };
+    for f in render::files(cfg, &facts) {
+        out.push_str(&format!("==> {} (mode {:o})\n{}", f.path, f.mode, f.text));
+    }
+    out
+}
+
+/// Who may use the API, and the console line saying so. A password made
+/// up now is shown this once: the operator at the console may have no
+/// other way to learn it.
+fn api_access(root: &Path, cfg: &Config) -> Result<(Option<(Credentials, String)>, String)> {
+    let user = &cfg.ironic.username;
+    match cfg.ironic.auth {
+        Auth::HttpBasic => {
+            let (password, origin) = credentials::password(root, &cfg.passwords.ironic)?;
+            let c = Credentials {
+                username: user.clone(),
+                password,
+            };
+            let line = match origin {
+                Origin::Generated => format!(
+                    "undercloud-config: Ironic API user {user}, password {} (made up now and shown only this once; it is in ~stack/undercloudrc)\n",
+                    c.password
+                ),
+                Origin::Kept | Origin::Configured => format!(
+                    "undercloud-config: Ironic API: HTTP basic auth, user {user} (password in ~stack/undercloudrc)\n"
+                ),
+            };
+            let htpasswd = credentials::htpasswd(&c)?;
+            Ok((Some((c, htpasswd)), line))
+        }
+        Auth::Noauth => Ok((
+            None,
+            format!("undercloud-config: WARNING: {NOAUTH_WARNING}\n"),
+        )),
+        Auth::Keystone => Ok((
+            None,
+            "undercloud-config: Ironic API: Keystone tokens\n".to_string(),
+        )),
+    }
+}
+
+/// What the console and `status` say about `auth: noauth`.
+pub const NOAUTH_WARNING: &str = "Ironic's API has no authentication (ironic.auth: noauth in undercloud.yaml): anyone who reaches port 6385 can power-cycle and reimage every enrolled machine";
 
 /// Find one of the operator's files (`undercloud.yaml`, `nodes.yaml`),
 /// first found wins: `explicit`; the live medium's ESP (only when `root`
@@ -193,7 +252,7 @@ pub fn find_file(
             }
         }
     }
-    let fallback = in_root(root, "/etc/undercloud").join(name);
+    let fallback = in_root(root, &format!("/etc/undercloud/{name}"))?;
     match fs::read_to_string(&fallback) {
         Ok(text) => Ok((Source::Root(fallback), text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Source::Defaults, String::new())),
@@ -270,7 +329,7 @@ fn db_password(root: &Path, configured: &str) -> Result<String> {
     if !configured.is_empty() {
         return Ok(configured.to_string());
     }
-    let file = root.join(DB_PASSWORD_FILE);
+    let file = in_root(root, DB_PASSWORD_FILE)?;
     match fs::read_to_string(&file) {
         Ok(t) if valid_db_password(t.trim()) => return Ok(t.trim().to_string()),
         Ok(_) => {}
@@ -306,12 +365,12 @@ fn copy_ipxe(root: &Path) -> Result<String> {
     for (name, candidates) in wanted {
         match candidates
             .iter()
-            .map(|c| in_root(root, c))
+            .filter_map(|c| in_root(root, c).ok())
             .find(|p| p.is_file())
         {
             Some(src) => {
                 let bytes = fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
-                let dst = in_root(root, TFTP_ROOT).join(name);
+                let dst = in_root(root, &format!("{TFTP_ROOT}/{name}"))?;
                 write_file(&dst, &bytes, 0o644, 0, 0)?;
             }
             None => missing.push(name),
@@ -376,7 +435,7 @@ struct Ids {
 
 impl Ids {
     fn read(root: &Path) -> Result<Ids> {
-        let file = root.join("etc/passwd");
+        let file = in_root(root, "/etc/passwd")?;
         let text =
             fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
         let find = |user: &str| -> Result<(u32, u32)> {
@@ -405,8 +464,61 @@ fn passwd_ids(passwd: &str, user: &str) -> Option<(u32, u32)> {
     })
 }
 
-fn in_root(root: &Path, abs: &str) -> PathBuf {
-    root.join(abs.trim_start_matches('/'))
+/// `abs` inside `root`, its symlinks resolved as if `root` were `/` (what
+/// openat2's RESOLVE_IN_ROOT does): an absolute link target starts again
+/// at `root` and `..` stops there. A root being prepared may hold links
+/// meant for the system it becomes (`/etc/ironic -> /srv/...`); followed
+/// from outside they would lead to the host's own files.
+pub(crate) fn in_root(root: &Path, abs: &str) -> Result<PathBuf> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::path::Component;
+    if root == Path::new("/") {
+        return Ok(PathBuf::from("/").join(abs.trim_start_matches('/')));
+    }
+    fn push_front(todo: &mut VecDeque<OsString>, p: &Path) {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(n) => todo.push_front(n.to_os_string()),
+                Component::ParentDir => todo.push_front("..".into()),
+                _ => {}
+            }
+        }
+    }
+    let mut todo = VecDeque::new();
+    push_front(&mut todo, Path::new(abs));
+    let mut done: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop_front() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        let here: PathBuf = root
+            .iter()
+            .chain(done.iter().map(|d| d.as_os_str()))
+            .collect();
+        let candidate = here.join(&c);
+        let is_link = fs::symlink_metadata(&candidate).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            done.push(c);
+            continue;
+        }
+        links += 1;
+        if links > 40 {
+            bail!("{}: too many levels of symbolic links", candidate.display());
+        }
+        let target = fs::read_link(&candidate)
+            .with_context(|| format!("reading the link {}", candidate.display()))?;
+        if target.is_absolute() {
+            done.clear();
+        }
+        push_front(&mut todo, &target);
+    }
+    Ok(root
+        .iter()
+        .chain(done.iter().map(|d| d.as_os_str()))
+        .collect())
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
@@ -420,7 +532,7 @@ fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
 
 /// Write under a temporary name in the same folder, then rename: a service
 /// never reads half a file, and a crash leaves the old one.
-fn write_file(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> Result<()> {
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent folder", path.display()))?;

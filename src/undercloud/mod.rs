@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod configure;
+pub mod credentials;
 pub mod dhcp_guard;
 pub mod dhcp_probe;
 pub mod nodes;
@@ -13,3 +14,20 @@ pub mod render;
 
 /// Written by `undercloud configure`: the URLs `status` probes.
 pub const ENDPOINTS_FILE: &str = "/etc/undercloud/endpoints";
+
+/// `key=value` lines of the endpoints file (comments skipped).
+pub fn parse_endpoints(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The endpoints file of this system, empty when there is none (not a
+/// configured undercloud).
+pub fn read_endpoints() -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(ENDPOINTS_FILE)
+        .map(|t| parse_endpoints(&t))
+        .unwrap_or_default()
+}

@@ -254,10 +254,12 @@ pub enum Enrolled {
 pub struct Api {
     base: String,
     client: reqwest::blocking::Client,
+    creds: Option<super::credentials::Credentials>,
 }
 
 impl Api {
-    pub fn new(base: &str) -> Result<Api> {
+    /// `creds`: the user to call as (none for `noauth`).
+    pub fn new(base: &str, creds: Option<super::credentials::Credentials>) -> Result<Api> {
         let client = reqwest::blocking::Client::builder()
             // Generous: Python answers slowly on an emulated CPU.
             .timeout(Duration::from_secs(60))
@@ -267,6 +269,7 @@ impl Api {
         Ok(Api {
             base: base.trim_end_matches('/').to_string(),
             client,
+            creds,
         })
     }
 
@@ -281,6 +284,9 @@ impl Api {
             .client
             .request(method.clone(), &url)
             .header("X-OpenStack-Ironic-API-Version", API_VERSION);
+        if let Some(c) = &self.creds {
+            req = req.basic_auth(&c.username, Some(&c.password));
+        }
         if let Some(b) = body {
             req = req
                 .header("Content-Type", "application/json")
@@ -288,6 +294,9 @@ impl Api {
         }
         let resp = req.send().with_context(|| format!("{method} {url}"))?;
         let code = resp.status().as_u16();
+        if code == 401 {
+            bail!("{method} {url}: Ironic answered 401: no or wrong credentials (run as root in the undercloud, or source ~stack/undercloudrc)");
+        }
         let text = resp.text().with_context(|| format!("reading {url}"))?;
         let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Ok((code, v))
@@ -435,7 +444,8 @@ pub fn run(opts: &Options) -> Result<String> {
     if file.nodes.is_empty() {
         return Ok(format!("undercloud-nodes: {source} lists no nodes\n"));
     }
-    let api = Api::new(&opts.api)?;
+    let creds = super::credentials::for_client(&super::read_endpoints())?;
+    let api = Api::new(&opts.api, creds)?;
     api.wait(opts.wait)?;
     let mut out = format!("undercloud-nodes: enrolling from {source}\n");
     out.push_str(&enroll_all(&api, &file)?);

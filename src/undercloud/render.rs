@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::config::{Auth, Config, Database, HardwareType, Keystone, IRONIC_API_PORT};
+use super::credentials::{Credentials, HTPASSWD_FILE};
 use super::dhcp_guard::Dhcp;
 
 /// Where Ironic stages iPXE scripts, kernels and ramdisks; nginx serves it.
@@ -20,6 +21,8 @@ pub struct Facts {
     pub db_password: String,
     /// Whether dnsmasq serves DHCP, and why (not).
     pub dhcp: Dhcp,
+    /// With `auth: http_basic`: the API user and its htpasswd line.
+    pub api: Option<(Credentials, String)>,
 }
 
 /// Who owns a written file.
@@ -43,7 +46,7 @@ pub struct File {
 const HEADER: &str = "Written by undercloud-config from undercloud.yaml at every boot: change undercloud.yaml, not this file.";
 
 pub fn files(cfg: &Config, facts: &Facts) -> Vec<File> {
-    vec![
+    let mut files = vec![
         File {
             path: "/etc/ironic/ironic.conf",
             text: ironic_conf(cfg, facts),
@@ -71,8 +74,9 @@ pub fn files(cfg: &Config, facts: &Facts) -> Vec<File> {
         },
         File {
             path: "/home/stack/undercloudrc",
-            text: undercloudrc(cfg),
-            mode: 0o644,
+            text: undercloudrc(cfg, facts),
+            // It may hold the API password.
+            mode: 0o600,
             owner: Owner::Stack,
         },
         File {
@@ -81,7 +85,29 @@ pub fn files(cfg: &Config, facts: &Facts) -> Vec<File> {
             mode: 0o644,
             owner: Owner::Root,
         },
-    ]
+    ];
+    if let Some((_, line)) = &facts.api {
+        files.push(File {
+            path: HTPASSWD_FILE,
+            text: line.clone(),
+            mode: 0o640,
+            owner: Owner::RootIronic,
+        });
+    }
+    files
+}
+
+/// A value for an oslo.config ini file: `$` starts a reference to another
+/// option there, `$$` is a literal one. Line breaks never get here (the
+/// settings are checked for them), and oslo.config strips the spaces
+/// around a value, which the checks refuse too.
+fn ini(v: &str) -> String {
+    v.replace('$', "$$")
+}
+
+/// A word for a POSIX shell: single-quoted, with `'` written `'\''`.
+pub fn shell_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', r"'\''"))
 }
 
 /// The interfaces each enabled hardware type needs: every type needs one
@@ -115,10 +141,7 @@ fn driver_interfaces(
 fn ironic_conf(cfg: &Config, facts: &Facts) -> String {
     let (management, power, vendor) = driver_interfaces(&cfg.ironic.hardware_types);
     let names: Vec<&str> = cfg.ironic.hardware_types.iter().map(|t| t.name()).collect();
-    let auth = match cfg.ironic.auth {
-        Auth::Noauth => "noauth",
-        Auth::Keystone => "keystone",
-    };
+    let auth = cfg.ironic.auth.name();
     let ip = cfg.provisioning.address.addr;
     let (deploy_kernel, deploy_ramdisk) = cfg.ironic.deploy_images();
     let mut s = String::new();
@@ -127,6 +150,7 @@ fn ironic_conf(cfg: &Config, facts: &Facts) -> String {
         "# {HEADER}
 [DEFAULT]
 auth_strategy = {auth}
+http_basic_auth_user_file = {HTPASSWD_FILE}
 # One process (API and conductor together, `ironic`): no message bus, no
 # RPC between services; required with SQLite.
 rpc_transport = none
@@ -228,10 +252,10 @@ project_name = {project}
 user_domain_name = Default
 project_domain_name = Default
 ",
-        url = k.auth_url,
-        user = k.username,
-        pw = k.password,
-        project = k.project,
+        url = ini(&k.auth_url),
+        user = ini(&k.username),
+        pw = ini(&k.password),
+        project = ini(&k.project),
     )
 }
 
@@ -294,9 +318,13 @@ fn nginx_conf(cfg: &Config) -> String {
 server {{
     listen {port};
     root {HTTP_ROOT};
+    # Nodes fetch what Ironic names for them; nobody needs a listing.
+    autoindex off;
     location /images/ {{
         alias {IMAGES_ROOT}/;
-        autoindex on;
+    }}
+    location ~ /\\. {{
+        deny all;
     }}
 }}
 ",
@@ -327,7 +355,7 @@ DHCP={dhcp}
     )
 }
 
-fn undercloudrc(cfg: &Config) -> String {
+fn undercloudrc(cfg: &Config, facts: &Facts) -> String {
     let ip = cfg.provisioning.address.addr;
     let mut s = format!(
         "# {HEADER}
@@ -336,8 +364,8 @@ export OS_ENDPOINT=http://{ip}:{IRONIC_API_PORT}
 export OS_BAREMETAL_API_VERSION=latest
 "
     );
-    match (cfg.ironic.auth, &cfg.ironic.keystone) {
-        (Auth::Keystone, Some(k)) => {
+    match (cfg.ironic.auth, &cfg.ironic.keystone, &facts.api) {
+        (Auth::Keystone, Some(k), _) => {
             let _ = write!(
                 s,
                 "export OS_AUTH_TYPE=password
@@ -346,7 +374,18 @@ export OS_AUTH_URL={}
 export OS_USER_DOMAIN_NAME=Default
 export OS_PROJECT_DOMAIN_NAME=Default
 ",
-                k.auth_url
+                shell_quote(&k.auth_url)
+            );
+        }
+        (Auth::HttpBasic, _, Some((c, _))) => {
+            let _ = write!(
+                s,
+                "export OS_AUTH_TYPE=http_basic
+export OS_USERNAME={}
+export OS_PASSWORD={}
+",
+                shell_quote(&c.username),
+                shell_quote(&c.password)
             );
         }
         _ => s.push_str("export OS_AUTH_TYPE=none\n"),
@@ -364,7 +403,11 @@ interface={iface}
 address={addr}
 dhcp={dhcp}
 database={db}
+auth={auth}
+user={user}
 ",
+        auth = cfg.ironic.auth.name(),
+        user = cfg.ironic.username,
         dhcp = facts.dhcp.key(),
         db = cfg.database.name(),
         port = cfg.image_server.port,
@@ -382,6 +425,13 @@ mod tests {
             interface: "enp0s2".into(),
             db_password: "0123456789abcdef".into(),
             dhcp: Dhcp::Checked { seconds: 5 },
+            api: Some((
+                Credentials {
+                    username: "admin".into(),
+                    password: "pw-0123456789".into(),
+                },
+                "admin:$2b$08$hash\n".into(),
+            )),
         }
     }
 
@@ -394,7 +444,8 @@ mod tests {
         let fs = files(&Config::default(), &facts());
         let conf = &file(&fs, "/etc/ironic/ironic.conf").text;
         for line in [
-            "auth_strategy = noauth",
+            "auth_strategy = http_basic",
+            "http_basic_auth_user_file = /etc/ironic/htpasswd",
             "rpc_transport = none",
             "enabled_hardware_types = ipmi,redfish,manual-management",
             "enabled_management_interfaces = ipmitool,redfish,noop",
@@ -420,7 +471,15 @@ mod tests {
         assert_eq!(file(&fs, "/etc/ironic/ironic.conf").mode, 0o640);
         let rc = &file(&fs, "/home/stack/undercloudrc").text;
         assert!(rc.contains("export OS_ENDPOINT=http://192.168.24.1:6385\n"));
-        assert!(rc.contains("export OS_AUTH_TYPE=none\n"));
+        assert!(rc.contains("export OS_AUTH_TYPE=http_basic\n"));
+        assert!(rc.contains("export OS_USERNAME='admin'\n"));
+        assert!(rc.contains("export OS_PASSWORD='pw-0123456789'\n"));
+        assert_eq!(file(&fs, "/home/stack/undercloudrc").mode, 0o600);
+        let h = file(&fs, "/etc/ironic/htpasswd");
+        assert_eq!((h.text.as_str(), h.mode), ("admin:$2b$08$hash\n", 0o640));
+        assert_eq!(h.owner, Owner::RootIronic);
+        let e = &file(&fs, crate::undercloud::ENDPOINTS_FILE).text;
+        assert!(e.contains("\nauth=http_basic\nuser=admin\n"), "{e}");
         let net = &file(
             &fs,
             "/etc/systemd/network/10-undercloud-provisioning.network",
@@ -548,7 +607,91 @@ mod tests {
         assert!(conf.contains("enabled_vendor_interfaces = redfish,no-vendor\n"));
         let rc = &file(&fs, "/home/stack/undercloudrc").text;
         assert!(
-            rc.contains("OS_AUTH_TYPE=password") && rc.contains("OS_AUTH_URL=https://ks:5000/v3")
+            rc.contains("OS_AUTH_TYPE=password") && rc.contains("OS_AUTH_URL='https://ks:5000/v3'")
         );
+    }
+
+    /// Run `sh -c` with `text` sourced, print what `expr` expands to.
+    fn sh_eval(text: &str, expr: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let rc = dir.path().join("rc");
+        std::fs::write(&rc, text).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(". \"$1\" && printf %s \"{expr}\""))
+            .arg("sh")
+            .arg(&rc)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Nothing the values held ran: no file appeared.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn hostile_values_stay_values_in_the_shell_file() {
+        let pw = "a'b$(touch pwned)`touch x`\\\"; touch y #";
+        let f = Facts {
+            api: Some((
+                Credentials {
+                    username: "admin".into(),
+                    password: pw.into(),
+                },
+                String::new(),
+            )),
+            ..facts()
+        };
+        let fs = files(&Config::default(), &f);
+        let rc = &file(&fs, "/home/stack/undercloudrc").text;
+        assert_eq!(sh_eval(rc, "$OS_PASSWORD"), pw);
+        let cfg = Config::parse(
+            "ironic:\n  auth: keystone\n  keystone: {auth_url: 'https://ks/$(touch${IFS}pwned)', username: u, password: p}\n",
+            "t",
+        )
+        .unwrap();
+        let fs = files(&cfg, &facts());
+        let rc = &file(&fs, "/home/stack/undercloudrc").text;
+        assert_eq!(
+            sh_eval(rc, "$OS_AUTH_URL"),
+            "https://ks/$(touch${IFS}pwned)"
+        );
+    }
+
+    #[test]
+    fn dollars_are_literal_for_oslo_config() {
+        let cfg = Config::parse(
+            "ironic:\n  auth: keystone\n  keystone: {auth_url: 'https://ks/v3', username: u, password: 'p$ss${database.connection}'}\n",
+            "t",
+        )
+        .unwrap();
+        let fs = files(&cfg, &facts());
+        let conf = &file(&fs, "/etc/ironic/ironic.conf").text;
+        assert!(
+            conf.contains("\npassword = p$$ss$${database.connection}\n"),
+            "{conf}"
+        );
+    }
+
+    #[test]
+    fn noauth_has_no_user_file_and_says_so() {
+        let cfg = Config::parse("ironic: {auth: noauth}\n", "t").unwrap();
+        let f = Facts {
+            api: None,
+            ..facts()
+        };
+        let fs = files(&cfg, &f);
+        assert!(fs.iter().all(|f| f.path != "/etc/ironic/htpasswd"));
+        let conf = &file(&fs, "/etc/ironic/ironic.conf").text;
+        assert!(conf.contains("auth_strategy = noauth\n"));
+        let rc = &file(&fs, "/home/stack/undercloudrc").text;
+        assert!(rc.contains("export OS_AUTH_TYPE=none\n"));
+        let e = &file(&fs, crate::undercloud::ENDPOINTS_FILE).text;
+        assert!(e.contains("\nauth=noauth\n"), "{e}");
     }
 }

@@ -146,6 +146,8 @@ pub fn wait_port_free(port: u16) {
 pub struct Api {
     base: String,
     client: reqwest::blocking::Client,
+    /// (user, password) for HTTP basic auth.
+    auth: Option<(String, String)>,
 }
 
 impl Api {
@@ -157,6 +159,15 @@ impl Api {
                 .timeout(Duration::from_secs(120))
                 .build()
                 .unwrap(),
+            auth: None,
+        }
+    }
+
+    /// The same API, called as `user` with `password`.
+    pub fn with_auth(port: u16, user: &str, password: &str) -> Api {
+        Api {
+            auth: Some((user.to_string(), password.to_string())),
+            ..Api::new(port)
         }
     }
 
@@ -170,6 +181,9 @@ impl Api {
             .client
             .request(method, format!("{}{path}", self.base))
             .header("X-OpenStack-Ironic-API-Version", API_VERSION);
+        if let Some((user, pw)) = &self.auth {
+            req = req.basic_auth(user, Some(pw));
+        }
         if let Some(b) = body {
             req = req
                 .header("Content-Type", "application/json")
@@ -295,4 +309,11 @@ pub fn esp_offset(image: &Path) -> (u64, u64) {
         esp["offset"].as_u64().unwrap(),
         esp["bytes"].as_u64().unwrap(),
     )
+}
+
+/// The API password the undercloud made up at its first boot, from the
+/// console line that shows it once.
+pub fn console_password(console: &str) -> Option<String> {
+    let (_, rest) = console.split_once("Ironic API user admin, password ")?;
+    Some(rest.split_whitespace().next()?.to_string())
 }
