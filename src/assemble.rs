@@ -40,15 +40,46 @@ pub struct AssembleReport {
     pub esp_fat: String,
 }
 
+/// A symbolic link in a tree: what it stands for. A link may name
+/// another file of the same tree; one leading out of it would put a host
+/// file (`/etc/shadow`) into the image, and one to a folder may loop.
+fn follow_link(real_base: &Path, p: &Path) -> Result<fs::Metadata> {
+    let target = fs::canonicalize(p)
+        .with_context(|| format!("{}: a symbolic link that leads nowhere", p.display()))?;
+    if !target.starts_with(real_base) {
+        bail!(
+            "{}: a symbolic link out of {} (to {}); only the tree's own files go into an image",
+            p.display(),
+            real_base.display(),
+            target.display()
+        );
+    }
+    let m = fs::metadata(&target).with_context(|| format!("reading {}", target.display()))?;
+    if m.is_dir() {
+        bail!(
+            "{}: a symbolic link to a folder; put the folder itself in the tree",
+            p.display()
+        );
+    }
+    Ok(m)
+}
+
 /// Every regular file under `dir`, as (relative path with '/', host path),
 /// sorted so that the result does not depend on directory order.
 fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     fn inner(base: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
+        let real_base =
+            fs::canonicalize(base).with_context(|| format!("reading {}", base.display()))?;
         let rd = fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
         for e in rd {
             let e = e.with_context(|| format!("reading {}", dir.display()))?;
             let p = e.path();
-            let m = fs::metadata(&p).with_context(|| format!("reading {}", p.display()))?;
+            let m = fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
+            let m = if m.file_type().is_symlink() {
+                follow_link(&real_base, &p)?
+            } else {
+                m
+            };
             if m.is_dir() {
                 inner(base, &p, out)?;
             } else if m.is_file() {
@@ -177,6 +208,28 @@ impl Drop for Temp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_out_of_the_tree_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let tree = t.path().join("tree");
+        fs::create_dir_all(tree.join("sub")).unwrap();
+        fs::write(tree.join("a.txt"), b"a").unwrap();
+        fs::write(t.path().join("secret"), b"host file").unwrap();
+        std::os::unix::fs::symlink("../a.txt", tree.join("sub/inside")).unwrap();
+        let files = walk(&tree).unwrap();
+        assert_eq!(
+            files.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(),
+            ["a.txt", "sub/inside"]
+        );
+        std::os::unix::fs::symlink(t.path().join("secret"), tree.join("out")).unwrap();
+        let err = format!("{:#}", walk(&tree).unwrap_err());
+        assert!(err.contains("a symbolic link out of"), "{err}");
+        fs::remove_file(tree.join("out")).unwrap();
+        std::os::unix::fs::symlink("..", tree.join("sub/loop")).unwrap();
+        let err = format!("{:#}", walk(&tree).unwrap_err());
+        assert!(err.contains("a symbolic link to a folder"), "{err}");
+    }
 
     #[test]
     fn assembles_a_tree_and_cleans_up() {

@@ -94,6 +94,13 @@ pub fn fetch(opts: &FetchOptions, progress: &Progress) -> Result<FetchReport> {
     let (fetched, unpacked) = match &opts.unpack {
         None => (fetch::base::fetch(&fetcher, &plan)?, None),
         Some(dir) => {
+            // The outermost folder this run makes: removed again on failure,
+            // so a failed fetch leaves nothing of ours behind.
+            let made = dir
+                .ancestors()
+                .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+                .last()
+                .map(Path::to_path_buf);
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             // Unpacking over an existing tree would mix two bases.
             if std::fs::read_dir(dir)
@@ -103,8 +110,15 @@ pub fn fetch(opts: &FetchOptions, progress: &Progress) -> Result<FetchReport> {
             {
                 anyhow::bail!("--unpack {}: the folder is not empty", dir.display());
             }
-            let (fetched, unpacked) = fetch_and_unpack(&fetcher, &plan, dir, progress)?;
-            (fetched, Some(unpacked))
+            match fetch_and_unpack(&fetcher, &plan, dir, progress) {
+                Ok((fetched, unpacked)) => (fetched, Some(unpacked)),
+                Err(e) => {
+                    if let Some(m) = made {
+                        let _ = std::fs::remove_dir_all(m);
+                    }
+                    return Err(e);
+                }
+            }
         }
     };
     let fetch_seconds = match unpacked {

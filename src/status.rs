@@ -509,17 +509,30 @@ pub fn collect() -> Result<Report> {
 /// Collect, or with `wait` keep collecting until ready, a unit is dead, or
 /// the time is up. Returns the last report.
 pub fn status(wait: Option<Duration>) -> Result<Report> {
-    let deadline = wait.map(|w| Instant::now() + w);
+    wait_for(wait, collect, Duration::from_secs(5))
+}
+
+/// `status`'s loop over any way of collecting a report.
+fn wait_for(
+    wait: Option<Duration>,
+    mut collect: impl FnMut() -> Result<Report>,
+    pause: Duration,
+) -> Result<Report> {
+    // checked: `--wait 9223372036854775807` is past what an Instant holds;
+    // such a wait is "until ready", not a panic.
+    let deadline = wait.and_then(|w| Instant::now().checked_add(w));
     loop {
         let report = collect()?;
-        let give_up = match deadline {
-            None => true,
-            Some(d) => Instant::now() >= d || report.units.iter().any(UnitState::dead),
+        let dead = report.units.iter().any(UnitState::dead);
+        let give_up = match (wait, deadline) {
+            (None, _) => true,
+            (Some(_), None) => dead,
+            (Some(_), Some(d)) => Instant::now() >= d || dead,
         };
         if report.ready || give_up {
             return Ok(report);
         }
-        std::thread::sleep(Duration::from_secs(5));
+        std::thread::sleep(pause);
     }
 }
 
@@ -672,6 +685,44 @@ Id=nginx.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResu
         );
         e.insert("database".into(), "mariadb".into());
         assert_eq!(units(&e)[1], "mariadb.service");
+    }
+
+    #[test]
+    fn a_wait_too_long_for_the_clock_waits_until_ready() {
+        let mut calls = 0;
+        let r = wait_for(
+            Some(Duration::from_secs(u64::MAX / 2)),
+            || {
+                calls += 1;
+                Ok(Report {
+                    ready: calls == 3,
+                    units: Vec::new(),
+                    endpoints: Vec::new(),
+                    nodes: Vec::new(),
+                    auth: String::new(),
+                })
+            },
+            Duration::from_millis(1),
+        )
+        .unwrap();
+        assert!(r.ready);
+        assert_eq!(calls, 3);
+        // A dead unit ends the wait whatever its length.
+        let r = wait_for(
+            Some(Duration::MAX),
+            || {
+                Ok(Report {
+                    ready: false,
+                    units: parse_systemctl_show(SHOW),
+                    endpoints: Vec::new(),
+                    nodes: Vec::new(),
+                    auth: String::new(),
+                })
+            },
+            Duration::from_millis(1),
+        )
+        .unwrap();
+        assert!(!r.ready);
     }
 
     #[test]

@@ -642,6 +642,43 @@ fn checksum_list_in_sha256sums_format() {
     assert_eq!(server.total_hits(), hits);
 }
 
+/// A list naming one file twice with different digests is refused (which
+/// one would count?), and a digest given beside a list must agree with it.
+#[test]
+fn conflicting_digests_are_refused() {
+    let body = payload(10_000, 7);
+    let hex = sha256_hex(&body);
+    let other = sha256_hex(b"other");
+    let server = Server::start(vec![
+        ("/pub/root.tar.xz", Behaviour::Serve(body.clone())),
+        (
+            "/pub/TWICE",
+            Behaviour::Serve(format!("{hex}  root.tar.xz\n{other}  root.tar.xz\n").into_bytes()),
+        ),
+        (
+            "/pub/SAME-TWICE",
+            Behaviour::Serve(format!("{hex}  root.tar.xz\n{hex} *root.tar.xz\n").into_bytes()),
+        ),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    let src =
+        |list: &str| Source::new(server.url("/pub/root.tar.xz")).checksum_url(server.url(list));
+    let err = fetcher(cache.path()).fetch(&src("/pub/TWICE")).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("2 different SHA-256 entries for root.tar.xz"),
+        "{err:#}"
+    );
+    assert!(blob_files(cache.path()).is_empty());
+    let err = fetcher(cache.path())
+        .fetch(&src("/pub/SAME-TWICE").sha256(other.clone()))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("disagree"), "{err:#}");
+    let path = fetcher(cache.path())
+        .fetch(&src("/pub/SAME-TWICE").sha256(hex.clone()))
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), body);
+}
+
 /// A throwaway signing key made for this test run (never a real one).
 fn test_key(uid: &str) -> (SignedSecretKey, String) {
     let mut params = SecretKeyParamsBuilder::default();
@@ -1360,4 +1397,43 @@ fn fetch_unpack_command_says_it_unpacked_while_downloading() {
         "{stdout}"
     );
     assert_tree(&dir.path().join("root"), 3);
+}
+
+/// A failed `fetch --unpack` takes back the folders it made (and leaves a
+/// folder that was already there).
+#[test]
+fn a_failed_fetch_unpack_leaves_no_folder_behind() {
+    let body = rootfs_tar_xz(3);
+    let server = Server::start(vec![("/rootfs.tar.xz", Behaviour::Serve(body))]);
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = sha256_hex(b"not this");
+    let run = |dest: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_undercloud-live"))
+            .arg("fetch")
+            .arg(server.url("/rootfs.tar.xz"))
+            .args(["--sha256", &wrong, "--cache-dir"])
+            .arg(dir.path().join("cache"))
+            .arg("--unpack")
+            .arg(dest)
+            .output()
+            .unwrap()
+    };
+    let o = run(&dir.path().join("new/root"));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("checksum mismatch"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !dir.path().join("new").exists(),
+        "the folders it made are left"
+    );
+    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    let o = run(&dir.path().join("mine"));
+    assert!(!o.status.success());
+    assert!(
+        dir.path().join("mine").is_dir(),
+        "an existing folder was removed"
+    );
 }

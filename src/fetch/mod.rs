@@ -294,20 +294,43 @@ impl Fetcher {
 
     /// The digest to check against: the explicit one, else the entry for
     /// this file's basename in the checksum list.
+    /// Given both, both must agree: a digest that silently won over a
+    /// signed list would defeat the signature.
     fn expected_digest(&self, src: &Source, location: &Location) -> Result<Option<String>> {
-        if let Some(hex) = &src.sha256 {
-            let hex = hex.trim();
-            if !checksums::is_sha256_hex(hex) {
-                bail!(
-                    "invalid sha256 for {}: {hex:?} is not 64 hex digits",
-                    src.location
-                );
+        let explicit = match &src.sha256 {
+            Some(hex) => {
+                let hex = hex.trim();
+                if !checksums::is_sha256_hex(hex) {
+                    bail!(
+                        "invalid sha256 for {}: {hex:?} is not 64 hex digits",
+                        src.location
+                    );
+                }
+                Some(hex.to_ascii_lowercase())
             }
-            return Ok(Some(hex.to_ascii_lowercase()));
-        }
-        let Some(list_location) = &src.checksum_url else {
-            return Ok(None);
+            None => None,
         };
+        let Some(list_location) = &src.checksum_url else {
+            return Ok(explicit);
+        };
+        let listed = self.listed_digest(src, location, list_location)?;
+        match explicit {
+            Some(hex) if hex != listed => bail!(
+                "the given sha256 {hex} and {list_location}'s entry {listed} disagree for {}",
+                src.location
+            ),
+            _ => Ok(Some(listed)),
+        }
+    }
+
+    /// The entry for this file's basename in the checksum list; two
+    /// different entries for one name are refused (which would count?).
+    fn listed_digest(
+        &self,
+        src: &Source,
+        location: &Location,
+        list_location: &str,
+    ) -> Result<String> {
         let name = location.basename().with_context(|| {
             format!(
                 "{} has no file name to look up in {list_location}",
@@ -316,13 +339,21 @@ impl Fetcher {
         })?;
         let text = self.checksum_list(list_location)?;
         let text = self.checked_list(&text, list_location, src.require_signature)?;
-        parse_checksums(&text)
+        let mut found: Vec<String> = parse_checksums(&text)
             .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, hex)| Some(hex))
-            .with_context(|| {
-                format!("checksum file {list_location} has no SHA-256 entry for {name}")
-            })
+            .filter(|(n, _)| *n == name)
+            .map(|(_, hex)| hex)
+            .collect();
+        found.sort();
+        found.dedup();
+        match found.as_slice() {
+            [] => bail!("checksum file {list_location} has no SHA-256 entry for {name}"),
+            [one] => Ok(one.clone()),
+            _ => bail!(
+                "checksum file {list_location} has {} different SHA-256 entries for {name}",
+                found.len()
+            ),
+        }
     }
 
     /// Text of a checksum list. Remote lists are fetched fresh when online
