@@ -766,6 +766,17 @@ impl Extractor {
             // Archive-wide metadata / a GNU volume label: nothing to create.
             return Ok(None);
         }
+        if kind == EntryType::GNUSparse || has_pax_sparse(entry)? {
+            // GNU's sparse entries (`tar --sparse`) hold a map of holes: the
+            // tar crate writes such files out in full (a 3 KiB archive
+            // became 3 GiB), and their pax form would come out as
+            // `GNUSparseFile.N/...` with the real file missing. Base
+            // archives are never made this way; refuse rather than guess.
+            return Err(refuse(
+                &shown,
+                "a sparse file (tar --sparse) is not supported: make the archive without --sparse",
+            ));
+        }
         let path = entry
             .path()
             .map_err(|e| refuse(&shown, format!("unreadable path: {e}")))?;
@@ -1337,6 +1348,21 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
         mtime,
         xattrs,
     })
+}
+
+/// Whether a pax header describes a GNU sparse file (`GNU.sparse.*` keys,
+/// in each of its formats 0.0, 0.1 and 1.0).
+fn has_pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<bool> {
+    let Some(exts) = entry.pax_extensions().context("pax header")? else {
+        return Ok(false);
+    };
+    for ext in exts {
+        let ext = ext.context("pax header")?;
+        if ext.key_bytes().starts_with(b"GNU.sparse.") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
