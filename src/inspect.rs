@@ -326,7 +326,7 @@ fn not_a_disk(path: &Path, bytes: u64) -> Inspection {
 }
 
 pub fn inspect(path: &Path) -> Result<Inspection> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = crate::io::open_image(path, "image")?;
     let bytes = file
         .seek_end()
         .with_context(|| format!("sizing {}", path.display()))?;
@@ -362,7 +362,9 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     if let Ok(disk) = gpt::GptConfig::new()
         .writable(false)
         .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-        .open(path)
+        // The handle already checked to be a file or a block device, not a
+        // second open of the path (which could be swapped in between).
+        .open_from_device(file.try_clone().context("duplicating the image handle")?)
     {
         disk_guid = Some(disk.guid().to_string());
         for (n, p) in disk.partitions() {

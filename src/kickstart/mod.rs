@@ -233,6 +233,12 @@ const SKIPPED_SECTIONS: &[&str] = &[
 
 const MAX_INCLUDE_DEPTH: usize = 16;
 
+/// Largest kickstart file (each include counted on its own). Kickstarts are
+/// hand-written text, %post scripts included; Fedora's biggest flattened
+/// spins are a few hundred KiB, so 4 MiB leaves room without letting a
+/// mistaken `%include` of a disk image or `/dev/zero` eat memory.
+const MAX_KICKSTART_BYTES: u64 = 4 * crate::io::MIB;
+
 /// Parse `file` and everything it includes.
 pub fn parse_file(file: &Path) -> Result<Kickstart> {
     let mut ks = Kickstart {
@@ -270,10 +276,11 @@ enum Section {
 
 impl Parser<'_> {
     fn file(&mut self, file: &Path, from: Option<&Loc>, stack: &mut Vec<PathBuf>) -> Result<()> {
-        let text = std::fs::read_to_string(file).with_context(|| match from {
-            Some(l) => format!("{l}: %include {}", file.display()),
-            None => format!("reading kickstart {}", file.display()),
-        })?;
+        let text = crate::io::read_text_bounded(file, MAX_KICKSTART_BYTES, "kickstart")
+            .with_context(|| match from {
+                Some(l) => format!("{l}: %include {}", file.display()),
+                None => format!("reading kickstart {}", file.display()),
+            })?;
         let canon = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
         if stack.contains(&canon) {
             bail!(

@@ -360,3 +360,24 @@ fn words_quotes_comments_and_continuations() {
     let (loc, _) = ks.timezone.unwrap();
     assert_eq!(loc.to_string(), "/x/inline.ks:4");
 }
+
+#[test]
+fn special_files_are_refused_as_kickstarts_and_includes() {
+    let t = tempfile::tempdir().unwrap();
+    let fifo = t.path().join("pipe.ks");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for (target, is) in [
+        (fifo.as_path(), "a FIFO"),
+        (Path::new("/dev/zero"), "a character device"),
+        (t.path(), "a directory"),
+    ] {
+        // As the kickstart itself (build --kickstart PATH) ...
+        let e = format!("{:#}", parse_file(target).unwrap_err());
+        assert!(e.contains(is) && !e.contains('\n'), "{e}");
+        // ... and as an %include.
+        let f = t.path().join("a.ks");
+        fs::write(&f, format!("%include {}\n", target.display())).unwrap();
+        let e = format!("{:#}", parse_file(&f).unwrap_err());
+        assert!(e.contains("a.ks:1") && e.contains(is), "{e}");
+    }
+}
