@@ -106,6 +106,17 @@ pub fn read_text_bounded(path: &Path, limit: u64, what: &str) -> Result<String> 
         .map_err(|_| anyhow::anyhow!("{what} {} is not UTF-8 text", path.display()))
 }
 
+/// Like [`read_text_bounded`], but `None` when nothing is at `path` (an
+/// optional file such as an element's `element-deps`).
+pub fn read_text_bounded_opt(path: &Path, limit: u64, what: &str) -> Result<Option<String>> {
+    // metadata follows symbolic links, as opening does: a dangling link is
+    // absent too.
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => read_text_bounded(path, limit, what).map(Some),
+    }
+}
+
 fn human(bytes: u64) -> String {
     if bytes >= MIB && bytes % MIB == 0 {
         format!("{} MiB", bytes / MIB)
@@ -152,5 +163,11 @@ mod tests {
             read_text_bounded(&p, 1024, "kickstart").unwrap_err()
         );
         assert!(e.contains("1 KiB limit"), "{e}");
+        assert!(read_text_bounded_opt(&t.path().join("none"), 1, "x")
+            .unwrap()
+            .is_none());
+        let fifo = t.path().join("pipe");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(read_text_bounded_opt(&fifo, MIB, "x").is_err());
     }
 }

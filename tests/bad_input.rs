@@ -347,3 +347,13 @@ fn special_files_are_refused() {
         }
     }
 }
+
+/// A spec larger than any real one (1 MiB) is refused before parsing.
+#[test]
+fn oversized_spec() {
+    let padding = "# padding padding padding padding padding padding padding\n";
+    let spec = format!("{SPEC}{}", padding.repeat((1 << 20) / padding.len() + 1));
+    let c = case("oversized-spec", &spec);
+    let o = build(&c, &[]);
+    assert_clean_failure(&c, &o, "1 MiB limit");
+}

@@ -17,7 +17,6 @@ pub mod run;
 pub mod tree;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -105,17 +104,22 @@ pub fn find(name: &str, path: &[PathBuf]) -> Option<PathBuf> {
     path.iter().map(|p| p.join(name)).find(|d| d.is_dir())
 }
 
+/// Largest element metadata file (element-deps, element-provides, pkg-map,
+/// package-installs): these list names, a few KiB at most; 1 MiB is far
+/// beyond any real element and keeps a stray big file from eating memory.
+pub(crate) const MAX_ELEMENT_FILE: u64 = crate::io::MIB;
+
 fn read_list(file: &Path) -> Result<Vec<String>> {
-    match fs::read_to_string(file) {
-        Ok(text) => Ok(text
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim())
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
-    }
+    let Some(text) = crate::io::read_text_bounded_opt(file, MAX_ELEMENT_FILE, "element file")?
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 fn chain_text(chain: &[String]) -> String {
@@ -327,6 +331,7 @@ fn check_cycles(set: &ElementSet) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn mk(root: &Path, name: &str, deps: &[&str]) {
         let d = root.join(name);
@@ -467,5 +472,24 @@ mod tests {
             e.contains("cycle: a -> b -> c -> a") && e.contains("reached by top -> a"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn oversized_element_deps_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        mk(t.path(), "big", &[]);
+        // Comment lines only: were it read, it would name no dependency.
+        let line = "# padding padding padding padding padding padding padding\n";
+        let text = line.repeat((MAX_ELEMENT_FILE as usize / line.len()) + 1);
+        fs::write(t.path().join("big/element-deps"), text).unwrap();
+        let e = format!(
+            "{:#}",
+            Element::load("big", &t.path().join("big"), Vec::new()).unwrap_err()
+        );
+        assert!(
+            e.contains("1 MiB limit") && e.contains("element-deps"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
     }
 }

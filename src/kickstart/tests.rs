@@ -381,3 +381,16 @@ fn special_files_are_refused_as_kickstarts_and_includes() {
         assert!(e.contains("a.ks:1") && e.contains(is), "{e}");
     }
 }
+
+#[test]
+fn oversized_include_is_refused_naming_the_limit() {
+    let t = tempfile::tempdir().unwrap();
+    let big = t.path().join("big.ks");
+    let line = "# a comment line that pads this kickstart out to its limit\n";
+    let text = line.repeat((MAX_KICKSTART_BYTES as usize / line.len()) + 1);
+    fs::write(&big, text).unwrap();
+    let f = t.path().join("a.ks");
+    fs::write(&f, "%include big.ks\n").unwrap();
+    let e = format!("{:#}", parse_file(&f).unwrap_err());
+    assert!(e.contains("a.ks:1") && e.contains("4 MiB limit"), "{e}");
+}
