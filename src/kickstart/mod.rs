@@ -367,7 +367,10 @@ impl Parser<'_> {
                         continue;
                     }
                     if first.starts_with('%') {
-                        bail!("{loc}: {first} inside %packages (close it with %end first)");
+                        bail!(
+                            "{loc}: {} inside %packages (close it with %end first)",
+                            keyword(first)
+                        );
                     }
                     for w in &words {
                         self.package_item(&loc, w)?;
@@ -392,10 +395,10 @@ impl Parser<'_> {
                             start: loc.clone(),
                         };
                     } else if first.starts_with('%') {
-                        bail!("{loc}: unknown section {first}");
+                        bail!("{loc}: unknown section {}", keyword(first));
                     } else {
                         self.command(&loc, &words)
-                            .with_context(|| format!("{loc}: {first}"))?;
+                            .with_context(|| format!("{loc}: {}", keyword(first)))?;
                     }
                 }
                 Section::Post(_) | Section::Skipped { .. } => unreachable!(),
@@ -428,7 +431,7 @@ impl Parser<'_> {
                 | "--ignorebroken" | "--resolvedeps" | "--nobase" => {
                     self.warn(loc, format!("%packages {name} has no effect here"))
                 }
-                other => bail!("{loc}: %packages: unknown option {other}"),
+                other => bail!("{loc}: %packages: unknown option {}", keyword(other)),
             }
         }
         Ok(())
@@ -488,7 +491,7 @@ impl Parser<'_> {
                 "--erroronfail" => post.erroronfail = true,
                 "--interpreter" => post.interpreter = Some(value()?),
                 "--log" | "--logfile" => post.log = Some(value()?),
-                other => bail!("{loc}: %post: unknown option {other}"),
+                other => bail!("{loc}: %post: unknown option {}", keyword(other)),
             }
         }
         Ok(post)
@@ -728,9 +731,38 @@ impl Parser<'_> {
                     format!("{c} ignored: it means nothing for a live image"),
                 );
             }
-            other => bail!("unknown kickstart command {other:?}"),
+            other => bail!("unknown kickstart command {}", quoted_keyword(other)),
         }
         Ok(())
+    }
+}
+
+/// A word of a line for an error message: quoted when it looks like a
+/// kickstart keyword, else withheld. `%include` can name any file (say
+/// /etc/shadow, whose lines are one word each); its content must not reach
+/// a terminal or a CI log through an "unknown command" error, and file:line
+/// already says where to look.
+fn keyword(w: &str) -> String {
+    let plain = w.strip_prefix("--").or(w.strip_prefix('%')).unwrap_or(w);
+    if !plain.is_empty()
+        && w.len() <= 24
+        && plain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        w.to_string()
+    } else {
+        "(text not shown: not a kickstart keyword)".to_string()
+    }
+}
+
+/// [`keyword`] in quotes when shown.
+fn quoted_keyword(w: &str) -> String {
+    let k = keyword(w);
+    if k == w {
+        format!("{w:?}")
+    } else {
+        k
     }
 }
 

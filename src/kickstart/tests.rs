@@ -394,3 +394,28 @@ fn oversized_include_is_refused_naming_the_limit() {
     let e = format!("{:#}", parse_file(&f).unwrap_err());
     assert!(e.contains("a.ks:1") && e.contains("4 MiB limit"), "{e}");
 }
+
+/// `%include` of a file that is not a kickstart (a shadow file) names
+/// file:line but never quotes the file's content.
+#[test]
+fn errors_do_not_echo_included_content() {
+    let t = tempfile::tempdir().unwrap();
+    let shadow = t.path().join("shadow");
+    let f = t.path().join("a.ks");
+    for line in [
+        "root:$y$j9T$secrethash:19000:0:99999:7:::",
+        "Secrethash",
+        "%packages --Secrethash=1",
+        "%post --Secrethash",
+    ] {
+        fs::write(&shadow, format!("{line}\n")).unwrap();
+        fs::write(&f, "lang en_US.UTF-8\n%include shadow\n").unwrap();
+        let e = format!("{:#}", parse_file(&f).unwrap_err());
+        assert!(e.contains("shadow:1"), "{line}: {e}");
+        assert!(!e.to_lowercase().contains("secrethash"), "{line}: {e}");
+    }
+    // Keyword-like words are still named.
+    fs::write(&f, "bogus\n").unwrap();
+    let e = format!("{:#}", parse_file(&f).unwrap_err());
+    assert!(e.contains("unknown kickstart command \"bogus\""), "{e}");
+}
