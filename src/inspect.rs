@@ -359,13 +359,20 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
 
     let mut partitions = Vec::new();
     let mut disk_guid = None;
-    if let Ok(disk) = gpt::GptConfig::new()
-        .writable(false)
-        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-        // The handle already checked to be a file or a block device, not a
-        // second open of the path (which could be swapped in between).
-        .open_from_device(file.try_clone().context("duplicating the image handle")?)
-    {
+    let has_gpt = crate::image::gpt::check_headers(&file, bytes)
+        .with_context(|| format!("{}", path.display()))?;
+    let disk = if has_gpt {
+        gpt::GptConfig::new()
+            .writable(false)
+            .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+            // The handle already checked to be a file or a block device, not
+            // a second open of the path (which could be swapped in between).
+            .open_from_device(file.try_clone().context("duplicating the image handle")?)
+            .ok()
+    } else {
+        None
+    };
+    if let Some(disk) = disk {
         disk_guid = Some(disk.guid().to_string());
         for (n, p) in disk.partitions() {
             let guid = p.part_type_guid.guid.to_string().to_ascii_uppercase();
@@ -682,13 +689,12 @@ mod tests {
         assert!(inspect(&p).is_err());
     }
 
-    /// A plain disk (the `disk` output's layout): BIOS boot, ESP, ext4
-    /// root; no ISO9660 volume, no El Torito.
-    #[test]
-    fn gpt_disk_without_iso9660() {
+    /// A plain disk (the `disk` output's layout) in `dir`: BIOS boot, an
+    /// ESP (FAT with EFI/BOOT/BOOTX64.EFI) at 2 MiB, ext4 root; no ISO9660
+    /// volume, no El Torito.
+    fn gpt_disk(dir: &Path) -> std::path::PathBuf {
         use crate::image::gpt::{protective_mbr, write_gpt, PartitionSpec};
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("disk.raw");
+        let p = dir.join("disk.raw");
         let mib = 1u64 << 20;
         let mut f = std::fs::OpenOptions::new()
             .read(true)
@@ -712,7 +718,7 @@ mod tests {
         let mbr = protective_mbr(64 * mib, None, [1, 2, 3, 4]).unwrap();
         write_gpt(&mut f, &p, uuid::Uuid::nil(), &parts, &mbr).unwrap();
         // The ESP: a FAT with one file.
-        let esp = t.path().join("esp.img");
+        let esp = dir.join("esp.img");
         {
             let mut e = std::fs::OpenOptions::new()
                 .read(true)
@@ -742,6 +748,13 @@ mod tests {
         f.write_all_at(&0xEF53u16.to_le_bytes(), sb + 0x38).unwrap();
         f.write_all_at(b"root", sb + 0x78).unwrap();
         drop(f);
+        p
+    }
+
+    #[test]
+    fn gpt_disk_without_iso9660() {
+        let t = tempfile::tempdir().unwrap();
+        let p = gpt_disk(t.path());
 
         let i = inspect(&p).unwrap();
         assert!(i.volume.is_none() && i.el_torito.is_empty() && i.media_checksum.is_none());
@@ -772,5 +785,58 @@ mod tests {
             !text.contains("ramdisk") && !text.contains("qcow2"),
             "{text}"
         );
+    }
+
+    /// CRC-32 (IEEE) as GPT headers carry it, so a patched header still
+    /// passes the gpt crate's own check and reaches its parser.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    /// Sets the u32 at `field` of the primary GPT header and fixes its CRC.
+    fn patch_gpt_header(p: &Path, field: u64, value: u32) {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p)
+            .unwrap();
+        f.write_all_at(&value.to_le_bytes(), LBA + field).unwrap();
+        let mut h = [0u8; 92];
+        f.read_exact_at(&mut h, LBA).unwrap();
+        h[16..20].fill(0);
+        f.write_all_at(&crc32(&h).to_le_bytes(), LBA + 16).unwrap();
+    }
+
+    /// Hostile GPT headers get a one-line error, not a panic in the gpt
+    /// crate (it asserts an entry size of 128).
+    #[test]
+    fn hostile_gpt_headers_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        for (field, value, says) in [
+            (84, 64, "partition entry size 64"),
+            (84, 0, "partition entry size 0"),
+            (80, 1 << 30, "1073741824 partition entries"),
+            (12, 4096, "header size 4096"),
+            (72, 1 << 30, "past the end"),
+        ] {
+            let p = gpt_disk(t.path());
+            patch_gpt_header(&p, field, value);
+            let e = format!("{:#}", inspect(&p).unwrap_err());
+            assert!(e.contains(says) && !e.contains('\n'), "{e}");
+            assert!(crate::medium::Medium::open(&p).is_err());
+            std::fs::remove_file(&p).unwrap();
+            std::fs::remove_file(t.path().join("esp.img")).unwrap();
+        }
     }
 }
