@@ -11,7 +11,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::fs::cpio;
@@ -178,8 +178,166 @@ impl Seek for Window {
     }
 }
 
-/// The FAT at `offset`, opened read-only in place.
+/// Reads `len` bytes at `at` of the FAT volume at `base`.
+fn read_fat_bytes(file: &File, base: u64, at: u64, len: u64) -> Result<Vec<u8>> {
+    let mut b = vec![0u8; len as usize];
+    file.read_exact_at(&mut b, base + at)
+        .context("reading the ESP's FAT")?;
+    Ok(b)
+}
+
+/// Walks the FAT volume at `offset` the way fatfs will, refusing what would
+/// make fatfs loop: a directory reached twice (a subdirectory entry pointing
+/// back at an ancestor, or at the root through cluster 0), a cluster chain
+/// that loops or leaves the volume, two chains sharing a cluster. fatfs
+/// checks none of these; a loop made `inspect` run forever and `medium cat`
+/// read gigabytes. Every cluster is claimed once, so the walk is linear in
+/// the volume's size.
+fn check_fat(file: &File, offset: u64, len: u64) -> Result<()> {
+    if len < 512 {
+        bail!("the ESP is smaller than a boot sector");
+    }
+    let bs = read_fat_bytes(file, offset, 0, 512)?;
+    let le16 = |b: &[u8], at: usize| u64::from(u16::from_le_bytes([b[at], b[at + 1]]));
+    let le32 = |b: &[u8], at: usize| {
+        u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
+    };
+    let sector = le16(&bs, 11);
+    let per_cluster = u64::from(bs[13]);
+    let (reserved, fats, root_entries) = (le16(&bs, 14), u64::from(bs[16]), le16(&bs, 17));
+    let total = match le16(&bs, 19) {
+        0 => le32(&bs, 32),
+        n => n,
+    };
+    let fat_sectors = match le16(&bs, 22) {
+        0 => le32(&bs, 36),
+        n => n,
+    };
+    if ![512, 1024, 2048, 4096].contains(&sector)
+        || !per_cluster.is_power_of_two()
+        || reserved == 0
+        || fats == 0
+        || fat_sectors == 0
+        || total.saturating_mul(sector) > len
+    {
+        bail!("the ESP's boot sector does not describe a FAT volume that fits it");
+    }
+    let root_sectors = (root_entries * 32).div_ceil(sector);
+    let data_sector = reserved + fats * fat_sectors + root_sectors;
+    if data_sector >= total {
+        bail!("the ESP's boot sector does not describe a FAT volume that fits it");
+    }
+    // As fatfs decides the FAT type: by the number of clusters.
+    let clusters = (total - data_sector) / per_cluster;
+    let bits = match clusters {
+        0..4085 => 12,
+        4085..65525 => 16,
+        _ => 32,
+    };
+    let fat = read_fat_bytes(
+        file,
+        offset,
+        reserved * sector,
+        (fat_sectors * sector).min(((clusters + 2) * bits).div_ceil(8) + 1),
+    )?;
+    let cluster_bytes = per_cluster * sector;
+    let data = data_sector * sector;
+    let end = clusters + 2;
+    // The next cluster after `n` as fatfs reads it (None: end, free, bad).
+    let next = |n: u64| -> Result<Option<u64>> {
+        let at = (n * bits / 8) as usize;
+        let raw = match bits {
+            12 if at + 1 < fat.len() => {
+                let pair = le16(&fat, at);
+                if n % 2 == 1 {
+                    pair >> 4
+                } else {
+                    pair & 0xFFF
+                }
+            }
+            16 if at + 1 < fat.len() => le16(&fat, at),
+            32 if at + 3 < fat.len() => le32(&fat, at) & 0x0FFF_FFFF,
+            _ => bail!("the ESP's FAT is shorter than its cluster count"),
+        };
+        let bad = match bits {
+            12 => 0xFF7,
+            16 => 0xFFF7,
+            _ => 0x0FFF_FFF7,
+        };
+        Ok(match raw {
+            0 => None,
+            r if r >= bad => None,
+            r if r < 2 || r >= end => {
+                bail!("a cluster chain of the ESP leaves the volume (cluster {r})")
+            }
+            r => Some(r),
+        })
+    };
+    let mut claimed = vec![false; end as usize];
+    // Claims the chain from `first`; its clusters, in order.
+    let mut chain = |first: u64| -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        let mut at = Some(first);
+        while let Some(c) = at {
+            if c < 2 || c >= end {
+                bail!("a file or folder of the ESP starts outside the volume (cluster {c})");
+            }
+            if std::mem::replace(&mut claimed[c as usize], true) {
+                bail!("the ESP's folders or cluster chains loop (cluster {c} is reached twice)");
+            }
+            out.push(c);
+            at = next(c)?;
+        }
+        Ok(out)
+    };
+    let root_ranges: Vec<(u64, u64)> = if bits == 32 {
+        chain(le32(&bs, 44))?
+            .into_iter()
+            .map(|c| (data + (c - 2) * cluster_bytes, cluster_bytes))
+            .collect()
+    } else {
+        vec![(
+            (reserved + fats * fat_sectors) * sector,
+            root_sectors * sector,
+        )]
+    };
+    let mut dirs = vec![root_ranges];
+    while let Some(ranges) = dirs.pop() {
+        'dir: for (at, n) in ranges {
+            let bytes = read_fat_bytes(file, offset, at, n)?;
+            for e in bytes.chunks_exact(32) {
+                let attr = e[11];
+                match e[0] {
+                    0 => break 'dir,
+                    0xE5 => continue,
+                    _ if attr == 0x0F || attr & 0x08 != 0 => continue,
+                    _ if &e[..11] == b".          " || &e[..11] == b"..         " => continue,
+                    _ => {}
+                }
+                let hi = if bits == 32 { le16(e, 20) } else { 0 };
+                let first = (hi << 16) | le16(e, 26);
+                if attr & 0x10 != 0 {
+                    if first == 0 {
+                        // fatfs opens cluster 0 as the root: a loop.
+                        bail!("a folder of the ESP points back at the root");
+                    }
+                    let sub = chain(first)?
+                        .into_iter()
+                        .map(|c| (data + (c - 2) * cluster_bytes, cluster_bytes))
+                        .collect();
+                    dirs.push(sub);
+                } else if first != 0 {
+                    chain(first)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The FAT at `offset`, opened read-only in place (after [`check_fat`]).
 fn open_fat(file: &File, offset: u64, len: u64) -> Result<fatfs::FileSystem<Window>> {
+    check_fat(file, offset, len)?;
     let w = Window {
         file: file.try_clone().context("duplicating the image handle")?,
         start: offset,
@@ -196,10 +354,13 @@ fn list_fat(file: &File, offset: u64, len: u64) -> Result<Vec<EspFile>> {
     while let Some((prefix, dir)) = stack.pop() {
         for e in dir.iter() {
             let e = e.context("reading an ESP directory")?;
-            let name = e.file_name();
-            if name == "." || name == ".." {
+            // By short name, as check_fat skips them: a long name could
+            // dress up a ".." entry (pointing at the parent) as a folder.
+            let short = e.short_file_name_as_bytes();
+            if short == b"." || short == b".." {
                 continue;
             }
+            let name = e.file_name();
             let path = format!("{prefix}{name}");
             if e.is_dir() {
                 stack.push((format!("{path}/"), e.to_dir()));
@@ -220,13 +381,16 @@ fn list_fat(file: &File, offset: u64, len: u64) -> Result<Vec<EspFile>> {
 pub fn read_fat_file(file: &File, offset: u64, len: u64, path: &str) -> Result<Option<Vec<u8>>> {
     let fs = open_fat(file, offset, len)?;
     let rel = path.trim_start_matches('/');
-    let mut f = match fs.root_dir().open_file(rel) {
+    let f = match fs.root_dir().open_file(rel) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("opening {rel} on the ESP")),
     };
     let mut out = Vec::new();
-    f.read_to_end(&mut out)
+    // No file is larger than the partition holding it, whatever its
+    // directory entry says.
+    f.take(len)
+        .read_to_end(&mut out)
         .with_context(|| format!("reading {rel} from the ESP"))?;
     Ok(Some(out))
 }
@@ -326,7 +490,7 @@ fn not_a_disk(path: &Path, bytes: u64) -> Inspection {
 }
 
 pub fn inspect(path: &Path) -> Result<Inspection> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = crate::io::open_image(path, "image")?;
     let bytes = file
         .seek_end()
         .with_context(|| format!("sizing {}", path.display()))?;
@@ -359,11 +523,20 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
 
     let mut partitions = Vec::new();
     let mut disk_guid = None;
-    if let Ok(disk) = gpt::GptConfig::new()
-        .writable(false)
-        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-        .open(path)
-    {
+    let has_gpt = crate::image::gpt::check_headers(&file, bytes)
+        .with_context(|| format!("{}", path.display()))?;
+    let disk = if has_gpt {
+        gpt::GptConfig::new()
+            .writable(false)
+            .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+            // The handle already checked to be a file or a block device, not
+            // a second open of the path (which could be swapped in between).
+            .open_from_device(file.try_clone().context("duplicating the image handle")?)
+            .ok()
+    } else {
+        None
+    };
+    if let Some(disk) = disk {
         disk_guid = Some(disk.guid().to_string());
         for (n, p) in disk.partitions() {
             let guid = p.part_type_guid.guid.to_string().to_ascii_uppercase();
@@ -680,13 +853,12 @@ mod tests {
         assert!(inspect(&p).is_err());
     }
 
-    /// A plain disk (the `disk` output's layout): BIOS boot, ESP, ext4
-    /// root; no ISO9660 volume, no El Torito.
-    #[test]
-    fn gpt_disk_without_iso9660() {
+    /// A plain disk (the `disk` output's layout) in `dir`: BIOS boot, an
+    /// ESP (FAT with EFI/BOOT/BOOTX64.EFI) at 2 MiB, ext4 root; no ISO9660
+    /// volume, no El Torito.
+    fn gpt_disk(dir: &Path) -> std::path::PathBuf {
         use crate::image::gpt::{protective_mbr, write_gpt, PartitionSpec};
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("disk.raw");
+        let p = dir.join("disk.raw");
         let mib = 1u64 << 20;
         let mut f = std::fs::OpenOptions::new()
             .read(true)
@@ -710,7 +882,7 @@ mod tests {
         let mbr = protective_mbr(64 * mib, None, [1, 2, 3, 4]).unwrap();
         write_gpt(&mut f, &p, uuid::Uuid::nil(), &parts, &mbr).unwrap();
         // The ESP: a FAT with one file.
-        let esp = t.path().join("esp.img");
+        let esp = dir.join("esp.img");
         {
             let mut e = std::fs::OpenOptions::new()
                 .read(true)
@@ -740,6 +912,13 @@ mod tests {
         f.write_all_at(&0xEF53u16.to_le_bytes(), sb + 0x38).unwrap();
         f.write_all_at(b"root", sb + 0x78).unwrap();
         drop(f);
+        p
+    }
+
+    #[test]
+    fn gpt_disk_without_iso9660() {
+        let t = tempfile::tempdir().unwrap();
+        let p = gpt_disk(t.path());
 
         let i = inspect(&p).unwrap();
         assert!(i.volume.is_none() && i.el_torito.is_empty() && i.media_checksum.is_none());
@@ -770,5 +949,190 @@ mod tests {
             !text.contains("ramdisk") && !text.contains("qcow2"),
             "{text}"
         );
+    }
+
+    /// CRC-32 (IEEE) as GPT headers carry it, so a patched header still
+    /// passes the gpt crate's own check and reaches its parser.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    /// Sets the u32 at `field` of the primary GPT header and fixes its CRC.
+    fn patch_gpt_header(p: &Path, field: u64, value: u32) {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p)
+            .unwrap();
+        f.write_all_at(&value.to_le_bytes(), LBA + field).unwrap();
+        let mut h = [0u8; 92];
+        f.read_exact_at(&mut h, LBA).unwrap();
+        h[16..20].fill(0);
+        f.write_all_at(&crc32(&h).to_le_bytes(), LBA + 16).unwrap();
+    }
+
+    /// Hostile GPT headers get a one-line error, not a panic in the gpt
+    /// crate (it asserts an entry size of 128).
+    #[test]
+    fn hostile_gpt_headers_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        for (field, value, says) in [
+            (84, 64, "partition entry size 64"),
+            (84, 0, "partition entry size 0"),
+            (80, 1 << 30, "1073741824 partition entries"),
+            (12, 4096, "header size 4096"),
+            (72, 1 << 30, "past the end"),
+        ] {
+            let p = gpt_disk(t.path());
+            patch_gpt_header(&p, field, value);
+            let e = format!("{:#}", inspect(&p).unwrap_err());
+            assert!(e.contains(says) && !e.contains('\n'), "{e}");
+            assert!(crate::medium::Medium::open(&p).is_err());
+            std::fs::remove_file(&p).unwrap();
+            std::fs::remove_file(t.path().join("esp.img")).unwrap();
+        }
+    }
+
+    /// Runs `f` on another thread, failing (not hanging) the test if it
+    /// has not finished within 30 s.
+    fn within_30s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .expect("still running after 30 s: a loop")
+    }
+
+    /// The ESP of `gpt_disk` (at 2 MiB): the absolute offset of the
+    /// directory entry named `name` (8.3, space padded) inside the
+    /// directory at `dir` (None: the root), and the data cluster geometry.
+    struct Fat {
+        base: u64,
+        root: u64,
+        data: u64,
+        cluster: u64,
+        fat: u64,
+    }
+
+    fn fat_of(f: &File) -> Fat {
+        let base = 2u64 << 20;
+        let mut bs = [0u8; 512];
+        f.read_exact_at(&mut bs, base).unwrap();
+        let le16 = |at: usize| u64::from(u16::from_le_bytes([bs[at], bs[at + 1]]));
+        let sector = le16(11);
+        let fat_sectors = le16(22);
+        assert!(fat_sectors != 0, "the test ESP is FAT12/16");
+        let fat = base + le16(14) * sector;
+        let root = fat + u64::from(bs[16]) * fat_sectors * sector;
+        let data = root + (le16(17) * 32).div_ceil(sector) * sector;
+        Fat {
+            base,
+            root,
+            data,
+            cluster: u64::from(bs[13]) * sector,
+            fat,
+        }
+    }
+
+    impl Fat {
+        fn cluster_at(&self, c: u64) -> u64 {
+            self.data + (c - 2) * self.cluster
+        }
+
+        /// Offset of the entry named `name` in the directory at `dir`.
+        fn entry(&self, f: &File, dir: u64, name: &[u8; 11]) -> u64 {
+            let mut b = vec![0u8; 512];
+            f.read_exact_at(&mut b, dir).unwrap();
+            let i = b
+                .chunks_exact(32)
+                .position(|e| &e[..11] == name)
+                .expect("entry in the test ESP");
+            dir + i as u64 * 32
+        }
+
+        fn first_cluster(&self, f: &File, entry: u64) -> u64 {
+            let mut b = [0u8; 2];
+            f.read_exact_at(&mut b, entry + 26).unwrap();
+            u64::from(u16::from_le_bytes(b))
+        }
+    }
+
+    fn open_rw(p: &Path) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p)
+            .unwrap()
+    }
+
+    /// A subfolder pointing back at its parent, or at the root (cluster
+    /// 0), made inspect walk forever; now a one-line error.
+    #[test]
+    fn fat_directory_cycles_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        for target in ["parent", "root"] {
+            let p = gpt_disk(t.path());
+            let f = open_rw(&p);
+            let fat = fat_of(&f);
+            let efi = fat.entry(&f, fat.root, b"EFI        ");
+            let efi_cluster = fat.first_cluster(&f, efi);
+            let boot = fat.entry(&f, fat.cluster_at(efi_cluster), b"BOOT       ");
+            let to = if target == "parent" { efi_cluster } else { 0 };
+            f.write_all_at(&(to as u16).to_le_bytes(), boot + 26)
+                .unwrap();
+            drop(f);
+            let e = within_30s(move || format!("{:#}", inspect(&p).unwrap_err()));
+            assert!(e.contains("ESP") && !e.contains('\n'), "{target}: {e}");
+            std::fs::remove_file(t.path().join("disk.raw")).unwrap();
+            std::fs::remove_file(t.path().join("esp.img")).unwrap();
+        }
+    }
+
+    /// A file whose cluster chain loops and whose size says 4 GiB made
+    /// `medium cat` read gigabytes; now a one-line error.
+    #[test]
+    fn fat_file_chain_loops_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let p = gpt_disk(t.path());
+        let f = open_rw(&p);
+        let fat = fat_of(&f);
+        let efi = fat.entry(&f, fat.root, b"EFI        ");
+        let boot = fat.entry(
+            &f,
+            fat.cluster_at(fat.first_cluster(&f, efi)),
+            b"BOOT       ",
+        );
+        let file = fat.entry(
+            &f,
+            fat.cluster_at(fat.first_cluster(&f, boot)),
+            b"BOOTX64 EFI",
+        );
+        let c = fat.first_cluster(&f, file);
+        f.write_all_at(&u32::MAX.to_le_bytes(), file + 28).unwrap();
+        // FAT16: the file's one cluster now continues with itself.
+        f.write_all_at(&(c as u16).to_le_bytes(), fat.fat + 2 * c)
+            .unwrap();
+        drop(f);
+        let f = File::open(&p).unwrap();
+        let (base, len) = (fat.base, 32u64 << 20);
+        let e = within_30s(move || {
+            format!(
+                "{:#}",
+                read_fat_file(&f, base, len, "EFI/BOOT/BOOTX64.EFI").unwrap_err()
+            )
+        });
+        assert!(e.contains("loop") && !e.contains('\n'), "{e}");
     }
 }

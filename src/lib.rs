@@ -14,6 +14,7 @@ pub mod image;
 pub mod inspect;
 pub mod install;
 pub mod interrupt;
+pub mod io;
 pub mod kickstart;
 pub mod medium;
 pub mod prefetch;

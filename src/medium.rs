@@ -8,7 +8,7 @@
 //! (/dev/sda), a virtio disk and a CD (/dev/sr0, where Linux sees no
 //! partitions but the bytes, GPT included, are the same).
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -94,8 +94,7 @@ impl Medium {
     /// A file of the ESP (`undercloud.yaml`, `EFI/BOOT/grub.cfg`), or
     /// `None` when the ESP has no such file.
     pub fn read_esp_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        let file =
-            File::open(&self.disk).with_context(|| format!("opening {}", self.disk.display()))?;
+        let file = crate::io::open_image(&self.disk, "medium")?;
         inspect::read_fat_file(&file, self.esp_offset, self.esp_bytes, path)
             .with_context(|| format!("reading the ESP of {}", self.disk.display()))
     }

@@ -555,8 +555,9 @@ pub struct LoadedSpec {
 
 impl LoadedSpec {
     pub fn load(file: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("reading spec {}", file.display()))?;
+        // A spec is a hand-written page of YAML; 1 MiB is far beyond any
+        // real one and keeps a mistaken path (an image, /dev/zero) cheap.
+        let text = crate::io::read_text_bounded(file, crate::io::MIB, "spec")?;
         let spec = parse(&text).with_context(|| format!("spec {}", file.display()))?;
         let dir = file
             .parent()

@@ -274,3 +274,86 @@ fn unreachable_mirror_fails_fast() {
         );
     }
 }
+
+/// Runs `cmd`, killing it if it has not finished within 30 s: a command
+/// that opens a FIFO with a plain open would wait forever for a writer.
+fn run_bounded(cmd: &mut std::process::Command) -> Output {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running undercloud-live");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{cmd:?} blocked for 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    eprintln!("$ {cmd:?}\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// A FIFO, a character device and a directory named where a file is read
+/// get a one-line error saying what they are, at once.
+#[test]
+fn special_files_are_refused() {
+    let dir = scratch("bad-special-files");
+    let fifo = dir.join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let base = small_base(&dir);
+    for (path, is) in [
+        (fifo.as_path(), "a FIFO"),
+        (Path::new("/dev/zero"), "a character device"),
+        (dir.as_path(), "a directory"),
+    ] {
+        let cases: Vec<Vec<std::ffi::OsString>> = vec![
+            vec![
+                "fetch".into(),
+                base.clone().into(),
+                "--checksum-url".into(),
+                path.into(),
+                "--cache-dir".into(),
+                dir.join("cache").into(),
+                "--offline".into(),
+            ],
+            vec!["inspect".into(), path.into()],
+            vec!["verify".into(), path.into()],
+            vec![
+                "write".into(),
+                path.into(),
+                dir.join("target").into(),
+                "--to-file".into(),
+                "--yes".into(),
+            ],
+        ];
+        for args in cases {
+            let o = run_bounded(bin().arg("--quiet").args(&args));
+            assert!(!o.status.success(), "{args:?} should have failed");
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert_eq!(
+                lines.len(),
+                1,
+                "{args:?}: expected one line, got:\n{stderr}"
+            );
+            assert!(lines[0].contains(is), "{args:?}: {stderr}");
+        }
+    }
+}
+
+/// A spec larger than any real one (1 MiB) is refused before parsing.
+#[test]
+fn oversized_spec() {
+    let padding = "# padding padding padding padding padding padding padding\n";
+    let spec = format!("{SPEC}{}", padding.repeat((1 << 20) / padding.len() + 1));
+    let c = case("oversized-spec", &spec);
+    let o = build(&c, &[]);
+    assert_clean_failure(&c, &o, "1 MiB limit");
+}

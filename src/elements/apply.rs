@@ -82,7 +82,9 @@ pub fn os_release(root: &Path) -> Result<(Distro, String)> {
     let mut text = None;
     for rel in ["etc/os-release", "usr/lib/os-release"] {
         let p = tree::resolve_in_root_follow(root, Path::new(rel))?;
-        if let Ok(t) = std::fs::read_to_string(&p) {
+        // os-release is a few hundred bytes; the base image is not trusted
+        // to keep it a small regular file.
+        if let Ok(t) = crate::io::read_text_bounded(&p, 64 * 1024, "os-release") {
             text = Some(t);
             break;
         }

@@ -231,7 +231,7 @@ mod tests {
             dir,
             deps: vec![],
             provides: vec![],
-            chain: vec![name.into()],
+            chain: crate::elements::Chain::root(name),
         }
     }
 

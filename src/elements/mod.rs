@@ -17,8 +17,9 @@ pub mod run;
 pub mod tree;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fs;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -67,19 +68,122 @@ pub struct Element {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub provides: Vec<String>,
     /// Who asked for it: the requested element first, this one last.
-    pub chain: Vec<String>,
+    pub chain: Chain,
 }
 
 impl Element {
     /// An element read from `dir` (used for generated elements too).
-    pub fn load(name: &str, dir: &Path, chain: Vec<String>) -> Result<Element> {
+    pub fn load(name: &str, dir: &Path, chain: impl Into<Chain>) -> Result<Element> {
         Ok(Element {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             deps: read_list(&dir.join("element-deps"))?,
             provides: read_list(&dir.join("element-provides"))?,
-            chain,
+            chain: chain.into(),
         })
+    }
+}
+
+/// A chain of element names, the requested element first. Each element's
+/// chain shares its asker's (a linked list pointing up), so a dependency
+/// chain n deep costs memory linear in n; a vector per element, each a copy
+/// of its asker's plus one name, cost n^2/2 names (3.3 GB at n = 10,000).
+#[derive(Clone)]
+pub struct Chain(Arc<Link>);
+
+struct Link {
+    name: String,
+    up: Option<Chain>,
+    len: usize,
+}
+
+impl Chain {
+    /// A chain of one name (a requested element).
+    pub fn root(name: &str) -> Chain {
+        Chain(Arc::new(Link {
+            name: name.to_string(),
+            up: None,
+            len: 1,
+        }))
+    }
+
+    /// This chain with `name` appended.
+    pub fn then(&self, name: &str) -> Chain {
+        Chain(Arc::new(Link {
+            name: name.to_string(),
+            up: Some(self.clone()),
+            len: self.0.len + 1,
+        }))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The names, the requested element first.
+    pub fn names(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.len());
+        let mut at = Some(self);
+        while let Some(c) = at {
+            out.push(c.0.name.clone());
+            at = c.0.up.as_ref();
+        }
+        out.reverse();
+        out
+    }
+
+    pub fn join(&self, sep: &str) -> String {
+        self.names().join(sep)
+    }
+}
+
+impl Drop for Link {
+    // The default drop recurses once per link: a chain deep enough would
+    // overflow the stack. Unlink iteratively while this is the last owner.
+    fn drop(&mut self) {
+        let mut up = self.up.take();
+        while let Some(Chain(arc)) = up {
+            up = match Arc::try_unwrap(arc) {
+                Ok(mut link) => link.up.take(),
+                Err(_) => None,
+            };
+        }
+    }
+}
+
+impl From<Vec<String>> for Chain {
+    /// An empty vector gives an empty-named root (never done by callers).
+    fn from(names: Vec<String>) -> Chain {
+        let mut it = names.iter();
+        let mut c = Chain::root(it.next().map(String::as_str).unwrap_or(""));
+        for n in it {
+            c = c.then(n);
+        }
+        c
+    }
+}
+
+impl PartialEq for Chain {
+    fn eq(&self, other: &Chain) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.names() == other.names()
+    }
+}
+
+impl Eq for Chain {}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+impl Serialize for Chain {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.names().serialize(s)
     }
 }
 
@@ -105,17 +209,22 @@ pub fn find(name: &str, path: &[PathBuf]) -> Option<PathBuf> {
     path.iter().map(|p| p.join(name)).find(|d| d.is_dir())
 }
 
+/// Largest element metadata file (element-deps, element-provides, pkg-map,
+/// package-installs): these list names, a few KiB at most; 1 MiB is far
+/// beyond any real element and keeps a stray big file from eating memory.
+pub(crate) const MAX_ELEMENT_FILE: u64 = crate::io::MIB;
+
 fn read_list(file: &Path) -> Result<Vec<String>> {
-    match fs::read_to_string(file) {
-        Ok(text) => Ok(text
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim())
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
-    }
+    let Some(text) = crate::io::read_text_bounded_opt(file, MAX_ELEMENT_FILE, "element file")?
+    else {
+        return Ok(Vec::new());
+    };
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 fn chain_text(chain: &[String]) -> String {
@@ -149,6 +258,7 @@ pub fn resolve(requested: &[String], path: &[PathBuf], distro: Distro) -> Result
             .collect();
         if displaced.is_empty() {
             if let Some((name, chain)) = missing.into_iter().next() {
+                let chain = chain.map(|c| c.names()).unwrap_or_default();
                 let searched: Vec<String> = path.iter().map(|p| p.display().to_string()).collect();
                 let via = if chain.len() > 1 {
                     format!(" (needed by {})", chain_text(&chain[..chain.len() - 1]))
@@ -172,7 +282,7 @@ pub fn resolve(requested: &[String], path: &[PathBuf], distro: Distro) -> Result
                 bail!(
                     "element {:?} (asked for by {}) is also provided by {:?}: use one or the other",
                     e.name,
-                    chain_text(&e.chain),
+                    e.chain.join(" -> "),
                     set.provided[&e.name]
                 );
             }
@@ -183,7 +293,7 @@ pub fn resolve(requested: &[String], path: &[PathBuf], distro: Distro) -> Result
 }
 
 /// A name neither found nor provided, and the chain that asked for it.
-type Missing = (String, Vec<String>);
+type Missing = (String, Option<Chain>);
 
 fn walk(
     requested: &[String],
@@ -193,10 +303,11 @@ fn walk(
 ) -> Result<(ElementSet, Vec<Missing>)> {
     let mut set = ElementSet::default();
     let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut chains: HashMap<String, Vec<String>> = HashMap::new();
+    // The first chain that reached each name (breadth-first: a shortest).
+    let mut chains: HashMap<String, Chain> = HashMap::new();
     let mut queue: VecDeque<String> = VecDeque::new();
     for r in requested {
-        chains.entry(r.clone()).or_insert_with(|| vec![r.clone()]);
+        chains.entry(r.clone()).or_insert_with(|| Chain::root(r));
         queue.push_back(r.clone());
     }
     let mut missing: Vec<String> = Vec::new();
@@ -214,7 +325,7 @@ fn walk(
         let chain = chains
             .get(&name)
             .cloned()
-            .unwrap_or_else(|| vec![name.clone()]);
+            .unwrap_or_else(|| Chain::root(&name));
         if let Some(provider) = known.get(&name) {
             // Someone else provides it; it stays out of the set.
             set.provided
@@ -231,18 +342,14 @@ fn walk(
                         bail!(
                             "{p:?} is provided by both {other:?} and {:?} (asked for by {})",
                             el.name,
-                            chain_text(&chain)
+                            chain.join(" -> ")
                         );
                     }
                 }
                 set.provided.insert(p.clone(), el.name.clone());
             }
             for dep in &el.deps {
-                chains.entry(dep.clone()).or_insert_with(|| {
-                    let mut c = chain.clone();
-                    c.push(dep.clone());
-                    c
-                });
+                chains.entry(dep.clone()).or_insert_with(|| chain.then(dep));
                 queue.push_back(dep.clone());
             }
             set.elements.push(el);
@@ -257,7 +364,7 @@ fn walk(
         .into_iter()
         .filter(|n| !set.provided.contains_key(n))
         .map(|n| {
-            let chain = chains.get(&n).cloned().unwrap_or_default();
+            let chain = chains.get(&n).cloned();
             (n, chain)
         })
         .collect();
@@ -274,50 +381,44 @@ fn check_cycles(set: &ElementSet) -> Result<()> {
         .enumerate()
         .map(|(i, e)| (e.name.as_str(), i))
         .collect();
-    // 0 = unvisited, 1 = on the current path, 2 = done.
+    // 0 = unvisited, 1 = on the current path, 2 = done. Depth-first with
+    // an explicit stack of (element, next dependency to look at): a
+    // recursive walk would overflow the stack on a deep dependency chain.
     let mut state = vec![0u8; set.elements.len()];
-    let mut stack: Vec<usize> = Vec::new();
-    fn visit(
-        i: usize,
-        set: &ElementSet,
-        index: &HashMap<&str, usize>,
-        state: &mut [u8],
-        stack: &mut Vec<usize>,
-    ) -> Option<Vec<String>> {
-        state[i] = 1;
-        stack.push(i);
-        for dep in &set.elements[i].deps {
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for root in 0..set.elements.len() {
+        if state[root] != 0 {
+            continue;
+        }
+        state[root] = 1;
+        stack.push((root, 0));
+        while let Some(&mut (i, ref mut next)) = stack.last_mut() {
+            let Some(dep) = set.elements[i].deps.get(*next) else {
+                stack.pop();
+                state[i] = 2;
+                continue;
+            };
+            *next += 1;
             let Some(&j) = index.get(dep.as_str()) else {
                 continue;
             };
             if state[j] == 1 {
-                let from = stack.iter().position(|&k| k == j).unwrap_or(0);
+                let from = stack.iter().position(|&(k, _)| k == j).unwrap_or(0);
                 let mut cycle: Vec<String> = stack[from..]
                     .iter()
-                    .map(|&k| set.elements[k].name.clone())
+                    .map(|&(k, _)| set.elements[k].name.clone())
                     .collect();
                 cycle.push(set.elements[j].name.clone());
-                return Some(cycle);
-            }
-            if state[j] == 0 {
-                if let Some(c) = visit(j, set, index, state, stack) {
-                    return Some(c);
-                }
-            }
-        }
-        stack.pop();
-        state[i] = 2;
-        None
-    }
-    for i in 0..set.elements.len() {
-        if state[i] == 0 {
-            if let Some(cycle) = visit(i, set, &index, &mut state, &mut stack) {
-                let first = &set.elements[index[cycle[0].as_str()]];
+                let first = &set.elements[j];
                 bail!(
                     "element dependency cycle: {} (reached by {})",
                     chain_text(&cycle),
-                    chain_text(&first.chain)
+                    first.chain.join(" -> ")
                 );
+            }
+            if state[j] == 0 {
+                state[j] = 1;
+                stack.push((j, 0));
             }
         }
     }
@@ -327,6 +428,7 @@ fn check_cycles(set: &ElementSet) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn mk(root: &Path, name: &str, deps: &[&str]) {
         let d = root.join(name);
@@ -413,7 +515,7 @@ mod tests {
         assert_eq!(set.provided["db"], "mariadb");
         assert_eq!(set.provided["operating-system"], "debian (the base)");
         assert_eq!(
-            set.get("mariadb").unwrap().chain,
+            set.get("mariadb").unwrap().chain.names(),
             ["top", "extra", "mariadb"]
         );
     }
@@ -467,5 +569,74 @@ mod tests {
             e.contains("cycle: a -> b -> c -> a") && e.contains("reached by top -> a"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn oversized_element_deps_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        mk(t.path(), "big", &[]);
+        // Comment lines only: were it read, it would name no dependency.
+        let line = "# padding padding padding padding padding padding padding\n";
+        let text = line.repeat((MAX_ELEMENT_FILE as usize / line.len()) + 1);
+        fs::write(t.path().join("big/element-deps"), text).unwrap();
+        let e = format!(
+            "{:#}",
+            Element::load("big", &t.path().join("big"), Vec::new()).unwrap_err()
+        );
+        assert!(
+            e.contains("1 MiB limit") && e.contains("element-deps"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    /// 10,000 element folders: in memory where the system has a tmpfs
+    /// (creating and removing them on a busy disk takes most of a minute).
+    fn many_elements_dir() -> tempfile::TempDir {
+        tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap()
+    }
+
+    /// A 10,000-deep element-deps chain resolves in linear memory and time
+    /// (per-element chain vectors made it quadratic: 3.3 GB).
+    #[test]
+    fn deep_dependency_chain_is_linear() {
+        let t = many_elements_dir();
+        const DEPTH: usize = 10_000;
+        for i in 0..DEPTH {
+            let d = t.path().join(format!("e{i}"));
+            fs::create_dir(&d).unwrap();
+            if i + 1 < DEPTH {
+                fs::write(d.join("element-deps"), format!("e{}\n", i + 1)).unwrap();
+            }
+        }
+        let start = std::time::Instant::now();
+        let set = resolve(&["e0".into()], &[t.path().to_path_buf()], Distro::Debian).unwrap();
+        assert_eq!(set.elements.len(), DEPTH);
+        let last = set.get(&format!("e{}", DEPTH - 1)).unwrap();
+        assert_eq!(last.chain.len(), DEPTH);
+        assert_eq!(last.chain.names()[..2], ["e0", "e1"]);
+        drop(set);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn deep_cycle_is_named_without_recursion() {
+        let t = many_elements_dir();
+        const DEPTH: usize = 10_000;
+        for i in 0..DEPTH {
+            let d = t.path().join(format!("e{i}"));
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join("element-deps"), format!("e{}\n", (i + 1) % DEPTH)).unwrap();
+        }
+        let e = resolve(&["e0".into()], &[t.path().to_path_buf()], Distro::Debian).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("element dependency cycle: e0 -> e1 -> "));
     }
 }

@@ -95,10 +95,10 @@ pub struct EntryRef(Entry);
 pub fn read(el: &Element) -> Result<Entries> {
     for name in ["package-installs.yaml", "package-installs.json"] {
         let file = el.dir.join(name);
-        match std::fs::read_to_string(&file) {
-            Ok(t) => return parse(&t).with_context(|| format!("{}", file.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        if let Some(t) =
+            crate::io::read_text_bounded_opt(&file, super::MAX_ELEMENT_FILE, "package list")?
+        {
+            return parse(&t).with_context(|| format!("{}", file.display()));
         }
     }
     Ok(Vec::new())

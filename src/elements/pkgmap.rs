@@ -51,10 +51,10 @@ impl PkgMap {
     /// Read `<element>/pkg-map`; `None` when the element has none.
     pub fn load(element_dir: &Path, distro: &str, release: &str) -> Result<Option<PkgMap>> {
         let file = element_dir.join("pkg-map");
-        let text = match std::fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        let Some(text) =
+            crate::io::read_text_bounded_opt(&file, super::MAX_ELEMENT_FILE, "element pkg-map")?
+        else {
+            return Ok(None);
         };
         PkgMap::parse(&text, distro, release)
             .map(Some)

@@ -421,7 +421,7 @@ impl Fetcher {
 
     /// Hash a local file in place, streaming, with a progress bar.
     fn verify_local(&self, path: &Path, expected: &str) -> Result<()> {
-        let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut file = crate::io::open_regular(path, "source")?;
         let len = file.metadata().map(|m| m.len()).ok();
         let mut bar = self
             .progress
@@ -474,14 +474,9 @@ fn warn_skipped(what: &str) {
 const MAX_CHECKSUM_LIST: u64 = 16 << 20;
 
 fn read_limited_file(path: &Path) -> Result<String> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CHECKSUM_LIST + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if bytes.len() as u64 > MAX_CHECKSUM_LIST {
-        bail!("{} is too large for a checksum file", path.display());
-    }
+    // A list is text, but a stray byte must not hide the digest lines:
+    // decode lossily, as for a downloaded list.
+    let bytes = crate::io::read_bounded(path, MAX_CHECKSUM_LIST, "checksum file")?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 

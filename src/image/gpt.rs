@@ -186,6 +186,77 @@ pub fn write_gpt(
     Ok(())
 }
 
+/// Largest partition count accepted from a GPT header read back: the
+/// specification's minimum array holds 128, real tools write 128, and a
+/// larger count only makes the reader allocate and scan more.
+const MAX_GPT_ENTRIES: u32 = 1024;
+
+/// Checks the GPT header at `lba` of a disk of `len` bytes before the gpt
+/// crate reads it: that crate asserts (panics) on an entry size other than
+/// 128 and trusts counts and addresses. `Ok(false)` when no GPT signature
+/// is there.
+fn check_header_at(file: &File, len: u64, lba: u64) -> Result<bool> {
+    let mut h = [0u8; LBA as usize];
+    match lba.checked_add(1).and_then(|n| n.checked_mul(LBA)) {
+        Some(end) if end <= len => {}
+        _ => return Ok(false),
+    }
+    file.read_exact_at(&mut h, lba * LBA)
+        .with_context(|| format!("reading the GPT header at LBA {lba}"))?;
+    if &h[..8] != b"EFI PART" {
+        return Ok(false);
+    }
+    let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let u64_at = |at: usize| u64::from(u32_at(at)) | (u64::from(u32_at(at + 4)) << 32);
+    let header_size = u32_at(12);
+    let (current, backup) = (u64_at(24), u64_at(32));
+    let (first_usable, last_usable) = (u64_at(40), u64_at(48));
+    let (entries_lba, count, entry_size) = (u64_at(72), u32_at(80), u32_at(84));
+    let lbas = len / LBA;
+    let bad = |what: String| anyhow::anyhow!("GPT header at LBA {lba} is invalid: {what}");
+    if !(92..=LBA as u32).contains(&header_size) {
+        return Err(bad(format!(
+            "header size {header_size} (must be 92 to 512)"
+        )));
+    }
+    if entry_size != 128 {
+        return Err(bad(format!(
+            "partition entry size {entry_size} (must be 128)"
+        )));
+    }
+    if count == 0 || count > MAX_GPT_ENTRIES {
+        return Err(bad(format!(
+            "{count} partition entries (must be 1 to {MAX_GPT_ENTRIES})"
+        )));
+    }
+    if current != lba {
+        return Err(bad(format!("it says it is at LBA {current}")));
+    }
+    if backup >= lbas || entries_lba >= lbas || first_usable > last_usable || last_usable >= lbas {
+        return Err(bad("it points past the end of the disk".to_string()));
+    }
+    // u32 * 128 cannot overflow a u64; the table must fit on the disk.
+    let table_lbas = (u64::from(count) * 128).div_ceil(LBA);
+    if entries_lba < 2 || entries_lba + table_lbas > lbas {
+        return Err(bad("its partition table lies outside the disk".to_string()));
+    }
+    Ok(true)
+}
+
+/// Checks both GPT headers of a disk (or image) of `len` bytes so the gpt
+/// crate may read them without panicking; `Ok(false)` when there is no GPT.
+pub fn check_headers(file: &File, len: u64) -> Result<bool> {
+    if !check_header_at(file, len, 1)? {
+        return Ok(false);
+    }
+    let mut h = [0u8; 8];
+    file.read_exact_at(&mut h, LBA + 32)
+        .context("reading the GPT header at LBA 1")?;
+    // Already checked to lie inside the disk; the gpt crate reads it too.
+    check_header_at(file, len, u64::from_le_bytes(h))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -431,7 +431,7 @@ pub enum Check {
 /// Recomputes the checksum of an image file or device, stopping at the
 /// first fragment that differs.
 pub fn check(path: &Path) -> Result<Check> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = crate::io::open_image(path, "image")?;
     let (pvd_offset, volume, pvd) = find_pvd(&file, path)?;
     let Some(e) = read_embedded(&pvd) else {
         bail!(

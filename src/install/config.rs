@@ -129,7 +129,9 @@ pub fn parse(bytes: &[u8], name: &Path) -> Result<Config> {
 }
 
 pub fn load(path: &Path) -> Result<Config> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // An install config is a short hand-written YAML file; 1 MiB is far
+    // beyond any real one.
+    let bytes = crate::io::read_bounded(path, crate::io::MIB, "install config")?;
     parse(&bytes, path)
 }
 

@@ -233,6 +233,12 @@ const SKIPPED_SECTIONS: &[&str] = &[
 
 const MAX_INCLUDE_DEPTH: usize = 16;
 
+/// Largest kickstart file (each include counted on its own). Kickstarts are
+/// hand-written text, %post scripts included; Fedora's biggest flattened
+/// spins are a few hundred KiB, so 4 MiB leaves room without letting a
+/// mistaken `%include` of a disk image or `/dev/zero` eat memory.
+const MAX_KICKSTART_BYTES: u64 = 4 * crate::io::MIB;
+
 /// Parse `file` and everything it includes.
 pub fn parse_file(file: &Path) -> Result<Kickstart> {
     let mut ks = Kickstart {
@@ -270,10 +276,11 @@ enum Section {
 
 impl Parser<'_> {
     fn file(&mut self, file: &Path, from: Option<&Loc>, stack: &mut Vec<PathBuf>) -> Result<()> {
-        let text = std::fs::read_to_string(file).with_context(|| match from {
-            Some(l) => format!("{l}: %include {}", file.display()),
-            None => format!("reading kickstart {}", file.display()),
-        })?;
+        let text = crate::io::read_text_bounded(file, MAX_KICKSTART_BYTES, "kickstart")
+            .with_context(|| match from {
+                Some(l) => format!("{l}: %include {}", file.display()),
+                None => format!("reading kickstart {}", file.display()),
+            })?;
         let canon = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
         if stack.contains(&canon) {
             bail!(
@@ -360,7 +367,10 @@ impl Parser<'_> {
                         continue;
                     }
                     if first.starts_with('%') {
-                        bail!("{loc}: {first} inside %packages (close it with %end first)");
+                        bail!(
+                            "{loc}: {} inside %packages (close it with %end first)",
+                            keyword(first)
+                        );
                     }
                     for w in &words {
                         self.package_item(&loc, w)?;
@@ -385,10 +395,10 @@ impl Parser<'_> {
                             start: loc.clone(),
                         };
                     } else if first.starts_with('%') {
-                        bail!("{loc}: unknown section {first}");
+                        bail!("{loc}: unknown section {}", keyword(first));
                     } else {
                         self.command(&loc, &words)
-                            .with_context(|| format!("{loc}: {first}"))?;
+                            .with_context(|| format!("{loc}: {}", keyword(first)))?;
                     }
                 }
                 Section::Post(_) | Section::Skipped { .. } => unreachable!(),
@@ -421,7 +431,7 @@ impl Parser<'_> {
                 | "--ignorebroken" | "--resolvedeps" | "--nobase" => {
                     self.warn(loc, format!("%packages {name} has no effect here"))
                 }
-                other => bail!("{loc}: %packages: unknown option {other}"),
+                other => bail!("{loc}: %packages: unknown option {}", keyword(other)),
             }
         }
         Ok(())
@@ -481,7 +491,7 @@ impl Parser<'_> {
                 "--erroronfail" => post.erroronfail = true,
                 "--interpreter" => post.interpreter = Some(value()?),
                 "--log" | "--logfile" => post.log = Some(value()?),
-                other => bail!("{loc}: %post: unknown option {other}"),
+                other => bail!("{loc}: %post: unknown option {}", keyword(other)),
             }
         }
         Ok(post)
@@ -721,9 +731,38 @@ impl Parser<'_> {
                     format!("{c} ignored: it means nothing for a live image"),
                 );
             }
-            other => bail!("unknown kickstart command {other:?}"),
+            other => bail!("unknown kickstart command {}", quoted_keyword(other)),
         }
         Ok(())
+    }
+}
+
+/// A word of a line for an error message: quoted when it looks like a
+/// kickstart keyword, else withheld. `%include` can name any file (say
+/// /etc/shadow, whose lines are one word each); its content must not reach
+/// a terminal or a CI log through an "unknown command" error, and file:line
+/// already says where to look.
+fn keyword(w: &str) -> String {
+    let plain = w.strip_prefix("--").or(w.strip_prefix('%')).unwrap_or(w);
+    if !plain.is_empty()
+        && w.len() <= 24
+        && plain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        w.to_string()
+    } else {
+        "(text not shown: not a kickstart keyword)".to_string()
+    }
+}
+
+/// [`keyword`] in quotes when shown.
+fn quoted_keyword(w: &str) -> String {
+    let k = keyword(w);
+    if k == w {
+        format!("{w:?}")
+    } else {
+        k
     }
 }
 

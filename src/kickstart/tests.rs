@@ -360,3 +360,62 @@ fn words_quotes_comments_and_continuations() {
     let (loc, _) = ks.timezone.unwrap();
     assert_eq!(loc.to_string(), "/x/inline.ks:4");
 }
+
+#[test]
+fn special_files_are_refused_as_kickstarts_and_includes() {
+    let t = tempfile::tempdir().unwrap();
+    let fifo = t.path().join("pipe.ks");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for (target, is) in [
+        (fifo.as_path(), "a FIFO"),
+        (Path::new("/dev/zero"), "a character device"),
+        (t.path(), "a directory"),
+    ] {
+        // As the kickstart itself (build --kickstart PATH) ...
+        let e = format!("{:#}", parse_file(target).unwrap_err());
+        assert!(e.contains(is) && !e.contains('\n'), "{e}");
+        // ... and as an %include.
+        let f = t.path().join("a.ks");
+        fs::write(&f, format!("%include {}\n", target.display())).unwrap();
+        let e = format!("{:#}", parse_file(&f).unwrap_err());
+        assert!(e.contains("a.ks:1") && e.contains(is), "{e}");
+    }
+}
+
+#[test]
+fn oversized_include_is_refused_naming_the_limit() {
+    let t = tempfile::tempdir().unwrap();
+    let big = t.path().join("big.ks");
+    let line = "# a comment line that pads this kickstart out to its limit\n";
+    let text = line.repeat((MAX_KICKSTART_BYTES as usize / line.len()) + 1);
+    fs::write(&big, text).unwrap();
+    let f = t.path().join("a.ks");
+    fs::write(&f, "%include big.ks\n").unwrap();
+    let e = format!("{:#}", parse_file(&f).unwrap_err());
+    assert!(e.contains("a.ks:1") && e.contains("4 MiB limit"), "{e}");
+}
+
+/// `%include` of a file that is not a kickstart (a shadow file) names
+/// file:line but never quotes the file's content.
+#[test]
+fn errors_do_not_echo_included_content() {
+    let t = tempfile::tempdir().unwrap();
+    let shadow = t.path().join("shadow");
+    let f = t.path().join("a.ks");
+    for line in [
+        "root:$y$j9T$secrethash:19000:0:99999:7:::",
+        "Secrethash",
+        "%packages --Secrethash=1",
+        "%post --Secrethash",
+    ] {
+        fs::write(&shadow, format!("{line}\n")).unwrap();
+        fs::write(&f, "lang en_US.UTF-8\n%include shadow\n").unwrap();
+        let e = format!("{:#}", parse_file(&f).unwrap_err());
+        assert!(e.contains("shadow:1"), "{line}: {e}");
+        assert!(!e.to_lowercase().contains("secrethash"), "{line}: {e}");
+    }
+    // Keyword-like words are still named.
+    fs::write(&f, "bogus\n").unwrap();
+    let e = format!("{:#}", parse_file(&f).unwrap_err());
+    assert!(e.contains("unknown kickstart command \"bogus\""), "{e}");
+}

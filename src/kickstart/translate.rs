@@ -43,8 +43,9 @@ enum OneOrMany {
 
 impl PackageMap {
     pub fn load(file: &Path) -> Result<PackageMap> {
-        let text = fs::read_to_string(file)
-            .with_context(|| format!("reading package map {}", file.display()))?;
+        // A map of package names: hand-written, a few KiB; 4 MiB is room
+        // for a generated one.
+        let text = crate::io::read_text_bounded(file, 4 * crate::io::MIB, "package map")?;
         let raw: Option<BTreeMap<String, Option<OneOrMany>>> = serde_saphyr::from_str(&text)
             .map_err(|e| {
                 anyhow::anyhow!(

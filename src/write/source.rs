@@ -54,7 +54,7 @@ pub struct Source {
 impl Source {
     pub fn open(path: &Path) -> Result<Source> {
         let shown = path.display();
-        let file = File::open(path).with_context(|| format!("opening image {shown}"))?;
+        let file = crate::io::open_regular(path, "image")?;
         let meta = file
             .metadata()
             .with_context(|| format!("reading image {shown}"))?;
@@ -98,7 +98,7 @@ impl Source {
     /// A fresh reader of the uncompressed bytes.
     pub fn reader(&self) -> Result<Box<dyn Read + Send>> {
         let shown = self.path.display();
-        let file = File::open(&self.path).with_context(|| format!("opening image {shown}"))?;
+        let file = crate::io::open_regular(&self.path, "image")?;
         if self.format == Format::Raw {
             // Read straight into the writer's chunks: no buffer needed.
             return Ok(Box::new(file));
