@@ -5,6 +5,7 @@
 #   make test             the whole test suite (slow QEMU tests included)
 #   make test-slow        only the slow tests: builds + the QEMU boot matrix
 #   make bench            benchmarks against public tools (scripts/bench-*), into docs/benchmarks.md
+#   make fuzz             the parsers' fuzzer for FUZZ_SECONDS per target (docs/fuzzing.md)
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
@@ -19,7 +20,7 @@ OUT ?= target/images/undercloud-live-$(BASE).iso
 IPA := target/images/ipa
 IPA_INPUTS := kickstart/ipa-ramdisk-debian.yaml $(shell find overlays/ipa-ramdisk -type f 2>/dev/null)
 
-.PHONY: all deps bin image test test-slow test-base test-image bench check lint fmt clean
+.PHONY: all deps bin image test test-slow test-base test-image bench fuzz check lint fmt clean
 
 all: bin
 
@@ -66,6 +67,12 @@ test: deps
 	cargo build --release --locked
 	UCL_TEST_BASE=$$(scripts/make-test-base | tail -n1) \
 	  cargo test --release --locked -- --test-threads=2
+
+# The fuzzer `make test` runs for 3 s per target (tests/fuzz.rs), for
+# longer: FUZZ_SECONDS per target, UCL_FUZZ_SEED to replay a run.
+FUZZ_SECONDS ?= 300
+fuzz: deps
+	UCL_FUZZ_SECONDS=$(FUZZ_SECONDS) cargo test --release --locked --test fuzz -- --nocapture
 
 # Not a test: compares undercloud-live with the standard tools on the same
 # inputs in the same run and records the ratios in docs/benchmarks.md

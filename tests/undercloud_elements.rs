@@ -427,3 +427,34 @@ fn configure_refuses_hostile_values() {
         assert!(err.contains(want), "{name}: {err}");
     }
 }
+
+/// The operator's files are read with a bound and only when they are
+/// regular files: `/dev/zero` or a FIFO is one line, at once.
+#[test]
+fn configure_and_enroll_refuse_special_files() {
+    let dir = scratch("undercloud-special-files");
+    let fifo = dir.join("fifo.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for (args, path) in [
+        (
+            &["undercloud", "configure", "--dry-run", "--config"][..],
+            "/dev/zero",
+        ),
+        (
+            &["undercloud", "configure", "--dry-run", "--config"][..],
+            fifo.to_str().unwrap(),
+        ),
+        (
+            &["undercloud", "enroll", "--check", "--nodes"][..],
+            "/dev/zero",
+        ),
+    ] {
+        let t = std::time::Instant::now();
+        let o = run(bin().args(args).arg(path));
+        assert!(!o.status.success(), "{args:?} {path}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    }
+}

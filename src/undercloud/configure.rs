@@ -232,8 +232,7 @@ pub fn find_file(
     root: &Path,
 ) -> Result<(Source, String)> {
     if let Some(path) = explicit {
-        let text =
-            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = crate::io::read_text_bounded(path, SETTINGS_LIMIT, name)?;
         return Ok((Source::File(path.to_path_buf()), text));
     }
     if root == Path::new("/") {
@@ -253,12 +252,16 @@ pub fn find_file(
         }
     }
     let fallback = in_root(root, &format!("/etc/undercloud/{name}"))?;
-    match fs::read_to_string(&fallback) {
-        Ok(text) => Ok((Source::Root(fallback), text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Source::Defaults, String::new())),
-        Err(e) => Err(e).with_context(|| format!("reading {}", fallback.display())),
+    match crate::io::read_text_bounded_opt(&fallback, SETTINGS_LIMIT, name)? {
+        Some(text) => Ok((Source::Root(fallback), text)),
+        None => Ok((Source::Defaults, String::new())),
     }
 }
+
+/// undercloud.yaml and nodes.yaml are hand-written: a rack of a thousand
+/// nodes is about 300 KiB of nodes.yaml. 4 MiB leaves room and keeps a
+/// `--config /dev/zero` or a runaway file from filling memory.
+const SETTINGS_LIMIT: u64 = 4 * crate::io::MIB;
 
 /// How long `auto` waits for the network card to show up with its final
 /// name. Generous: on an emulated CPU the virtio card appeared only after
