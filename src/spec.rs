@@ -667,9 +667,7 @@ fn validate(spec: &Spec) -> Result<()> {
         }
     }
     for e in &spec.elements {
-        if e.is_empty() || e.contains('/') {
-            bail!("elements: {e:?} is not an element name");
-        }
+        crate::elements::check_name(e).context("elements")?;
     }
     validate_root(&spec.root)?;
     if let Some(p) = &spec.persistence {

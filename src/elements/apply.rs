@@ -350,6 +350,7 @@ struct ShowReport<'a> {
 /// `elements show NAME`: one element's files and what it does on its own.
 pub fn show(sel: &Selection, name: &str, json: bool) -> Result<String> {
     let (distro, release) = parse_distro(sel)?;
+    super::check_name(name)?;
     let dir = super::find(name, &sel.path()).with_context(|| {
         format!(
             "element {name:?} not found; elements path: {}",

@@ -205,8 +205,34 @@ impl ElementSet {
 }
 
 /// Find `name` on the elements path: the first folder that has it wins.
+/// Only a valid name is looked up: `/etc`, `..` or `../x` would name a
+/// folder anywhere on the host.
 pub fn find(name: &str, path: &[PathBuf]) -> Option<PathBuf> {
+    if !valid_name(name) {
+        return None;
+    }
     path.iter().map(|p| p.join(name)).find(|d| d.is_dir())
+}
+
+/// An element name is one folder name on the elements path: letters,
+/// digits, `.`, `_`, `-`, `+`, not starting with `.` or `-` (every name in
+/// diskimage-builder's and tripleo-image-elements' trees fits).
+pub fn valid_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
+        && !name.starts_with(['.', '-'])
+}
+
+/// One line for a name that is not an element name.
+pub fn check_name(name: &str) -> Result<()> {
+    if !valid_name(name) {
+        bail!(
+            "{name:?} is not an element name (letters, digits, . _ - +; not starting with . or -)"
+        );
+    }
+    Ok(())
 }
 
 /// Largest element metadata file (element-deps, element-provides, pkg-map,
@@ -326,6 +352,7 @@ fn walk(
             .get(&name)
             .cloned()
             .unwrap_or_else(|| Chain::root(&name));
+        check_name(&name).with_context(|| format!("asked for by {}", chain.join(" -> ")))?;
         if let Some(provider) = known.get(&name) {
             // Someone else provides it; it stays out of the set.
             set.provided
@@ -453,6 +480,36 @@ mod tests {
         assert_eq!(names, ["top", "left", "right", "deep"]);
         assert_eq!(set.elements[0].dir, a.join("top"));
         assert_eq!(set.builtins, ["package-installs"]);
+    }
+
+    #[test]
+    fn names_that_are_paths_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("elements");
+        mk(&path, "top", &["/etc"]);
+        // A folder beside the elements path that "../x" would reach.
+        mk(t.path(), "x", &[]);
+        for bad in ["../x", "/etc", ".", "..", "", "-e", ".hidden", "a/b"] {
+            let e = resolve(&[bad.into()], &[path.clone()], Distro::Debian).unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(msg.contains("is not an element name"), "{bad:?}: {msg}");
+        }
+        let e = resolve(&["top".into()], &[path.clone()], Distro::Debian).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("asked for by top -> /etc")
+                && msg.contains("\"/etc\" is not an element name"),
+            "{msg}"
+        );
+        for good in [
+            "fedora-minimal",
+            "ironic-python-agent-ramdisk",
+            "dib_init",
+            "c++",
+            "v1.2",
+        ] {
+            assert!(valid_name(good), "{good}");
+        }
     }
 
     #[test]
