@@ -490,11 +490,12 @@ mod tests {
         // A folder beside the elements path that "../x" would reach.
         mk(t.path(), "x", &[]);
         for bad in ["../x", "/etc", ".", "..", "", "-e", ".hidden", "a/b"] {
-            let e = resolve(&[bad.into()], &[path.clone()], Distro::Debian).unwrap_err();
+            let e =
+                resolve(&[bad.into()], std::slice::from_ref(&path), Distro::Debian).unwrap_err();
             let msg = format!("{e:#}");
             assert!(msg.contains("is not an element name"), "{bad:?}: {msg}");
         }
-        let e = resolve(&["top".into()], &[path.clone()], Distro::Debian).unwrap_err();
+        let e = resolve(&["top".into()], std::slice::from_ref(&path), Distro::Debian).unwrap_err();
         let msg = format!("{e:#}");
         assert!(
             msg.contains("asked for by top -> /etc")
