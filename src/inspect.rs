@@ -11,7 +11,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 use crate::fs::cpio;
@@ -186,6 +186,146 @@ fn read_fat_bytes(file: &File, base: u64, at: u64, len: u64) -> Result<Vec<u8>> 
     Ok(b)
 }
 
+fn le16(b: &[u8], at: usize) -> u64 {
+    u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> u64 {
+    u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
+}
+
+/// Where a FAT volume keeps what, from its boot sector.
+struct FatGeometry {
+    sector: u64,
+    reserved: u64,
+    fats: u64,
+    fat_sectors: u64,
+    root_sectors: u64,
+    /// Byte offset of cluster 2.
+    data: u64,
+    cluster_bytes: u64,
+    clusters: u64,
+    /// 12, 16 or 32.
+    bits: u64,
+    /// FAT32: the root folder's first cluster.
+    root_cluster: u64,
+}
+
+impl FatGeometry {
+    fn read(bs: &[u8], len: u64) -> Result<FatGeometry> {
+        let sector = le16(bs, 11);
+        let per_cluster = u64::from(bs[13]);
+        let (reserved, fats, root_entries) = (le16(bs, 14), u64::from(bs[16]), le16(bs, 17));
+        let total = match le16(bs, 19) {
+            0 => le32(bs, 32),
+            n => n,
+        };
+        let fat_sectors = match le16(bs, 22) {
+            0 => le32(bs, 36),
+            n => n,
+        };
+        let unfit = || anyhow!("the ESP's boot sector does not describe a FAT volume that fits it");
+        if ![512, 1024, 2048, 4096].contains(&sector)
+            || !per_cluster.is_power_of_two()
+            || reserved == 0
+            || fats == 0
+            || fat_sectors == 0
+            || total.saturating_mul(sector) > len
+        {
+            return Err(unfit());
+        }
+        let root_sectors = (root_entries * 32).div_ceil(sector);
+        let data_sector = reserved + fats * fat_sectors + root_sectors;
+        if data_sector >= total {
+            return Err(unfit());
+        }
+        // As fatfs decides the FAT type: by the number of clusters.
+        let clusters = (total - data_sector) / per_cluster;
+        let bits = match clusters {
+            0..4085 => 12,
+            4085..65525 => 16,
+            _ => 32,
+        };
+        Ok(FatGeometry {
+            sector,
+            reserved,
+            fats,
+            fat_sectors,
+            root_sectors,
+            data: data_sector * sector,
+            cluster_bytes: per_cluster * sector,
+            clusters,
+            bits,
+            root_cluster: le32(bs, 44),
+        })
+    }
+
+    /// The byte range of cluster `c`.
+    fn cluster(&self, c: u64) -> (u64, u64) {
+        (self.data + (c - 2) * self.cluster_bytes, self.cluster_bytes)
+    }
+}
+
+/// The allocation table, and which clusters a chain has already claimed.
+struct FatChains {
+    fat: Vec<u8>,
+    bits: u64,
+    /// One past the last cluster number.
+    end: u64,
+    claimed: Vec<bool>,
+}
+
+impl FatChains {
+    /// The next cluster after `n` as fatfs reads it (None: end, free, bad).
+    fn next(&self, n: u64) -> Result<Option<u64>> {
+        let at = (n * self.bits / 8) as usize;
+        let fat = &self.fat;
+        let raw = match self.bits {
+            12 if at + 1 < fat.len() => {
+                let pair = le16(fat, at);
+                if n % 2 == 1 {
+                    pair >> 4
+                } else {
+                    pair & 0xFFF
+                }
+            }
+            16 if at + 1 < fat.len() => le16(fat, at),
+            32 if at + 3 < fat.len() => le32(fat, at) & 0x0FFF_FFFF,
+            _ => bail!("the ESP's FAT is shorter than its cluster count"),
+        };
+        let bad = match self.bits {
+            12 => 0xFF7,
+            16 => 0xFFF7,
+            _ => 0x0FFF_FFF7,
+        };
+        Ok(match raw {
+            0 => None,
+            r if r >= bad => None,
+            r if r < 2 || r >= self.end => {
+                bail!("a cluster chain of the ESP leaves the volume (cluster {r})")
+            }
+            r => Some(r),
+        })
+    }
+
+    /// Claims the chain from `first`; its clusters, in order.
+    fn chain(&mut self, first: u64) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        let mut at = Some(first);
+        while let Some(c) = at {
+            if c < 2 || c >= self.end {
+                bail!("a file or folder of the ESP starts outside the volume (cluster {c})");
+            }
+            if std::mem::replace(&mut self.claimed[c as usize], true) {
+                bail!("the ESP's folders or cluster chains loop (cluster {c} is reached twice)");
+            }
+            out.push(c);
+            at = self.next(c)?;
+        }
+        Ok(out)
+    }
+}
+
 /// Walks the FAT volume at `offset` the way fatfs will, refusing what would
 /// make fatfs loop: a directory reached twice (a subdirectory entry pointing
 /// back at an ancestor, or at the root through cluster 0), a cluster chain
@@ -197,142 +337,74 @@ fn check_fat(file: &File, offset: u64, len: u64) -> Result<()> {
     if len < 512 {
         bail!("the ESP is smaller than a boot sector");
     }
-    let bs = read_fat_bytes(file, offset, 0, 512)?;
-    let le16 = |b: &[u8], at: usize| u64::from(u16::from_le_bytes([b[at], b[at + 1]]));
-    let le32 = |b: &[u8], at: usize| {
-        u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
+    let g = FatGeometry::read(&read_fat_bytes(file, offset, 0, 512)?, len)?;
+    let end = g.clusters + 2;
+    let fat_len = (g.fat_sectors * g.sector).min((end * g.bits).div_ceil(8) + 1);
+    let mut chains = FatChains {
+        fat: read_fat_bytes(file, offset, g.reserved * g.sector, fat_len)?,
+        bits: g.bits,
+        end,
+        claimed: vec![false; end as usize],
     };
-    let sector = le16(&bs, 11);
-    let per_cluster = u64::from(bs[13]);
-    let (reserved, fats, root_entries) = (le16(&bs, 14), u64::from(bs[16]), le16(&bs, 17));
-    let total = match le16(&bs, 19) {
-        0 => le32(&bs, 32),
-        n => n,
-    };
-    let fat_sectors = match le16(&bs, 22) {
-        0 => le32(&bs, 36),
-        n => n,
-    };
-    if ![512, 1024, 2048, 4096].contains(&sector)
-        || !per_cluster.is_power_of_two()
-        || reserved == 0
-        || fats == 0
-        || fat_sectors == 0
-        || total.saturating_mul(sector) > len
-    {
-        bail!("the ESP's boot sector does not describe a FAT volume that fits it");
-    }
-    let root_sectors = (root_entries * 32).div_ceil(sector);
-    let data_sector = reserved + fats * fat_sectors + root_sectors;
-    if data_sector >= total {
-        bail!("the ESP's boot sector does not describe a FAT volume that fits it");
-    }
-    // As fatfs decides the FAT type: by the number of clusters.
-    let clusters = (total - data_sector) / per_cluster;
-    let bits = match clusters {
-        0..4085 => 12,
-        4085..65525 => 16,
-        _ => 32,
-    };
-    let fat = read_fat_bytes(
-        file,
-        offset,
-        reserved * sector,
-        (fat_sectors * sector).min(((clusters + 2) * bits).div_ceil(8) + 1),
-    )?;
-    let cluster_bytes = per_cluster * sector;
-    let data = data_sector * sector;
-    let end = clusters + 2;
-    // The next cluster after `n` as fatfs reads it (None: end, free, bad).
-    let next = |n: u64| -> Result<Option<u64>> {
-        let at = (n * bits / 8) as usize;
-        let raw = match bits {
-            12 if at + 1 < fat.len() => {
-                let pair = le16(&fat, at);
-                if n % 2 == 1 {
-                    pair >> 4
-                } else {
-                    pair & 0xFFF
-                }
-            }
-            16 if at + 1 < fat.len() => le16(&fat, at),
-            32 if at + 3 < fat.len() => le32(&fat, at) & 0x0FFF_FFFF,
-            _ => bail!("the ESP's FAT is shorter than its cluster count"),
-        };
-        let bad = match bits {
-            12 => 0xFF7,
-            16 => 0xFFF7,
-            _ => 0x0FFF_FFF7,
-        };
-        Ok(match raw {
-            0 => None,
-            r if r >= bad => None,
-            r if r < 2 || r >= end => {
-                bail!("a cluster chain of the ESP leaves the volume (cluster {r})")
-            }
-            r => Some(r),
-        })
-    };
-    let mut claimed = vec![false; end as usize];
-    // Claims the chain from `first`; its clusters, in order.
-    let mut chain = |first: u64| -> Result<Vec<u64>> {
-        let mut out = Vec::new();
-        let mut at = Some(first);
-        while let Some(c) = at {
-            if c < 2 || c >= end {
-                bail!("a file or folder of the ESP starts outside the volume (cluster {c})");
-            }
-            if std::mem::replace(&mut claimed[c as usize], true) {
-                bail!("the ESP's folders or cluster chains loop (cluster {c} is reached twice)");
-            }
-            out.push(c);
-            at = next(c)?;
-        }
-        Ok(out)
-    };
-    let root_ranges: Vec<(u64, u64)> = if bits == 32 {
-        chain(le32(&bs, 44))?
+    let root: Vec<(u64, u64)> = if g.bits == 32 {
+        chains
+            .chain(g.root_cluster)?
             .into_iter()
-            .map(|c| (data + (c - 2) * cluster_bytes, cluster_bytes))
+            .map(|c| g.cluster(c))
             .collect()
     } else {
         vec![(
-            (reserved + fats * fat_sectors) * sector,
-            root_sectors * sector,
+            (g.reserved + g.fats * g.fat_sectors) * g.sector,
+            g.root_sectors * g.sector,
         )]
     };
-    let mut dirs = vec![root_ranges];
+    let mut dirs = vec![root];
     while let Some(ranges) = dirs.pop() {
-        'dir: for (at, n) in ranges {
+        for (at, n) in ranges {
             let bytes = read_fat_bytes(file, offset, at, n)?;
-            for e in bytes.chunks_exact(32) {
-                let attr = e[11];
-                match e[0] {
-                    0 => break 'dir,
-                    0xE5 => continue,
-                    _ if attr == 0x0F || attr & 0x08 != 0 => continue,
-                    _ if &e[..11] == b".          " || &e[..11] == b"..         " => continue,
-                    _ => {}
-                }
-                let hi = if bits == 32 { le16(e, 20) } else { 0 };
-                let first = (hi << 16) | le16(e, 26);
-                if attr & 0x10 != 0 {
-                    if first == 0 {
-                        // fatfs opens cluster 0 as the root: a loop.
-                        bail!("a folder of the ESP points back at the root");
-                    }
-                    let sub = chain(first)?
-                        .into_iter()
-                        .map(|c| (data + (c - 2) * cluster_bytes, cluster_bytes))
-                        .collect();
-                    dirs.push(sub);
-                } else if first != 0 {
-                    chain(first)?;
-                }
+            if !check_fat_dir(&bytes, &g, &mut chains, &mut dirs)? {
+                break;
             }
         }
     }
     Ok(())
+}
+
+/// One piece of a folder: claims each entry's chain and queues subfolders.
+/// False at the end-of-folder mark.
+fn check_fat_dir(
+    bytes: &[u8],
+    g: &FatGeometry,
+    chains: &mut FatChains,
+    dirs: &mut Vec<Vec<(u64, u64)>>,
+) -> Result<bool> {
+    for e in bytes.chunks_exact(32) {
+        let attr = e[11];
+        match e[0] {
+            0 => return Ok(false),
+            0xE5 => continue,
+            _ if attr == 0x0F || attr & 0x08 != 0 => continue,
+            _ if &e[..11] == b".          " || &e[..11] == b"..         " => continue,
+            _ => {}
+        }
+        let hi = if g.bits == 32 { le16(e, 20) } else { 0 };
+        let first = (hi << 16) | le16(e, 26);
+        if attr & 0x10 != 0 {
+            if first == 0 {
+                // fatfs opens cluster 0 as the root: a loop.
+                bail!("a folder of the ESP points back at the root");
+            }
+            let sub = chains
+                .chain(first)?
+                .into_iter()
+                .map(|c| g.cluster(c))
+                .collect();
+            dirs.push(sub);
+        } else if first != 0 {
+            chains.chain(first)?;
+        }
+    }
+    Ok(true)
 }
 
 /// The FAT at `offset`, opened read-only in place (after [`check_fat`]).

@@ -667,7 +667,7 @@ fn validate(spec: &Spec) -> Result<()> {
         }
     }
     for e in &spec.elements {
-        crate::elements::check_name(e).context("elements")?;
+        check_element_name(e).context("elements")?;
     }
     validate_root(&spec.root)?;
     if let Some(p) = &spec.persistence {
@@ -799,6 +799,28 @@ pub fn source_date_epoch() -> Result<i64> {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)),
     }
+}
+
+/// An element name is one folder name on the elements path: letters,
+/// digits, `.`, `_`, `-`, `+`, not starting with `.` or `-` (every name in
+/// diskimage-builder's and tripleo-image-elements' trees fits). Here, not
+/// in `elements`, because specs name elements and `elements` reads specs.
+pub fn valid_element_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
+        && !name.starts_with(['.', '-'])
+}
+
+/// One line for a name that is not an element name.
+pub fn check_element_name(name: &str) -> Result<()> {
+    if !valid_element_name(name) {
+        bail!(
+            "{name:?} is not an element name (letters, digits, . _ - +; not starting with . or -)"
+        );
+    }
+    Ok(())
 }
 
 /// A kernel argument goes into grub.cfg's `linux` line unquoted, where

@@ -214,26 +214,7 @@ pub fn find(name: &str, path: &[PathBuf]) -> Option<PathBuf> {
     path.iter().map(|p| p.join(name)).find(|d| d.is_dir())
 }
 
-/// An element name is one folder name on the elements path: letters,
-/// digits, `.`, `_`, `-`, `+`, not starting with `.` or `-` (every name in
-/// diskimage-builder's and tripleo-image-elements' trees fits).
-pub fn valid_name(name: &str) -> bool {
-    (1..=128).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
-        && !name.starts_with(['.', '-'])
-}
-
-/// One line for a name that is not an element name.
-pub fn check_name(name: &str) -> Result<()> {
-    if !valid_name(name) {
-        bail!(
-            "{name:?} is not an element name (letters, digits, . _ - +; not starting with . or -)"
-        );
-    }
-    Ok(())
-}
+pub use crate::spec::{check_element_name as check_name, valid_element_name as valid_name};
 
 /// Largest element metadata file (element-deps, element-provides, pkg-map,
 /// package-installs): these list names, a few KiB at most; 1 MiB is far
