@@ -193,6 +193,7 @@ pub fn collect(
 ) -> Result<()> {
     let elem_type = cx.installtype(element);
     for (pkg, list) in entries {
+        check_package_name(pkg)?;
         for EntryRef(e) in list {
             let phase = Phase::from_dir(e.phase.as_deref().unwrap_or("install.d"))
                 .unwrap_or(Phase::Install);
@@ -292,6 +293,23 @@ fn applies(e: &Entry, elem_type: &str, cx: &Filter) -> Result<bool> {
     Ok(true)
 }
 
+/// A package name as apt and dnf take it: it starts with a letter, digit,
+/// `_` or `@` (a dnf group, from a kickstart's `@core`), so it is never
+/// read as an option (`-o APT::...` or `--setopt=...` would change what the
+/// package manager does), and holds no space or control character. Versions and architectures (`name=1.2`,
+/// `name:amd64`, `name-1.2.x86_64`) pass.
+pub fn check_package_name(name: &str) -> Result<()> {
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '@')
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !ok {
+        bail!("{name:?} is not a package name (it must start with a letter, digit, _ or @, and hold no spaces)");
+    }
+    Ok(())
+}
+
 /// The package manager of a base distro.
 pub fn manager(distro: crate::spec::Distro) -> PackageManager {
     match distro {
@@ -384,6 +402,32 @@ fn argv(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_names_are_never_options() {
+        for good in [
+            "ironic-api",
+            "python3-ironicclient",
+            "g++",
+            "pkg=1.2-1",
+            "libc6:amd64",
+            "_x",
+            "@core",
+        ] {
+            assert!(check_package_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "-oAPT::Get::AllowUnauthenticated=1",
+            "--setopt=gpgcheck=0",
+            "",
+            "a b",
+            "a\nb",
+            ".x",
+        ] {
+            let e = check_package_name(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a package name"), "{bad:?}: {e}");
+        }
+    }
     use std::path::PathBuf;
 
     fn cx_env(k: &str) -> Option<String> {

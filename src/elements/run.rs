@@ -377,6 +377,12 @@ impl<'a> Runner<'a> {
         let Some(t) = target else {
             bail!("{}: packages need the root prepared", phase.dir());
         };
+        // Whatever produced the list (package-installs, pkg-map, a
+        // kickstart's %packages), nothing reaches the package manager as an
+        // option.
+        for p in pkgs {
+            packages::check_package_name(p).with_context(|| format!("{}: {name}", phase.dir()))?;
+        }
         let pm = packages::manager(self.cx.distro);
         let tool = match pm {
             PackageManager::Apt => "apt-get",
