@@ -8,7 +8,7 @@
 //! boot's configuration in place and the error on the console.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -329,23 +329,8 @@ fn wired_interfaces(sys_class_net: &Path) -> Result<Vec<String>> {
 /// earlier boot, else a new random one (kept, so a persistent database
 /// stays reachable).
 fn db_password(root: &Path, configured: &str) -> Result<String> {
-    if !configured.is_empty() {
-        return Ok(configured.to_string());
-    }
-    let file = in_root(root, DB_PASSWORD_FILE)?;
-    match fs::read_to_string(&file) {
-        Ok(t) if valid_db_password(t.trim()) => return Ok(t.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
-    }
-    let mut bytes = [0u8; 16];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom")?;
-    let pw = hex::encode(bytes);
-    write_file(&file, format!("{pw}\n").as_bytes(), 0o600, 0, 0)?;
-    Ok(pw)
+    credentials::kept_secret(root, DB_PASSWORD_FILE, configured, valid_db_password)
+        .map(|(pw, _)| pw)
 }
 
 /// iPXE for PXE firmware, from wherever the distro puts it.

@@ -52,31 +52,38 @@ pub enum Origin {
     Generated,
 }
 
-/// The password to use: configured, else kept from an earlier boot, else
+/// The API password: configured, else kept from an earlier boot, else
 /// new (and then kept). `root` is the target root.
 pub fn password(root: &Path, configured: &str) -> Result<(String, Origin)> {
+    kept_secret(root, PASSWORD_FILE, configured, valid_password)
+}
+
+/// A secret that must survive reboots (the persistence partition carries
+/// `file`, relative to `root`): `configured` when set; else the file's,
+/// when `valid`; else 16 random bytes in hex, written to the file (0600).
+pub fn kept_secret(
+    root: &Path,
+    file: &str,
+    configured: &str,
+    valid: fn(&str) -> bool,
+) -> Result<(String, Origin)> {
     if !configured.is_empty() {
         return Ok((configured.to_string(), Origin::Configured));
     }
-    let file = super::configure::in_root(root, PASSWORD_FILE)?;
+    let file = super::configure::in_root(root, file)?;
     match fs::read_to_string(&file) {
-        Ok(t) if valid_password(t.trim()) => return Ok((t.trim().to_string(), Origin::Kept)),
+        Ok(t) if valid(t.trim()) => return Ok((t.trim().to_string(), Origin::Kept)),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     }
-    let pw = random_hex(16)?;
-    super::configure::write_file(&file, format!("{pw}\n").as_bytes(), 0o600, 0, 0)?;
-    Ok((pw, Origin::Generated))
-}
-
-/// `n` random bytes as hex.
-pub fn random_hex(n: usize) -> Result<String> {
-    let mut bytes = vec![0u8; n];
+    let mut bytes = [0u8; 16];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .context("reading /dev/urandom")?;
-    Ok(hex::encode(bytes))
+    let secret = hex::encode(bytes);
+    super::configure::write_file(&file, format!("{secret}\n").as_bytes(), 0o600, 0, 0)?;
+    Ok((secret, Origin::Generated))
 }
 
 /// The htpasswd line Ironic reads (`user:$2b$...`).
