@@ -126,13 +126,21 @@ nodes:
     macs: [\"AA:BB:CC:00:11:22\", \"aa:bb:cc:00:11:23\"]
 ";
 
-fn enroll(port: u16, file: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    run(bin()
-        .args(["undercloud", "enroll", "--wait", "5", "--api"])
+/// `undercloud enroll` against the fake, with no credentials from the
+/// environment unless a test adds them.
+fn enroll_cmd(port: u16, file: &std::path::Path) -> std::process::Command {
+    let mut cmd = bin();
+    cmd.args(["undercloud", "enroll", "--wait", "5", "--api"])
         .arg(format!("http://127.0.0.1:{port}"))
         .arg("--nodes")
         .arg(file)
-        .args(extra))
+        .env_remove("OS_USERNAME")
+        .env_remove("OS_PASSWORD");
+    cmd
+}
+
+fn enroll(port: u16, file: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    run(enroll_cmd(port, file).args(extra))
 }
 
 #[test]
@@ -289,24 +297,14 @@ fn credentials_from_the_environment_are_sent() {
     let file = dir.join("nodes.yaml");
     std::fs::write(&file, NODES).unwrap();
 
-    let o = run(bin()
-        .args(["undercloud", "enroll", "--wait", "5", "--api"])
-        .arg(format!("http://127.0.0.1:{port}"))
-        .arg("--nodes")
-        .arg(&file)
-        .env_remove("OS_USERNAME")
-        .env_remove("OS_PASSWORD"));
+    let o = enroll(port, &file, &[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("node-0") && err.contains("401"), "{err}");
     assert!(state.lock().unwrap().nodes.is_empty());
 
-    let o = run(bin()
-        .args(["undercloud", "enroll", "--wait", "5", "--api"])
-        .arg(format!("http://127.0.0.1:{port}"))
-        .arg("--nodes")
-        .arg(&file)
+    let o = run(enroll_cmd(port, &file)
         .env("OS_USERNAME", "admin")
         .env("OS_PASSWORD", "s3cr3t pass"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
