@@ -67,21 +67,25 @@ fn follow_link(real_base: &Path, p: &Path) -> Result<fs::Metadata> {
 /// Every regular file under `dir`, as (relative path with '/', host path),
 /// sorted so that the result does not depend on directory order.
 fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    fn inner(base: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
-        let real_base =
-            fs::canonicalize(base).with_context(|| format!("reading {}", base.display()))?;
+    /// `real_base`: `base` with its links resolved, once for the walk.
+    fn inner(
+        base: &Path,
+        real_base: &Path,
+        dir: &Path,
+        out: &mut Vec<(String, PathBuf)>,
+    ) -> Result<()> {
         let rd = fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
         for e in rd {
             let e = e.with_context(|| format!("reading {}", dir.display()))?;
             let p = e.path();
             let m = fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
             let m = if m.file_type().is_symlink() {
-                follow_link(&real_base, &p)?
+                follow_link(real_base, &p)?
             } else {
                 m
             };
             if m.is_dir() {
-                inner(base, &p, out)?;
+                inner(base, real_base, &p, out)?;
             } else if m.is_file() {
                 let rel = p
                     .strip_prefix(base)
@@ -100,7 +104,8 @@ fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         Ok(())
     }
     let mut out = Vec::new();
-    inner(dir, dir, &mut out)?;
+    let real_base = fs::canonicalize(dir).with_context(|| format!("reading {}", dir.display()))?;
+    inner(dir, &real_base, dir, &mut out)?;
     out.sort();
     Ok(out)
 }
