@@ -613,6 +613,9 @@ struct Meta {
     gid: u32,
     mtime: (i64, u32),
     xattrs: Vec<(OsString, Vec<u8>)>,
+    /// The pax header describes a GNU sparse file (`GNU.sparse.*` keys,
+    /// in each of its formats 0.0, 0.1 and 1.0).
+    sparse: bool,
 }
 
 /// What sits (or will sit) at a path; replacing one kind by another is
@@ -766,7 +769,12 @@ impl Extractor {
             // Archive-wide metadata / a GNU volume label: nothing to create.
             return Ok(None);
         }
-        if kind == EntryType::GNUSparse || has_pax_sparse(entry)? {
+        let path = entry
+            .path()
+            .map_err(|e| refuse(&shown, format!("unreadable path: {e}")))?;
+        let rel = lexical(&path).map_err(|why| refuse(&shown, why))?;
+        let meta = read_meta(entry).map_err(|e| refuse(&shown, format!("bad header: {e:#}")))?;
+        if kind == EntryType::GNUSparse || meta.sparse {
             // GNU's sparse entries (`tar --sparse`) hold a map of holes: the
             // tar crate writes such files out in full (a 3 KiB archive
             // became 3 GiB), and their pax form would come out as
@@ -777,11 +785,6 @@ impl Extractor {
                 "a sparse file (tar --sparse) is not supported: make the archive without --sparse",
             ));
         }
-        let path = entry
-            .path()
-            .map_err(|e| refuse(&shown, format!("unreadable path: {e}")))?;
-        let rel = lexical(&path).map_err(|why| refuse(&shown, why))?;
-        let meta = read_meta(entry).map_err(|e| refuse(&shown, format!("bad header: {e:#}")))?;
         let is_dir = kind.is_dir() || (kind == EntryType::Regular && path_bytes.ends_with(b"/"));
         Ok(Some(Parsed {
             kind,
@@ -1324,6 +1327,7 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
         0,
     );
     let mut xattrs = Vec::new();
+    let mut sparse = false;
     if let Some(exts) = entry.pax_extensions().context("pax header")? {
         for ext in exts {
             let ext = ext.context("pax header")?;
@@ -1333,6 +1337,8 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
                     std::ffi::OsStr::from_bytes(name).to_os_string(),
                     ext.value_bytes().to_vec(),
                 ));
+            } else if key.starts_with(b"GNU.sparse.") {
+                sparse = true;
             } else if key == b"mtime" {
                 // pax keeps sub-second precision ("1700000000.123456789").
                 if let Some(t) = ext.value().ok().and_then(parse_pax_time) {
@@ -1347,22 +1353,8 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
         gid,
         mtime,
         xattrs,
+        sparse,
     })
-}
-
-/// Whether a pax header describes a GNU sparse file (`GNU.sparse.*` keys,
-/// in each of its formats 0.0, 0.1 and 1.0).
-fn has_pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<bool> {
-    let Some(exts) = entry.pax_extensions().context("pax header")? else {
-        return Ok(false);
-    };
-    for ext in exts {
-        let ext = ext.context("pax header")?;
-        if ext.key_bytes().starts_with(b"GNU.sparse.") {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
