@@ -605,6 +605,97 @@ fn to_file_writes_regular_files() {
         // A longer file that was there before now ends where the image does.
         assert_eq!(fs::read(f).unwrap(), data, "{}", f.display());
     }
+    // A link to a file: the file gets the image, the link stays a link.
+    let real = dir.path("real.iso");
+    fs::write(&real, b"old").unwrap();
+    let link = dir.path("link.iso");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = write_cmd(&[s(&img), s(&link), "--yes", "--to-file"]);
+    assert!(out.status.success());
+    assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert_eq!(fs::read(&real).unwrap(), data);
+    // Written under a temporary name, renamed when verified: nothing else.
+    let mut names: Vec<String> = fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["copy.iso", "image.iso", "link.iso", "old.iso", "real.iso"]
+    );
+}
+
+/// A tmpfs of `size`, unmounted on drop.
+fn small_fs(dir: &Scratch, size: &str) -> Mounted {
+    let at = dir.path("small");
+    fs::create_dir(&at).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&at)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mounting a tmpfs on {}", at.display());
+    Mounted(at)
+}
+
+#[test]
+fn to_file_on_a_full_disk_loses_nothing() {
+    let dir = Scratch::new("tofile-full");
+    let data = noise((8 * MIB) as usize, 3);
+    let img = dir.path("image.iso");
+    fs::write(&img, &data).unwrap();
+    let small = small_fs(&dir, "6m");
+    // The size is known: refused before a byte is written.
+    let new = small.0.join("new.iso");
+    let out = write_cmd(&[s(&img), s(&new), "--yes", "--to-file"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}: not enough room: a 8.0 MiB image, 6.0 MiB free on {}",
+            new.display(),
+            small.0.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&small.0).unwrap().count(), 0, "nothing made");
+    // gzip: the size is unknown until the end, so the disk fills mid-way;
+    // the old file is as it was and no partial file is left.
+    let ok = Command::new("gzip")
+        .args(["-1", "-k"])
+        .arg(&img)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let old = small.0.join("old.iso");
+    fs::write(&old, vec![0x5Au8; MIB as usize]).unwrap();
+    let out = write_cmd(&[
+        s(&dir.path("image.iso.gz")),
+        s(&old),
+        "--yes",
+        "--to-file",
+        "--json",
+    ]);
+    assert!(!out.status.success());
+    let report = json(&out);
+    let f = device(&report, s(&old));
+    assert!(
+        f["error"].as_str().unwrap().contains("full after"),
+        "{report}"
+    );
+    assert_eq!(
+        f["notes"][0],
+        format!("nothing written: {} is unchanged", old.display())
+    );
+    assert_eq!(fs::read(&old).unwrap(), vec![0x5Au8; MIB as usize]);
+    let names: Vec<_> = fs::read_dir(&small.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["old.iso"]);
 }
 
 #[test]

@@ -101,10 +101,7 @@ pub fn inspect(path: &Path, ctx: &Context) -> Result<Verdict> {
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && ctx.to_file => {
-            return Ok(Verdict::Write(Target {
-                path: path.to_path_buf(),
-                kind: Kind::File { exists: false },
-            }));
+            return file_verdict(path, false, ctx);
         }
         Err(e) => return Err(e).with_context(|| format!("{shown}: cannot use it as a target")),
     };
@@ -116,10 +113,7 @@ pub fn inspect(path: &Path, ctx: &Context) -> Result<Verdict> {
         if (meta.dev(), meta.ino()) == ctx.image.id {
             bail!("{shown}: is the image itself");
         }
-        return Ok(Verdict::Write(Target {
-            path: path.to_path_buf(),
-            kind: Kind::File { exists: true },
-        }));
+        return file_verdict(path, true, ctx);
     }
     let disk = whole_disk(&shown.to_string(), &meta, ctx.sysfs, ctx.usage)?;
     let target = Target {
@@ -134,6 +128,38 @@ pub fn inspect(path: &Path, ctx: &Context) -> Result<Verdict> {
         Some(reason) => Verdict::Skip(target, reason),
         None => Verdict::Write(target),
     })
+}
+
+/// A `--to-file` target: written to a temporary file beside it and renamed
+/// over it when complete, so its folder needs room for the whole image
+/// while the old file (if any) still exists. Skipped, not refused, when
+/// the room is not there: the name is right, the disk is full.
+fn file_verdict(path: &Path, exists: bool, ctx: &Context) -> Result<Verdict> {
+    let target = Target {
+        path: path.to_path_buf(),
+        kind: Kind::File { exists },
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Some(size) = ctx.image.size else {
+        // A compressed image whose size is unknown: the writer's ENOSPC
+        // handling removes the partial file instead.
+        return Ok(Verdict::Write(target));
+    };
+    let free = crate::space::free_bytes(dir)
+        .with_context(|| format!("{}: cannot use it as a target", path.display()))?;
+    if free < size {
+        let why = format!(
+            "not enough room: a {} image, {} free on {}",
+            human_bytes(size),
+            human_bytes(free),
+            dir.display()
+        );
+        return Ok(Verdict::Skip(target, why));
+    }
+    Ok(Verdict::Write(target))
 }
 
 /// The disk behind a target's metadata: refused unless it is a block device

@@ -18,7 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -172,7 +172,11 @@ pub struct Sink {
     /// O_DIRECT offset/length granularity.
     align: u64,
     is_block: bool,
+    /// Where the bytes go: the device, or a file target's temporary file.
     path: PathBuf,
+    /// A file target: the name the temporary file takes once it is
+    /// complete and verified.
+    publish: Option<PathBuf>,
     /// Buffered mode: ranges whose writeback was started, oldest first.
     pending: VecDeque<(u64, u64)>,
 }
@@ -182,9 +186,18 @@ pub struct Sink {
 /// claimed, and which keeps auto-mounters off them until we are done.
 pub fn open(target: &Target) -> Result<Sink> {
     let shown = target.shown();
-    let (is_block, capacity, align, create) = match &target.kind {
-        Kind::Block(d) => (true, Some(d.size), d.logical_block.max(512), false),
-        Kind::File { exists } => (false, None, 4096, !exists),
+    let (is_block, capacity, align) = match &target.kind {
+        Kind::Block(d) => (true, Some(d.size), d.logical_block.max(512)),
+        Kind::File { .. } => (false, None, 4096),
+    };
+    // A file is written beside itself and renamed when complete: an old
+    // file stays whole until then, and a failure leaves nothing partial.
+    let (path, publish) = match &target.kind {
+        Kind::Block(_) => (target.path.clone(), None),
+        Kind::File { exists } => {
+            let publish = published_name(&target.path, *exists)?;
+            (partial_name(&publish)?, Some(publish))
+        }
     };
     let label = target
         .disk()
@@ -198,7 +211,8 @@ pub fn open(target: &Target) -> Result<Sink> {
         .unwrap_or_else(|| shown.clone());
     let opts = |direct: bool| {
         let mut o = OpenOptions::new();
-        o.read(true).write(true).create(create);
+        // create_new: a stale partial file of another run is not ours.
+        o.read(true).write(true).create_new(!is_block);
         let mut flags = 0;
         if is_block {
             flags |= libc::O_EXCL;
@@ -218,11 +232,15 @@ pub fn open(target: &Target) -> Result<Sink> {
             _ => anyhow::Error::new(e).context(format!("{shown}: opening for writing")),
         }
     };
-    let (main, direct) = match opts(true).open(&target.path) {
+    let (main, direct) = match opts(true).open(&path) {
         Ok(f) => (f, true),
-        // File systems without O_DIRECT say EINVAL at open.
+        // File systems without O_DIRECT say EINVAL at open (having made
+        // the file: open it again without).
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            (opts(false).open(&target.path).map_err(explain)?, false)
+            if !is_block {
+                let _ = std::fs::remove_file(&path);
+            }
+            (opts(false).open(&path).map_err(explain)?, false)
         }
         Err(e) => return Err(explain(e)),
     };
@@ -246,8 +264,13 @@ pub fn open(target: &Target) -> Result<Sink> {
             OpenOptions::new()
                 .read(true)
                 .write(true)
-                .open(&target.path)
-                .map_err(explain)?,
+                .open(&path)
+                .map_err(|e| {
+                    if !is_block {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    explain(e)
+                })?,
         )
     } else {
         None
@@ -261,9 +284,32 @@ pub fn open(target: &Target) -> Result<Sink> {
         capacity,
         align,
         is_block,
-        path: target.path.clone(),
+        path,
+        publish,
         pending: VecDeque::new(),
     })
+}
+
+/// The name a file target ends up with: an existing file's real path, so a
+/// symlink to it keeps pointing at the new image.
+fn published_name(target: &Path, exists: bool) -> Result<PathBuf> {
+    if exists {
+        return std::fs::canonicalize(target)
+            .with_context(|| format!("{}: resolving", target.display()));
+    }
+    Ok(target.to_path_buf())
+}
+
+/// `.NAME.ucl-partial` beside `publish`: hidden, and on the same file
+/// system, so the rename is atomic.
+fn partial_name(publish: &Path) -> Result<PathBuf> {
+    let name = publish
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: not a file name", publish.display()))?;
+    let mut partial = std::ffi::OsString::from(".");
+    partial.push(name);
+    partial.push(".ucl-partial");
+    Ok(publish.with_file_name(partial))
 }
 
 impl Sink {
@@ -339,6 +385,39 @@ impl Sink {
             p.sync_all()?;
         }
         self.main.sync_all()
+    }
+
+    /// A file target, complete and verified: take its name (and an old
+    /// file's permissions).
+    fn publish(&self) -> Result<()> {
+        let Some(to) = &self.publish else {
+            return Ok(());
+        };
+        if let Ok(old) = std::fs::metadata(to) {
+            std::fs::set_permissions(&self.path, old.permissions())
+                .with_context(|| format!("{}: keeping the old file's permissions", self.shown))?;
+        }
+        std::fs::rename(&self.path, to)
+            .with_context(|| format!("{}: renaming the written file into place", self.shown))?;
+        // The rename is only durable once the folder is synced.
+        if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    /// A file target that failed: its partial file goes, the target is
+    /// as it was.
+    fn discard(&self, notes: &mut Vec<String>) {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => notes.push(format!("nothing written: {} is unchanged", self.shown)),
+            Err(e) => notes.push(format!(
+                "could not remove the partial file {}: {e}",
+                self.path.display()
+            )),
+        }
     }
 
     /// Zero the first MiB (and, on a block device, the last MiB, where a
@@ -765,8 +844,13 @@ impl Writer {
                 None => bail!("{}: no image checksum to verify against", sink.shown),
             }
         });
+        let result = result.and_then(|()| sink.publish());
         match result {
             Ok(()) => report.ok = true,
+            Err(e) if sink.publish.is_some() => {
+                report.error = Some(format!("{e:#}"));
+                sink.discard(&mut report.notes);
+            }
             Err(e) => {
                 report.error = Some(format!("{e:#}"));
                 // Whatever went wrong, a stick that is not known good must
