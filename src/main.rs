@@ -487,14 +487,17 @@ enum ElementsCommand {
         /// Leave out this hook (NAME or PHASE/NAME; repeatable).
         #[arg(long = "exclude-hook")]
         exclude_hooks: Vec<String>,
-        /// Print the plan and change nothing.
+        /// Print the plan and change nothing (environment.d files run in a
+        /// sandbox that cannot write the host).
         #[arg(long)]
         dry_run: bool,
         /// Also write hook output to this file.
         #[arg(long)]
         log: Option<PathBuf>,
     },
-    /// What will run, in what order, from which element.
+    /// What will run, in what order, from which element. Reads only:
+    /// environment.d files (for `when:` filters) run in a sandbox that sees
+    /// the elements, /usr and /etc read-only, and no network.
     Plan {
         #[command(flatten)]
         sel: SelectionArgs,

@@ -325,6 +325,77 @@ fn plan_deps_and_show_without_a_root() {
 }
 
 #[test]
+fn planning_runs_environment_d_in_a_sandbox() {
+    let dir = scratch("plan-sandbox");
+    let host = dir.join("host-only");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("secret"), "not for elements").unwrap();
+    let el = dir.join("elements/hostile");
+    std::fs::create_dir_all(el.join("environment.d")).unwrap();
+    std::fs::write(el.join("data"), "from the element").unwrap();
+    // Tries to change the host and to read what it should not see; what
+    // it learns goes into variables that `when:` filters show.
+    let probe = format!(
+        r#"for v in SAW_HOST_PROCESS SAW_HOST_FILE REACHED_HOST_PORT READ_ELEMENT READ_ETC WROTE_TMP; do export $v=0; done
+touch {host}/pwned /etc/ucl-pwned {el}/pwned 2>/dev/null
+echo x > /dev/shm/ucl-pwned 2>/dev/null
+kill -0 {parent} 2>/dev/null && export SAW_HOST_PROCESS=1
+[ -e {host}/secret ] && export SAW_HOST_FILE=1
+(echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && export REACHED_HOST_PORT=1
+[ "$(cat {el}/data)" = "from the element" ] && export READ_ELEMENT=1
+[ -r /etc/os-release ] && export READ_ETC=1
+echo scratch > /tmp/ok && [ "$(cat /tmp/ok)" = scratch ] && export WROTE_TMP=1
+"#,
+        host = host.display(),
+        el = el.display(),
+        parent = std::process::id(),
+        port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            std::mem::forget(l);
+            port
+        },
+    );
+    std::fs::write(el.join("environment.d/10-probe"), probe).unwrap();
+    let mut yaml = String::new();
+    for v in [
+        "SAW_HOST_PROCESS",
+        "SAW_HOST_FILE",
+        "REACHED_HOST_PORT",
+        "READ_ELEMENT",
+        "READ_ETC",
+        "WROTE_TMP",
+    ] {
+        yaml.push_str(&format!("pkg-{v}:\n  when: {v}=1\n"));
+    }
+    std::fs::write(el.join("package-installs.yaml"), yaml).unwrap();
+    let o = run(bin()
+        .args(["elements", "plan", "-e", "hostile", "--elements-path"])
+        .arg(dir.join("elements"))
+        .args(["--distro", "debian", "--release", "bookworm"]));
+    assert!(o.status.success());
+    let plan = String::from_utf8_lossy(&o.stdout);
+    let installed: Vec<&str> = plan
+        .lines()
+        .filter_map(|l| l.split_once(" install ").map(|(_, names)| names))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert_eq!(
+        installed,
+        ["pkg-READ_ELEMENT", "pkg-READ_ETC", "pkg-WROTE_TMP"],
+        "{plan}"
+    );
+    for p in [
+        host.join("pwned"),
+        el.join("pwned"),
+        "/etc/ucl-pwned".into(),
+        "/dev/shm/ucl-pwned".into(),
+    ] {
+        assert!(!p.exists(), "{} was written from the sandbox", p.display());
+    }
+}
+
+#[test]
 fn duplicate_hook_cycle_and_conflict_are_errors() {
     let o = cli(&["elements", "plan", "-e", "dup-a", "-e", "dup-b"]);
     let e = String::from_utf8_lossy(&o.stderr);

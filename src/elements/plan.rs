@@ -17,6 +17,7 @@ use super::hooks::{self, Phase};
 use super::packages::{self, PhasePackages};
 use super::pkgmap::PkgMap;
 use super::ElementSet;
+use crate::sandbox::{self, Sandbox};
 use crate::spec::Distro;
 
 /// dib's `ARCH` for this machine: dib standardises x86-64 as `amd64` for
@@ -197,15 +198,19 @@ fn package_positions(phase: Phase) -> Option<(&'static str, &'static str)> {
 
 /// Evaluate the elements' environment.d files on top of `base` the way
 /// hooks will see them, for `when:` filters (dib squashes package-installs
-/// in a hook, after sourcing them).
+/// in a hook, after sourcing them). Planning only reads, so the files run
+/// in a sandbox (crate::sandbox) that can read the elements and the
+/// host's /usr and /etc, and write nothing of the host.
 fn sourced_env(
     files: &[(String, PathBuf)],
     base: &[(String, String)],
+    elements: &[&Path],
 ) -> Result<BTreeMap<String, String>> {
     let mut map: BTreeMap<String, String> = base.iter().cloned().collect();
     if files.is_empty() {
         return Ok(map);
     }
+    let sandbox = Sandbox::new(elements.iter().copied())?;
     let mut cmd = std::process::Command::new("/bin/bash");
     cmd.env_clear()
         .env(
@@ -217,11 +222,17 @@ fn sourced_env(
         .arg(r#"for f in "$@"; do . "$f" >/dev/null; done; env -0"#)
         .arg("environment.d");
     for (_, p) in files {
-        cmd.arg(p);
+        // The sandbox starts in its own `/`: relative names would miss.
+        // (and the real path: the folders are bound by theirs).
+        cmd.arg(std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?);
     }
+    sandbox.confine(&mut cmd);
     let out = cmd
         .output()
         .context("sourcing environment.d files with bash")?;
+    if let Some(why) = sandbox::explain_failure(&out.stderr) {
+        bail!("sourcing environment.d files: {why}");
+    }
     if !out.status.success() {
         bail!(
             "sourcing environment.d files failed ({}): {}",
@@ -242,7 +253,8 @@ fn sourced_env(
 pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
     let env_files = hooks::environment_files(&set.elements)?;
     let base_env = cx.hook_env(set, "/tmp/in_target.d", None);
-    let env = sourced_env(&env_files, &base_env)?;
+    let dirs: Vec<&Path> = set.elements.iter().map(|e| e.dir.as_path()).collect();
+    let env = sourced_env(&env_files, &base_env, &dirs)?;
     let lookup = |k: &str| env.get(k).cloned();
     let filter = packages::Filter {
         arch: DIB_ARCH,
