@@ -4,7 +4,8 @@
 //! ISO9660 volume, the El Torito boot entries, the MBR boot code, the ESP's
 //! files and the embedded media checksum. A ramdisk (a compressed newc
 //! cpio, the `ramdisk` output) is summarised instead, and a qcow2 image is
-//! named with its virtual size.
+//! named with its virtual size. What is wrong with a GPT medium as a whole
+//! (`image::gpt_check`) is listed as warnings; `verify` refuses it.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 use crate::fs::cpio;
 use crate::image::gpt::LBA;
+use crate::image::gpt_check;
 use crate::image::isomd5::{self, Embedded};
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +90,11 @@ pub struct Inspection {
     /// The file is a qcow2 image (the disk fields are empty).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qcow2: Option<Qcow2>,
+    /// What is wrong with the GPT medium as a whole (cut short, a missing
+    /// or corrupt backup header, partitions past the end, overlapping or
+    /// reversed): reported, not refused, so a damaged medium can still be
+    /// looked at. `verify` refuses the same findings.
+    pub warnings: Vec<String>,
 }
 
 fn type_name(guid: &str) -> String {
@@ -558,7 +565,54 @@ fn not_a_disk(path: &Path, bytes: u64) -> Inspection {
         media_checksum: None,
         ramdisk: None,
         qcow2: None,
+        warnings: Vec::new(),
     }
+}
+
+/// The disk GUID and partitions of the GPT (none without one), read by the
+/// gpt crate after `check_headers` made sure it will not panic.
+fn read_gpt(file: &File, path: &Path, bytes: u64) -> Result<(Option<String>, Vec<Partition>)> {
+    let mut partitions = Vec::new();
+    let mut disk_guid = None;
+    let has_gpt = crate::image::gpt::check_headers(file, bytes)
+        .with_context(|| format!("{}", path.display()))?;
+    let disk = if has_gpt {
+        gpt::GptConfig::new()
+            .writable(false)
+            .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+            // The handle already checked to be a file or a block device, not
+            // a second open of the path (which could be swapped in between).
+            .open_from_device(file.try_clone().context("duplicating the image handle")?)
+            .ok()
+    } else {
+        None
+    };
+    if let Some(disk) = disk {
+        disk_guid = Some(disk.guid().to_string());
+        for (n, p) in disk.partitions() {
+            let guid = p.part_type_guid.guid.to_string().to_ascii_uppercase();
+            // Entries come from the disk: a reversed or huge one must not
+            // overflow here (gpt_check names it in the warnings).
+            let offset = p.first_lba.saturating_mul(LBA);
+            let (filesystem, label) = sniff(file, offset);
+            partitions.push(Partition {
+                number: *n,
+                name: p.name.clone(),
+                type_name: type_name(&guid),
+                type_guid: guid,
+                guid: p.part_guid.to_string(),
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
+                offset,
+                bytes: (p.last_lba.saturating_add(1))
+                    .saturating_sub(p.first_lba)
+                    .saturating_mul(LBA),
+                filesystem,
+                label,
+            });
+        }
+    }
+    Ok((disk_guid, partitions))
 }
 
 pub fn inspect(path: &Path) -> Result<Inspection> {
@@ -593,42 +647,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         .with_context(|| format!("reading the MBR of {}", path.display()))?;
     let mbr_boot_code = mbr[..440].iter().any(|&b| b != 0);
 
-    let mut partitions = Vec::new();
-    let mut disk_guid = None;
-    let has_gpt = crate::image::gpt::check_headers(&file, bytes)
-        .with_context(|| format!("{}", path.display()))?;
-    let disk = if has_gpt {
-        gpt::GptConfig::new()
-            .writable(false)
-            .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-            // The handle already checked to be a file or a block device, not
-            // a second open of the path (which could be swapped in between).
-            .open_from_device(file.try_clone().context("duplicating the image handle")?)
-            .ok()
-    } else {
-        None
-    };
-    if let Some(disk) = disk {
-        disk_guid = Some(disk.guid().to_string());
-        for (n, p) in disk.partitions() {
-            let guid = p.part_type_guid.guid.to_string().to_ascii_uppercase();
-            let offset = p.first_lba * LBA;
-            let (filesystem, label) = sniff(&file, offset);
-            partitions.push(Partition {
-                number: *n,
-                name: p.name.clone(),
-                type_name: type_name(&guid),
-                type_guid: guid,
-                guid: p.part_guid.to_string(),
-                first_lba: p.first_lba,
-                last_lba: p.last_lba,
-                offset,
-                bytes: (p.last_lba + 1 - p.first_lba) * LBA,
-                filesystem,
-                label,
-            });
-        }
-    }
+    let (disk_guid, partitions) = read_gpt(&file, path, bytes)?;
 
     let (volume, media_checksum, el) = match isomd5::find_pvd(&file, path) {
         Ok((_, volume_bytes, pvd)) => {
@@ -645,8 +664,13 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         Err(_) => (None, None, Vec::new()),
     };
 
+    let warnings = gpt_warnings(&file, bytes).with_context(|| format!("{}", path.display()))?;
+    // An ESP cut short or reversed is in the warnings; reading its FAT
+    // would only fail (and fail the whole report).
+    let whole = |p: &&Partition| p.bytes > 0 && p.offset.saturating_add(p.bytes) <= bytes;
     let esp_files = match partitions
         .iter()
+        .filter(whole)
         .find(|p| p.type_name == "EFI System" && p.filesystem.as_deref() == Some("vfat"))
     {
         Some(p) => list_fat(&file, p.offset, p.bytes)
@@ -666,7 +690,17 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         media_checksum,
         ramdisk: None,
         qcow2: None,
+        warnings,
     })
+}
+
+/// What [`gpt_check::check`] finds wrong with the medium, in words (none
+/// without a GPT).
+fn gpt_warnings(file: &File, bytes: u64) -> Result<Vec<String>> {
+    let findings = gpt_check::check(file, bytes).context("checking the GPT")?;
+    Ok(findings
+        .map(|f| f.problems.iter().map(ToString::to_string).collect())
+        .unwrap_or_default())
 }
 
 trait SeekEnd {
@@ -783,6 +817,9 @@ pub fn render(i: &Inspection) -> String {
         }
         None => s += "media checksum: none\n",
     }
+    for w in &i.warnings {
+        s += &format!("warning: {w}\n");
+    }
     s
 }
 
@@ -813,13 +850,17 @@ pub fn describe_range(i: &Inspection, start: u64, end: u64) -> String {
     }
 }
 
-/// `undercloud-live verify`: recomputes the embedded media checksum of an
+/// `undercloud-live verify`: checks the whole medium's GPT (see
+/// [`check_medium`]), then recomputes the embedded media checksum of an
 /// image or device. Ok: a one-line summary; a mismatch is an error naming
 /// the byte range of the first part that differs and what lies there.
 pub fn verify(path: &Path) -> Result<String> {
+    // First: the checksum only covers the ISO volume, and on a copy cut
+    // inside it the truncation says more than a failed read would.
+    let medium = check_medium(path)?;
     match isomd5::check(path)? {
         isomd5::Check::Good { md5, checked_bytes } => Ok(format!(
-            "{}: media checksum OK (MD5 {md5}, {checked_bytes} bytes checked)",
+            "{}: media checksum OK (MD5 {md5}, {checked_bytes} bytes checked){medium}",
             path.display()
         )),
         isomd5::Check::Bad {
@@ -841,6 +882,34 @@ pub fn verify(path: &Path) -> Result<String> {
             )
         }
     }
+}
+
+/// The GPT of the whole medium, beyond what the media checksum covers:
+/// both headers, the size they give, every partition inside it. An error
+/// names the first problem (and how many more there are); Ok: words for
+/// the summary line, empty when there is no GPT (a plain ISO).
+fn check_medium(path: &Path) -> Result<String> {
+    let file = crate::io::open_image(path, "image")?;
+    // seek_end: a block device's metadata length is 0.
+    let len = file
+        .seek_end()
+        .with_context(|| format!("sizing {}", path.display()))?;
+    let found = gpt_check::check(&file, len)
+        .with_context(|| format!("checking the GPT of {}", path.display()))?;
+    let Some(f) = found else {
+        return Ok(String::new());
+    };
+    if let Some(first) = f.problems.first() {
+        let more = match f.problems.len() - 1 {
+            0 => String::new(),
+            n => format!(" ({n} more: `undercloud-live inspect` lists them)"),
+        };
+        bail!("{}: {first}{more}", path.display());
+    }
+    Ok(format!(
+        "; GPT OK (both headers, {} partitions, all inside the {len} bytes)",
+        f.partitions
+    ))
 }
 
 #[cfg(test)]
@@ -1023,23 +1092,6 @@ mod tests {
         );
     }
 
-    /// CRC-32 (IEEE) as GPT headers carry it, so a patched header still
-    /// passes the gpt crate's own check and reaches its parser.
-    fn crc32(data: &[u8]) -> u32 {
-        let mut c = !0u32;
-        for &b in data {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    (c >> 1) ^ 0xEDB8_8320
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-
     /// Sets the u32 at `field` of the primary GPT header and fixes its CRC.
     fn patch_gpt_header(p: &Path, field: u64, value: u32) {
         let f = std::fs::OpenOptions::new()
@@ -1051,7 +1103,8 @@ mod tests {
         let mut h = [0u8; 92];
         f.read_exact_at(&mut h, LBA).unwrap();
         h[16..20].fill(0);
-        f.write_all_at(&crc32(&h).to_le_bytes(), LBA + 16).unwrap();
+        f.write_all_at(&crate::image::gpt::crc32(&h).to_le_bytes(), LBA + 16)
+            .unwrap();
     }
 
     /// Hostile GPT headers get a one-line error, not a panic in the gpt
@@ -1074,6 +1127,87 @@ mod tests {
             std::fs::remove_file(&p).unwrap();
             std::fs::remove_file(t.path().join("esp.img")).unwrap();
         }
+    }
+
+    /// A copy cut short (here: inside the root partition, the backup GPT
+    /// gone) is listed with warnings, and refused by verify with the sizes.
+    #[test]
+    fn a_truncated_disk_is_listed_with_warnings_and_fails_verify() {
+        let t = tempfile::tempdir().unwrap();
+        let p = gpt_disk(t.path());
+        open_rw(&p).set_len(40 << 20).unwrap();
+        let i = inspect(&p).unwrap();
+        assert_eq!(i.partitions.len(), 3);
+        assert_eq!(i.esp_files.len(), 1, "the ESP is whole: still listed");
+        assert_eq!(i.warnings.len(), 3, "{:?}", i.warnings);
+        assert!(i.warnings[0].starts_with("truncated:"), "{:?}", i.warnings);
+        assert!(
+            i.warnings[1].contains("backup GPT header"),
+            "{:?}",
+            i.warnings
+        );
+        assert!(
+            i.warnings[2].contains("partition 3 (root"),
+            "{:?}",
+            i.warnings
+        );
+        let text = render(&i);
+        assert!(
+            text.contains("warning: truncated: the GPT says the medium is 67108864 bytes"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&i).unwrap();
+        assert_eq!(json["warnings"].as_array().unwrap().len(), 3);
+
+        let e = format!("{:#}", verify(&p).unwrap_err());
+        assert!(
+            e.contains(
+                "disk.raw: truncated: the GPT says the medium is 67108864 bytes, \
+                 the file has 41943040 (a copy that did not finish?) \
+                 (2 more: `undercloud-live inspect` lists them)"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    /// An intact disk has no warnings, and verify gets past the GPT to the
+    /// media checksum (which this disk, without ISO9660, lacks).
+    #[test]
+    fn an_intact_disk_has_no_warnings() {
+        let t = tempfile::tempdir().unwrap();
+        let p = gpt_disk(t.path());
+        let i = inspect(&p).unwrap();
+        assert!(i.warnings.is_empty(), "{:?}", i.warnings);
+        assert!(!render(&i).contains("warning"));
+        assert_eq!(
+            serde_json::to_value(&i).unwrap()["warnings"],
+            serde_json::json!([])
+        );
+        let e = format!("{:#}", verify(&p).unwrap_err());
+        assert!(e.contains("no ISO9660 volume"), "{e}");
+    }
+
+    /// A reversed ESP entry made the size computation underflow (a panic
+    /// in a debug build); now it is a warning and the ESP is not read.
+    #[test]
+    fn a_reversed_esp_is_a_warning() {
+        use crate::image::gpt_check::tests::{edit_entries, set_range};
+        let t = tempfile::tempdir().unwrap();
+        let p = gpt_disk(t.path());
+        edit_entries(&p, |e| set_range(e, 2, 69631, 4096));
+        let i = inspect(&p).unwrap();
+        assert_eq!(i.partitions[1].bytes, 0);
+        assert!(i.esp_files.is_empty());
+        assert!(
+            i.warnings
+                .iter()
+                .any(|w| w.contains("partition 2 (esp, LBA 69631..4096) is reversed")),
+            "{:?}",
+            i.warnings
+        );
+        let e = format!("{:#}", verify(&p).unwrap_err());
+        assert!(e.contains("is reversed"), "{e}");
     }
 
     /// Runs `f` on another thread, failing (not hanging) the test if it

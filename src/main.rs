@@ -123,13 +123,15 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
-    /// Recompute an image's (or device's) embedded media checksum.
+    /// Check an image's (or device's) GPT as a whole (both headers, its
+    /// size, every partition inside it), then recompute its embedded media
+    /// checksum.
     Verify {
         /// Image file or block device.
         image: PathBuf,
     },
     /// Show an image's partitions, ISO volume, boot entries, ESP files and
-    /// media checksum.
+    /// media checksum, with warnings about a damaged GPT.
     Inspect {
         /// Image file or block device.
         image: PathBuf,

@@ -209,7 +209,7 @@ fn check_header_at(file: &File, len: u64, lba: u64) -> Result<bool> {
     let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
     let u64_at = |at: usize| u64::from(u32_at(at)) | (u64::from(u32_at(at + 4)) << 32);
     let header_size = u32_at(12);
-    let (current, backup) = (u64_at(24), u64_at(32));
+    let current = u64_at(24);
     let (first_usable, last_usable) = (u64_at(40), u64_at(48));
     let (entries_lba, count, entry_size) = (u64_at(72), u32_at(80), u32_at(84));
     let lbas = len / LBA;
@@ -232,7 +232,11 @@ fn check_header_at(file: &File, len: u64, lba: u64) -> Result<bool> {
     if current != lba {
         return Err(bad(format!("it says it is at LBA {current}")));
     }
-    if backup >= lbas || entries_lba >= lbas || first_usable > last_usable || last_usable >= lbas {
+    // The backup LBA and the last usable LBA are not held against `len`:
+    // the gpt crate reads neither to find the entries, and on a copy cut
+    // short they do point past the end, which `gpt_check` reports
+    // (inspect lists such a medium, verify refuses it).
+    if entries_lba >= lbas || first_usable > last_usable {
         return Err(bad("it points past the end of the disk".to_string()));
     }
     // u32 * 128 cannot overflow a u64; the table must fit on the disk.
@@ -243,18 +247,45 @@ fn check_header_at(file: &File, len: u64, lba: u64) -> Result<bool> {
     Ok(true)
 }
 
-/// Checks both GPT headers of a disk (or image) of `len` bytes so the gpt
-/// crate may read them without panicking; `Ok(false)` when there is no GPT.
+/// Checks the GPT headers of a disk (or image) of `len` bytes that the
+/// gpt crate will read, so it may read them without panicking; `Ok(false)`
+/// when there is no GPT. The crate takes the entries from the primary
+/// header when its CRC holds, else from the header in the *last* sector of
+/// the disk (not where the primary says the backup is): that is the one
+/// to check then.
 pub fn check_headers(file: &File, len: u64) -> Result<bool> {
     if !check_header_at(file, len, 1)? {
         return Ok(false);
     }
-    let mut h = [0u8; 8];
-    file.read_exact_at(&mut h, LBA + 32)
+    let mut h = [0u8; LBA as usize];
+    file.read_exact_at(&mut h, LBA)
         .context("reading the GPT header at LBA 1")?;
-    // Already checked to lie inside the disk; the gpt crate reads it too.
-    check_header_at(file, len, u64::from_le_bytes(h))?;
+    // As the crate decides: its CRC runs over the first 92 bytes, whatever
+    // the header's size field says.
+    let stored = u32::from_le_bytes([h[16], h[17], h[18], h[19]]);
+    h[16..20].fill(0);
+    if crc32(&h[..92]) != stored && len / LBA > 2 {
+        check_header_at(file, len, len / LBA - 1)?;
+    }
     Ok(true)
+}
+
+/// CRC-32 (IEEE 802.3, reflected), as GPT headers and entry arrays carry
+/// it. Bitwise: it only ever runs over a header and at most 128 KiB of
+/// entries.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
 }
 
 #[cfg(test)]
@@ -341,5 +372,48 @@ mod tests {
             ..parts[0].clone()
         }];
         assert!(write_gpt(&mut f, &path, guid, &bad, &mbr).is_err());
+    }
+
+    /// With the primary's CRC broken the gpt crate takes the entries from
+    /// the header in the disk's last sector, and asserts (panics) on an
+    /// entry size other than 128: that header is the one checked, even
+    /// when the primary puts the backup elsewhere (an image on a larger
+    /// stick).
+    #[test]
+    fn the_last_sector_is_checked_when_the_primary_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(8 << 20).unwrap();
+        let mbr = protective_mbr(8 << 20, None, [9; 4]).unwrap();
+        write_gpt(&mut f, &path, Uuid::nil(), &[], &mbr).unwrap();
+        assert!(check_headers(&f, 8 << 20).unwrap());
+        // The "stick" is 1 MiB larger; its last sector holds a header with
+        // 64-byte entries and a good CRC.
+        let (old, new) = ((8u64 << 20) / LBA - 1, (9u64 << 20) / LBA - 1);
+        f.set_len(9 << 20).unwrap();
+        let mut h = [0u8; 92];
+        f.read_exact_at(&mut h, old * LBA).unwrap();
+        h[24..32].copy_from_slice(&new.to_le_bytes());
+        h[84..88].copy_from_slice(&64u32.to_le_bytes());
+        h[16..20].fill(0);
+        let crc = crc32(&h);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        f.write_all_at(&h, new * LBA).unwrap();
+        assert!(check_headers(&f, 9 << 20).unwrap(), "the primary is used");
+        f.write_all_at(&[0xff], LBA + 40).unwrap();
+        let e = format!("{:#}", check_headers(&f, 9 << 20).unwrap_err());
+        assert!(e.contains("partition entry size 64"), "{e}");
+    }
+
+    #[test]
+    fn crc32_is_the_ieee_one() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
     }
 }

@@ -1,10 +1,12 @@
 //! The hybrid image: ISO9660 + El Torito + protective MBR + GPT in one file.
 //!
 //! `hybrid` decides the layout and writes the file; `iso9660`, `eltorito`
-//! and `gpt` encode the individual structures.
+//! and `gpt` encode the individual structures; `gpt_check` checks a GPT
+//! medium as a whole (both headers, every partition inside it).
 
 pub mod eltorito;
 pub mod gpt;
+pub mod gpt_check;
 pub mod hybrid;
 pub mod iso9660;
 pub mod isomd5;
