@@ -139,6 +139,9 @@ pub fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
     let flag = flag();
+    if raised(&flag) {
+        return Err(Interrupted.into());
+    }
     let (tx, rx) = mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("blocking".into())
