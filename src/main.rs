@@ -591,10 +591,22 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the contexts joined with ": ". Multi-line details
-            // (console tails) follow on their own lines.
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let Some(sig) = interrupt::signal() else {
+                // One line: the contexts joined with ": ". Multi-line
+                // details (console tails) follow on their own lines.
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            };
+            // Work stopped by the signal: its contexts ("reading x.part")
+            // say only where it stopped. Other errors (a write's "first MiB
+            // zeroed") are kept. 128 + the signal, as a shell reports a
+            // process the signal killed.
+            if interrupt::is_interrupt(&e) {
+                eprintln!("error: interrupted by {sig}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(128 + sig as u8)
         }
     }
 }

@@ -45,12 +45,24 @@ enum Behaviour {
     },
     /// An HTML folder listing (any request), as a mirror's autoindex.
     Listing(String),
+    /// 200 with the full `Content-Length`, then `chunk` bytes every
+    /// `every`: a slow mirror (no Range support).
+    Dribble {
+        body: Vec<u8>,
+        chunk: usize,
+        every: Duration,
+    },
+    /// 200 with the full `Content-Length`, then nothing: the connection
+    /// stays open and silent (longer than any test runs).
+    Stall(Vec<u8>),
 }
 
 #[derive(Default)]
 struct Log {
     /// (path, Range header if any) per request, in order.
     requests: Vec<(String, Option<String>)>,
+    /// Responses whose headers have gone out (`Dribble`, `Stall`).
+    headers_sent: usize,
 }
 
 struct Server {
@@ -88,6 +100,10 @@ impl Server {
     fn hits(&self, path: &str) -> usize {
         let log = self.log.lock().unwrap();
         log.requests.iter().filter(|(p, _)| p == path).count()
+    }
+
+    fn headers_sent(&self) -> usize {
+        self.log.lock().unwrap().headers_sent
     }
 
     fn total_hits(&self) -> usize {
@@ -224,8 +240,31 @@ fn handle(stream: TcpStream, routes: &HashMap<String, Behaviour>, log: &Mutex<Lo
                 respond_full(&mut out, body, true)
             }
         }
+        Some(Behaviour::Dribble { body, chunk, every }) => {
+            slow_headers(&mut out, body.len(), log);
+            for piece in body.chunks(*chunk) {
+                if out.write_all(piece).and_then(|()| out.flush()).is_err() {
+                    break;
+                }
+                thread::sleep(*every);
+            }
+        }
+        Some(Behaviour::Stall(body)) => {
+            slow_headers(&mut out, body.len(), log);
+            thread::sleep(Duration::from_secs(600));
+        }
     }
     let _ = out.shutdown(std::net::Shutdown::Both);
+}
+
+/// The headers of a `Dribble` or `Stall` answer, flushed and logged.
+fn slow_headers(out: &mut TcpStream, len: usize, log: &Mutex<Log>) {
+    let _ = write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    );
+    let _ = out.flush();
+    log.lock().unwrap().headers_sent += 1;
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -1436,4 +1475,249 @@ fn a_failed_fetch_unpack_leaves_no_folder_behind() {
         dir.path().join("mine").is_dir(),
         "an existing folder was removed"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Interrupts: a signal stops a `fetch` within a second or so, whatever it
+// is waiting on, and leaves nothing but the resumable `.part`.
+
+/// How long a run may take to stop after the signal (the brief: about a
+/// second; the slack is for a loaded test machine).
+const STOP_WITHIN: Duration = Duration::from_secs(2);
+
+/// `undercloud-live fetch URL --sha256 HEX --cache-dir CACHE [extra]`,
+/// started in the background with its stderr collected by a thread.
+struct Background {
+    child: std::process::Child,
+    stderr: thread::JoinHandle<String>,
+}
+
+fn start_fetch(url: &str, hex: &str, cache: &Path, extra: &[&std::ffi::OsStr]) -> Background {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_undercloud-live"))
+        .arg("fetch")
+        .arg(url)
+        .args(["--sha256", hex, "--cache-dir"])
+        .arg(cache)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stderr.take().unwrap();
+    let stderr = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut s);
+        s
+    });
+    Background { child, stderr }
+}
+
+/// What an interrupted run did.
+struct Stopped {
+    status: std::process::ExitStatus,
+    stderr: String,
+    /// From the signal to the exit.
+    took: Duration,
+}
+
+/// Waits until `started` says the run is under way, sends `sig`, and
+/// waits for the exit (killing the run, and failing, if it goes on for
+/// 10 s: that is the bug this guards against).
+fn interrupt_when(
+    mut run: Background,
+    sig: nix::sys::signal::Signal,
+    started: impl Fn() -> bool,
+) -> Stopped {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started() {
+        if let Ok(Some(status)) = run.child.try_wait() {
+            panic!(
+                "the run ended ({status}) before it started downloading: {}",
+                run.stderr.join().unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "the download never started");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let pid = nix::unistd::Pid::from_raw(run.child.id() as i32);
+    nix::sys::signal::kill(pid, sig).unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = run.child.kill();
+            let _ = run.child.wait();
+            panic!("still running 10 s after {sig}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let took = t.elapsed();
+    Stopped {
+        status,
+        stderr: run.stderr.join().unwrap(),
+        took,
+    }
+}
+
+fn assert_interrupted(s: &Stopped, sig: nix::sys::signal::Signal) {
+    eprintln!("stopped {:?} after {sig}; stderr:\n{}", s.took, s.stderr);
+    assert!(s.took < STOP_WITHIN, "took {:?} to stop", s.took);
+    assert_eq!(
+        s.status.code(),
+        Some(128 + sig as i32),
+        "exit status after {sig}; stderr: {}",
+        s.stderr
+    );
+    let last = s.stderr.lines().last().unwrap_or_default();
+    assert_eq!(last, format!("error: interrupted by {sig}"), "{}", s.stderr);
+}
+
+/// Every file under `dir`, relative, sorted (folders are not listed).
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() && !p.is_symlink() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn part_len(cache: &Path, hex: &str) -> u64 {
+    let part = cache.join(format!("downloads/blobs/sha256/{hex}.part"));
+    std::fs::metadata(part).map_or(0, |m| m.len())
+}
+
+/// 3 MiB at about 800 KiB/s: a download that lasts a few seconds.
+fn dribble(body: Vec<u8>) -> Behaviour {
+    Behaviour::Dribble {
+        body,
+        chunk: 8 << 10,
+        every: Duration::from_millis(10),
+    }
+}
+
+#[test]
+fn sigterm_stops_a_slow_download_and_keeps_only_the_resumable_part() {
+    use nix::sys::signal::Signal;
+    let body = payload(3 << 20, 7);
+    let hex = sha256_hex(&body);
+    let server = Server::start(vec![("/base.tar", dribble(body.clone()))]);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run = start_fetch(&server.url("/base.tar"), &hex, &cache, &[]);
+    let s = interrupt_when(run, Signal::SIGTERM, || part_len(&cache, &hex) >= 64 << 10);
+    assert_interrupted(&s, Signal::SIGTERM);
+    let part = format!("cache/downloads/blobs/sha256/{hex}.part");
+    assert_eq!(files_under(dir.path()), vec![part.clone()]);
+    let kept = std::fs::read(dir.path().join(&part)).unwrap();
+    assert!(
+        !kept.is_empty() && kept.len() < body.len(),
+        "{} bytes",
+        kept.len()
+    );
+    assert_eq!(kept, body[..kept.len()], "the part holds the file's start");
+
+    // The next run continues it.
+    let fast = Server::start(vec![("/base.tar", Behaviour::Serve(body))]);
+    let run = start_fetch(&fast.url("/base.tar"), &hex, &cache, &[]);
+    let mut child = run.child;
+    assert!(
+        child.wait().unwrap().success(),
+        "{}",
+        run.stderr.join().unwrap()
+    );
+    assert_eq!(
+        fast.ranges("/base.tar"),
+        vec![Some(format!("bytes={}-", kept.len()))]
+    );
+    assert_eq!(blob_files(&cache.join("downloads")), vec![hex]);
+}
+
+#[test]
+fn sigint_stops_fetch_unpack_and_removes_the_folder_it_made() {
+    use nix::sys::signal::Signal;
+    let body = rootfs_tar_xz(12);
+    let hex = sha256_hex(&body);
+    let server = Server::start(vec![("/rootfs.tar.xz", dribble(body))]);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let root = dir.path().join("new/root");
+    let run = start_fetch(
+        &server.url("/rootfs.tar.xz"),
+        &hex,
+        &cache,
+        &["--unpack".as_ref(), root.as_os_str()],
+    );
+    // Signalled once the unpack has written files into the tree.
+    let s = interrupt_when(run, Signal::SIGINT, || root.join("etc/f1").exists());
+    assert_interrupted(&s, Signal::SIGINT);
+    assert!(
+        !dir.path().join("new").exists(),
+        "the unpack folder is left"
+    );
+    assert_eq!(
+        files_under(dir.path()),
+        vec![format!("cache/downloads/blobs/sha256/{hex}.part")]
+    );
+}
+
+#[test]
+fn sigterm_stops_a_download_from_a_server_that_sent_headers_then_nothing() {
+    use nix::sys::signal::Signal;
+    let body = payload(1 << 20, 8);
+    let hex = sha256_hex(&body);
+    let server = Server::start(vec![("/base.tar", Behaviour::Stall(body))]);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run = start_fetch(&server.url("/base.tar"), &hex, &cache, &[]);
+    let headers_at = std::cell::Cell::new(None::<Instant>);
+    // A moment after the headers went out, the client waits on the body.
+    let s = interrupt_when(run, Signal::SIGTERM, || {
+        if server.headers_sent() == 0 {
+            return false;
+        }
+        let at = headers_at.get().unwrap_or_else(Instant::now);
+        headers_at.set(Some(at));
+        at.elapsed() > Duration::from_millis(300)
+    });
+    assert_interrupted(&s, Signal::SIGTERM);
+    // An empty part is worth nothing for a resume, so it is removed.
+    assert_eq!(files_under(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn sigint_ends_the_wait_before_a_retry() {
+    use nix::sys::signal::Signal;
+    let body = payload(1000, 9);
+    let hex = sha256_hex(&body);
+    let server = Server::start(vec![(
+        "/base.tar",
+        Behaviour::FailFirst {
+            status: 503,
+            times: 100,
+            retry_after: Some("20"),
+            body,
+        },
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run = start_fetch(&server.url("/base.tar"), &hex, &cache, &[]);
+    // The first answer asks for a 20 s wait; the signal comes during it.
+    let s = interrupt_when(run, Signal::SIGINT, || server.hits("/base.tar") > 0);
+    assert_interrupted(&s, Signal::SIGINT);
+    assert_eq!(server.hits("/base.tar"), 1, "no retry after the signal");
+    assert_eq!(files_under(dir.path()), Vec::<String>::new());
 }

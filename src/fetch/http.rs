@@ -14,6 +14,7 @@ use reqwest::{StatusCode, Url};
 use sha2::{Digest, Sha256};
 
 use super::{Fetcher, MAX_CHECKSUM_LIST};
+use crate::interrupt::{self, Interruptible, Pump};
 
 /// Connecting should be quick; a mirror that takes longer is better skipped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,7 +42,10 @@ fn get(fetcher: &Fetcher, url: &Url, range_from: Option<u64>) -> Result<Response
     // refused connection will not change in the next seconds (the machine
     // is offline, or the mirror is not reachable from here): saying so at
     // once beats a minute of back-off. A malformed URL is not retried either.
-    req.send().map_err(|e| {
+    // Sent from a thread of its own: waiting for a stalled server's headers
+    // must not outlast a signal (see `interrupt::blocking`).
+    let sent = interrupt::blocking(&format!("GET {url}"), move || req.send())?;
+    sent.map_err(|e| {
         let chain = error_chain(&e);
         if let Some(why) = e.is_connect().then(|| unreachable_reason(&chain)).flatten() {
             anyhow!(super::Unreachable {
@@ -206,7 +210,7 @@ fn with_retries<T>(
             n + 1,
             policy.attempts
         ));
-        std::thread::sleep(wait);
+        interrupt::sleep(wait)?;
         n += 1;
     }
 }
@@ -220,9 +224,14 @@ pub(super) fn get_small(fetcher: &Fetcher, url: &Url) -> Result<String> {
             return Err(http_error(url, &resp));
         }
         let mut bytes = Vec::new();
-        resp.take(MAX_CHECKSUM_LIST + 1)
+        Pump::new(resp)
+            .with_context(|| format!("downloading {url}"))?
+            .take(MAX_CHECKSUM_LIST + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| anyhow!(Transient::new(format!("downloading {url}: {e}"), None)))?;
+            .map_err(|e| match interrupt::is_io(&e) {
+                true => anyhow!(interrupt::Interrupted),
+                false => anyhow!(Transient::new(format!("downloading {url}: {e}"), None)),
+            })?;
         if bytes.len() as u64 > MAX_CHECKSUM_LIST {
             bail!("{url} is too large for a checksum file");
         }
@@ -379,8 +388,12 @@ fn stream(
             anyhow!(e).context(format!("seeking in {}", at.part_path.display())),
         );
     }
+    let body = match Pump::new(resp) {
+        Ok(b) => b,
+        Err(e) => return Streamed::Failed(anyhow!(e).context(format!("downloading {}", at.url))),
+    };
     let mut tee = Tee {
-        resp,
+        body,
         part,
         part_path: at.part_path,
         state,
@@ -437,7 +450,7 @@ enum TeeFailure {
 
 /// The response body, kept (`.part`) and hashed on its way to a consumer.
 struct Tee<'a> {
-    resp: Response,
+    body: Pump,
     part: &'a mut File,
     part_path: &'a std::path::Path,
     state: &'a mut PartState,
@@ -456,9 +469,14 @@ impl Read for Tee<'_> {
             )));
         }
         let n = loop {
-            match self.resp.read(buf) {
+            match self.body.read(buf) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Final, not a cut to resume: the .part stays for a later run.
+                Err(e) if interrupt::is_io(&e) => {
+                    self.failure = Some(TeeFailure::Local(anyhow!(interrupt::Interrupted)));
+                    return Err(e);
+                }
                 Err(e) => {
                     self.failure = Some(TeeFailure::Cut);
                     return Err(io::Error::new(
@@ -555,13 +573,18 @@ fn fill(
     bar.inc(have);
     part.seek(SeekFrom::Start(have))
         .with_context(|| format!("seeking in {}", part_path.display()))?;
+    let mut body = Pump::new(resp).with_context(|| format!("downloading {url}"))?;
 
     let mut buf = vec![0u8; 1 << 17];
     loop {
-        let n = match resp.read(&mut buf) {
+        let n = match body.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if interrupt::is_io(&e) => {
+                bar.finish();
+                return Err(interrupt::Interrupted.into());
+            }
             Err(e) => {
                 bar.finish();
                 // The .part stays for a resume (the next attempt, or a
@@ -609,10 +632,12 @@ fn fill(
 /// Feed what an earlier run left in the `.part` into the hasher.
 fn hash_existing(part: &mut File, hasher: &mut Sha256) -> io::Result<u64> {
     part.seek(SeekFrom::Start(0))?;
+    // A multi-GiB .part takes a while to hash.
+    let mut input = Interruptible::new(&mut *part);
     let mut buf = vec![0u8; 1 << 17];
     let mut total = 0u64;
     loop {
-        let n = match part.read(&mut buf) {
+        let n = match input.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -421,8 +421,9 @@ impl Fetcher {
 
     /// Hash a local file in place, streaming, with a progress bar.
     fn verify_local(&self, path: &Path, expected: &str) -> Result<()> {
-        let mut file = crate::io::open_regular(path, "source")?;
+        let file = crate::io::open_regular(path, "source")?;
         let len = file.metadata().map(|m| m.len()).ok();
+        let mut file = crate::interrupt::Interruptible::new(file);
         let mut bar = self
             .progress
             .bytes(&format!("verify {}", display_name(path)), len);

@@ -237,6 +237,10 @@ fn read_tar<R: Read>(
     body: impl FnOnce(&mut tar::Archive<&mut dyn Read>) -> Result<()>,
 ) -> Result<()> {
     let decode_error: RefCell<Option<io::Error>> = RefCell::new(None);
+    // Checked on both sides of the decompressor: its input (a file, a
+    // spooled layer) may be read for long before any output comes, and a
+    // small input can expand to gigabytes read without touching it.
+    let input = crate::interrupt::Interruptible::new(input);
     let result = (|| -> Result<()> {
         let decoded: Box<dyn Read + '_> = match compression {
             Compression::None => Box::new(input),
@@ -251,7 +255,7 @@ fn read_tar<R: Read>(
             ),
         };
         let mut watched = Watch {
-            inner: decoded,
+            inner: crate::interrupt::Interruptible::new(decoded),
             error: &decode_error,
         };
         body(&mut tar::Archive::new(&mut watched as &mut dyn Read))?;
@@ -259,6 +263,10 @@ fn read_tar<R: Read>(
         Ok(())
     })();
     match (result, decode_error.into_inner()) {
+        // The decoder and the tar reader rewrap read errors in their own
+        // words ("tar data is truncated or corrupt"); after a signal the
+        // failure is the signal's.
+        (Err(_), _) if crate::interrupt::interrupted() => Err(crate::interrupt::Interrupted.into()),
         (Err(_), Some(e))
             if matches!(
                 e.kind(),
