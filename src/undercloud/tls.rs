@@ -111,6 +111,45 @@ pub fn fingerprint(der: &[u8]) -> String {
     pairs.join(":")
 }
 
+/// The certificates an API client in the image trusts besides the system's:
+/// the file `OS_CACERT` names (a sourced undercloudrc), and the endpoints
+/// file's `cacert=` (the API's own certificate, written by `configure`).
+/// Verification is never turned off; an unreadable file is an error, not
+/// a client that trusts less and fails later with a vaguer one.
+pub fn client_roots(
+    os_cacert: Option<&str>,
+    endpoints: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<reqwest::Certificate>> {
+    let mut roots = Vec::new();
+    let files = [
+        (os_cacert, "OS_CACERT"),
+        (
+            endpoints.get("cacert").map(String::as_str),
+            "cacert= in /etc/undercloud/endpoints",
+        ),
+    ];
+    for (file, named_by) in files {
+        let Some(file) = file.filter(|f| !f.is_empty()) else {
+            continue;
+        };
+        let pem = crate::io::read_bounded(Path::new(file), crate::io::MIB, "certificate file")
+            .with_context(|| format!("the API's certificate ({named_by})"))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .with_context(|| format!("{file} ({named_by}): no PEM certificate in it"))?;
+        roots.extend(certs);
+    }
+    Ok(roots)
+}
+
+/// [`client_roots`] with this process's `OS_CACERT`.
+pub fn client_roots_here(
+    endpoints: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<reqwest::Certificate>> {
+    client_roots(std::env::var("OS_CACERT").ok().as_deref(), endpoints)
+}
+
 /// Where the self-signed pair came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -198,6 +237,57 @@ pub fn generate(names: &Names) -> Result<Pair> {
         .self_signed(&key)
         .context("signing the TLS certificate")?;
     Pair::parse(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+}
+
+/// A TLS server on 127.0.0.1 serving `pair`, for client tests: every
+/// request gets 200 and `{"id": "v1"}`, then the connection closes. Runs
+/// until the test process ends.
+#[cfg(test)]
+pub(crate) fn test_server(pair: &Pair) -> u16 {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let certs = CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            // A client that refuses the certificate ends the handshake
+            // here: the read fails and the connection is dropped.
+            while !head.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            if head.ends_with(b"\r\n\r\n") {
+                let body = r#"{"id": "v1"}"#;
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+        }
+    });
+    port
 }
 
 #[cfg(test)]
@@ -291,6 +381,29 @@ mod tests {
                 .unwrap()
                 .fingerprint(),
             a.fingerprint()
+        );
+    }
+
+    #[test]
+    fn clients_trust_the_named_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = generate(&names()).unwrap();
+        let file = dir.path().join("api.crt");
+        fs::write(&file, &a.cert_pem).unwrap();
+        let f = file.to_str().unwrap();
+        let mut ep = std::collections::BTreeMap::new();
+        assert!(client_roots(None, &ep).unwrap().is_empty());
+        ep.insert("cacert".to_string(), f.to_string());
+        assert_eq!(client_roots(None, &ep).unwrap().len(), 1);
+        assert_eq!(client_roots(Some(f), &ep).unwrap().len(), 2);
+        assert_eq!(client_roots(Some(""), &ep).unwrap().len(), 1);
+        let e = format!("{:#}", client_roots(Some("/nowhere.crt"), &ep).unwrap_err());
+        assert!(e.contains("OS_CACERT") && e.contains("/nowhere.crt"), "{e}");
+        fs::write(&file, "not a certificate").unwrap();
+        let e = format!("{:#}", client_roots(None, &ep).unwrap_err());
+        assert!(
+            e.contains("no PEM certificate") && e.contains("cacert="),
+            "{e}"
         );
     }
 
