@@ -420,3 +420,47 @@ fn an_https_api_is_trusted_only_with_its_certificate() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(state.lock().unwrap().nodes.len(), 2);
 }
+
+/// The boot test's HTTPS client (tests/common/ucvm.rs): it takes the
+/// certificate from the handshake, and, pinned to it, gets answers from
+/// that server and none from a server with another certificate.
+#[test]
+fn the_boot_tests_https_client_pins_the_handshake_certificate() {
+    use common::ucvm::{console_fingerprint, server_cert, Api};
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_port = backend.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in backend.incoming().flatten() {
+            if read_request(&stream).is_ok() {
+                respond(&stream, "200 OK", &json!({"id": "v1"}));
+            }
+        }
+    });
+    let names = Names {
+        address: [192, 168, 24, 1].into(),
+        hostname: None,
+    };
+    let ours = generate(&names).unwrap();
+    let other = generate(&names).unwrap();
+    let front = tls_front(&ours, backend_port);
+    let impostor = tls_front(&other, backend_port);
+    let der = server_cert(front).expect("no certificate from the handshake");
+    let line = format!(
+        "undercloud-config: Ironic API at https://192.168.24.1:6385 with a self-signed certificate (made now, in /var/lib/undercloud/tls/ironic.crt); SHA-256 fingerprint {}; clients trust /etc/ironic/tls/ironic.crt\n",
+        ours.fingerprint()
+    );
+    assert_eq!(
+        console_fingerprint(&line).as_deref(),
+        Some(undercloud_live::undercloud::tls::fingerprint(&der).as_str())
+    );
+    let v1 = Api::with_tls(front, "admin", "pw", &der).call(reqwest::Method::GET, "/v1", None, 200);
+    assert_eq!(v1["id"], "v1");
+    assert!(Api::with_tls(impostor, "admin", "pw", &der)
+        .get("/v1")
+        .is_none());
+    // Nothing listening: no certificate.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().port();
+    drop(closed);
+    assert!(server_cert(dead).is_none());
+}

@@ -911,4 +911,30 @@ mod tests {
         assert!(out.contains("<made at first boot and kept>"), "{out}");
         assert!(!t.path().join("root").exists());
     }
+
+    /// The console line of a self-signed certificate, at every boot, with
+    /// the fingerprint (the boot test reads it back).
+    #[test]
+    fn the_console_shows_the_fingerprint_at_every_boot() {
+        let t = tempfile::tempdir().unwrap();
+        let cfg = Config::parse("ironic: {tls: self-signed}\n", "t").unwrap();
+        let (a, line) = api_tls(t.path(), &cfg, None).unwrap();
+        let a = a.unwrap();
+        assert_eq!(a.local_host, "127.0.0.1");
+        let fp = a.pair.fingerprint();
+        assert!(
+            line.starts_with("undercloud-config: Ironic API at https://192.168.24.1:6385 with a self-signed certificate (made now, in /var/lib/undercloud/tls/ironic.crt); "),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("; SHA-256 fingerprint {fp}; ")),
+            "{line}"
+        );
+        assert_eq!(line.lines().count(), 1);
+        let (b, line) = api_tls(t.path(), &cfg, None).unwrap();
+        assert_eq!(b.unwrap().pair, a.pair);
+        assert!(line.contains("(kept, in ") && line.contains(&fp), "{line}");
+        let (none, line) = api_tls(t.path(), &Config::default(), None).unwrap();
+        assert!(none.is_none() && line.is_empty());
+    }
 }
