@@ -461,9 +461,11 @@ enum UndercloudCommand {
         /// Use this nodes.yaml instead of looking for one.
         #[arg(long)]
         nodes: Option<PathBuf>,
-        /// Ironic's API.
-        #[arg(long, default_value = "http://127.0.0.1:6385")]
-        api: String,
+        /// Ironic's API [default: the undercloud's (api= in
+        /// /etc/undercloud/endpoints: https with ironic.tls), else
+        /// http://127.0.0.1:6385].
+        #[arg(long)]
+        api: Option<String>,
         /// Seconds to wait for the API to answer.
         #[arg(long, default_value_t = 600)]
         wait: u64,

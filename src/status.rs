@@ -356,11 +356,15 @@ fn api_url(endpoints: &BTreeMap<String, String>) -> String {
         .unwrap_or_else(|| "http://127.0.0.1:6385".into())
 }
 
-fn http_client() -> Result<reqwest::blocking::Client> {
+/// With `ironic.tls`, the API's certificate is trusted (the endpoints
+/// file's `cacert=`, or `OS_CACERT`); nothing is ever left unchecked.
+fn http_client(endpoints: &BTreeMap<String, String>) -> Result<reqwest::blocking::Client> {
+    let roots = crate::undercloud::tls::client_roots_here(endpoints)?;
     // Generous: Python answers slowly on an emulated CPU.
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .connect_timeout(Duration::from_secs(3))
+        .tls_certs_merge(roots)
         .build()
         .context("making an HTTP client")
 }
@@ -480,7 +484,7 @@ pub fn collect() -> Result<Report> {
     let units = systemctl_show(&wanted)?;
     let api = api_url(&endpoints);
     let caller = Caller {
-        client: http_client()?,
+        client: http_client(&endpoints)?,
         // Unreadable (not root, nothing sourced): reported as the 401.
         creds: credentials::for_client(&endpoints).unwrap_or(None),
     };
@@ -789,5 +793,42 @@ Id=nginx.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nResu
         assert!(!render_table(&r).contains("WARNING"));
         r.auth = "noauth".into();
         assert!(render_table(&r).contains("\nWARNING: Ironic's API has no authentication"));
+    }
+
+    /// With `ironic.tls`, `status` trusts the certificate the endpoints
+    /// file names, and refuses an API serving any other.
+    #[test]
+    fn the_api_certificate_is_checked() {
+        use crate::undercloud::tls;
+        let names = tls::Names {
+            address: [192, 168, 24, 1].into(),
+            hostname: None,
+        };
+        let ours = tls::generate(&names).unwrap();
+        let other = tls::generate(&names).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cacert = dir.path().join("ironic.crt");
+        std::fs::write(&cacert, &ours.cert_pem).unwrap();
+        let endpoints = parse_endpoints(&format!("cacert={}\n", cacert.display()));
+        let caller = Caller {
+            client: http_client(&endpoints).unwrap(),
+            creds: None,
+        };
+        let port = tls::test_server(&ours);
+        let (code, body) = http_get(&caller, &format!("https://127.0.0.1:{port}/v1")).unwrap();
+        assert_eq!((code, body.as_str()), (200, r#"{"id": "v1"}"#));
+        let impostor = tls::test_server(&other);
+        let e = http_get(&caller, &format!("https://127.0.0.1:{impostor}/v1")).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("certificate") || e.contains("UnknownIssuer"),
+            "{e}"
+        );
+        // Without the file: the system's roots alone refuse ours too.
+        let plain = Caller {
+            client: http_client(&BTreeMap::new()).unwrap(),
+            creds: None,
+        };
+        assert!(http_get(&plain, &format!("https://127.0.0.1:{port}/v1")).is_err());
     }
 }

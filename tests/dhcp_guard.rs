@@ -434,6 +434,7 @@ fn dnsmasq_serves_tftp_only_from_the_dhcp_off_file() {
             time: 0,
         }),
         api: None,
+        tls: None,
     };
     let text = render::files(&Config::default(), &facts)
         .into_iter()

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use serde_json::{json, Value};
+use undercloud_live::undercloud::tls::{generate, Names, Pair};
 
 #[derive(Default)]
 struct State {
@@ -129,13 +130,18 @@ nodes:
 /// `undercloud enroll` against the fake, with no credentials from the
 /// environment unless a test adds them.
 fn enroll_cmd(port: u16, file: &std::path::Path) -> std::process::Command {
+    enroll_cmd_at(&format!("http://127.0.0.1:{port}"), file)
+}
+
+fn enroll_cmd_at(api: &str, file: &std::path::Path) -> std::process::Command {
     let mut cmd = bin();
     cmd.args(["undercloud", "enroll", "--wait", "5", "--api"])
-        .arg(format!("http://127.0.0.1:{port}"))
+        .arg(api)
         .arg("--nodes")
         .arg(file)
         .env_remove("OS_USERNAME")
-        .env_remove("OS_PASSWORD");
+        .env_remove("OS_PASSWORD")
+        .env_remove("OS_CACERT");
     cmd
 }
 
@@ -309,4 +315,152 @@ fn credentials_from_the_environment_are_sent() {
         .env("OS_PASSWORD", "s3cr3t pass"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(state.lock().unwrap().nodes.len(), 2);
+}
+
+/// Ironic's API over HTTPS on 127.0.0.1 (`ironic.tls`) in front of the
+/// fake: each connection's request is passed on to it and its answer back
+/// (the fake closes every connection after one answer).
+fn tls_front(pair: &Pair, backend: u16) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    let certs = CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            // The head byte by byte, then Content-Length bytes of body.
+            let mut req = Vec::new();
+            let mut byte = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut byte) {
+                    Ok(1) => req.push(byte[0]),
+                    // A client that refuses the certificate ends here.
+                    _ => break,
+                }
+            }
+            if !req.ends_with(b"\r\n\r\n") {
+                continue;
+            }
+            let head = String::from_utf8_lossy(&req).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            if tls.read_exact(&mut body).is_err() {
+                continue;
+            }
+            req.extend(body);
+            let mut plain = std::net::TcpStream::connect(("127.0.0.1", backend)).unwrap();
+            plain.write_all(&req).unwrap();
+            let mut answer = Vec::new();
+            let _ = plain.read_to_end(&mut answer);
+            let _ = tls.write_all(&answer);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    port
+}
+
+/// With `ironic.tls`: `enroll` calls an https API when it trusts the
+/// API's certificate (OS_CACERT, as a sourced undercloudrc sets it), and
+/// refuses one serving any other certificate, sending nothing.
+#[test]
+fn an_https_api_is_trusted_only_with_its_certificate() {
+    let dir = scratch("enroll-tls");
+    let state = Arc::new(Mutex::new(State::default()));
+    let names = Names {
+        address: [192, 168, 24, 1].into(),
+        hostname: None,
+    };
+    let ours = generate(&names).unwrap();
+    let other = generate(&names).unwrap();
+    let front = tls_front(&ours, fake_ironic(state.clone()));
+    let file = dir.join("nodes.yaml");
+    std::fs::write(&file, NODES).unwrap();
+    let (ours_file, other_file) = (dir.join("ours.crt"), dir.join("other.crt"));
+    std::fs::write(&ours_file, &ours.cert_pem).unwrap();
+    std::fs::write(&other_file, &other.cert_pem).unwrap();
+    let api = format!("https://127.0.0.1:{front}");
+
+    for refused in [None, Some(&other_file)] {
+        let mut cmd = enroll_cmd_at(&api, &file);
+        if let Some(f) = refused {
+            cmd.env("OS_CACERT", f);
+        }
+        let o = run(&mut cmd);
+        assert!(!o.status.success(), "{refused:?} was enough");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("certificate"), "{err}");
+        assert!(
+            state.lock().unwrap().calls.is_empty(),
+            "a request got through"
+        );
+    }
+
+    let o = run(enroll_cmd_at(&api, &file).env("OS_CACERT", &ours_file));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(state.lock().unwrap().nodes.len(), 2);
+}
+
+/// The boot test's HTTPS client (tests/common/ucvm.rs): it takes the
+/// certificate from the handshake, and, pinned to it, gets answers from
+/// that server and none from a server with another certificate.
+#[test]
+fn the_boot_tests_https_client_pins_the_handshake_certificate() {
+    use common::ucvm::{console_fingerprint, server_cert, Api};
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_port = backend.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in backend.incoming().flatten() {
+            if read_request(&stream).is_ok() {
+                respond(&stream, "200 OK", &json!({"id": "v1"}));
+            }
+        }
+    });
+    let names = Names {
+        address: [192, 168, 24, 1].into(),
+        hostname: None,
+    };
+    let ours = generate(&names).unwrap();
+    let other = generate(&names).unwrap();
+    let front = tls_front(&ours, backend_port);
+    let impostor = tls_front(&other, backend_port);
+    let der = server_cert(front).expect("no certificate from the handshake");
+    let line = format!(
+        "undercloud-config: Ironic API at https://192.168.24.1:6385 with a self-signed certificate (made now, in /var/lib/undercloud/tls/ironic.crt); SHA-256 fingerprint {}; clients trust /etc/ironic/tls/ironic.crt\n",
+        ours.fingerprint()
+    );
+    assert_eq!(
+        console_fingerprint(&line).as_deref(),
+        Some(undercloud_live::undercloud::tls::fingerprint(&der).as_str())
+    );
+    let v1 = Api::with_tls(front, "admin", "pw", &der).call(reqwest::Method::GET, "/v1", None, 200);
+    assert_eq!(v1["id"], "v1");
+    assert!(Api::with_tls(impostor, "admin", "pw", &der)
+        .get("/v1")
+        .is_none());
+    // Nothing listening: no certificate.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().port();
+    drop(closed);
+    assert!(server_cert(dead).is_none());
 }

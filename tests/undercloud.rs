@@ -29,6 +29,12 @@
 //! * A node enrolled just before a power cut, second boot: that node and
 //!   the deployed one (still `active`) are there, the ESP's node is left
 //!   alone.
+//! * That second boot with `ironic: {tls: self-signed}` added to the ESP's
+//!   undercloud.yaml: the console shows the made-up certificate's SHA-256
+//!   fingerprint, the API presents that certificate (taken from the
+//!   handshake and compared), answers HTTPS with the password (trusting
+//!   exactly that certificate) and not plain HTTP; the in-image status
+//!   report and enrolment work over HTTPS.
 //!
 //! Prints the time of each phase and of the whole. Root, libvirt (started
 //! by the test bed if not running), the Debian mirror for the first builds.
@@ -39,7 +45,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::testbed::{free_tcp_port, Libvirt, Node, NodeConfig, Sushy, UdpLink};
-use common::ucvm::{console_password, esp_offset, tail, wait_port_free, Api, Vm, VmOptions};
+use common::ucvm::{
+    console_fingerprint, console_password, esp_offset, put_esp_file, server_cert, tail,
+    wait_port_free, Api, Vm, VmOptions,
+};
 use common::*;
 use serde_json::json;
 
@@ -90,6 +99,67 @@ fn check_esp(img: &std::path::Path, dir: &std::path::Path) {
         );
     }
     let _ = std::fs::remove_file(&esp_img);
+}
+
+/// The ESP's undercloud.yaml with `ironic: {tls: self-signed}` added,
+/// the rest kept: the next boot serves the API over HTTPS.
+fn esp_with_tls(img: &std::path::Path, dir: &std::path::Path) {
+    let text = std::fs::read_to_string(repo().join("tests/specs/undercloud-esp.yaml")).unwrap();
+    assert!(
+        !text.contains("\nironic:"),
+        "the test's undercloud.yaml has ironic: already"
+    );
+    let file = dir.join("undercloud-tls.yaml");
+    std::fs::write(&file, format!("{text}ironic:\n  tls: self-signed\n")).unwrap();
+    let (off, _) = esp_offset(img);
+    put_esp_file(img, off, &file, "::/undercloud.yaml");
+}
+
+/// A boot with `ironic.tls: self-signed`: the console shows the made-up
+/// certificate's fingerprint, the API presents that certificate and
+/// answers HTTPS with the password, plain HTTP gets no answer, and the
+/// in-image status report checked the API over HTTPS. Returns the API
+/// client trusting exactly that certificate.
+fn check_tls(vm: &Vm, password: &str) -> Api {
+    let console = vm.console();
+    let fp = console_fingerprint(&console).unwrap_or_else(|| {
+        panic!(
+            "no certificate fingerprint on the console:\n{}",
+            vm.console_tail()
+        )
+    });
+    assert!(
+        console.contains("with a self-signed certificate (made now"),
+        "the certificate was not made at this boot:\n{}",
+        vm.console_tail()
+    );
+    let der = server_cert(vm.api_port).expect("no TLS handshake on the API port");
+    assert_eq!(
+        undercloud_live::undercloud::tls::fingerprint(&der),
+        fp,
+        "the API presents another certificate than the console shows"
+    );
+    let api = Api::with_tls(vm.api_port, "admin", password, &der);
+    api.call(reqwest::Method::GET, "/v1/nodes", None, 200);
+    Api::with_tls(vm.api_port, "admin", "not-the-password", &der).call(
+        reqwest::Method::GET,
+        "/v1/nodes",
+        None,
+        401,
+    );
+    assert!(
+        Api::with_auth(vm.api_port, "admin", password)
+            .get("/v1")
+            .is_none(),
+        "the API answered plain HTTP with TLS on"
+    );
+    // `status` in the image trusted the API's certificate.
+    assert!(
+        console.contains("https://127.0.0.1:6385/v1 (200)"),
+        "the status report did not reach the API over HTTPS:\n{}",
+        vm.console_tail()
+    );
+    api
 }
 
 /// What the first boot must show before any node is touched.
@@ -342,6 +412,8 @@ fn undercloud_boots_and_deploys_a_node_through_redfish() {
     // QEMU dies with its parent, but not at once: the next boot must not
     // open the image while it still runs.
     wait_port_free(port);
+    // The operator turns TLS on for the next boot, on the ESP.
+    esp_with_tls(&img, &dir);
     let t = Instant::now();
     let mut vm = boot(&dir.join("boot-2.log"));
     let api_at = vm.wait_ready(t, Duration::from_secs(900));
@@ -352,7 +424,7 @@ fn undercloud_boots_and_deploys_a_node_through_redfish() {
         !vm.console().contains(&password),
         "the second boot showed the API password again"
     );
-    let api = Api::with_auth(vm.api_port, "admin", &password);
+    let api = check_tls(&vm, &password);
     let n = api.call(reqwest::Method::GET, "/v1/nodes/node-0", None, 200);
     assert_eq!(n["uuid"], uuid.as_str());
     assert_eq!(n["provision_state"], "active", "{n}");

@@ -173,6 +173,75 @@ pub struct Ironic {
     /// empty for the one built into the image, or an http(s) or file URL.
     pub deploy_kernel: String,
     pub deploy_ramdisk: String,
+    /// Whether the API speaks HTTPS, and with which certificate.
+    pub tls: Tls,
+}
+
+/// `ironic.tls`: `off` (plain HTTP), `self-signed` (made at first boot and
+/// kept), or the operator's `{certificate: PATH, key: PATH}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Tls {
+    #[default]
+    Off,
+    SelfSigned,
+    /// An absolute path is in the image; a bare file name is on the ESP
+    /// beside undercloud.yaml (where an operator can put it from any OS).
+    Files {
+        certificate: String,
+        key: String,
+    },
+}
+
+impl Tls {
+    pub fn enabled(&self) -> bool {
+        *self != Tls::Off
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFiles {
+    certificate: String,
+    key: String,
+}
+
+impl<'de> Deserialize<'de> for Tls {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{self, Unexpected};
+        struct Visit;
+        impl<'de> de::Visitor<'de> for Visit {
+            type Value = Tls;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("off, self-signed, or {certificate: PATH, key: PATH}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Tls, E> {
+                match v {
+                    "off" => Ok(Tls::Off),
+                    "self-signed" => Ok(Tls::SelfSigned),
+                    _ => Err(E::invalid_value(Unexpected::Str(v), &self)),
+                }
+            }
+            // Read without a type hint, YAML 1.1's `off` (and `no`, `false`)
+            // arrives as false; `on` or `true` does not say which certificate.
+            fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<Tls, E> {
+                match v {
+                    false => Ok(Tls::Off),
+                    true => Err(E::invalid_value(Unexpected::Bool(v), &self)),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Tls, A::Error> {
+                let f = TlsFiles::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Tls::Files {
+                    certificate: f.certificate,
+                    key: f.key,
+                })
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 impl Default for Ironic {
@@ -189,6 +258,7 @@ impl Default for Ironic {
             automated_clean: true,
             deploy_kernel: String::new(),
             deploy_ramdisk: String::new(),
+            tls: Tls::Off,
         }
     }
 }
@@ -375,6 +445,7 @@ impl Config {
             );
         }
         self.check_auth()?;
+        self.check_tls()?;
         for (key, v) in [
             ("deploy_kernel", &self.ironic.deploy_kernel),
             ("deploy_ramdisk", &self.ironic.deploy_ramdisk),
@@ -441,6 +512,39 @@ impl Config {
             (Auth::Noauth | Auth::HttpBasic, _) => {}
         }
         Ok(())
+    }
+
+    /// The certificate's and key's paths; the files themselves are read
+    /// and checked by `configure` (tls.rs), before anything is written.
+    fn check_tls(&self) -> Result<()> {
+        let Tls::Files { certificate, key } = &self.ironic.tls else {
+            return Ok(());
+        };
+        for (name, path) in [("certificate", certificate), ("key", key)] {
+            if !valid_tls_path(path) {
+                bail!("ironic.tls.{name} {path:?}: an absolute path in the image, or a file name on the ESP beside undercloud.yaml");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An absolute path without `..` and without spaces or control
+/// characters (it is written into the endpoints file), or a bare file
+/// name of letters, digits, `.`, `_`, `-` (a file on the ESP).
+fn valid_tls_path(p: &str) -> bool {
+    let clean = !p.is_empty() && p.len() <= 4096 && p.chars().all(|c| c.is_ascii_graphic());
+    let bare = |name: &str| {
+        !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    };
+    match p.strip_prefix('/') {
+        Some(rest) => {
+            clean && !rest.is_empty() && !rest.split('/').any(|c| c == ".." || c.is_empty())
+        }
+        None => clean && p.len() <= 255 && bare(p),
     }
 }
 
@@ -622,5 +726,69 @@ mod tests {
             "ironic:\n  auth: keystone\n  keystone: {auth_url: ks, username: a, password: b}\n"
         )
         .contains("auth_url"));
+    }
+
+    #[test]
+    fn tls_modes() {
+        let tls = |text: &str| Config::parse(text, "t").unwrap().ironic.tls;
+        assert_eq!(Config::default().ironic.tls, Tls::Off);
+        assert_eq!(tls("ironic: {tls: off}\n"), Tls::Off);
+        assert_eq!(tls("ironic: {tls: \"off\"}\n"), Tls::Off);
+        assert_eq!(tls("ironic: {tls: false}\n"), Tls::Off);
+        assert_eq!(tls("ironic: {tls: self-signed}\n"), Tls::SelfSigned);
+        assert_eq!(
+            tls("ironic:\n  tls:\n    certificate: undercloud.crt\n    key: /etc/pki/ironic.key\n"),
+            Tls::Files {
+                certificate: "undercloud.crt".into(),
+                key: "/etc/pki/ironic.key".into()
+            }
+        );
+        assert!(tls("ironic: {tls: self-signed}\n").enabled());
+        assert!(!Tls::Off.enabled());
+    }
+
+    #[test]
+    fn tls_mistakes_name_the_key_on_one_line() {
+        for (text, want) in [
+            ("ironic: {tls: on}\n", "self-signed"),
+            ("ironic: {tls: selfsigned}\n", "line 1"),
+            ("ironic: {tls: true}\n", "certificate"),
+            ("ironic: {tls: 3}\n", "self-signed"),
+            ("ironic: {tls: {certificate: a.crt}}\n", "key"),
+            (
+                "ironic: {tls: {certificate: a.crt, key: a.key, ca: c}}\n",
+                "ca",
+            ),
+            (
+                "ironic: {tls: {certificate: \"a b.crt\", key: a.key}}\n",
+                "ironic.tls.certificate \"a b.crt\": an absolute path",
+            ),
+            (
+                "ironic: {tls: {certificate: a.crt, key: ../a.key}}\n",
+                "ironic.tls.key \"../a.key\"",
+            ),
+            (
+                "ironic: {tls: {certificate: /etc/../x, key: a.key}}\n",
+                "ironic.tls.certificate",
+            ),
+            (
+                "ironic: {tls: {certificate: .hidden, key: a.key}}\n",
+                "ironic.tls.certificate",
+            ),
+            (
+                "ironic: {tls: {certificate: \"\", key: a.key}}\n",
+                "ironic.tls.certificate",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+            assert!(e.starts_with("undercloud.yaml: "), "{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        assert!(valid_tls_path("/etc/ironic/custom.pem"));
+        assert!(valid_tls_path("undercloud_2025.key"));
+        for bad in ["/", "//x", "/a//b", "sub/dir.crt", "/a/\tb", "/a/b c"] {
+            assert!(!valid_tls_path(bad), "{bad:?}");
+        }
     }
 }

@@ -15,11 +15,12 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::config::{valid_db_password, Auth, Config, DhcpMode};
+use super::config::{valid_db_password, Auth, Config, DhcpMode, Tls};
 use super::credentials::{self, Credentials, Origin};
 use super::dhcp_guard::{self, Dhcp};
 use super::dhcp_probe;
-use super::render::{self, Facts, Owner, HTTP_ROOT, IMAGES_ROOT, TFTP_ROOT};
+use super::render::{self, ApiTls, Facts, Owner, HTTP_ROOT, IMAGES_ROOT, TFTP_ROOT};
+use super::tls::{self, Pair};
 use crate::medium::Medium;
 
 /// The file's name on the ESP and in `/etc/undercloud`.
@@ -67,9 +68,13 @@ pub fn configure(opts: &Options) -> Result<String> {
         wait_for_renames(sys, RENAME_WAIT);
     }
     let interface = resolve_interface(&cfg.provisioning.interface, sys)?;
+    // The operator's certificate and key are part of the settings: checked
+    // before anything is written, in a dry run too.
+    let configured =
+        configured_tls(&cfg, &source, &opts.root).with_context(|| source.to_string())?;
     let mut out = format!("undercloud-config: settings from {source}\n");
     if opts.dry_run {
-        out.push_str(&dry_run(&cfg, interface));
+        out.push_str(&dry_run(&cfg, interface, configured));
         return Ok(out);
     }
     let p = &cfg.provisioning;
@@ -78,6 +83,8 @@ pub fn configure(opts: &Options) -> Result<String> {
     let ids = Ids::read(root)?;
     let db_password = db_password(root, &cfg.passwords.database)?;
     let (api, line) = api_access(root, &cfg)?;
+    out.push_str(&line);
+    let (tls, line) = api_tls(root, &cfg, configured)?;
     out.push_str(&line);
     // Before dnsmasq's file is written, and so before dnsmasq starts (it
     // is ordered after this unit): is another DHCP server on the network?
@@ -108,6 +115,7 @@ pub fn configure(opts: &Options) -> Result<String> {
         db_password,
         dhcp,
         api,
+        tls,
     };
     for f in render::files(&cfg, &facts) {
         let (uid, gid) = match f.owner {
@@ -148,7 +156,7 @@ pub fn configure(opts: &Options) -> Result<String> {
 
 /// What a dry run prints: the probe it would make and every file, with
 /// placeholders for secrets.
-fn dry_run(cfg: &Config, interface: String) -> String {
+fn dry_run(cfg: &Config, interface: String, configured: Option<ApiTls>) -> String {
     let p = &cfg.provisioning;
     // No packet leaves in a dry run: say what the probe would do.
     let mut out = dhcp_guard::dry_run_line(p.dhcp, &interface, p.dhcp_probe_seconds);
@@ -177,6 +185,21 @@ fn dry_run(cfg: &Config, interface: String) -> String {
             };
             (c, format!("{}:<bcrypt hash>\n", cfg.ironic.username))
         }),
+        tls: match (&cfg.ironic.tls, configured) {
+            (_, Some(mut t)) => {
+                t.pair.key_pem = "<the key named by ironic.tls.key>\n".into();
+                Some(t)
+            }
+            (Tls::SelfSigned, None) => Some(ApiTls {
+                pair: Pair {
+                    cert_pem: "<made at first boot and kept>\n".into(),
+                    key_pem: "<made at first boot and kept>\n".into(),
+                    leaf: Vec::new(),
+                },
+                local_host: "127.0.0.1".into(),
+            }),
+            _ => None,
+        },
     };
     for f in render::files(cfg, &facts) {
         out.push_str(&format!("==> {} (mode {:o})\n{}", f.path, f.mode, f.text));
@@ -217,6 +240,111 @@ fn api_access(root: &Path, cfg: &Config) -> Result<(Option<(Credentials, String)
             "undercloud-config: Ironic API: Keystone tokens\n".to_string(),
         )),
     }
+}
+
+/// With `ironic.tls: {certificate, key}`: the operator's pair, read and
+/// checked; it must name the provisioning address (where the nodes and
+/// undercloudrc's OS_ENDPOINT call the API).
+fn configured_tls(cfg: &Config, source: &Source, root: &Path) -> Result<Option<ApiTls>> {
+    let Tls::Files { certificate, key } = &cfg.ironic.tls else {
+        return Ok(None);
+    };
+    let cert_pem = read_tls_file("certificate", certificate, source, root)?;
+    let key_pem = read_tls_file("key", key, source, root)?;
+    let pair = Pair::parse(&cert_pem, &key_pem)
+        .with_context(|| format!("ironic.tls {certificate} and {key}"))?;
+    let address = cfg.provisioning.address.addr.to_string();
+    if !pair.valid_for(&address) {
+        bail!("ironic.tls.certificate {certificate}: does not name {address} (provisioning.address) among its subject alternative names");
+    }
+    // The undercloud's own tools call 127.0.0.1 when the certificate names
+    // it (as the self-signed one does), else the provisioning address.
+    let local_host = if pair.valid_for("127.0.0.1") {
+        "127.0.0.1".to_string()
+    } else {
+        address
+    };
+    Ok(Some(ApiTls { pair, local_host }))
+}
+
+/// A PEM file is a few KiB; a chain of a dozen certificates stays far
+/// below this.
+const TLS_FILE_LIMIT: u64 = crate::io::MIB;
+
+/// `ironic.tls.<name>`'s file: an absolute path in the root, or a file
+/// name beside undercloud.yaml (on the ESP when that is where it is).
+fn read_tls_file(name: &str, path: &str, source: &Source, root: &Path) -> Result<Vec<u8>> {
+    let what = format!("ironic.tls.{name}");
+    let beside = |settings: &Path| -> Result<Vec<u8>> {
+        let dir = settings.parent().unwrap_or(Path::new("/"));
+        read_tls_path(&dir.join(path), &what, path)
+    };
+    if path.starts_with('/') {
+        return read_tls_path(&in_root(root, path)?, &what, path);
+    }
+    match source {
+        Source::Esp(_, disk) => {
+            let medium = Medium::open(disk)
+                .with_context(|| format!("{what} {path}: opening {}", disk.display()))?;
+            medium
+                .read_esp_file(path)
+                .with_context(|| format!("{what} {path}"))?
+                .with_context(|| format!("{what} {path}: not on the ESP of {}", disk.display()))
+        }
+        Source::File(f) => beside(f),
+        // In the root: its links resolved inside it, as every path there.
+        Source::Root(_) => read_tls_path(
+            &in_root(root, &format!("/etc/undercloud/{path}"))?,
+            &what,
+            path,
+        ),
+        Source::Defaults => bail!("{what} {path}: no undercloud.yaml to find it beside"),
+    }
+}
+
+fn read_tls_path(file: &Path, what: &str, given: &str) -> Result<Vec<u8>> {
+    if !file.exists() {
+        bail!("{what} {given}: no such file ({})", file.display());
+    }
+    crate::io::read_bounded(file, TLS_FILE_LIMIT, what)
+}
+
+/// What the API serves, and the console line saying so: at every boot,
+/// with the certificate's fingerprint, for a client to compare.
+fn api_tls(
+    root: &Path,
+    cfg: &Config,
+    configured: Option<ApiTls>,
+) -> Result<(Option<ApiTls>, String)> {
+    let addr = cfg.provisioning.address.addr;
+    let (t, how) = match (&cfg.ironic.tls, configured) {
+        (Tls::Off, _) => return Ok((None, String::new())),
+        (_, Some(t)) => (
+            t,
+            "the certificate of ironic.tls in undercloud.yaml".to_string(),
+        ),
+        (_, None) => {
+            let names = tls::Names {
+                address: addr,
+                hostname: tls::hostname(root),
+            };
+            let (pair, origin) = tls::self_signed(root, &names)?;
+            let when = match origin {
+                tls::Origin::Generated => "made now",
+                tls::Origin::Kept => "kept",
+            };
+            let how = format!("a self-signed certificate ({when}, in /{})", tls::KEPT_CERT);
+            let local_host = "127.0.0.1".to_string();
+            (ApiTls { pair, local_host }, how)
+        }
+    };
+    let line = format!(
+        "undercloud-config: Ironic API at https://{addr}:{} with {how}; SHA-256 fingerprint {}; clients trust {} (OS_CACERT in ~stack/undercloudrc)\n",
+        super::config::IRONIC_API_PORT,
+        t.pair.fingerprint(),
+        tls::CERT_FILE
+    );
+    Ok((Some(t), line))
 }
 
 /// What the console and `status` say about `auth: noauth`.
@@ -678,5 +806,135 @@ mod tests {
             "{msg}"
         );
         assert!(!t.path().join("root").exists());
+    }
+
+    /// A settings file in a fresh folder with `tls` under `ironic:`, and
+    /// the files `extra` beside it.
+    fn tls_settings(tls: &str, extra: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let cfg = t.path().join("undercloud.yaml");
+        fs::write(
+            &cfg,
+            format!("provisioning: {{interface: eth9}}\nironic:\n  tls: {tls}\n"),
+        )
+        .unwrap();
+        for (name, text) in extra {
+            fs::write(t.path().join(name), text).unwrap();
+        }
+        (t, cfg)
+    }
+
+    fn configure_err(t: &tempfile::TempDir, cfg: PathBuf) -> String {
+        let e = configure(&Options {
+            root: t.path().join("root"),
+            config: Some(cfg),
+            dry_run: false,
+        })
+        .unwrap_err();
+        assert!(!t.path().join("root").exists(), "something was written");
+        format!("{e:#}")
+    }
+
+    #[test]
+    fn a_bad_certificate_or_key_writes_nothing() {
+        let names = |ip: [u8; 4]| tls::Names {
+            address: ip.into(),
+            hostname: None,
+        };
+        let a = tls::generate(&names([192, 168, 24, 1])).unwrap();
+        let b = tls::generate(&names([192, 168, 24, 1])).unwrap();
+        let elsewhere = tls::generate(&names([10, 0, 0, 1])).unwrap();
+        let files = "{certificate: u.crt, key: u.key}";
+        for (cert, key, want) in [
+            ("", "", "ironic.tls.certificate u.crt: no such file"),
+            ("not pem", a.key_pem.as_str(), "no PEM certificate"),
+            (a.cert_pem.as_str(), "not pem", "no PEM private key"),
+            (
+                a.cert_pem.as_str(),
+                b.key_pem.as_str(),
+                "not the certificate's",
+            ),
+            (
+                elsewhere.cert_pem.as_str(),
+                elsewhere.key_pem.as_str(),
+                "does not name 192.168.24.1 (provisioning.address)",
+            ),
+        ] {
+            let extra: Vec<(&str, &str)> = if cert.is_empty() {
+                Vec::new()
+            } else {
+                vec![("u.crt", cert), ("u.key", key)]
+            };
+            let (t, cfg) = tls_settings(files, &extra);
+            let e = configure_err(&t, cfg);
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+            assert!(e.contains("undercloud.yaml: ironic.tls"), "{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        let (t, cfg) = tls_settings("{certificate: /nowhere/u.crt, key: u.key}", &[]);
+        let e = configure_err(&t, cfg);
+        assert!(
+            e.contains("ironic.tls.certificate /nowhere/u.crt: no such file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_dry_run_shows_https_and_never_the_key() {
+        let pair = tls::generate(&tls::Names {
+            address: [192, 168, 24, 1].into(),
+            hostname: None,
+        })
+        .unwrap();
+        let (t, cfg) = tls_settings(
+            "{certificate: u.crt, key: u.key}",
+            &[("u.crt", &pair.cert_pem), ("u.key", &pair.key_pem)],
+        );
+        let out = configure(&Options {
+            root: t.path().join("root"),
+            config: Some(cfg),
+            dry_run: true,
+        })
+        .unwrap();
+        assert!(out.contains("\nenable_ssl_api = true\n"), "{out}");
+        assert!(out.contains("api=https://127.0.0.1:6385\n"), "{out}");
+        assert!(out.contains(&pair.cert_pem), "{out}");
+        assert!(!out.contains(&pair.key_pem), "{out}");
+        assert!(!t.path().join("root").exists());
+        let (t, cfg) = tls_settings("self-signed", &[]);
+        let out = configure(&Options {
+            root: t.path().join("root"),
+            config: Some(cfg),
+            dry_run: true,
+        })
+        .unwrap();
+        assert!(out.contains("<made at first boot and kept>"), "{out}");
+        assert!(!t.path().join("root").exists());
+    }
+
+    /// The console line of a self-signed certificate, at every boot, with
+    /// the fingerprint (the boot test reads it back).
+    #[test]
+    fn the_console_shows_the_fingerprint_at_every_boot() {
+        let t = tempfile::tempdir().unwrap();
+        let cfg = Config::parse("ironic: {tls: self-signed}\n", "t").unwrap();
+        let (a, line) = api_tls(t.path(), &cfg, None).unwrap();
+        let a = a.unwrap();
+        assert_eq!(a.local_host, "127.0.0.1");
+        let fp = a.pair.fingerprint();
+        assert!(
+            line.starts_with("undercloud-config: Ironic API at https://192.168.24.1:6385 with a self-signed certificate (made now, in /var/lib/undercloud/tls/ironic.crt); "),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("; SHA-256 fingerprint {fp}; ")),
+            "{line}"
+        );
+        assert_eq!(line.lines().count(), 1);
+        let (b, line) = api_tls(t.path(), &cfg, None).unwrap();
+        assert_eq!(b.unwrap().pair, a.pair);
+        assert!(line.contains("(kept, in ") && line.contains(&fp), "{line}");
+        let (none, line) = api_tls(t.path(), &Config::default(), None).unwrap();
+        assert!(none.is_none() && line.is_empty());
     }
 }

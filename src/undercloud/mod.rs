@@ -11,6 +11,7 @@ pub mod dhcp_guard;
 pub mod dhcp_probe;
 pub mod nodes;
 pub mod render;
+pub mod tls;
 
 /// Written by `undercloud configure`: the URLs `status` probes.
 pub const ENDPOINTS_FILE: &str = "/etc/undercloud/endpoints";

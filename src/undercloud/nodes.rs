@@ -258,12 +258,19 @@ pub struct Api {
 }
 
 impl Api {
-    /// `creds`: the user to call as (none for `noauth`).
-    pub fn new(base: &str, creds: Option<super::credentials::Credentials>) -> Result<Api> {
+    /// `creds`: the user to call as (none for `noauth`); `roots`: the
+    /// certificates to trust besides the system's (the API's own, with
+    /// `ironic.tls`).
+    pub fn new(
+        base: &str,
+        creds: Option<super::credentials::Credentials>,
+        roots: Vec<reqwest::Certificate>,
+    ) -> Result<Api> {
         let client = reqwest::blocking::Client::builder()
             // Generous: Python answers slowly on an emulated CPU.
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(3))
+            .tls_certs_merge(roots)
             .build()
             .context("making an HTTP client")?;
         Ok(Api {
@@ -411,8 +418,9 @@ pub fn enroll_all(api: &Api, file: &NodesFile) -> Result<String> {
 pub struct Options {
     /// Read this file instead of looking for one (ESP, /etc/undercloud).
     pub nodes: Option<std::path::PathBuf>,
-    /// Ironic's API.
-    pub api: String,
+    /// Ironic's API; none: the endpoints file's `api=`, else
+    /// http://127.0.0.1:6385.
+    pub api: Option<String>,
     /// How long to wait for the API to answer.
     pub wait: Duration,
     /// Check the file and print what would be enrolled; no request.
@@ -444,8 +452,15 @@ pub fn run(opts: &Options) -> Result<String> {
     if file.nodes.is_empty() {
         return Ok(format!("undercloud-nodes: {source} lists no nodes\n"));
     }
-    let creds = super::credentials::for_client(&super::read_endpoints())?;
-    let api = Api::new(&opts.api, creds)?;
+    let endpoints = super::read_endpoints();
+    let creds = super::credentials::for_client(&endpoints)?;
+    let roots = super::tls::client_roots_here(&endpoints)?;
+    let base = opts
+        .api
+        .clone()
+        .or_else(|| endpoints.get("api").cloned())
+        .unwrap_or_else(|| "http://127.0.0.1:6385".to_string());
+    let api = Api::new(&base, creds, roots)?;
     api.wait(opts.wait)?;
     let mut out = format!("undercloud-nodes: enrolling from {source}\n");
     out.push_str(&enroll_all(&api, &file)?);

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::config::{Auth, Config, Database, HardwareType, Keystone, IRONIC_API_PORT};
 use super::credentials::{Credentials, HTPASSWD_FILE};
 use super::dhcp_guard::Dhcp;
+use super::tls::{self, Pair};
 
 /// Where Ironic stages iPXE scripts, kernels and ramdisks; nginx serves it.
 pub const HTTP_ROOT: &str = "/srv/undercloud/httpboot";
@@ -23,6 +24,16 @@ pub struct Facts {
     pub dhcp: Dhcp,
     /// With `auth: http_basic`: the API user and its htpasswd line.
     pub api: Option<(Credentials, String)>,
+    /// With `ironic.tls`: what the API serves.
+    pub tls: Option<ApiTls>,
+}
+
+/// The API's certificate and key, and the host the undercloud's own tools
+/// (`status`, `enroll`) call it by: one the certificate names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiTls {
+    pub pair: Pair,
+    pub local_host: String,
 }
 
 /// Who owns a written file.
@@ -94,7 +105,30 @@ pub fn files(cfg: &Config, facts: &Facts) -> Vec<File> {
             owner: Owner::RootIronic,
         });
     }
+    if let Some(t) = &facts.tls {
+        files.push(File {
+            path: tls::CERT_FILE,
+            text: t.pair.cert_pem.clone(),
+            mode: 0o644,
+            owner: Owner::Root,
+        });
+        files.push(File {
+            path: tls::KEY_FILE,
+            text: t.pair.key_pem.clone(),
+            mode: 0o640,
+            owner: Owner::RootIronic,
+        });
+    }
     files
+}
+
+/// `http` or `https`: how Ironic's API is reached.
+fn api_scheme(facts: &Facts) -> &'static str {
+    if facts.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// A value for an oslo.config ini file: `$` starts a reference to another
@@ -185,7 +219,7 @@ host_ip = 0.0.0.0
 port = {IRONIC_API_PORT}
 # One worker: a live undercloud serves one operator.
 api_workers = 1
-
+{api_tls}
 [conductor]
 automated_clean = {clean}
 deploy_kernel = {deploy_kernel}
@@ -197,6 +231,9 @@ file_url_allowed_paths = /var/lib/ironic,{IMAGES_ROOT}
 {database}
 [deploy]
 http_root = {HTTP_ROOT}
+# Plain HTTP even with ironic.tls: iPXE and the agent fetch boot files and
+# images here, and iPXE would have to be built with our certificate to
+# check one; images are checked by their checksums instead.
 http_url = http://{ip}:{port}
 # Cleaning erases partition tables and signatures, not every block.
 erase_devices_priority = 0
@@ -214,13 +251,13 @@ keep_ports = present
 [pxe]
 tftp_root = {TFTP_ROOT}
 tftp_master_path = {TFTP_ROOT}/master_images
-# The agent's messages on the first serial port too: nodes are often
+{agent_trust}# The agent's messages on the first serial port too: nodes are often
 # watched through their BMC's serial-over-LAN.
-kernel_append_params = nofb nomodeset vga=normal console=tty0 console=ttyS0,115200n8
+kernel_append_params = nofb nomodeset vga=normal console=tty0 console=ttyS0,115200n8{insecure}
 
 [service_catalog]
 # Where the agent on a node reaches Ironic (no Keystone catalog to ask).
-endpoint_override = http://{ip}:{IRONIC_API_PORT}
+endpoint_override = {scheme}://{ip}:{IRONIC_API_PORT}
 
 [oslo_concurrency]
 lock_path = /var/lib/ironic/lock
@@ -232,12 +269,49 @@ lock_path = /var/lib/ironic/lock
         port = cfg.image_server.port,
         clean = cfg.ironic.automated_clean,
         database = database_section(cfg.database, &facts.db_password),
+        scheme = api_scheme(facts),
+        api_tls = if facts.tls.is_some() {
+            api_tls_section()
+        } else {
+            String::new()
+        },
+        agent_trust = if facts.tls.is_some() { AGENT_TRUST } else { "" },
+        insecure = if facts.tls.is_some() {
+            " ipa-insecure=1"
+        } else {
+            ""
+        },
     );
     if let (Auth::Keystone, Some(k)) = (cfg.ironic.auth, &cfg.ironic.keystone) {
         s.push_str(&keystone_section(k));
     }
     s
 }
+
+/// Ironic's own HTTPS server (oslo.service reads `[ssl]`). No `ca_file`
+/// there: it would make Ironic ask every client for a certificate.
+fn api_tls_section() -> String {
+    format!(
+        "enable_ssl_api = true
+
+[ssl]
+cert_file = {}
+key_file = {}
+",
+        tls::CERT_FILE,
+        tls::KEY_FILE
+    )
+}
+
+/// Why the agent is told not to check the API's certificate.
+const AGENT_TRUST: &str = "\
+# The agent reaches the API over HTTPS but does not check its certificate
+# (ipa-insecure=1, as Bifrost and Metal3 boot it): a PXE-booted ramdisk is
+# the image's own, built before this undercloud's certificate existed, and
+# Ironic 2025.1 hands the agent a CA file (api_ca_file) only on virtual
+# media, not over PXE. The agent still proves itself to Ironic with its
+# one-time token, and the link is encrypted.
+";
 
 fn keystone_section(k: &Keystone) -> String {
     format!(
@@ -360,10 +434,15 @@ fn undercloudrc(cfg: &Config, facts: &Facts) -> String {
     let mut s = format!(
         "# {HEADER}
 # source ~/undercloudrc, then: baremetal driver list; baremetal node list
-export OS_ENDPOINT=http://{ip}:{IRONIC_API_PORT}
+export OS_ENDPOINT={scheme}://{ip}:{IRONIC_API_PORT}
 export OS_BAREMETAL_API_VERSION=latest
-"
+",
+        scheme = api_scheme(facts)
     );
+    if facts.tls.is_some() {
+        // The API's certificate, for the client to check the server with.
+        let _ = writeln!(s, "export OS_CACERT={}", shell_quote(tls::CERT_FILE));
+    }
     match (cfg.ironic.auth, &cfg.ironic.keystone, &facts.api) {
         (Auth::Keystone, Some(k), _) => {
             let _ = write!(
@@ -395,10 +474,17 @@ export OS_PASSWORD={}
 
 /// What `undercloud-live status` checks: read back by status.rs.
 fn endpoints(cfg: &Config, facts: &Facts) -> String {
+    let (api_host, cacert) = match &facts.tls {
+        Some(t) => (
+            t.local_host.as_str(),
+            format!("cacert={}\n", tls::CERT_FILE),
+        ),
+        None => ("127.0.0.1", String::new()),
+    };
     format!(
         "# {HEADER}
-api=http://127.0.0.1:{IRONIC_API_PORT}
-image_server=http://127.0.0.1:{port}/
+api={scheme}://{api_host}:{IRONIC_API_PORT}
+{cacert}image_server=http://127.0.0.1:{port}/
 interface={iface}
 address={addr}
 dhcp={dhcp}
@@ -406,6 +492,7 @@ database={db}
 auth={auth}
 user={user}
 ",
+        scheme = api_scheme(facts),
         auth = cfg.ironic.auth.name(),
         user = cfg.ironic.username,
         dhcp = facts.dhcp.key(),
@@ -432,6 +519,7 @@ mod tests {
                 },
                 "admin:$2b$08$hash\n".into(),
             )),
+            tls: None,
         }
     }
 
@@ -693,5 +781,89 @@ mod tests {
         assert!(rc.contains("export OS_AUTH_TYPE=none\n"));
         let e = &file(&fs, crate::undercloud::ENDPOINTS_FILE).text;
         assert!(e.contains("\nauth=noauth\n"), "{e}");
+    }
+
+    fn tls_facts() -> Facts {
+        let pair = crate::undercloud::tls::generate(&crate::undercloud::tls::Names {
+            address: [192, 168, 24, 1].into(),
+            hostname: None,
+        })
+        .unwrap();
+        Facts {
+            tls: Some(ApiTls {
+                pair,
+                local_host: "127.0.0.1".into(),
+            }),
+            ..facts()
+        }
+    }
+
+    #[test]
+    fn tls_serves_https_and_tells_clients_what_to_trust() {
+        let f = tls_facts();
+        let fs = files(&Config::default(), &f);
+        let conf = &file(&fs, "/etc/ironic/ironic.conf").text;
+        for line in [
+            "enable_ssl_api = true",
+            "[ssl]",
+            "cert_file = /etc/ironic/tls/ironic.crt",
+            "key_file = /etc/ironic/tls/ironic.key",
+            "endpoint_override = https://192.168.24.1:6385",
+            // The nodes still fetch boot files and images over HTTP.
+            "http_url = http://192.168.24.1:8088",
+            "kernel_append_params = nofb nomodeset vga=normal console=tty0 console=ttyS0,115200n8 ipa-insecure=1",
+        ] {
+            assert!(
+                conf.lines().any(|l| l == line),
+                "{line:?} missing in\n{conf}"
+            );
+        }
+        assert!(!conf.lines().any(|l| l.starts_with("ca_file")), "{conf}");
+        // The [ssl] section is its own, after [api]'s options.
+        let api = conf.split("\n[api]\n").nth(1).unwrap();
+        assert!(api.starts_with("host_ip = 0.0.0.0\n"), "{api}");
+        let cert = file(&fs, "/etc/ironic/tls/ironic.crt");
+        assert_eq!(cert.text, f.tls.as_ref().unwrap().pair.cert_pem);
+        assert_eq!((cert.mode, cert.owner), (0o644, Owner::Root));
+        let key = file(&fs, "/etc/ironic/tls/ironic.key");
+        assert_eq!(key.text, f.tls.as_ref().unwrap().pair.key_pem);
+        assert_eq!((key.mode, key.owner), (0o640, Owner::RootIronic));
+        let rc = &file(&fs, "/home/stack/undercloudrc").text;
+        assert!(
+            rc.contains("export OS_ENDPOINT=https://192.168.24.1:6385\n"),
+            "{rc}"
+        );
+        assert_eq!(sh_eval(rc, "$OS_CACERT"), "/etc/ironic/tls/ironic.crt");
+        assert_eq!(sh_eval(rc, "$OS_ENDPOINT"), "https://192.168.24.1:6385");
+        let e = &file(&fs, crate::undercloud::ENDPOINTS_FILE).text;
+        let kv = crate::undercloud::parse_endpoints(e);
+        assert_eq!(kv["api"], "https://127.0.0.1:6385", "{e}");
+        assert_eq!(kv["cacert"], "/etc/ironic/tls/ironic.crt", "{e}");
+        // A configured certificate that does not name 127.0.0.1.
+        let f = Facts {
+            tls: Some(ApiTls {
+                local_host: "192.168.24.1".into(),
+                ..f.tls.clone().unwrap()
+            }),
+            ..f
+        };
+        let fs = files(&Config::default(), &f);
+        let e = &file(&fs, crate::undercloud::ENDPOINTS_FILE).text;
+        assert!(e.contains("\napi=https://192.168.24.1:6385\n"), "{e}");
+    }
+
+    #[test]
+    fn without_tls_nothing_changes() {
+        let fs = files(&Config::default(), &facts());
+        let conf = &file(&fs, "/etc/ironic/ironic.conf").text;
+        for absent in ["enable_ssl_api", "[ssl]", "ipa-insecure", "https://"] {
+            assert!(!conf.contains(absent), "{absent} in\n{conf}");
+        }
+        assert!(fs.iter().all(|f| !f.path.starts_with("/etc/ironic/tls/")));
+        let rc = &file(&fs, "/home/stack/undercloudrc").text;
+        assert!(!rc.contains("OS_CACERT"), "{rc}");
+        let e = &file(&fs, crate::undercloud::ENDPOINTS_FILE).text;
+        assert!(e.contains("\napi=http://127.0.0.1:6385\n"), "{e}");
+        assert!(!e.contains("cacert="), "{e}");
     }
 }

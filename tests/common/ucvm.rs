@@ -87,13 +87,16 @@ impl Vm {
     }
 
     /// Wait for the in-image status report; meanwhile poll the API from
-    /// the host. Returns when the API first answered (seconds since `t0`).
+    /// the host. Returns when the API first answered (seconds since `t0`):
+    /// over HTTP, or (`ironic.tls`) with a TLS handshake.
     pub fn wait_ready(&mut self, t0: Instant, limit: Duration) -> f64 {
         let api = Api::new(self.api_port);
         let mut api_at = None;
         loop {
             let console = self.console();
-            if api_at.is_none() && matches!(api.get("/v1"), Some((200, _))) {
+            let answered =
+                || matches!(api.get("/v1"), Some((200, _))) || server_cert(self.api_port).is_some();
+            if api_at.is_none() && answered() {
                 api_at = Some(t0.elapsed().as_secs_f64());
             }
             if console.contains(READY) {
@@ -168,6 +171,22 @@ impl Api {
         Api {
             auth: Some((user.to_string(), password.to_string())),
             ..Api::new(port)
+        }
+    }
+
+    /// The API over HTTPS (`ironic.tls`), called as `user` with
+    /// `password`, trusting exactly `cert` (DER): no other root, no
+    /// system one.
+    pub fn with_tls(port: u16, user: &str, password: &str, cert: &[u8]) -> Api {
+        let cert = reqwest::Certificate::from_der(cert).expect("a DER certificate");
+        Api {
+            base: format!("https://127.0.0.1:{port}"),
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .tls_certs_only([cert])
+                .build()
+                .unwrap(),
+            auth: Some((user.to_string(), password.to_string())),
         }
     }
 
@@ -316,4 +335,100 @@ pub fn esp_offset(image: &Path) -> (u64, u64) {
 pub fn console_password(console: &str) -> Option<String> {
     let (_, rest) = console.split_once("Ironic API user admin, password ")?;
     Some(rest.split_whitespace().next()?.to_string())
+}
+
+/// The last certificate fingerprint the console showed
+/// (`undercloud-config: ... SHA-256 fingerprint AB:CD:...; ...`).
+pub fn console_fingerprint(console: &str) -> Option<String> {
+    let (_, rest) = console.rsplit_once("SHA-256 fingerprint ")?;
+    let f = rest.split_whitespace().next()?.trim_end_matches([';', ',']);
+    Some(f.to_string())
+}
+
+/// The certificate (DER) the server on 127.0.0.1:`port` presents in a
+/// completed TLS handshake, taken without judging it: a test compares
+/// its fingerprint with the one the console showed, then trusts exactly
+/// it (`Api::with_tls`). None when no TLS server answers.
+pub fn server_cert(port: u16) -> Option<Vec<u8>> {
+    use std::sync::{Arc, Mutex};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let seen = Arc::new(Mutex::new(None));
+    let record = Arc::new(Record {
+        seen: seen.clone(),
+        provider: provider.clone(),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .dangerous()
+        .with_custom_certificate_verifier(record)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").ok()?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    sock.set_write_timeout(Some(Duration::from_secs(30))).ok()?;
+    // Done only once the server has also proved it holds the key.
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).ok()?;
+    }
+    let cert = seen.lock().unwrap().take();
+    cert
+}
+
+/// A verifier that records the server's certificate and accepts it;
+/// handshake signatures are still checked against it.
+#[derive(Debug)]
+struct Record {
+    seen: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Record {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap() = Some(end_entity.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
