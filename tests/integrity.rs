@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::*;
+use undercloud_live::image::gpt::crc32;
 use undercloud_live::image::{write_hybrid, HybridSpec, IsoSource};
 
 const LBA: u64 = 512;
@@ -112,21 +113,6 @@ fn warnings(img: &Path) -> Vec<String> {
         .iter()
         .map(|w| w.as_str().unwrap().to_string())
         .collect()
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xEDB8_8320
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
 }
 
 fn le64(b: &[u8], at: usize) -> u64 {
