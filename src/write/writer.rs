@@ -28,7 +28,7 @@ use nix::errno::Errno;
 use nix::libc;
 use sha2::{Digest, Sha256};
 
-use super::devices::dev_id;
+use super::devices::{dev_id, Disk};
 use super::safety::{Kind, Target};
 use super::source::{Format, Source};
 use crate::interrupt;
@@ -190,15 +190,7 @@ pub fn open(target: &Target) -> Result<Sink> {
         Kind::Block(d) => (true, Some(d.size), d.logical_block.max(512)),
         Kind::File { .. } => (false, None, 4096),
     };
-    // A file is written beside itself and renamed when complete: an old
-    // file stays whole until then, and a failure leaves nothing partial.
-    let (path, publish) = match &target.kind {
-        Kind::Block(_) => (target.path.clone(), None),
-        Kind::File { exists } => {
-            let publish = published_name(&target.path, *exists)?;
-            (partial_name(&publish)?, Some(publish))
-        }
-    };
+    let (path, publish) = where_to_write(target)?;
     let label = target
         .disk()
         .map(|d| d.name.clone())
@@ -209,20 +201,6 @@ pub fn open(target: &Target) -> Result<Sink> {
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| shown.clone());
-    let opts = |direct: bool| {
-        let mut o = OpenOptions::new();
-        // create_new: a stale partial file of another run is not ours.
-        o.read(true).write(true).create_new(!is_block);
-        let mut flags = 0;
-        if is_block {
-            flags |= libc::O_EXCL;
-        }
-        if direct {
-            flags |= libc::O_DIRECT;
-        }
-        o.custom_flags(flags);
-        o
-    };
     let explain = |e: io::Error| -> anyhow::Error {
         match e.raw_os_error() {
             Some(libc::EBUSY) => anyhow!(
@@ -232,46 +210,18 @@ pub fn open(target: &Target) -> Result<Sink> {
             _ => anyhow::Error::new(e).context(format!("{shown}: opening for writing")),
         }
     };
-    let (main, direct) = match opts(true).open(&path) {
-        Ok(f) => (f, true),
-        // File systems without O_DIRECT say EINVAL at open (having made
-        // the file: open it again without).
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            if !is_block {
-                let _ = std::fs::remove_file(&path);
-            }
-            (opts(false).open(&path).map_err(explain)?, false)
-        }
-        Err(e) => return Err(explain(e)),
-    };
+    let (main, direct) = open_first(&path, is_block).map_err(explain)?;
     if let Kind::Block(d) = &target.kind {
-        // The stick may have been swapped between the checks and now (the
-        // question can wait for minutes): make sure this is the same one.
-        let meta = main
-            .metadata()
-            .with_context(|| format!("{shown}: reading the opened device"))?;
-        let mut size: u64 = 0;
-        // SAFETY: BLKGETSIZE64 writes one u64 to the pointer we pass.
-        let got = unsafe { blkgetsize64(main.as_raw_fd(), &mut size) };
-        if dev_id(meta.rdev()) != d.dev || got.is_err() || size != d.size {
-            bail!("{shown}: changed since it was checked (unplugged or replaced?)");
-        }
+        same_device(&main, d, &shown)?;
     }
     let plain = if direct {
         // Not exclusive: our own claim holds the device, and a plain open
         // is allowed alongside it.
-        Some(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| {
-                    if !is_block {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                    explain(e)
-                })?,
-        )
+        let second = OpenOptions::new().read(true).write(true).open(&path);
+        if second.is_err() && !is_block {
+            let _ = std::fs::remove_file(&path);
+        }
+        Some(second.map_err(explain)?)
     } else {
         None
     };
@@ -288,6 +238,66 @@ pub fn open(target: &Target) -> Result<Sink> {
         publish,
         pending: VecDeque::new(),
     })
+}
+
+/// Where the bytes go, and for a file the name they take when complete.
+/// A file is written beside itself and renamed when complete: an old file
+/// stays whole until then, and a failure leaves nothing partial.
+fn where_to_write(target: &Target) -> Result<(PathBuf, Option<PathBuf>)> {
+    match &target.kind {
+        Kind::Block(_) => Ok((target.path.clone(), None)),
+        Kind::File { exists } => {
+            let publish = published_name(&target.path, *exists)?;
+            Ok((partial_name(&publish)?, Some(publish)))
+        }
+    }
+}
+
+/// The first descriptor: O_DIRECT where the target allows it (the bool),
+/// exclusive on a block device, a new file otherwise.
+fn open_first(path: &Path, is_block: bool) -> io::Result<(File, bool)> {
+    let opts = |direct: bool| {
+        let mut o = OpenOptions::new();
+        // create_new: a stale partial file of another run is not ours.
+        o.read(true).write(true).create_new(!is_block);
+        let mut flags = 0;
+        if is_block {
+            flags |= libc::O_EXCL;
+        }
+        if direct {
+            flags |= libc::O_DIRECT;
+        }
+        o.custom_flags(flags);
+        o
+    };
+    match opts(true).open(path) {
+        Ok(f) => Ok((f, true)),
+        // File systems without O_DIRECT say EINVAL at open (having made
+        // the file: open it again without).
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            if !is_block {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok((opts(false).open(path)?, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The stick may have been swapped between the checks and now (the
+/// question can wait for minutes): make sure the opened device is the one
+/// that was checked.
+fn same_device(main: &File, d: &Disk, shown: &str) -> Result<()> {
+    let meta = main
+        .metadata()
+        .with_context(|| format!("{shown}: reading the opened device"))?;
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 to the pointer we pass.
+    let got = unsafe { blkgetsize64(main.as_raw_fd(), &mut size) };
+    if dev_id(meta.rdev()) != d.dev || got.is_err() || size != d.size {
+        bail!("{shown}: changed since it was checked (unplugged or replaced?)");
+    }
+    Ok(())
 }
 
 /// The name a file target ends up with: an existing file's real path, so a
