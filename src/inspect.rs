@@ -820,7 +820,11 @@ pub fn render(i: &Inspection) -> String {
     for w in &i.warnings {
         s += &format!("warning: {w}\n");
     }
-    s
+    // Labels, partition and file names come from the disk: a hostile image
+    // must not send escape sequences to the terminal.
+    s.chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
 }
 
 /// What lies in bytes `start..end`, for naming a damaged region.
@@ -915,6 +919,20 @@ fn check_medium(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_from_the_disk_reach_the_terminal_without_escapes() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("x");
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        let mut i = inspect(&p).unwrap();
+        i.path = "evil\x1b]0;title\x07\u{9b}31m.img".into();
+        let text = render(&i);
+        assert!(
+            text.starts_with("evil?]0;title??31m.img: 4096 bytes\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn sniffs_magic_numbers() {
