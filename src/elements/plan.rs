@@ -219,7 +219,7 @@ fn sourced_env(
         )
         .envs(base.iter().cloned())
         .arg("-c")
-        .arg(r#"for f in "$@"; do . "$f" >/dev/null; done; env -0"#)
+        .arg(SOURCE_ALL)
         .arg("environment.d");
     for (_, p) in files {
         // The sandbox starts in its own `/`: relative names would miss.
@@ -234,11 +234,7 @@ fn sourced_env(
         bail!("sourcing environment.d files: {why}");
     }
     if !out.status.success() {
-        bail!(
-            "sourcing environment.d files failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{}", env_failure(files, &out));
     }
     for item in out.stdout.split(|b| *b == 0) {
         let item = String::from_utf8_lossy(item);
@@ -247,6 +243,50 @@ fn sourced_env(
         }
     }
     Ok(map)
+}
+
+/// Source every file given, then print the environment. A file's own
+/// output goes to stderr (stdout carries the result); when one ends the
+/// shell (`exit`, a failed `set -e` command), the trap names it by its
+/// position so that the error can say which file of which element it was.
+const SOURCE_ALL: &str = r#"__ucl_n=0
+trap 'rc=$?; [ "$__ucl_n" -gt 0 ] && echo "ucl-environment.d-failed:$__ucl_n:$rc" >&2' EXIT
+for __ucl_f in "$@"; do __ucl_n=$((__ucl_n + 1)); . "$__ucl_f" >&2; done
+__ucl_n=0
+env -0"#;
+
+/// The error of an environment.d run that failed: the file (element and
+/// name), its exit status and what it printed.
+fn env_failure(files: &[(String, PathBuf)], out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stderr);
+    let mut said: Vec<&str> = Vec::new();
+    let mut which = None;
+    for line in text.lines() {
+        match line.strip_prefix("ucl-environment.d-failed:") {
+            Some(rest) => which = rest.split(':').next().and_then(|n| n.parse::<usize>().ok()),
+            None => said.push(line),
+        }
+    }
+    let file = which
+        .and_then(|n| files.get(n.checked_sub(1)?))
+        .map(|(name, path)| {
+            let element = path
+                .parent()
+                .and_then(Path::parent)
+                .and_then(Path::file_name)
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            format!("element {element:?}: environment.d/{name}")
+        })
+        .unwrap_or_else(|| "environment.d".to_string());
+    // One line: the last few lines it printed are what explain it.
+    let said = said[said.len().saturating_sub(10)..].join("; ");
+    let said = said.trim();
+    if said.is_empty() {
+        format!("{file} failed ({}) and printed nothing", out.status)
+    } else {
+        format!("{file} failed ({}): {said}", out.status)
+    }
 }
 
 /// Work out every phase's steps for `set`.
