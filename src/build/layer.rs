@@ -82,10 +82,10 @@ pub fn key(
     k.str("release", &spec.base.release);
     k.str("mirror", spec.base.mirror.as_deref().unwrap_or(""));
     k.file("base", base_archive)?;
-    // IMAGE_ELEMENT_YAML names element folders, which move (the kickstart's
-    // is made in the work folder): the names are in IMAGE_ELEMENT.
-    for (name, value) in cx.hook_env(set, &format!("/{IN_TARGET}"), None) {
-        if name != "IMAGE_ELEMENT_YAML" {
+    // Some variables name element folders, which move (the kickstart's is
+    // made in the work folder): the names are in IMAGE_ELEMENT.
+    for (name, value) in cx.hook_env(set, &format!("/{IN_TARGET}"), None, None) {
+        if !plan::FOLDER_VARS.contains(&name.as_str()) {
             k.str(&format!("env {name}"), &value);
         }
     }

@@ -9,6 +9,7 @@
 //! `run` applies a plan to a root.
 
 pub mod apply;
+pub mod buildenv;
 pub mod hooks;
 pub mod packages;
 pub mod pkgmap;
@@ -199,6 +200,10 @@ pub struct ElementSet {
     /// Things accepted that are worth saying (a dependency cycle).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The elements path the set was found on (hooks see it as
+    /// `ELEMENTS_PATH`, as under dib).
+    #[serde(skip)]
+    pub path: Vec<PathBuf>,
 }
 
 impl ElementSet {
@@ -354,6 +359,7 @@ pub fn resolve(
             }
             let mut set = set;
             set.warnings.extend(cycle_warning(&set));
+            set.path = path.to_vec();
             return Ok(set);
         }
         for e in displaced {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
+use super::buildenv::{self, BuildDirs};
 use super::hooks::{self, Phase};
 use super::packages::{self, PhasePackages};
 use super::pkgmap::PkgMap;
@@ -35,6 +36,9 @@ pub struct Context {
     /// The caller's DIB_* variables (dib passes them through its sanitised
     /// environment).
     pub caller_env: Vec<(String, String)>,
+    /// The build host's python (dib's `DIB_PYTHON_EXEC`, which dib sets to
+    /// the python running it).
+    pub python: String,
 }
 
 impl Context {
@@ -50,16 +54,19 @@ impl Context {
             cache_dir: cache_dir.to_path_buf(),
             offline: false,
             caller_env,
+            python: host_python(),
         }
     }
 
     /// dib's hook environment. `hooks_path` is TMP_HOOKS_PATH as the hook
-    /// sees it; `target_root` is given to hooks that run outside the root.
+    /// sees it; `target_root` is given to hooks that run outside the root;
+    /// `dirs` are the run's folders (none while planning).
     pub fn hook_env(
         &self,
         set: &ElementSet,
         hooks_path: &str,
         target_root: Option<&Path>,
+        dirs: Option<&BuildDirs>,
     ) -> Vec<(String, String)> {
         let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
         // IMAGE_ELEMENT_YAML: dib's name -> path map of the set.
@@ -68,6 +75,7 @@ impl Context {
             .iter()
             .map(|e| format!("{}: {}\n", e.name, e.dir.display()))
             .collect();
+        let path: Vec<String> = set.path.iter().map(|p| p.display().to_string()).collect();
         let mut env: Vec<(String, String)> = vec![
             ("DISTRO_NAME".into(), self.distro.name().into()),
             ("DIB_RELEASE".into(), self.release.clone()),
@@ -75,9 +83,11 @@ impl Context {
             ("DIB_INIT_SYSTEM".into(), "systemd".into()),
             ("DIB_DEFAULT_INSTALLTYPE".into(), "source".into()),
             ("DIB_PYTHON_VERSION".into(), "3".into()),
+            ("DIB_PYTHON_EXEC".into(), self.python.clone()),
             ("IMAGE_NAME".into(), self.image_name.clone()),
             ("IMAGE_ELEMENT".into(), names.join(" ")),
             ("IMAGE_ELEMENT_YAML".into(), yaml),
+            ("ELEMENTS_PATH".into(), path.join(":")),
             ("TMP_HOOKS_PATH".into(), hooks_path.into()),
             (
                 "DIB_IMAGE_CACHE".into(),
@@ -89,6 +99,10 @@ impl Context {
             ),
             ("DIB_DEBUG_TRACE".into(), "0".into()),
         ];
+        env.extend(buildenv::functions(set));
+        if let Some(d) = dirs {
+            env.extend(d.env());
+        }
         if let Some(root) = target_root {
             env.push(("TARGET_ROOT".into(), root.display().to_string()));
             env.push(("TMP_MOUNT_PATH".into(), root.display().to_string()));
@@ -99,6 +113,31 @@ impl Context {
         }
         env
     }
+}
+
+/// Hook variables whose values name folders of one machine or run (they
+/// move between builds of the same inputs, so caches do not key on them).
+pub const FOLDER_VARS: &[&str] = &[
+    "IMAGE_ELEMENT_YAML",
+    "ELEMENTS_PATH",
+    "BASH_FUNC_get_image_element_array%%",
+    "TMP_BUILD_DIR",
+    "TMP_IMAGE_DIR",
+    "_LIB",
+];
+
+/// The build host's python3 (hooks run it outside the root), by PATH.
+fn host_python() -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/local/bin", "/usr/bin", "/bin"])
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join("python3"))
+        .find(|p| p.is_file());
+    found
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "python3".to_string())
 }
 
 /// One thing a phase does, in run order.
@@ -292,7 +331,7 @@ fn env_failure(files: &[(String, PathBuf)], out: &std::process::Output) -> Strin
 /// Work out every phase's steps for `set`.
 pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
     let env_files = hooks::environment_files(&set.elements)?;
-    let base_env = cx.hook_env(set, "/tmp/in_target.d", None);
+    let base_env = cx.hook_env(set, "/tmp/in_target.d", None, None);
     let dirs: Vec<&Path> = set.elements.iter().map(|e| e.dir.as_path()).collect();
     let env = sourced_env(&env_files, &base_env, &dirs)?;
     let lookup = |k: &str| env.get(k).cloned();

@@ -20,11 +20,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 
+use super::buildenv::BuildDirs;
 use super::hooks::{self, Phase};
 use super::packages::{self, PackageManager};
 use super::plan::{self, Plan, Step};
-use super::tree;
 use super::ElementSet;
+use super::tree;
 use crate::chroot::{self, Chroot};
 use crate::interrupt;
 use crate::progress::Progress;
@@ -107,6 +108,8 @@ pub struct Runner<'a> {
     /// Stage over a staged tree that is already there (the package
     /// layer's, restored or just made) instead of refusing it.
     resume: bool,
+    /// TMP_BUILD_DIR and the rest, made when the first phase runs.
+    dirs: Option<BuildDirs>,
 }
 
 impl<'a> Runner<'a> {
@@ -135,6 +138,7 @@ impl<'a> Runner<'a> {
             refreshed: false,
             is_staged: false,
             resume: false,
+            dirs: None,
         })
     }
 
@@ -198,6 +202,9 @@ impl<'a> Runner<'a> {
         phases.dedup();
         if !self.is_staged {
             self.stage()?;
+        }
+        if self.dirs.is_none() {
+            self.dirs = Some(BuildDirs::new(&self.root, &self.staged)?);
         }
         for phase in phases {
             interrupt::check()?;
@@ -303,7 +310,7 @@ impl<'a> Runner<'a> {
         let status = match target {
             Some(t) => {
                 let inner = format!("/{IN_TARGET}");
-                let env = self.cx.hook_env(self.set, &inner, None);
+                let env = self.cx.hook_env(self.set, &inner, None, self.dirs.as_ref());
                 let mut argv = vec![
                     "/bin/bash".to_string(),
                     "-c".to_string(),
@@ -320,7 +327,9 @@ impl<'a> Runner<'a> {
             }
             None => {
                 let hooks_path = self.staged.display().to_string();
-                let env = self.cx.hook_env(self.set, &hooks_path, Some(&self.root));
+                let env =
+                    self.cx
+                        .hook_env(self.set, &hooks_path, Some(&self.root), self.dirs.as_ref());
                 let mut cmd = Command::new("/bin/bash");
                 cmd.current_dir(&self.staged)
                     .env_clear()
