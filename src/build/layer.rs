@@ -30,7 +30,7 @@ use crate::elements::{
     packages,
     plan::{self, Plan, Step},
     run::{self, IN_TARGET},
-    ElementSet,
+    tools, ElementSet,
 };
 use crate::progress::Progress;
 use crate::rootfs;
@@ -89,6 +89,8 @@ pub fn key(
             k.str(&format!("env {name}"), &value);
         }
     }
+    // What hooks in the layer ran as install-packages (pkg-maps included).
+    k.str("install-packages", &tools::install_packages(set, cx)?);
     for (el, file) in &layer.environment {
         let dir = set
             .get(el)

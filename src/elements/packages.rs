@@ -347,6 +347,26 @@ impl PackageManager {
         v
     }
 
+    /// Upgrade every installed package (dib's `install-packages -u`).
+    pub fn upgrade(self) -> Vec<String> {
+        match self {
+            PackageManager::Apt => argv(
+                "apt-get -q -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold dist-upgrade",
+            ),
+            PackageManager::Dnf => argv("dnf -y upgrade"),
+        }
+    }
+
+    /// A glob inside the root that matches nothing until the metadata has
+    /// been fetched (apt has none in a fresh or cleaned root; dnf fetches
+    /// its own when needed).
+    pub fn metadata_glob(self) -> Option<&'static str> {
+        match self {
+            PackageManager::Apt => Some("/var/lib/apt/lists/*_Packages*"),
+            PackageManager::Dnf => None,
+        }
+    }
+
     pub fn uninstall(self, pkgs: &[String]) -> Vec<String> {
         let mut v = match self {
             PackageManager::Apt => argv("apt-get -q -y remove"),

@@ -25,7 +25,7 @@ use super::hooks::{self, Phase};
 use super::packages::{self, PackageManager};
 use super::plan::{self, Plan, Step};
 use super::ElementSet;
-use super::tree;
+use super::{tools, tree};
 use crate::chroot::{self, Chroot};
 use crate::interrupt;
 use crate::progress::Progress;
@@ -110,6 +110,8 @@ pub struct Runner<'a> {
     resume: bool,
     /// TMP_BUILD_DIR and the rest, made when the first phase runs.
     dirs: Option<BuildDirs>,
+    /// install-packages is in the root.
+    has_tools: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -139,6 +141,7 @@ impl<'a> Runner<'a> {
             is_staged: false,
             resume: false,
             dirs: None,
+            has_tools: false,
         })
     }
 
@@ -270,6 +273,10 @@ impl<'a> Runner<'a> {
         } else {
             None
         };
+        if target.is_some() && !self.has_tools {
+            tools::install(&self.root, &tools::install_packages(self.set, self.cx)?)?;
+            self.has_tools = true;
+        }
         let header = format!(
             "{}: {}",
             phase.dir(),
