@@ -106,11 +106,13 @@ pub fn key(
             k.str("step", &label);
             match step {
                 Step::Hook { path, .. } => k.file(&label, path)?,
-                Step::Static { elements, .. } | Step::Bin { elements, .. } => {
-                    let sub = if matches!(step, Step::Bin { .. }) {
-                        "bin"
-                    } else {
-                        "static"
+                Step::Static { elements, .. }
+                | Step::Bin { elements, .. }
+                | Step::InitScripts { elements, .. } => {
+                    let sub = match step {
+                        Step::Bin { .. } => "bin",
+                        Step::InitScripts { .. } => plan::INIT_SCRIPTS,
+                        _ => "static",
                     };
                     for name in elements {
                         if let Some(el) = set.get(name) {

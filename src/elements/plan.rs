@@ -140,6 +140,13 @@ fn host_python() -> String {
         .unwrap_or_else(|| "python3".to_string())
 }
 
+/// An element's systemd units (dib-init-system's folder for
+/// DIB_INIT_SYSTEM=systemd).
+pub const INIT_SCRIPTS: &str = "init-scripts/systemd";
+
+/// Where dib-init-system puts systemd units in the root.
+pub const SYSTEMD_UNITS: &str = "usr/lib/systemd/system";
+
 /// One thing a phase does, in run order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -166,6 +173,9 @@ pub enum Step {
     Bin { name: String, elements: Vec<String> },
     /// static/ trees copied into the root.
     Static { name: String, elements: Vec<String> },
+    /// init-scripts/systemd/ units copied to the root's systemd unit folder
+    /// (dib-init-system's work).
+    InitScripts { name: String, elements: Vec<String> },
 }
 
 impl Step {
@@ -176,7 +186,8 @@ impl Step {
             | Step::Install { name, .. }
             | Step::Uninstall { name, .. }
             | Step::Bin { name, .. }
-            | Step::Static { name, .. } => name,
+            | Step::Static { name, .. }
+            | Step::InitScripts { name, .. } => name,
         }
     }
 
@@ -187,6 +198,7 @@ impl Step {
             Step::Install { .. } | Step::Uninstall { .. } => "package-installs".into(),
             Step::Bin { .. } => "install-bin".into(),
             Step::Static { .. } => "install-static".into(),
+            Step::InitScripts { .. } => "dib-init-system".into(),
         }
     }
 
@@ -197,6 +209,9 @@ impl Step {
             Step::Uninstall { packages, .. } => format!("remove {}", packages.join(" ")),
             Step::Bin { elements, .. } => format!("bin/ of {}", elements.join(" ")),
             Step::Static { elements, .. } => format!("static/ of {}", elements.join(" ")),
+            Step::InitScripts { elements, .. } => {
+                format!("{INIT_SCRIPTS}/ of {}", elements.join(" "))
+            }
         }
     }
 }
@@ -328,6 +343,21 @@ fn env_failure(files: &[(String, PathBuf)], out: &std::process::Output) -> Strin
     }
 }
 
+/// One phase's packages: the deprecated lists' before package-installs'.
+fn legacy_first(
+    legacy: Option<PhasePackages>,
+    yaml: Option<PhasePackages>,
+) -> Option<PhasePackages> {
+    match (legacy, yaml) {
+        (Some(mut l), Some(y)) => {
+            l.install.extend(y.install);
+            l.uninstall.extend(y.uninstall);
+            Some(l)
+        }
+        (l, y) => l.or(y),
+    }
+}
+
 /// Work out every phase's steps for `set`.
 pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
     let env_files = hooks::environment_files(&set.elements)?;
@@ -341,7 +371,10 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
     };
     let mut pkgs: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
     let mut maps: BTreeMap<String, Option<PkgMap>> = BTreeMap::new();
+    let mut legacy: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
     for el in &set.elements {
+        packages::collect_legacy(&mut legacy, el)
+            .with_context(|| format!("element {:?}: package-installs-* lists", el.name))?;
         let entries = packages::read(el).with_context(|| format!("element {:?}", el.name))?;
         packages::collect(&mut pkgs, &el.name, &entries, &filter)
             .with_context(|| format!("element {:?}: package-installs", el.name))?;
@@ -382,7 +415,8 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
                 path: h.path,
             })
             .collect();
-        if let Some(p) = pkgs.get(&phase) {
+        // dib installs the deprecated lists first, in a call of their own.
+        if let Some(p) = legacy_first(legacy.remove(&phase), pkgs.remove(&phase)).as_ref() {
             let Some((at_install, at_remove)) = package_positions(phase) else {
                 if !p.install.is_empty() || !p.uninstall.is_empty() {
                     bail!(
@@ -433,6 +467,14 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
                     elements,
                 });
             }
+            // dib-init-system's install.d hook, for DIB_INIT_SYSTEM=systemd.
+            let elements = with(INIT_SCRIPTS);
+            if !elements.is_empty() {
+                steps.push(Step::InitScripts {
+                    name: "20-install-init-scripts".into(),
+                    elements,
+                });
+            }
         }
         // Stable: on a tie the built-in step (pushed last) runs after the
         // element's hook of the same number and name order.
@@ -459,4 +501,71 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
             .collect(),
         phases,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elements::{Chain, Element};
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(dir: &Path, rel: &str, text: &str, mode: u32) {
+        let p = dir.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn init_scripts_and_legacy_lists_at_dibs_positions() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("el");
+        write(&dir, "install.d/15-x", "#!/bin/sh\n", 0o755);
+        write(&dir, "install.d/25-y", "#!/bin/sh\n", 0o755);
+        write(
+            &dir,
+            "install.d/package-installs-el",
+            "greeting\n-gcc\n",
+            0o644,
+        );
+        write(&dir, "package-installs.yaml", "vim:\n", 0o644);
+        write(
+            &dir,
+            "pkg-map",
+            r#"{"default": {"greeting": "hello"}}"#,
+            0o644,
+        );
+        write(&dir, "static/etc/x", "x", 0o644);
+        write(&dir, "init-scripts/systemd/x.service", "[Unit]\n", 0o644);
+        let set = ElementSet {
+            elements: vec![Element {
+                name: "el".into(),
+                dir,
+                deps: vec![],
+                provides: vec![],
+                chain: Chain::root("el"),
+            }],
+            ..Default::default()
+        };
+        let cx = Context::new(Distro::Debian, "bookworm", "image", t.path());
+        let plan = make(&set, &cx).unwrap();
+        let install = plan.phase(Phase::Install).unwrap();
+        let steps: Vec<String> = install
+            .steps
+            .iter()
+            .map(|s| format!("{} {} {}", s.name(), s.from(), s.describe()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "01-package-installs package-installs install hello gcc vim",
+                "10-install-static-files install-static static/ of el",
+                "15-x el el/15-x",
+                "20-install-init-scripts dib-init-system init-scripts/systemd/ of el",
+                "25-y el el/25-y",
+                "99-package-uninstalls package-installs remove gcc",
+            ]
+        );
+    }
 }

@@ -301,6 +301,9 @@ impl<'a> Runner<'a> {
                     self.packages(phase, name, packages, false, target)?;
                 }
                 Step::Bin { elements, .. } => self.copy_dirs("bin", elements)?,
+                Step::InitScripts { elements, .. } => {
+                    self.copy_dirs(plan::INIT_SCRIPTS, elements)?
+                }
                 Step::Static { elements, .. } => {
                     self.copy_dirs("static", elements)?;
                     // New repository files may have come with them.
@@ -439,14 +442,15 @@ impl<'a> Runner<'a> {
                 continue;
             };
             let src = el.dir.join(sub);
-            let dest = if sub == "bin" {
-                let d = PathBuf::from("usr/local/bin");
-                fs::create_dir_all(tree::resolve_in_root_follow(&self.root, &d)?)
-                    .context("creating /usr/local/bin in the root")?;
-                d
-            } else {
-                PathBuf::new()
+            let dest = match sub {
+                "bin" => PathBuf::from("usr/local/bin"),
+                plan::INIT_SCRIPTS => PathBuf::from(plan::SYSTEMD_UNITS),
+                _ => PathBuf::new(),
             };
+            if !dest.as_os_str().is_empty() {
+                fs::create_dir_all(tree::resolve_in_root_follow(&self.root, &dest)?)
+                    .with_context(|| format!("creating /{} in the root", dest.display()))?;
+            }
             let n = tree::copy_tree(&src, &self.root, &dest)
                 .with_context(|| format!("element {name:?}: copying {sub}/"))?;
             let msg = format!("{name}: {n} files from {sub}/");
