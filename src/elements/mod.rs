@@ -54,7 +54,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     (
         "dib-init-system",
-        "DIB_INIT_SYSTEM=systemd is set by undercloud-live",
+        "DIB_INIT_SYSTEM=systemd is set, and init-scripts/systemd/ units are installed, by undercloud-live",
     ),
     ("dib-run-parts", "run-parts is built into undercloud-live"),
 ];
