@@ -568,4 +568,38 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn hook_env_has_dibs_variables_and_folders() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        fs::create_dir_all(&root).unwrap();
+        let set = ElementSet {
+            path: vec!["/a".into(), "/b".into()],
+            ..Default::default()
+        };
+        let mut cx = Context::new(Distro::Debian, "bookworm", "image", t.path());
+        let dirs = BuildDirs::new(&root, &root.join("tmp/in_target.d")).unwrap();
+        let env = cx.hook_env(&set, "/tmp/in_target.d", Some(&root), Some(&dirs));
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("{k} missing"))
+        };
+        assert_eq!(get("ELEMENTS_PATH"), "/a:/b");
+        assert!(!get("DIB_PYTHON_EXEC").is_empty());
+        let build = PathBuf::from(get("TMP_BUILD_DIR"));
+        assert_eq!(fs::read_link(build.join("mnt")).unwrap(), root);
+        assert!(Path::new(&get("TMP_IMAGE_DIR")).is_dir());
+        assert!(Path::new(&get("_LIB")).join("img-functions").is_file());
+        assert!(get("BASH_FUNC_die%%").starts_with("() {"));
+        // Planning has no run folders; the caller's DIB_* still wins.
+        cx.caller_env = vec![("DIB_PYTHON_EXEC".into(), "/opt/py".into())];
+        let env = cx.hook_env(&set, "/tmp/in_target.d", None, None);
+        assert!(!env
+            .iter()
+            .any(|(n, _)| n == "TMP_BUILD_DIR" || n == "TARGET_ROOT"));
+        assert!(env.contains(&("DIB_PYTHON_EXEC".into(), "/opt/py".into())));
+    }
 }
