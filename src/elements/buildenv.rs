@@ -24,6 +24,9 @@ const LIB_FILES: &[(&str, &str)] = &[
     ("img-functions", include_str!("lib/img-functions")),
 ];
 
+/// Programs for hooks outside the root, last on their PATH.
+const BIN_FILES: &[(&str, &str)] = &[("sudo", include_str!("lib/sudo"))];
+
 /// dib's `die`, as the body bash imports an exported function from.
 const DIE_FUNCTION: &str = r#"() {  local status=$?;
  set +o xtrace;
@@ -42,7 +45,7 @@ impl BuildDirs {
     /// Make the folders in the temporary folder (dib uses `$TMP_DIR` or
     /// /tmp the same way): `build/` with `mnt` (a symlink to `root`: dib's
     /// hooks only use it as a path) and `hooks` (to `hooks`, dib's
-    /// TMP_HOOKS_PATH there), `image/` and `lib/`.
+    /// TMP_HOOKS_PATH there), `image/`, `lib/` and `bin/`.
     pub fn new(root: &Path, hooks: &Path) -> Result<BuildDirs> {
         let top = tempfile::Builder::new()
             .prefix("undercloud-live-hooks-")
@@ -56,7 +59,7 @@ impl BuildDirs {
     }
 
     fn fill(&self, root: &Path, hooks: &Path) -> Result<()> {
-        for d in [self.build(), self.image(), self.lib()] {
+        for d in [self.build(), self.image(), self.lib(), self.bin()] {
             fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?;
         }
         // The top folder is private to us; hooks run as root and other
@@ -70,6 +73,12 @@ impl BuildDirs {
         for (name, text) in LIB_FILES {
             let p = self.lib().join(name);
             fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        }
+        for (name, text) in BIN_FILES {
+            let p = self.bin().join(name);
+            fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("setting mode of {}", p.display()))?;
         }
         Ok(())
     }
@@ -87,6 +96,12 @@ impl BuildDirs {
     /// dib's _LIB.
     pub fn lib(&self) -> PathBuf {
         self.top.join("lib")
+    }
+
+    /// Programs hooks outside the root find last on their PATH (`sudo`
+    /// for hosts without one).
+    pub fn bin(&self) -> PathBuf {
+        self.top.join("bin")
     }
 
     /// The variables naming the folders.
@@ -228,6 +243,26 @@ type die >/dev/null && echo die"#,
         // Gone when dropped; the root (behind the link) is untouched.
         assert!(!top.exists());
         assert!(root.join("etc/x").exists());
+    }
+
+    #[test]
+    fn sudo_stand_in_runs_the_command() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = BuildDirs::new(t.path(), t.path()).unwrap();
+        let sudo = dirs.bin().join("sudo");
+        let run = |args: &[&str]| Command::new(&sudo).args(args).output().unwrap();
+        let out = run(&["-E", "-H", "--", "echo", "as", "root"]);
+        if nix::unistd::Uid::effective().is_root() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "as root\n");
+        } else {
+            assert!(!out.status.success());
+        }
+        // What it cannot stand in for is an error, not a silent run.
+        for bad in [&["-u", "nobody", "id"][..], &[]] {
+            let out = run(bad);
+            assert!(!out.status.success(), "{bad:?}");
+            assert!(out.stdout.is_empty(), "{bad:?}");
+        }
     }
 
     #[test]

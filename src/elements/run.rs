@@ -350,7 +350,7 @@ impl<'a> Runner<'a> {
                 let mut cmd = Command::new("/bin/bash");
                 cmd.current_dir(&self.staged)
                     .env_clear()
-                    .env("PATH", host_path())
+                    .env("PATH", self.outside_path())
                     .env(
                         "HOME",
                         std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
@@ -373,6 +373,16 @@ impl<'a> Runner<'a> {
             );
         }
         Ok(())
+    }
+
+    /// PATH for hooks outside the root: the host's, then our stand-ins.
+    fn outside_path(&self) -> String {
+        let mut p = host_path();
+        if let Some(d) = &self.dirs {
+            p.push(':');
+            p.push_str(&d.bin().display().to_string());
+        }
+        p
     }
 
     /// A command inside the root: through the chroot, or directly on the
