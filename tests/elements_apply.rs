@@ -288,6 +288,60 @@ ls $ROOT/usr/lib/systemd/system/ucl-compat.service >/dev/null && echo unit=yes
     );
 }
 
+/// diskimage-builder's own elements (its PyPI release) as their users name
+/// them: what the erofs boot test checks in a booted image, here in the
+/// root (the user, the units dib-init-system installs and the hooks
+/// enable, modprobe's blacklist and an element's modprobe.d file).
+#[test]
+fn dibs_own_elements_do_their_work() {
+    let dib = common::upstream::dib_elements();
+    let dib = dib.display().to_string();
+    let a = apply(
+        "dib-real",
+        &[
+            "--elements-path",
+            &dib,
+            "-e",
+            "dib-compat",
+            "-e",
+            "devuser",
+            "-e",
+            "growroot",
+            "-e",
+            "runtime-ssh-host-keys",
+            "-e",
+            "modprobe",
+            "-e",
+            "dynamic-login",
+        ],
+        &[("DIB_MODPROBE_BLACKLIST", "pcspkr floppy")],
+        r#"for u in growroot ssh-keygen dynamic-login; do
+  [ -e $ROOT/usr/lib/systemd/system/$u.service ] && echo "$u unit"
+  ls $ROOT/etc/systemd/system/*.wants/$u.service >/dev/null 2>&1 && echo "$u enabled"
+done; echo ===
+cat $ROOT/etc/modprobe.d/blacklist.conf; echo ===
+ls $ROOT/etc/modprobe.d/ucl-compat.conf >/dev/null && echo conf=yes
+grep -c '^devuser:' $ROOT/etc/passwd"#,
+    );
+    assert!(a.out.status.success(), "apply failed:\n{}", a.stderr);
+    assert_eq!(
+        section(&a.after, 0),
+        [
+            "growroot unit",
+            "growroot enabled",
+            "ssh-keygen unit",
+            "ssh-keygen enabled",
+            "dynamic-login unit",
+            "dynamic-login enabled"
+        ]
+    );
+    assert_eq!(
+        section(&a.after, 1),
+        ["blacklist pcspkr", "blacklist floppy"]
+    );
+    assert_eq!(section(&a.after, 2), ["conf=yes", "1"]);
+}
+
 #[test]
 fn failing_hook_stops_and_names_element_phase_script_and_status() {
     let a = apply(
