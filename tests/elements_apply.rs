@@ -277,7 +277,8 @@ ls $ROOT/usr/lib/systemd/system/ucl-compat.service >/dev/null && echo unit=yes
             "hello=/usr/bin/hello",
             "figlet=/usr/bin/figlet",
             "sl_during=yes",
-            "build_dir=set"
+            "build_dir=set",
+            "functions=function function"
         ]
     );
     // get_image_element_array found the element's files.
