@@ -67,12 +67,14 @@ fn a_disk_image_create_command_line_plans_with_dibs_elements() {
         ),
         "{plan}"
     );
-    // dib's helper elements are on the path, and run once: as ours.
+    // dib's helper elements are on the path, and run once: as ours
+    // (dib-init-system's units at its hook's position, 20).
     assert_eq!(
         phase(&plan, "install.d (inside):"),
         [
             "01-package-installs",
             "10-install-static-files",
+            "20-install-init-scripts",
             "50-devuser",
             "70-enable-dynamic-login-services",
             "80-modprobe-blacklist"
@@ -83,6 +85,11 @@ fn a_disk_image_create_command_line_plans_with_dibs_elements() {
         "{plan}"
     );
     assert!(!plan.contains("package-installs/"), "{plan}");
+    // The units growroot, dynamic-login and runtime-ssh-host-keys enable.
+    assert!(
+        plan.contains("init-scripts/systemd/ of growroot dynamic-login runtime-ssh-host-keys"),
+        "{plan}"
+    );
 
     let out = elements(&["deps", "vm", "debian-minimal"], &[dib]);
     let deps = text(&out.stdout);

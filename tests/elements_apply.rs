@@ -231,6 +231,119 @@ done"#,
 }
 
 #[test]
+fn dib_hooks_find_their_environment_tools_and_units() {
+    let a = apply(
+        "dib-compat",
+        &["-e", "dib-compat"],
+        &[],
+        r#"cat $ROOT/etc/ucl-build-dir; echo ===
+cat $ROOT/etc/ucl-outside-facts; echo ===
+cat $ROOT/var/log/ucl-compat-inside; echo ===
+ls $ROOT/etc/ucl-conf.d; echo ===
+ls $ROOT/usr/lib/systemd/system/ucl-compat.service >/dev/null && echo unit=yes
+[ -e $ROOT/usr/games/sl ] && echo sl_after=yes || echo sl_after=no
+[ -x $ROOT/usr/local/bin/install-packages ] && echo tool=yes"#,
+    );
+    assert!(a.out.status.success(), "apply failed:\n{}", a.stderr);
+    // Every outside phase wrote the root through $TMP_BUILD_DIR/mnt, and
+    // none the build host's /mnt.
+    assert_eq!(
+        section(&a.after, 0),
+        ["root.d", "pre-finalise.d", "cleanup.d"]
+    );
+    assert!(!Path::new("/mnt/etc/ucl-build-dir").exists());
+    let facts = section(&a.after, 1);
+    for want in [
+        "image_dir=yes",
+        "elements_path=set",
+        "python=set",
+        "lib=function function",
+        "die=function",
+        "in_target=root.d",
+    ] {
+        assert!(facts.contains(&want), "{want} missing from {facts:#?}");
+    }
+    // The run's folders are gone afterwards.
+    let build_dir = facts
+        .iter()
+        .find_map(|l| l.strip_prefix("build_dir="))
+        .expect("build_dir recorded");
+    assert!(!Path::new(build_dir).exists(), "{build_dir} left behind");
+    // install-packages -m translated through pkg-map; the deprecated list
+    // installed figlet, and sl until the end of install.d.
+    assert_eq!(
+        section(&a.after, 2),
+        [
+            "hello=/usr/bin/hello",
+            "figlet=/usr/bin/figlet",
+            "sl_during=yes",
+            "build_dir=set",
+            "functions=function function"
+        ]
+    );
+    // get_image_element_array found the element's files.
+    assert_eq!(section(&a.after, 3), ["compat.conf"]);
+    assert_eq!(
+        section(&a.after, 4),
+        ["unit=yes", "sl_after=no", "tool=yes"]
+    );
+}
+
+/// diskimage-builder's own elements (its PyPI release) as their users name
+/// them: what the erofs boot test checks in a booted image, here in the
+/// root (the user, the units dib-init-system installs and the hooks
+/// enable, modprobe's blacklist and an element's modprobe.d file).
+#[test]
+fn dibs_own_elements_do_their_work() {
+    let dib = common::upstream::dib_elements();
+    let dib = dib.display().to_string();
+    let a = apply(
+        "dib-real",
+        &[
+            "--elements-path",
+            &dib,
+            "-e",
+            "dib-compat",
+            "-e",
+            "devuser",
+            "-e",
+            "growroot",
+            "-e",
+            "runtime-ssh-host-keys",
+            "-e",
+            "modprobe",
+            "-e",
+            "dynamic-login",
+        ],
+        &[("DIB_MODPROBE_BLACKLIST", "pcspkr floppy")],
+        r#"for u in growroot ssh-keygen dynamic-login; do
+  [ -e $ROOT/usr/lib/systemd/system/$u.service ] && echo "$u unit"
+  ls $ROOT/etc/systemd/system/*.wants/$u.service >/dev/null 2>&1 && echo "$u enabled"
+done; echo ===
+cat $ROOT/etc/modprobe.d/blacklist.conf; echo ===
+ls $ROOT/etc/modprobe.d/ucl-compat.conf >/dev/null && echo conf=yes
+grep -c '^devuser:' $ROOT/etc/passwd"#,
+    );
+    assert!(a.out.status.success(), "apply failed:\n{}", a.stderr);
+    assert_eq!(
+        section(&a.after, 0),
+        [
+            "growroot unit",
+            "growroot enabled",
+            "ssh-keygen unit",
+            "ssh-keygen enabled",
+            "dynamic-login unit",
+            "dynamic-login enabled"
+        ]
+    );
+    assert_eq!(
+        section(&a.after, 1),
+        ["blacklist pcspkr", "blacklist floppy"]
+    );
+    assert_eq!(section(&a.after, 2), ["conf=yes", "1"]);
+}
+
+#[test]
 fn failing_hook_stops_and_names_element_phase_script_and_status() {
     let a = apply(
         "fails",

@@ -378,6 +378,7 @@ pub fn show(sel: &Selection, name: &str, json: bool) -> Result<String> {
     let el = Element::load(name, &dir, vec![name.to_string()])?;
     let set = ElementSet {
         elements: vec![el.clone()],
+        path: sel.path(),
         ..Default::default()
     };
     let p = plan::make(&set, &context(sel, distro, &release))?;

@@ -9,11 +9,13 @@
 //! `run` applies a plan to a root.
 
 pub mod apply;
+pub mod buildenv;
 pub mod hooks;
 pub mod packages;
 pub mod pkgmap;
 pub mod plan;
 pub mod run;
+pub mod tools;
 pub mod tree;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -52,7 +54,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     (
         "dib-init-system",
-        "DIB_INIT_SYSTEM=systemd is set by undercloud-live",
+        "DIB_INIT_SYSTEM=systemd is set, and init-scripts/systemd/ units are installed, by undercloud-live",
     ),
     ("dib-run-parts", "run-parts is built into undercloud-live"),
 ];
@@ -199,6 +201,10 @@ pub struct ElementSet {
     /// Things accepted that are worth saying (a dependency cycle).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The elements path the set was found on (hooks see it as
+    /// `ELEMENTS_PATH`, as under dib).
+    #[serde(skip)]
+    pub path: Vec<PathBuf>,
 }
 
 impl ElementSet {
@@ -354,6 +360,7 @@ pub fn resolve(
             }
             let mut set = set;
             set.warnings.extend(cycle_warning(&set));
+            set.path = path.to_vec();
             return Ok(set);
         }
         for e in displaced {
