@@ -78,6 +78,9 @@ enum Command {
         /// Element folder searched before the spec's elements_path (repeatable).
         #[arg(long = "elements-path")]
         elements_path: Vec<PathBuf>,
+        /// Leave this element out, with what only it needed (repeatable).
+        #[arg(long = "exclude-element", short = 'x')]
+        exclude_elements: Vec<String>,
         /// Work folder (default: a new folder under $TMPDIR or /tmp).
         #[arg(long)]
         workdir: Option<PathBuf>,
@@ -338,9 +341,15 @@ enum Command {
 /// Which elements, and where to find them.
 #[derive(clap::Args, Clone)]
 struct SelectionArgs {
-    /// Element to apply (repeatable; dependencies are added).
+    /// Elements, as disk-image-create takes them (dependencies are added).
+    #[arg(value_name = "ELEMENT")]
+    names: Vec<String>,
+    /// Element to apply (repeatable; the same as naming it).
     #[arg(long = "element", short = 'e')]
     elements: Vec<String>,
+    /// Leave this element out, with what only it needed (repeatable).
+    #[arg(long = "exclude-element", short = 'x')]
+    exclude_elements: Vec<String>,
     /// Element folder searched before ELEMENTS_PATH (repeatable).
     #[arg(long = "elements-path")]
     elements_path: Vec<PathBuf>,
@@ -536,8 +545,13 @@ enum DistroArg {
 
 impl SelectionArgs {
     fn into_selection(self) -> apply::Selection {
+        // Positional names first, then -e ones: breadth-first order follows
+        // the list, and a command line uses one form or the other.
+        let mut elements = self.names;
+        elements.extend(self.elements);
         apply::Selection {
-            elements: self.elements,
+            elements,
+            exclude: self.exclude_elements,
             elements_path: self.elements_path,
             distro: self.distro.map(|d| match d {
                 DistroArg::Debian => Distro::Debian,
@@ -623,6 +637,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             base_sha256,
             base_checksum_url,
             elements_path,
+            exclude_elements,
             workdir,
             cache_dir,
             keep_workdir,
@@ -649,6 +664,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     base_sha256,
                     base_checksum_url,
                     elements_path,
+                    exclude_elements,
                     workdir,
                     cache_dir,
                     keep_workdir,

@@ -92,10 +92,11 @@ fn differences(a: &Path, b: &Path, dir: &Path) -> (Vec<String>, bool) {
 }
 
 fn build_spec(spec: &str, server: &Server, cache: &Path, out: &Path, work: &Path) -> String {
-    build_with(spec, server, cache, out, work, &[])
+    build_with(spec, server, cache, out, work, &[], &[])
 }
 
-/// A build with extra arguments; returns its progress output (stderr).
+/// A build with extra arguments and environment; returns its progress
+/// output (stderr).
 fn build_with(
     spec: &str,
     server: &Server,
@@ -103,11 +104,13 @@ fn build_with(
     out: &Path,
     work: &Path,
     args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
 ) -> String {
     let t = Instant::now();
     let spec = repo().join("tests/specs").join(spec);
     let o = run(build_command(&spec, server, out, cache, work)
         .args(args)
+        .envs(env.iter().copied())
         .env("SOURCE_DATE_EPOCH", EPOCH));
     assert!(o.status.success(), "build failed");
     assert!(out.is_file());
@@ -481,6 +484,7 @@ fn build_check_boot_everywhere_persist_and_rebuild_identically() {
         &c,
         &dir.join("work-c"),
         &["--elements-path".as_ref(), elements.as_os_str()],
+        &[],
     );
     let warm = t.elapsed().as_secs_f64();
     for want in ["package layer", "live initrd"] {
@@ -525,24 +529,31 @@ fn build_check_boot_everywhere_persist_and_rebuild_identically() {
     );
 }
 
+/// An erofs live root, built with diskimage-builder's own elements from its
+/// PyPI release, named as dib's users name them: the boot shows what they
+/// did (the user, the units, the modprobe files).
 #[test]
-fn erofs_root_boots() {
+fn erofs_root_boots_with_real_dib_elements() {
     let base = test_base();
     let server = serve(&base, Mode::Normal);
     let dir = scratch("e2e-erofs");
     let img = dir.join("erofs.iso");
-    // No packages to install: no package layer; --no-cache makes dracut run
-    // and nothing is stored.
+    // --no-cache makes dracut run and nothing is stored.
     let cache = dir.join("cache");
+    let dib = common::upstream::dib_elements();
     let log = build_with(
         "minimal-erofs.yaml",
         &server,
         &cache,
         &img,
         &dir.join("work"),
-        &["--no-cache".as_ref()],
+        &[
+            "--no-cache".as_ref(),
+            "--elements-path".as_ref(),
+            dib.as_os_str(),
+        ],
+        &[("DIB_MODPROBE_BLACKLIST", "pcspkr floppy")],
     );
-    assert!(!log.contains("package layer"), "{log}");
     assert!(log.contains("with dracut (--no-cache)"), "{log}");
     assert!(!cache.join("initrd").exists() && !cache.join("layers").exists());
     let files = tool(Command::new("isoinfo").args(["-R", "-f", "-i"]).arg(&img));
@@ -555,5 +566,18 @@ fn erofs_root_boots() {
     assert_eq!(v["partitions"][1]["filesystem"], "erofs", "{v}");
     let (line, _, secs) = boot_to_marker(&img, "usb", "uefi", false, &dir.join("boot.log"));
     assert!(line.contains("rootfs=overlay"), "{line}");
-    println!("erofs root: marker after {secs:.0} s");
+    for fact in [
+        "units=growroot:enabled,ssh-keygen:enabled,dynamic-login:enabled",
+        "blacklist=pcspkr,floppy",
+        "modprobe-conf=yes",
+    ] {
+        assert!(line.contains(fact), "{fact} missing: {line}");
+    }
+    assert!(
+        line.split_whitespace().any(|f| f
+            .strip_prefix("devuser=")
+            .is_some_and(|uid| uid.parse::<u32>().is_ok())),
+        "no devuser: {line}"
+    );
+    println!("erofs root with dib elements: marker after {secs:.0} s");
 }

@@ -30,7 +30,7 @@ use crate::elements::{
     packages,
     plan::{self, Plan, Step},
     run::{self, IN_TARGET},
-    ElementSet,
+    tools, ElementSet,
 };
 use crate::progress::Progress;
 use crate::rootfs;
@@ -82,13 +82,15 @@ pub fn key(
     k.str("release", &spec.base.release);
     k.str("mirror", spec.base.mirror.as_deref().unwrap_or(""));
     k.file("base", base_archive)?;
-    // IMAGE_ELEMENT_YAML names element folders, which move (the kickstart's
-    // is made in the work folder): the names are in IMAGE_ELEMENT.
-    for (name, value) in cx.hook_env(set, &format!("/{IN_TARGET}"), None) {
-        if name != "IMAGE_ELEMENT_YAML" {
+    // Some variables name element folders, which move (the kickstart's is
+    // made in the work folder): the names are in IMAGE_ELEMENT.
+    for (name, value) in cx.hook_env(set, &format!("/{IN_TARGET}"), None, None) {
+        if !plan::FOLDER_VARS.contains(&name.as_str()) {
             k.str(&format!("env {name}"), &value);
         }
     }
+    // What hooks in the layer ran as install-packages (pkg-maps included).
+    k.str("install-packages", &tools::install_packages(set, cx)?);
     for (el, file) in &layer.environment {
         let dir = set
             .get(el)
@@ -104,11 +106,13 @@ pub fn key(
             k.str("step", &label);
             match step {
                 Step::Hook { path, .. } => k.file(&label, path)?,
-                Step::Static { elements, .. } | Step::Bin { elements, .. } => {
-                    let sub = if matches!(step, Step::Bin { .. }) {
-                        "bin"
-                    } else {
-                        "static"
+                Step::Static { elements, .. }
+                | Step::Bin { elements, .. }
+                | Step::InitScripts { elements, .. } => {
+                    let sub = match step {
+                        Step::Bin { .. } => "bin",
+                        Step::InitScripts { .. } => plan::INIT_SCRIPTS,
+                        _ => "static",
                     };
                     for name in elements {
                         if let Some(el) = set.get(name) {

@@ -40,6 +40,8 @@ pub struct BuildOptions {
     pub base_checksum_url: Option<String>,
     /// Searched before the spec's elements_path.
     pub elements_path: Vec<PathBuf>,
+    /// Elements left out of the expanded set, with what only they needed.
+    pub exclude_elements: Vec<String>,
     pub workdir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub keep_workdir: bool,

@@ -118,6 +118,7 @@ pub fn prepare(opts: &BuildOptions) -> Result<Prepared> {
     let epoch = spec::source_date_epoch()?;
     let set = elements::resolve(
         &spec.elements,
+        &opts.exclude_elements,
         &elements_path(opts, &loaded),
         spec.base.distro,
     )?;
@@ -281,11 +282,10 @@ impl Prepared {
             self.format.name(),
             self.spec_file.display()
         ));
-        if let Some((ks, _)) = &self.kickstart {
-            for w in &ks.warnings {
-                eprintln!("warning: {w}");
-                log.note(&format!("warning: {w}"));
-            }
+        let kickstart = self.kickstart.iter().flat_map(|(ks, _)| &ks.warnings);
+        for w in self.set.warnings.iter().chain(kickstart) {
+            eprintln!("warning: {w}");
+            log.note(&format!("warning: {w}"));
         }
         Ok(log)
     }

@@ -25,6 +25,8 @@ use crate::spec::Distro;
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
     pub elements: Vec<String>,
+    /// Left out, with what only they needed.
+    pub exclude: Vec<String>,
     /// Searched first; `ELEMENTS_PATH` follows.
     pub elements_path: Vec<PathBuf>,
     pub distro: Option<Distro>,
@@ -123,7 +125,10 @@ fn resolve_set(
     release: &str,
     work: Option<&Path>,
 ) -> Result<ElementSet> {
-    let mut set = super::resolve(&sel.elements, &sel.path(), distro)?;
+    let mut set = super::resolve(&sel.elements, &sel.exclude, &sel.path(), distro)?;
+    for w in &set.warnings {
+        eprintln!("warning: {w}");
+    }
     if let Some(ks_file) = &sel.kickstart {
         let map = match &sel.kickstart_package_map {
             Some(f) => kickstart::translate::PackageMap::load(f)?,
@@ -302,13 +307,14 @@ struct DepsReport<'a> {
     elements: &'a [Element],
     builtins: Vec<(&'a str, &'a str)>,
     provided: &'a std::collections::BTreeMap<String, String>,
+    warnings: &'a [String],
 }
 
 /// `elements deps`: the expanded set, where each element was found and the
 /// chain that asked for it.
 pub fn deps(sel: &Selection, json: bool) -> Result<String> {
     let (distro, _) = parse_distro(sel)?;
-    let set = super::resolve(&sel.elements, &sel.path(), distro)?;
+    let set = super::resolve(&sel.elements, &sel.exclude, &sel.path(), distro)?;
     let builtins: Vec<(&str, &str)> = super::BUILTIN
         .iter()
         .filter(|(n, _)| set.builtins.iter().any(|b| b == n))
@@ -319,6 +325,7 @@ pub fn deps(sel: &Selection, json: bool) -> Result<String> {
             elements: &set.elements,
             builtins,
             provided: &set.provided,
+            warnings: &set.warnings,
         })? + "\n");
     }
     let mut s = String::new();
@@ -335,7 +342,14 @@ pub fn deps(sel: &Selection, json: bool) -> Result<String> {
         let _ = writeln!(s, "{n:<24} built in: {what}");
     }
     for (n, by) in &set.provided {
-        let _ = writeln!(s, "{n:<24} provided by {by}");
+        if by == super::EXCLUDED {
+            let _ = writeln!(s, "{n:<24} left out ({by})");
+        } else {
+            let _ = writeln!(s, "{n:<24} provided by {by}");
+        }
+    }
+    for w in &set.warnings {
+        let _ = writeln!(s, "warning: {w}");
     }
     Ok(s)
 }
@@ -364,6 +378,7 @@ pub fn show(sel: &Selection, name: &str, json: bool) -> Result<String> {
     let el = Element::load(name, &dir, vec![name.to_string()])?;
     let set = ElementSet {
         elements: vec![el.clone()],
+        path: sel.path(),
         ..Default::default()
     };
     let p = plan::make(&set, &context(sel, distro, &release))?;

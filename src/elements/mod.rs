@@ -9,11 +9,13 @@
 //! `run` applies a plan to a root.
 
 pub mod apply;
+pub mod buildenv;
 pub mod hooks;
 pub mod packages;
 pub mod pkgmap;
 pub mod plan;
 pub mod run;
+pub mod tools;
 pub mod tree;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -52,7 +54,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     (
         "dib-init-system",
-        "DIB_INIT_SYSTEM=systemd is set by undercloud-live",
+        "DIB_INIT_SYSTEM=systemd is set, and init-scripts/systemd/ units are installed, by undercloud-live",
     ),
     ("dib-run-parts", "run-parts is built into undercloud-live"),
 ];
@@ -196,6 +198,13 @@ pub struct ElementSet {
     /// Names satisfied by `element-provides` (or by the base distro), and
     /// by whom.
     pub provided: BTreeMap<String, String>,
+    /// Things accepted that are worth saying (a dependency cycle).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// The elements path the set was found on (hooks see it as
+    /// `ELEMENTS_PATH`, as under dib).
+    #[serde(skip)]
+    pub path: Vec<PathBuf>,
 }
 
 impl ElementSet {
@@ -243,19 +252,87 @@ fn distro_provider(distro: Distro) -> String {
     format!("{} (the base)", distro.name())
 }
 
+/// diskimage-builder's distro elements for each base: every dib command
+/// line names one (`disk-image-create vm debian-minimal ...`). Here the
+/// spec's base already is that root, so the name is satisfied by the base
+/// (neither the element nor its dependencies are loaded). A distro element
+/// of another distribution is an error (see `walk`).
+pub fn base_elements(distro: Distro) -> &'static [&'static str] {
+    match distro {
+        Distro::Debian => &[
+            "debian",
+            "debian-minimal",
+            "debian-upstream",
+            "debian-systemd",
+        ],
+        Distro::Fedora => &["fedora", "fedora-minimal", "fedora-container"],
+    }
+}
+
+/// The "provider" of a name the command line excluded.
+pub const EXCLUDED: &str = "--exclude-element";
+
+/// dib's elements for the work our own output stages do for every format
+/// (partitioning, file systems, the bootloader: src/build, src/boot): with
+/// `vm` on a command line they would run that work a second time, on a root
+/// that is no disk, so the names are satisfied by us instead.
+pub const DISK_ELEMENTS: &[&str] = &[
+    "block-device",
+    "block-device-efi",
+    "block-device-efi-4k",
+    "block-device-efi-lvm",
+    "block-device-gpt",
+    "block-device-mbr",
+    "bootloader",
+    "grub2",
+];
+
+/// The "provider" of `DISK_ELEMENTS`.
+pub const DISK_PROVIDER: &str = "undercloud-live (its own partitions, file systems and bootloader)";
+
+/// What every walk starts knowing: the base's names, our disk work's, and
+/// the names the command line excluded.
+fn fixed_providers(distro: Distro, exclude: &[String]) -> BTreeMap<String, String> {
+    let base = distro_provider(distro);
+    let mut m: BTreeMap<String, String> = base_elements(distro)
+        .iter()
+        .chain(&["operating-system"])
+        .map(|n| (n.to_string(), base.clone()))
+        .collect();
+    for n in DISK_ELEMENTS {
+        m.insert(n.to_string(), DISK_PROVIDER.into());
+    }
+    for x in exclude {
+        m.insert(x.clone(), EXCLUDED.into());
+    }
+    m
+}
+
 /// Expand `requested` through `element-deps`, breadth-first as dib does.
 ///
 /// `element-provides` names satisfy dependencies and keep an element of that
 /// name out of the set; the base distro provides `operating-system` and its
-/// own name. Errors name the chain that led to the problem: a missing
-/// element, two elements providing the same name, an element in the set that
-/// another element also provides, and a dependency cycle.
-pub fn resolve(requested: &[String], path: &[PathBuf], distro: Distro) -> Result<ElementSet> {
+/// dib distro elements (`base_elements`), `exclude` names are left out with
+/// whatever only they needed (instack's `-x`). Errors name the chain that led
+/// to the problem: a missing element, two elements providing the same name,
+/// an element in the set that another element also provides, another
+/// distribution's distro element. A dependency cycle is accepted, as dib
+/// accepts it, with a warning in `ElementSet::warnings`.
+pub fn resolve(
+    requested: &[String],
+    exclude: &[String],
+    path: &[PathBuf],
+    distro: Distro,
+) -> Result<ElementSet> {
+    for x in exclude {
+        check_name(x).context("--exclude-element")?;
+    }
     // A provider found late in the walk can make an element found earlier
     // unnecessary (dib's "run through the provided elements first"). Walk
     // again with what the last walk learned until nothing changes; each
     // round only adds names, so this ends.
-    let mut known: BTreeMap<String, String> = BTreeMap::new();
+    let fixed = fixed_providers(distro, exclude);
+    let mut known = fixed.clone();
     for _ in 0..32 {
         let (set, missing) = walk(requested, path, distro, &known)?;
         let displaced: Vec<&Element> = set
@@ -281,7 +358,9 @@ pub fn resolve(requested: &[String], path: &[PathBuf], distro: Distro) -> Result
                     }
                 );
             }
-            check_cycles(&set)?;
+            let mut set = set;
+            set.warnings.extend(cycle_warning(&set));
+            set.path = path.to_vec();
             return Ok(set);
         }
         for e in displaced {
@@ -294,7 +373,8 @@ pub fn resolve(requested: &[String], path: &[PathBuf], distro: Distro) -> Result
                 );
             }
         }
-        known = set.provided;
+        known = fixed.clone();
+        known.extend(set.provided);
     }
     bail!("element provides do not settle (too many rounds)")
 }
@@ -321,9 +401,7 @@ fn walk(
     // The base distro is the operating system: dib's distro elements
     // provide `operating-system`.
     let base = distro_provider(distro);
-    set.provided
-        .insert("operating-system".to_string(), base.clone());
-    set.provided.insert(distro.name().to_string(), base);
+    set.provided.insert("operating-system".to_string(), base);
 
     while let Some(name) = queue.pop_front() {
         if !seen.insert(name.clone()) {
@@ -341,9 +419,23 @@ fn walk(
                 .or_insert_with(|| provider.clone());
             continue;
         }
-        if let Some(dir) = find(&name, path) {
+        if BUILTIN.iter().any(|(b, _)| *b == name) {
+            // Ours, even with diskimage-builder's tree on the path: its
+            // copy would do the same work a second time (and needs
+            // variables only its own scripts set).
+            set.builtins.push(name);
+        } else if let Some(dir) = find(&name, path) {
             let el = Element::load(&name, &dir, chain.clone())
                 .with_context(|| format!("element {name:?}"))?;
+            if el.provides.iter().any(|p| p == "operating-system") {
+                bail!(
+                    "element {:?} (asked for by {}) makes its own operating system, but this build's root is the spec's {} base (which stands for {}): leave it out, or build from a base of its distribution",
+                    el.name,
+                    chain.join(" -> "),
+                    distro.name(),
+                    base_elements(distro).join(", ")
+                );
+            }
             for p in &el.provides {
                 if let Some(other) = set.provided.get(p) {
                     if *other != el.name {
@@ -361,8 +453,6 @@ fn walk(
                 queue.push_back(dep.clone());
             }
             set.elements.push(el);
-        } else if BUILTIN.iter().any(|(b, _)| *b == name) {
-            set.builtins.push(name);
         } else {
             missing.push(name);
         }
@@ -379,10 +469,12 @@ fn walk(
     Ok((set, missing))
 }
 
-/// A dependency cycle among the elements of the set is an error naming it.
-/// (dib silently tolerates cycles; a cycle is nearly always a mistake, and
-/// breadth-first order then depends on which member was asked for first.)
-fn check_cycles(set: &ElementSet) -> Result<()> {
+/// A dependency cycle among the elements of the set, as a warning naming
+/// it. dib accepts cycles (tripleo-image-elements' `os-apply-config` and
+/// `os-refresh-config` need each other), and so do we: the set is the same
+/// whichever member comes first; only the breadth-first order depends on
+/// which was asked for.
+fn cycle_warning(set: &ElementSet) -> Option<String> {
     let index: HashMap<&str, usize> = set
         .elements
         .iter()
@@ -418,11 +510,11 @@ fn check_cycles(set: &ElementSet) -> Result<()> {
                     .collect();
                 cycle.push(set.elements[j].name.clone());
                 let first = &set.elements[j];
-                bail!(
-                    "element dependency cycle: {} (reached by {})",
+                return Some(format!(
+                    "element dependency cycle: {} (reached by {}); accepted, as diskimage-builder does",
                     chain_text(&cycle),
                     first.chain.join(" -> ")
-                );
+                ));
             }
             if state[j] == 0 {
                 state[j] = 1;
@@ -430,7 +522,7 @@ fn check_cycles(set: &ElementSet) -> Result<()> {
             }
         }
     }
-    Ok(())
+    None
 }
 
 #[cfg(test)]
@@ -456,7 +548,7 @@ mod tests {
         mk(&a, "right", &[]);
         mk(&a, "deep", &[]);
         mk(&b, "top", &["never"]);
-        let set = resolve(&["top".into()], &[a.clone(), b], Distro::Debian).unwrap();
+        let set = resolve(&["top".into()], &[], &[a.clone(), b], Distro::Debian).unwrap();
         let names: Vec<_> = set.elements.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["top", "left", "right", "deep"]);
         assert_eq!(set.elements[0].dir, a.join("top"));
@@ -471,12 +563,23 @@ mod tests {
         // A folder beside the elements path that "../x" would reach.
         mk(t.path(), "x", &[]);
         for bad in ["../x", "/etc", ".", "..", "", "-e", ".hidden", "a/b"] {
-            let e =
-                resolve(&[bad.into()], std::slice::from_ref(&path), Distro::Debian).unwrap_err();
+            let e = resolve(
+                &[bad.into()],
+                &[],
+                std::slice::from_ref(&path),
+                Distro::Debian,
+            )
+            .unwrap_err();
             let msg = format!("{e:#}");
             assert!(msg.contains("is not an element name"), "{bad:?}: {msg}");
         }
-        let e = resolve(&["top".into()], std::slice::from_ref(&path), Distro::Debian).unwrap_err();
+        let e = resolve(
+            &["top".into()],
+            &[],
+            std::slice::from_ref(&path),
+            Distro::Debian,
+        )
+        .unwrap_err();
         let msg = format!("{e:#}");
         assert!(
             msg.contains("asked for by top -> /etc")
@@ -499,7 +602,13 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         mk(t.path(), "top", &["mid"]);
         mk(t.path(), "mid", &["ghost"]);
-        let e = resolve(&["top".into()], &[t.path().to_path_buf()], Distro::Debian).unwrap_err();
+        let e = resolve(
+            &["top".into()],
+            &[],
+            &[t.path().to_path_buf()],
+            Distro::Debian,
+        )
+        .unwrap_err();
         let msg = format!("{e:#}");
         assert!(
             msg.contains("\"ghost\" not found (needed by top -> mid)"),
@@ -515,6 +624,7 @@ mod tests {
         fs::write(t.path().join("mariadb/element-provides"), "db\n").unwrap();
         let set = resolve(
             &["top".into(), "mariadb".into()],
+            &[],
             &[t.path().to_path_buf()],
             Distro::Fedora,
         )
@@ -534,7 +644,7 @@ mod tests {
         let req: Vec<String> = requested.iter().map(|s| s.to_string()).collect();
         format!(
             "{:#}",
-            resolve(&req, &[root.to_path_buf()], Distro::Debian).unwrap_err()
+            resolve(&req, &[], &[root.to_path_buf()], Distro::Debian).unwrap_err()
         )
     }
 
@@ -548,7 +658,13 @@ mod tests {
         mk(t.path(), "extra", &["mariadb"]);
         mk(t.path(), "mariadb", &[]);
         provides(t.path(), "mariadb", &["db"]);
-        let set = resolve(&["top".into()], &[t.path().to_path_buf()], Distro::Debian).unwrap();
+        let set = resolve(
+            &["top".into()],
+            &[],
+            &[t.path().to_path_buf()],
+            Distro::Debian,
+        )
+        .unwrap();
         let names: Vec<_> = set.elements.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["top", "extra", "mariadb"]);
         assert_eq!(set.provided["db"], "mariadb");
@@ -586,27 +702,83 @@ mod tests {
             e.contains("\"db\"") && e.contains("also provided by \"mariadb\""),
             "{e}"
         );
-        // An element claiming the operating system conflicts with the base.
-        mk(t.path(), "myos", &[]);
-        provides(t.path(), "myos", &["operating-system"]);
-        let e = err(&["myos"], t.path());
-        assert!(
-            e.contains("operating-system") && e.contains("debian (the base)"),
-            "{e}"
+    }
+
+    #[test]
+    fn distro_elements_are_the_base_or_refused() {
+        let t = tempfile::tempdir().unwrap();
+        // dib's own shape: the distro element depends on its -minimal
+        // sibling, which provides the operating system.
+        mk(t.path(), "debian", &["debian-minimal"]);
+        mk(t.path(), "debian-minimal", &["debootstrap"]);
+        provides(t.path(), "debian-minimal", &["operating-system"]);
+        mk(t.path(), "ubuntu", &["ubuntu-minimal"]);
+        mk(t.path(), "ubuntu-minimal", &[]);
+        provides(t.path(), "ubuntu-minimal", &["operating-system"]);
+        mk(t.path(), "vm", &[]);
+        let set = resolve(
+            &["vm".into(), "debian".into()],
+            &[],
+            &[t.path().to_path_buf()],
+            Distro::Debian,
+        )
+        .unwrap();
+        let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["vm"]);
+        assert_eq!(set.provided["debian"], "debian (the base)");
+        let e = err(&["vm", "ubuntu"], t.path());
+        assert_eq!(
+            e,
+            "element \"ubuntu-minimal\" (asked for by ubuntu -> ubuntu-minimal) makes its own operating system, but this build's root is the spec's debian base (which stands for debian, debian-minimal, debian-upstream, debian-systemd): leave it out, or build from a base of its distribution"
         );
     }
 
     #[test]
-    fn cycle_is_reported_with_its_members() {
+    fn excluded_elements_and_what_only_they_need_stay_out() {
+        let t = tempfile::tempdir().unwrap();
+        mk(t.path(), "top", &["a", "b"]);
+        mk(t.path(), "a", &["only-a"]);
+        mk(t.path(), "b", &[]);
+        mk(t.path(), "only-a", &[]);
+        let set = resolve(
+            &["top".into()],
+            &["a".into()],
+            &[t.path().to_path_buf()],
+            Distro::Debian,
+        )
+        .unwrap();
+        let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["top", "b"]);
+        assert_eq!(set.provided["a"], EXCLUDED);
+        let e = resolve(
+            &["top".into()],
+            &["../a".into()],
+            &[t.path().to_path_buf()],
+            Distro::Debian,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").starts_with("--exclude-element"), "{e:#}");
+    }
+
+    #[test]
+    fn a_cycle_is_accepted_with_a_warning_naming_it() {
         let t = tempfile::tempdir().unwrap();
         mk(t.path(), "top", &["a"]);
         mk(t.path(), "a", &["b"]);
         mk(t.path(), "b", &["c"]);
         mk(t.path(), "c", &["a"]);
-        let e = err(&["top"], t.path());
-        assert!(
-            e.contains("cycle: a -> b -> c -> a") && e.contains("reached by top -> a"),
-            "{e}"
+        let set = resolve(
+            &["top".into()],
+            &[],
+            &[t.path().to_path_buf()],
+            Distro::Debian,
+        )
+        .unwrap();
+        let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["top", "a", "b", "c"]);
+        assert_eq!(
+            set.warnings,
+            ["element dependency cycle: a -> b -> c -> a (reached by top -> a); accepted, as diskimage-builder does"]
         );
     }
 
@@ -651,7 +823,13 @@ mod tests {
             }
         }
         let start = std::time::Instant::now();
-        let set = resolve(&["e0".into()], &[t.path().to_path_buf()], Distro::Debian).unwrap();
+        let set = resolve(
+            &["e0".into()],
+            &[],
+            &[t.path().to_path_buf()],
+            Distro::Debian,
+        )
+        .unwrap();
         assert_eq!(set.elements.len(), DEPTH);
         let last = set.get(&format!("e{}", DEPTH - 1)).unwrap();
         assert_eq!(last.chain.len(), DEPTH);
@@ -673,9 +851,14 @@ mod tests {
             fs::create_dir(&d).unwrap();
             fs::write(d.join("element-deps"), format!("e{}\n", (i + 1) % DEPTH)).unwrap();
         }
-        let e = resolve(&["e0".into()], &[t.path().to_path_buf()], Distro::Debian).unwrap_err();
-        assert!(e
-            .to_string()
-            .starts_with("element dependency cycle: e0 -> e1 -> "));
+        let set = resolve(
+            &["e0".into()],
+            &[],
+            &[t.path().to_path_buf()],
+            Distro::Debian,
+        )
+        .unwrap();
+        assert_eq!(set.elements.len(), DEPTH);
+        assert!(set.warnings[0].starts_with("element dependency cycle: e0 -> e1 -> "));
     }
 }

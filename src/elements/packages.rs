@@ -104,6 +104,68 @@ pub fn read(el: &Element) -> Result<Entries> {
     Ok(Vec::new())
 }
 
+/// The phases whose folders dib's package-installs searches for the
+/// deprecated `package-installs-<element>` lists.
+pub const LEGACY_PHASES: [Phase; 3] = [Phase::PreInstall, Phase::Install, Phase::PostInstall];
+
+/// Prefix of dib's deprecated package lists.
+const LEGACY_PREFIX: &str = "package-installs-";
+
+/// Add one element's deprecated lists, `<phase>/package-installs-<name>`
+/// (dib still installs them): every line a package to install at the
+/// start of that phase, one starting with `-` also to remove at its end.
+/// `#` starts a comment line; a line may name several packages. `<name>`
+/// is the element whose pkg-map translates them.
+pub fn collect_legacy(data: &mut BTreeMap<Phase, PhasePackages>, el: &Element) -> Result<()> {
+    for phase in LEGACY_PHASES {
+        let dir = el.dir.join(phase.dir());
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut files: Vec<(String, std::path::PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let owner = name.strip_prefix(LEGACY_PREFIX)?.to_string();
+                e.path().is_file().then(|| (owner, e.path()))
+            })
+            .collect();
+        // dib takes them in directory order; sorted, two builds agree.
+        files.sort();
+        for (owner, file) in files {
+            let text =
+                crate::io::read_text_bounded(&file, super::MAX_ELEMENT_FILE, "package list")?;
+            let slot = data.entry(phase).or_default();
+            legacy_lines(&text, &owner, slot).with_context(|| format!("{}", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn legacy_lines(text: &str, owner: &str, slot: &mut PhasePackages) -> Result<()> {
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (names, remove) = match line.strip_prefix('-') {
+            Some(rest) => (rest, true),
+            None => (line, false),
+        };
+        for name in names.split_whitespace() {
+            check_package_name(name)?;
+            let w = Wanted {
+                name: name.to_string(),
+                element: owner.to_string(),
+            };
+            if remove {
+                slot.uninstall.push(w.clone());
+            }
+            slot.install.push(w);
+        }
+    }
+    Ok(())
+}
+
 pub fn parse(text: &str) -> Result<Entries> {
     // JSON first, like dib; YAML (a superset) otherwise, so errors are YAML's.
     let map: Option<Vec<(String, serde_json::Value)>> =
@@ -347,6 +409,26 @@ impl PackageManager {
         v
     }
 
+    /// Upgrade every installed package (dib's `install-packages -u`).
+    pub fn upgrade(self) -> Vec<String> {
+        match self {
+            PackageManager::Apt => argv(
+                "apt-get -q -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold dist-upgrade",
+            ),
+            PackageManager::Dnf => argv("dnf -y upgrade"),
+        }
+    }
+
+    /// A glob inside the root that matches nothing until the metadata has
+    /// been fetched (apt has none in a fresh or cleaned root; dnf fetches
+    /// its own when needed).
+    pub fn metadata_glob(self) -> Option<&'static str> {
+        match self {
+            PackageManager::Apt => Some("/var/lib/apt/lists/*_Packages*"),
+            PackageManager::Dnf => None,
+        }
+    }
+
     pub fn uninstall(self, pkgs: &[String]) -> Vec<String> {
         let mut v = match self {
             PackageManager::Apt => argv("apt-get -q -y remove"),
@@ -542,6 +624,44 @@ both:
         );
         assert!(e.contains("DIB_UNSET is not set"), "{e}");
         assert!(parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn legacy_lists_install_and_remove_dashed_names() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("el");
+        std::fs::create_dir_all(dir.join("install.d/sub")).unwrap();
+        std::fs::create_dir_all(dir.join("post-install.d")).unwrap();
+        std::fs::write(
+            dir.join("install.d/package-installs-el"),
+            "# comment\n\nvim\n  -gcc  \ncurl wget\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("install.d/package-installs-other"), "tree\n").unwrap();
+        // Only the phase folder itself is searched, as dib's find -maxdepth 1.
+        std::fs::write(dir.join("install.d/sub/package-installs-el"), "no\n").unwrap();
+        std::fs::write(dir.join("post-install.d/package-installs-el"), "late").unwrap();
+        let el = Element {
+            name: "el".into(),
+            dir,
+            deps: vec![],
+            provides: vec![],
+            chain: crate::elements::Chain::root("el"),
+        };
+        let mut m = BTreeMap::new();
+        collect_legacy(&mut m, &el).unwrap();
+        let install = &m[&Phase::Install];
+        assert_eq!(
+            names(&install.install),
+            ["vim", "gcc", "curl", "wget", "tree"]
+        );
+        assert_eq!(names(&install.uninstall), ["gcc"]);
+        // The file's name says whose pkg-map applies.
+        assert_eq!(install.install[4].element, "other");
+        assert_eq!(names(&m[&Phase::PostInstall].install), ["late"]);
+
+        let mut slot = PhasePackages::default();
+        assert!(legacy_lines("--setopt=x\n", "el", &mut slot).is_err());
     }
 
     #[test]

@@ -76,6 +76,12 @@ impl PkgMap {
         Ok(PkgMap { names })
     }
 
+    /// Every name the map knows and its packages (space-separated; empty
+    /// for a name mapped to nothing), in name order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.names.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// The distro's packages for `name`: the mapping if there is one (which
     /// may be none at all), else the name itself.
     pub fn translate(&self, name: &str) -> Vec<String> {

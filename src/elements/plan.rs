@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
+use super::buildenv::{self, BuildDirs};
 use super::hooks::{self, Phase};
 use super::packages::{self, PhasePackages};
 use super::pkgmap::PkgMap;
@@ -35,6 +36,9 @@ pub struct Context {
     /// The caller's DIB_* variables (dib passes them through its sanitised
     /// environment).
     pub caller_env: Vec<(String, String)>,
+    /// The build host's python (dib's `DIB_PYTHON_EXEC`, which dib sets to
+    /// the python running it).
+    pub python: String,
 }
 
 impl Context {
@@ -50,16 +54,19 @@ impl Context {
             cache_dir: cache_dir.to_path_buf(),
             offline: false,
             caller_env,
+            python: host_python(),
         }
     }
 
     /// dib's hook environment. `hooks_path` is TMP_HOOKS_PATH as the hook
-    /// sees it; `target_root` is given to hooks that run outside the root.
+    /// sees it; `target_root` is given to hooks that run outside the root;
+    /// `dirs` are the run's folders (none while planning).
     pub fn hook_env(
         &self,
         set: &ElementSet,
         hooks_path: &str,
         target_root: Option<&Path>,
+        dirs: Option<&BuildDirs>,
     ) -> Vec<(String, String)> {
         let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
         // IMAGE_ELEMENT_YAML: dib's name -> path map of the set.
@@ -68,6 +75,7 @@ impl Context {
             .iter()
             .map(|e| format!("{}: {}\n", e.name, e.dir.display()))
             .collect();
+        let path: Vec<String> = set.path.iter().map(|p| p.display().to_string()).collect();
         let mut env: Vec<(String, String)> = vec![
             ("DISTRO_NAME".into(), self.distro.name().into()),
             ("DIB_RELEASE".into(), self.release.clone()),
@@ -75,9 +83,11 @@ impl Context {
             ("DIB_INIT_SYSTEM".into(), "systemd".into()),
             ("DIB_DEFAULT_INSTALLTYPE".into(), "source".into()),
             ("DIB_PYTHON_VERSION".into(), "3".into()),
+            ("DIB_PYTHON_EXEC".into(), self.python.clone()),
             ("IMAGE_NAME".into(), self.image_name.clone()),
             ("IMAGE_ELEMENT".into(), names.join(" ")),
             ("IMAGE_ELEMENT_YAML".into(), yaml),
+            ("ELEMENTS_PATH".into(), path.join(":")),
             ("TMP_HOOKS_PATH".into(), hooks_path.into()),
             (
                 "DIB_IMAGE_CACHE".into(),
@@ -89,6 +99,10 @@ impl Context {
             ),
             ("DIB_DEBUG_TRACE".into(), "0".into()),
         ];
+        env.extend(buildenv::functions(set));
+        if let Some(d) = dirs {
+            env.extend(d.env());
+        }
         if let Some(root) = target_root {
             env.push(("TARGET_ROOT".into(), root.display().to_string()));
             env.push(("TMP_MOUNT_PATH".into(), root.display().to_string()));
@@ -100,6 +114,38 @@ impl Context {
         env
     }
 }
+
+/// Hook variables whose values name folders of one machine or run (they
+/// move between builds of the same inputs, so caches do not key on them).
+pub const FOLDER_VARS: &[&str] = &[
+    "IMAGE_ELEMENT_YAML",
+    "ELEMENTS_PATH",
+    "BASH_FUNC_get_image_element_array%%",
+    "TMP_BUILD_DIR",
+    "TMP_IMAGE_DIR",
+    "_LIB",
+];
+
+/// The build host's python3 (hooks run it outside the root), by PATH.
+fn host_python() -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/local/bin", "/usr/bin", "/bin"])
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join("python3"))
+        .find(|p| p.is_file());
+    found
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "python3".to_string())
+}
+
+/// An element's systemd units (dib-init-system's folder for
+/// DIB_INIT_SYSTEM=systemd).
+pub const INIT_SCRIPTS: &str = "init-scripts/systemd";
+
+/// Where dib-init-system puts systemd units in the root.
+pub const SYSTEMD_UNITS: &str = "usr/lib/systemd/system";
 
 /// One thing a phase does, in run order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -127,6 +173,9 @@ pub enum Step {
     Bin { name: String, elements: Vec<String> },
     /// static/ trees copied into the root.
     Static { name: String, elements: Vec<String> },
+    /// init-scripts/systemd/ units copied to the root's systemd unit folder
+    /// (dib-init-system's work).
+    InitScripts { name: String, elements: Vec<String> },
 }
 
 impl Step {
@@ -137,7 +186,8 @@ impl Step {
             | Step::Install { name, .. }
             | Step::Uninstall { name, .. }
             | Step::Bin { name, .. }
-            | Step::Static { name, .. } => name,
+            | Step::Static { name, .. }
+            | Step::InitScripts { name, .. } => name,
         }
     }
 
@@ -148,6 +198,7 @@ impl Step {
             Step::Install { .. } | Step::Uninstall { .. } => "package-installs".into(),
             Step::Bin { .. } => "install-bin".into(),
             Step::Static { .. } => "install-static".into(),
+            Step::InitScripts { .. } => "dib-init-system".into(),
         }
     }
 
@@ -158,6 +209,9 @@ impl Step {
             Step::Uninstall { packages, .. } => format!("remove {}", packages.join(" ")),
             Step::Bin { elements, .. } => format!("bin/ of {}", elements.join(" ")),
             Step::Static { elements, .. } => format!("static/ of {}", elements.join(" ")),
+            Step::InitScripts { elements, .. } => {
+                format!("{INIT_SCRIPTS}/ of {}", elements.join(" "))
+            }
         }
     }
 }
@@ -219,7 +273,7 @@ fn sourced_env(
         )
         .envs(base.iter().cloned())
         .arg("-c")
-        .arg(r#"for f in "$@"; do . "$f" >/dev/null; done; env -0"#)
+        .arg(SOURCE_ALL)
         .arg("environment.d");
     for (_, p) in files {
         // The sandbox starts in its own `/`: relative names would miss.
@@ -234,11 +288,7 @@ fn sourced_env(
         bail!("sourcing environment.d files: {why}");
     }
     if !out.status.success() {
-        bail!(
-            "sourcing environment.d files failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{}", env_failure(files, &out));
     }
     for item in out.stdout.split(|b| *b == 0) {
         let item = String::from_utf8_lossy(item);
@@ -249,10 +299,69 @@ fn sourced_env(
     Ok(map)
 }
 
+/// Source every file given, then print the environment. A file's own
+/// output goes to stderr (stdout carries the result); when one ends the
+/// shell (`exit`, a failed `set -e` command), the trap names it by its
+/// position so that the error can say which file of which element it was.
+const SOURCE_ALL: &str = r#"__ucl_n=0
+trap 'rc=$?; [ "$__ucl_n" -gt 0 ] && echo "ucl-environment.d-failed:$__ucl_n:$rc" >&2' EXIT
+for __ucl_f in "$@"; do __ucl_n=$((__ucl_n + 1)); . "$__ucl_f" >&2; done
+__ucl_n=0
+env -0"#;
+
+/// The error of an environment.d run that failed: the file (element and
+/// name), its exit status and what it printed.
+fn env_failure(files: &[(String, PathBuf)], out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stderr);
+    let mut said: Vec<&str> = Vec::new();
+    let mut which = None;
+    for line in text.lines() {
+        match line.strip_prefix("ucl-environment.d-failed:") {
+            Some(rest) => which = rest.split(':').next().and_then(|n| n.parse::<usize>().ok()),
+            None => said.push(line),
+        }
+    }
+    let file = which
+        .and_then(|n| files.get(n.checked_sub(1)?))
+        .map(|(name, path)| {
+            let element = path
+                .parent()
+                .and_then(Path::parent)
+                .and_then(Path::file_name)
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            format!("element {element:?}: environment.d/{name}")
+        })
+        .unwrap_or_else(|| "environment.d".to_string());
+    // One line: the last few lines it printed are what explain it.
+    let said = said[said.len().saturating_sub(10)..].join("; ");
+    let said = said.trim();
+    if said.is_empty() {
+        format!("{file} failed ({}) and printed nothing", out.status)
+    } else {
+        format!("{file} failed ({}): {said}", out.status)
+    }
+}
+
+/// One phase's packages: the deprecated lists' before package-installs'.
+fn legacy_first(
+    legacy: Option<PhasePackages>,
+    yaml: Option<PhasePackages>,
+) -> Option<PhasePackages> {
+    match (legacy, yaml) {
+        (Some(mut l), Some(y)) => {
+            l.install.extend(y.install);
+            l.uninstall.extend(y.uninstall);
+            Some(l)
+        }
+        (l, y) => l.or(y),
+    }
+}
+
 /// Work out every phase's steps for `set`.
 pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
     let env_files = hooks::environment_files(&set.elements)?;
-    let base_env = cx.hook_env(set, "/tmp/in_target.d", None);
+    let base_env = cx.hook_env(set, "/tmp/in_target.d", None, None);
     let dirs: Vec<&Path> = set.elements.iter().map(|e| e.dir.as_path()).collect();
     let env = sourced_env(&env_files, &base_env, &dirs)?;
     let lookup = |k: &str| env.get(k).cloned();
@@ -262,7 +371,10 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
     };
     let mut pkgs: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
     let mut maps: BTreeMap<String, Option<PkgMap>> = BTreeMap::new();
+    let mut legacy: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
     for el in &set.elements {
+        packages::collect_legacy(&mut legacy, el)
+            .with_context(|| format!("element {:?}: package-installs-* lists", el.name))?;
         let entries = packages::read(el).with_context(|| format!("element {:?}", el.name))?;
         packages::collect(&mut pkgs, &el.name, &entries, &filter)
             .with_context(|| format!("element {:?}: package-installs", el.name))?;
@@ -303,7 +415,8 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
                 path: h.path,
             })
             .collect();
-        if let Some(p) = pkgs.get(&phase) {
+        // dib installs the deprecated lists first, in a call of their own.
+        if let Some(p) = legacy_first(legacy.remove(&phase), pkgs.remove(&phase)).as_ref() {
             let Some((at_install, at_remove)) = package_positions(phase) else {
                 if !p.install.is_empty() || !p.uninstall.is_empty() {
                     bail!(
@@ -354,6 +467,14 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
                     elements,
                 });
             }
+            // dib-init-system's install.d hook, for DIB_INIT_SYSTEM=systemd.
+            let elements = with(INIT_SCRIPTS);
+            if !elements.is_empty() {
+                steps.push(Step::InitScripts {
+                    name: "20-install-init-scripts".into(),
+                    elements,
+                });
+            }
         }
         // Stable: on a tie the built-in step (pushed last) runs after the
         // element's hook of the same number and name order.
@@ -380,4 +501,105 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
             .collect(),
         phases,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elements::{Chain, Element};
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(dir: &Path, rel: &str, text: &str, mode: u32) {
+        let p = dir.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn init_scripts_and_legacy_lists_at_dibs_positions() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("el");
+        write(&dir, "install.d/15-x", "#!/bin/sh\n", 0o755);
+        write(&dir, "install.d/25-y", "#!/bin/sh\n", 0o755);
+        write(
+            &dir,
+            "install.d/package-installs-el",
+            "greeting\n-gcc\n",
+            0o644,
+        );
+        write(&dir, "package-installs.yaml", "vim:\n", 0o644);
+        write(
+            &dir,
+            "pkg-map",
+            r#"{"default": {"greeting": "hello"}}"#,
+            0o644,
+        );
+        write(&dir, "static/etc/x", "x", 0o644);
+        write(&dir, "init-scripts/systemd/x.service", "[Unit]\n", 0o644);
+        let set = ElementSet {
+            elements: vec![Element {
+                name: "el".into(),
+                dir,
+                deps: vec![],
+                provides: vec![],
+                chain: Chain::root("el"),
+            }],
+            ..Default::default()
+        };
+        let cx = Context::new(Distro::Debian, "bookworm", "image", t.path());
+        let plan = make(&set, &cx).unwrap();
+        let install = plan.phase(Phase::Install).unwrap();
+        let steps: Vec<String> = install
+            .steps
+            .iter()
+            .map(|s| format!("{} {} {}", s.name(), s.from(), s.describe()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "01-package-installs package-installs install hello gcc vim",
+                "10-install-static-files install-static static/ of el",
+                "15-x el el/15-x",
+                "20-install-init-scripts dib-init-system init-scripts/systemd/ of el",
+                "25-y el el/25-y",
+                "99-package-uninstalls package-installs remove gcc",
+            ]
+        );
+    }
+
+    #[test]
+    fn hook_env_has_dibs_variables_and_folders() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        fs::create_dir_all(&root).unwrap();
+        let set = ElementSet {
+            path: vec!["/a".into(), "/b".into()],
+            ..Default::default()
+        };
+        let mut cx = Context::new(Distro::Debian, "bookworm", "image", t.path());
+        let dirs = BuildDirs::new(&root, &root.join("tmp/in_target.d")).unwrap();
+        let env = cx.hook_env(&set, "/tmp/in_target.d", Some(&root), Some(&dirs));
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("{k} missing"))
+        };
+        assert_eq!(get("ELEMENTS_PATH"), "/a:/b");
+        assert!(!get("DIB_PYTHON_EXEC").is_empty());
+        let build = PathBuf::from(get("TMP_BUILD_DIR"));
+        assert_eq!(fs::read_link(build.join("mnt")).unwrap(), root);
+        assert!(Path::new(&get("TMP_IMAGE_DIR")).is_dir());
+        assert!(Path::new(&get("_LIB")).join("img-functions").is_file());
+        assert!(get("BASH_FUNC_die%%").starts_with("() {"));
+        // Planning has no run folders; the caller's DIB_* still wins.
+        cx.caller_env = vec![("DIB_PYTHON_EXEC".into(), "/opt/py".into())];
+        let env = cx.hook_env(&set, "/tmp/in_target.d", None, None);
+        assert!(!env
+            .iter()
+            .any(|(n, _)| n == "TMP_BUILD_DIR" || n == "TARGET_ROOT"));
+        assert!(env.contains(&("DIB_PYTHON_EXEC".into(), "/opt/py".into())));
+    }
 }

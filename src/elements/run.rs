@@ -20,11 +20,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 
+use super::buildenv::BuildDirs;
 use super::hooks::{self, Phase};
 use super::packages::{self, PackageManager};
 use super::plan::{self, Plan, Step};
-use super::tree;
 use super::ElementSet;
+use super::{tools, tree};
 use crate::chroot::{self, Chroot};
 use crate::interrupt;
 use crate::progress::Progress;
@@ -107,6 +108,10 @@ pub struct Runner<'a> {
     /// Stage over a staged tree that is already there (the package
     /// layer's, restored or just made) instead of refusing it.
     resume: bool,
+    /// TMP_BUILD_DIR and the rest, made when the first phase runs.
+    dirs: Option<BuildDirs>,
+    /// install-packages is in the root.
+    has_tools: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -135,6 +140,8 @@ impl<'a> Runner<'a> {
             refreshed: false,
             is_staged: false,
             resume: false,
+            dirs: None,
+            has_tools: false,
         })
     }
 
@@ -198,6 +205,9 @@ impl<'a> Runner<'a> {
         phases.dedup();
         if !self.is_staged {
             self.stage()?;
+        }
+        if self.dirs.is_none() {
+            self.dirs = Some(BuildDirs::new(&self.root, &self.staged)?);
         }
         for phase in phases {
             interrupt::check()?;
@@ -263,6 +273,17 @@ impl<'a> Runner<'a> {
         } else {
             None
         };
+        if target.is_some() && !self.has_tools {
+            // Going on from the package layer, the root has it already (the
+            // layer is keyed by it), perhaps replaced by an element's own
+            // bin/install-packages, which must stay.
+            let there = tree::resolve_in_root(&self.root, Path::new(tools::INSTALL_PACKAGES))
+                .is_ok_and(|p| fs::symlink_metadata(p).is_ok());
+            if !(self.resume && there) {
+                tools::install(&self.root, &tools::install_packages(self.set, self.cx)?)?;
+            }
+            self.has_tools = true;
+        }
         let header = format!(
             "{}: {}",
             phase.dir(),
@@ -287,6 +308,9 @@ impl<'a> Runner<'a> {
                     self.packages(phase, name, packages, false, target)?;
                 }
                 Step::Bin { elements, .. } => self.copy_dirs("bin", elements)?,
+                Step::InitScripts { elements, .. } => {
+                    self.copy_dirs(plan::INIT_SCRIPTS, elements)?
+                }
                 Step::Static { elements, .. } => {
                     self.copy_dirs("static", elements)?;
                     // New repository files may have come with them.
@@ -303,7 +327,7 @@ impl<'a> Runner<'a> {
         let status = match target {
             Some(t) => {
                 let inner = format!("/{IN_TARGET}");
-                let env = self.cx.hook_env(self.set, &inner, None);
+                let env = self.cx.hook_env(self.set, &inner, None, self.dirs.as_ref());
                 let mut argv = vec![
                     "/bin/bash".to_string(),
                     "-c".to_string(),
@@ -320,11 +344,13 @@ impl<'a> Runner<'a> {
             }
             None => {
                 let hooks_path = self.staged.display().to_string();
-                let env = self.cx.hook_env(self.set, &hooks_path, Some(&self.root));
+                let env =
+                    self.cx
+                        .hook_env(self.set, &hooks_path, Some(&self.root), self.dirs.as_ref());
                 let mut cmd = Command::new("/bin/bash");
                 cmd.current_dir(&self.staged)
                     .env_clear()
-                    .env("PATH", host_path())
+                    .env("PATH", self.outside_path())
                     .env(
                         "HOME",
                         std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
@@ -347,6 +373,16 @@ impl<'a> Runner<'a> {
             );
         }
         Ok(())
+    }
+
+    /// PATH for hooks outside the root: the host's, then our stand-ins.
+    fn outside_path(&self) -> String {
+        let mut p = host_path();
+        if let Some(d) = &self.dirs {
+            p.push(':');
+            p.push_str(&d.bin().display().to_string());
+        }
+        p
     }
 
     /// A command inside the root: through the chroot, or directly on the
@@ -423,14 +459,15 @@ impl<'a> Runner<'a> {
                 continue;
             };
             let src = el.dir.join(sub);
-            let dest = if sub == "bin" {
-                let d = PathBuf::from("usr/local/bin");
-                fs::create_dir_all(tree::resolve_in_root_follow(&self.root, &d)?)
-                    .context("creating /usr/local/bin in the root")?;
-                d
-            } else {
-                PathBuf::new()
+            let dest = match sub {
+                "bin" => PathBuf::from("usr/local/bin"),
+                plan::INIT_SCRIPTS => PathBuf::from(plan::SYSTEMD_UNITS),
+                _ => PathBuf::new(),
             };
+            if !dest.as_os_str().is_empty() {
+                fs::create_dir_all(tree::resolve_in_root_follow(&self.root, &dest)?)
+                    .with_context(|| format!("creating /{} in the root", dest.display()))?;
+            }
             let n = tree::copy_tree(&src, &self.root, &dest)
                 .with_context(|| format!("element {name:?}: copying {sub}/"))?;
             let msg = format!("{name}: {n} files from {sub}/");

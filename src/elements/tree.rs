@@ -159,6 +159,21 @@ pub fn copy_tree(src: &Path, root: &Path, dest_rel: &Path) -> Result<u64> {
     Ok(count)
 }
 
+/// Write `text` to `rel` in `root` with `mode`, replacing a file or
+/// symlink there; parent folders are made, symlinks on the way followed
+/// inside the root.
+pub fn write_in_root(root: &Path, rel: &Path, text: &str, mode: u32) -> Result<()> {
+    if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let dir = resolve_in_root_follow(root, parent)?;
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let to = resolve_in_root(root, rel)?;
+    remove_existing(&to)?;
+    fs::write(&to, text).with_context(|| format!("writing {}", to.display()))?;
+    fs::set_permissions(&to, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode of {}", to.display()))
+}
+
 fn remove_existing(p: &Path) -> Result<()> {
     match fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => bail!("{} is a directory in the root", p.display()),

@@ -4,6 +4,7 @@
 
 pub mod testbed;
 pub mod ucvm;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
