@@ -640,6 +640,20 @@ mod tests {
         .unwrap();
     }
 
+    /// The set resolved for Debian from one folder, and its names.
+    fn names_of(requested: &[&str], exclude: &[&str], root: &Path) -> (ElementSet, Vec<String>) {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let set = resolve(
+            &own(requested),
+            &own(exclude),
+            &[root.to_path_buf()],
+            Distro::Debian,
+        )
+        .unwrap();
+        let names = set.elements.iter().map(|e| e.name.clone()).collect();
+        (set, names)
+    }
+
     fn err(requested: &[&str], root: &Path) -> String {
         let req: Vec<String> = requested.iter().map(|s| s.to_string()).collect();
         format!(
@@ -716,14 +730,7 @@ mod tests {
         mk(t.path(), "ubuntu-minimal", &[]);
         provides(t.path(), "ubuntu-minimal", &["operating-system"]);
         mk(t.path(), "vm", &[]);
-        let set = resolve(
-            &["vm".into(), "debian".into()],
-            &[],
-            &[t.path().to_path_buf()],
-            Distro::Debian,
-        )
-        .unwrap();
-        let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
+        let (set, names) = names_of(&["vm", "debian"], &[], t.path());
         assert_eq!(names, ["vm"]);
         assert_eq!(set.provided["debian"], "debian (the base)");
         let e = err(&["vm", "ubuntu"], t.path());
@@ -740,14 +747,7 @@ mod tests {
         mk(t.path(), "a", &["only-a"]);
         mk(t.path(), "b", &[]);
         mk(t.path(), "only-a", &[]);
-        let set = resolve(
-            &["top".into()],
-            &["a".into()],
-            &[t.path().to_path_buf()],
-            Distro::Debian,
-        )
-        .unwrap();
-        let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
+        let (set, names) = names_of(&["top"], &["a"], t.path());
         assert_eq!(names, ["top", "b"]);
         assert_eq!(set.provided["a"], EXCLUDED);
         let e = resolve(
@@ -767,14 +767,7 @@ mod tests {
         mk(t.path(), "a", &["b"]);
         mk(t.path(), "b", &["c"]);
         mk(t.path(), "c", &["a"]);
-        let set = resolve(
-            &["top".into()],
-            &[],
-            &[t.path().to_path_buf()],
-            Distro::Debian,
-        )
-        .unwrap();
-        let names: Vec<&str> = set.elements.iter().map(|e| e.name.as_str()).collect();
+        let (set, names) = names_of(&["top"], &[], t.path());
         assert_eq!(names, ["top", "a", "b", "c"]);
         assert_eq!(
             set.warnings,
