@@ -22,8 +22,16 @@ use crate::interrupt;
 pub fn isolate_mounts() -> Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .context("creating a private mount namespace (are you root?)")?;
-    // Without MS_PRIVATE our mounts would still propagate back to the host
-    // through shared subtrees (systemd makes / shared).
+    make_mounts_private().context("making mounts private")?;
+    Ok(())
+}
+
+/// In a new mount namespace: stop mount events propagating to and from
+/// the host. Without MS_PRIVATE our mounts would still propagate back
+/// through shared subtrees (systemd makes / shared). A plain nix result:
+/// the sandbox calls it between fork and exec, where it reports errors
+/// its own way.
+pub fn make_mounts_private() -> nix::Result<()> {
     mount(
         None::<&str>,
         "/",
@@ -31,8 +39,6 @@ pub fn isolate_mounts() -> Result<()> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .context("making mounts private")?;
-    Ok(())
 }
 
 pub struct Chroot {

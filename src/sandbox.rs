@@ -182,14 +182,7 @@ impl Sandbox {
             move |e| (what, e)
         };
         let stage = Path::new(STAGE);
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .map_err(err("making private", Path::new("/")))?;
+        crate::chroot::make_mounts_private().map_err(err("making private", Path::new("/")))?;
         tmpfs(stage, "size=16m,mode=0755")?;
         // /tmp before the binds: an element folder under the host's /tmp
         // is then bound on top of the private /tmp, not hidden by it.
