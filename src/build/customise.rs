@@ -129,7 +129,7 @@ pub fn customise<T>(
         put_file(src, &root, dest)?;
     }
     let chroot = Chroot::enter(&root)?.for_image();
-    let mut runner = Runner::new(&set, &cx, &root, progress, log.clone())?.with_plan(rest);
+    let mut runner = Runner::new(&set, &cx, rest, &root, progress, log.clone())?;
     if layered {
         // The layer left its staged element tree for the rest to go on from.
         runner = runner.resuming();
@@ -215,7 +215,7 @@ fn package_layer(
     progress.step(&msg);
     log.note(&msg);
     let chroot = Chroot::enter(root)?.for_image();
-    let mut runner = Runner::new(set, cx, root, progress, log.clone())?.with_plan(packages.clone());
+    let mut runner = Runner::new(set, cx, packages.clone(), root, progress, log.clone())?;
     runner.run(&before_cleanup(), Some(Target::Chroot(&chroot)))?;
     runner.leave_staged();
     chroot.close()?;

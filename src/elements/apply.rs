@@ -181,7 +181,8 @@ pub fn apply(opts: &ApplyOptions, progress: &Progress) -> Result<()> {
     let set = resolve_set(&opts.selection, distro, &release, Some(work.path()))?;
     let cx = context(&opts.selection, distro, &release);
     let log = OutputLog::new(opts.log.as_deref(), !progress.is_quiet())?;
-    let mut runner = Runner::new(&set, &cx, &target, progress, log)?;
+    let plan = plan::make(&set, &cx)?;
+    let mut runner = Runner::new(&set, &cx, plan, &target, progress, log)?;
     let unmatched = runner.exclude_hooks(&opts.exclude_hooks);
     for n in unmatched {
         eprintln!("warning: --exclude-hook {n}: no such hook in the plan");

@@ -115,14 +115,16 @@ pub struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
+    /// A runner of `plan` (made by `plan::make` for `set`, or a part of
+    /// one: the build runs its package layer and the rest separately).
     pub fn new(
         set: &'a ElementSet,
         cx: &'a plan::Context,
+        plan: Plan,
         root: &Path,
         progress: &'a Progress,
         log: OutputLog,
     ) -> Result<Self> {
-        let plan = plan::make(set, cx)?;
         let staged = tree::resolve_in_root(root, Path::new(IN_TARGET))?;
         let env_files = hooks::environment_files(&set.elements)?
             .into_iter()
@@ -143,13 +145,6 @@ impl<'a> Runner<'a> {
             dirs: None,
             has_tools: false,
         })
-    }
-
-    /// Run `plan` instead of the whole set's (a part of it: `build::layer`
-    /// splits it after the package installation).
-    pub fn with_plan(mut self, plan: Plan) -> Self {
-        self.plan = plan;
-        self
     }
 
     /// Continue from a runner that `leave_staged`: the staged tree (with
