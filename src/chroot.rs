@@ -1,7 +1,10 @@
 //! A build root prepared for running commands inside it.
 //!
-//! `Chroot::enter` mounts /proc, /sys, /dev (with /dev/pts) and the host's
-//! resolv.conf into the root; the guard unmounts them in reverse order when
+//! `Chroot::enter` mounts /proc, /sys, /dev (with /dev/pts) into the root
+//! and puts a copy of the host's resolv.conf there (dib's way: a bind of the
+//! host's file would let a hook write the build host's DNS settings); the
+//! guard unmounts them in reverse order and restores the root's own
+//! resolv.conf when
 //! it is closed or dropped, so success, error and Ctrl-C (which becomes an
 //! error, see `interrupt`) all leave nothing mounted. `isolate_mounts` puts
 //! the whole build in a private mount namespace as a second line of defence:
@@ -47,17 +50,16 @@ pub struct Chroot {
     env: Vec<(String, String)>,
     /// Mount points in the order they were mounted.
     mounts: Vec<PathBuf>,
-    resolv: Option<ResolvState>,
+    resolv: Option<ResolvLent>,
 }
 
-/// What stood at /etc/resolv.conf before we put the host's there.
-enum ResolvState {
-    /// A regular file: we bind-mounted over it.
-    BoundOver,
-    /// A symlink or nothing: moved aside (if present) and an empty file made
-    /// as the mount point, because mounting onto a symlink would follow it
-    /// out of the root onto the host.
-    Replaced { saved: Option<PathBuf> },
+/// Where the root's own resolv.conf waits while the host's copy stands in.
+const RESOLV_SAVED: &str = "resolv.conf.undercloud-live-saved";
+
+/// The host's resolv.conf copied into a root's etc/.
+struct ResolvLent {
+    /// The root had a resolv.conf (file or symlink), moved to RESOLV_SAVED.
+    saved: bool,
 }
 
 impl Chroot {
@@ -74,7 +76,7 @@ impl Chroot {
         // would not match the host /dev/ptmx that the bind brings, and apt's
         // and dpkg's pty logging fails with EACCES.
         c.bind("/dev", "dev")?;
-        c.bind_resolv_conf()?;
+        c.lend_resolv_conf()?;
         Ok(c)
     }
 
@@ -136,39 +138,9 @@ impl Chroot {
         Ok(())
     }
 
-    fn bind_resolv_conf(&mut self) -> Result<()> {
-        let host = Path::new("/etc/resolv.conf");
-        if !host.exists() {
-            return Ok(()); // an offline host: nothing to lend
-        }
+    fn lend_resolv_conf(&mut self) -> Result<()> {
         let etc = self.real_dir("etc")?;
-        let target = etc.join("resolv.conf");
-        let state = match fs::symlink_metadata(&target) {
-            Ok(m) if m.is_file() => ResolvState::BoundOver,
-            Ok(_) => {
-                let saved = etc.join("resolv.conf.undercloud-live-saved");
-                fs::rename(&target, &saved)
-                    .with_context(|| format!("moving {} aside", target.display()))?;
-                fs::write(&target, b"")
-                    .with_context(|| format!("creating {}", target.display()))?;
-                ResolvState::Replaced { saved: Some(saved) }
-            }
-            Err(_) => {
-                fs::write(&target, b"")
-                    .with_context(|| format!("creating {}", target.display()))?;
-                ResolvState::Replaced { saved: None }
-            }
-        };
-        self.resolv = Some(state);
-        mount(
-            Some(host),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .with_context(|| format!("bind-mounting /etc/resolv.conf on {}", target.display()))?;
-        self.mounts.push(target);
+        self.resolv = lend_resolv_conf(&etc, Path::new("/etc/resolv.conf"))?;
         Ok(())
     }
 
@@ -219,17 +191,10 @@ impl Chroot {
                 }
             }
         }
-        if let Some(state) = self.resolv.take() {
-            let target = self.root.join("etc/resolv.conf");
-            if let ResolvState::Replaced { saved } = state {
-                let _ = fs::remove_file(&target);
-                if let Some(saved) = saved {
-                    if let Err(e) = fs::rename(&saved, &target) {
-                        first_err.get_or_insert_with(|| {
-                            anyhow::anyhow!("restoring {}: {e}", target.display())
-                        });
-                    }
-                }
+        if let Some(lent) = self.resolv.take() {
+            let etc = self.root.join("etc");
+            if let Err(e) = restore_resolv_conf(&etc, lent) {
+                first_err.get_or_insert(e);
             }
         }
         match first_err {
@@ -245,6 +210,79 @@ impl Drop for Chroot {
             eprintln!("warning: {e:#}");
         }
     }
+}
+
+/// Copy the host's resolv.conf to `etc`/resolv.conf so that commands in the
+/// root can resolve names, moving the root's own aside (whatever it is: a
+/// file, or a symlink such as systemd-resolved's, never followed). A copy,
+/// not a bind: what a hook writes there stays in the root. `None` when the
+/// host has none (offline: nothing to lend).
+fn lend_resolv_conf(etc: &Path, host: &Path) -> Result<Option<ResolvLent>> {
+    let text = match fs::read(host) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", host.display())),
+    };
+    let target = etc.join("resolv.conf");
+    let saved = etc.join(RESOLV_SAVED);
+    if fs::symlink_metadata(&saved).is_ok() {
+        bail!(
+            "{} exists (left by an interrupted build): move it back to {} or remove it",
+            saved.display(),
+            target.display()
+        );
+    }
+    let had = fs::symlink_metadata(&target).is_ok();
+    if had {
+        fs::rename(&target, &saved)
+            .with_context(|| format!("moving {} aside", target.display()))?;
+    }
+    // create_new: never through a symlink that appeared meanwhile.
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&target)?
+            .write_all(&text)
+    };
+    if let Err(e) = write() {
+        if had {
+            // Put the root's own back rather than leave it aside.
+            let _ = fs::remove_file(&target);
+            let _ = fs::rename(&saved, &target);
+        }
+        return Err(e)
+            .with_context(|| format!("copying the host's resolv.conf to {}", target.display()));
+    }
+    Ok(Some(ResolvLent { saved: had }))
+}
+
+/// Undo `lend_resolv_conf`, dib's way: a resolv.conf that the build turned
+/// into a symlink (a package such as resolvconf or systemd-resolved) is the
+/// root's now and stays; otherwise the copy goes and the root's own comes
+/// back.
+fn restore_resolv_conf(etc: &Path, lent: ResolvLent) -> Result<()> {
+    let target = etc.join("resolv.conf");
+    let saved = etc.join(RESOLV_SAVED);
+    let now_link = fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink());
+    if now_link {
+        if lent.saved {
+            fs::remove_file(&saved).with_context(|| format!("removing {}", saved.display()))?;
+        }
+        return Ok(());
+    }
+    match fs::remove_file(&target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", target.display())),
+    }
+    if lent.saved {
+        fs::rename(&saved, &target).with_context(|| format!("restoring {}", target.display()))?;
+    }
+    Ok(())
 }
 
 /// The environment every command in the root starts from.
@@ -318,6 +356,67 @@ pub fn remove_tree(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hook writing the root's resolv.conf writes the root's copy, never
+    /// the host's file; afterwards the root's own is back.
+    #[test]
+    fn resolv_conf_is_a_copy_and_the_roots_own_comes_back() {
+        let t = tempfile::tempdir().unwrap();
+        let host = t.path().join("host-resolv.conf");
+        fs::write(&host, "nameserver 192.0.2.53\n").unwrap();
+        let etc = t.path().join("etc");
+        fs::create_dir(&etc).unwrap();
+        let target = etc.join("resolv.conf");
+        fs::write(&target, "# the root's own\n").unwrap();
+
+        let lent = lend_resolv_conf(&etc, &host).unwrap().unwrap();
+        assert_eq!(
+            fs::read_to_string(&target).unwrap(),
+            "nameserver 192.0.2.53\n"
+        );
+        fs::write(&target, "nameserver 203.0.113.1\n").unwrap(); // a hook
+        assert_eq!(
+            fs::read_to_string(&host).unwrap(),
+            "nameserver 192.0.2.53\n"
+        );
+        // A second lend while one is out would lose the root's own.
+        let e = lend_resolv_conf(&etc, &host).err().unwrap().to_string();
+        assert!(e.contains("interrupted build"), "{e}");
+        restore_resolv_conf(&etc, lent).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "# the root's own\n");
+        assert!(!etc.join(RESOLV_SAVED).exists());
+    }
+
+    #[test]
+    fn resolv_conf_symlinks_are_moved_never_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let host = t.path().join("host-resolv.conf");
+        fs::write(&host, "nameserver 192.0.2.53\n").unwrap();
+        let etc = t.path().join("etc");
+        fs::create_dir(&etc).unwrap();
+        let target = etc.join("resolv.conf");
+        // The root's own is a symlink pointing out of the root at the host.
+        std::os::unix::fs::symlink(&host, &target).unwrap();
+        let lent = lend_resolv_conf(&etc, &host).unwrap().unwrap();
+        assert!(!fs::symlink_metadata(&target)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        restore_resolv_conf(&etc, lent).unwrap();
+        assert_eq!(fs::read_link(&target).unwrap(), host);
+
+        // A root without one gets the copy and loses it again; one a
+        // package made a symlink during the build keeps it (dib's rule).
+        fs::remove_file(&target).unwrap();
+        let lent = lend_resolv_conf(&etc, &host).unwrap().unwrap();
+        fs::remove_file(&target).unwrap();
+        std::os::unix::fs::symlink("../run/systemd/resolve/stub-resolv.conf", &target).unwrap();
+        restore_resolv_conf(&etc, lent).unwrap();
+        assert!(fs::read_link(&target).is_ok());
+        assert!(lend_resolv_conf(&etc, &t.path().join("none"))
+            .unwrap()
+            .is_none());
+    }
 
     #[test]
     fn mountinfo_unescapes_octal() {
