@@ -827,7 +827,7 @@ pub fn check_element_name(name: &str) -> Result<()> {
 /// GRUB's script language gives `$` (variables), `;` `|` `&` `<` `>`
 /// (command syntax), `#` (comments), quotes and `\` (escapes) a meaning: an
 /// argument holding one would run or hide something else at every boot.
-fn validate_kernel_arg(arg: &str) -> Result<()> {
+pub fn validate_kernel_arg(arg: &str) -> Result<()> {
     const SPECIAL: &[char] = &['$', ';', '|', '&', '<', '>', '#', '"', '\'', '`', '\\'];
     if arg.trim().is_empty() {
         bail!("kernel_cmdline: an empty entry");

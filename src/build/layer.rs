@@ -105,7 +105,7 @@ pub fn key(
             let label = format!("{}/{} {}", pp.phase.dir(), step.name(), step.describe());
             k.str("step", &label);
             match step {
-                Step::Hook { path, .. } => k.file(&label, path)?,
+                Step::Hook { path, .. } | Step::OutsideHook { path, .. } => k.file(&label, path)?,
                 Step::Static { elements, .. }
                 | Step::Bin { elements, .. }
                 | Step::InitScripts { elements, .. } => {

@@ -112,17 +112,20 @@ pub struct Prepared {
 }
 
 pub fn prepare(opts: &BuildOptions) -> Result<Prepared> {
-    let loaded = load_spec(opts)?;
+    let mut loaded = load_spec(opts)?;
+    let set = elements::resolve(
+        &loaded.spec.elements,
+        &opts.exclude_elements,
+        &elements_path(opts, &loaded),
+        loaded.spec.base.distro,
+    )?;
+    let kickstart = load_kickstart(opts, &loaded, &set)?;
+    if let Some((ks, _)) = &kickstart {
+        kickstart::translate::apply_bootloader(&mut loaded.spec, ks);
+    }
     let spec = &loaded.spec;
     let format = opts.format.unwrap_or(spec.format);
     let epoch = spec::source_date_epoch()?;
-    let set = elements::resolve(
-        &spec.elements,
-        &opts.exclude_elements,
-        &elements_path(opts, &loaded),
-        spec.base.distro,
-    )?;
-    let kickstart = load_kickstart(opts, &loaded, &set)?;
     let extra_esp = resolve_files("esp_files", &spec.esp_files, &loaded)?;
     let extra_root = resolve_files("extra_files", &spec.extra_files, &loaded)?;
     let installer = if spec.installer {
@@ -282,8 +285,13 @@ impl Prepared {
             self.format.name(),
             self.spec_file.display()
         ));
-        let kickstart = self.kickstart.iter().flat_map(|(ks, _)| &ks.warnings);
-        for w in self.set.warnings.iter().chain(kickstart) {
+        let distro = self.loaded.spec.base.distro;
+        let kickstart = self.kickstart.iter().flat_map(|(ks, _)| {
+            let mut w = ks.warnings.clone();
+            w.extend(kickstart::translate::warnings(ks, distro));
+            w
+        });
+        for w in self.set.warnings.iter().cloned().chain(kickstart) {
             eprintln!("warning: {w}");
             log.note(&format!("warning: {w}"));
         }

@@ -135,8 +135,19 @@ fn resolve_set(
             None => kickstart::translate::PackageMap::default(),
         };
         let ks = kickstart::parse_file(ks_file)?;
-        for w in &ks.warnings {
+        for w in ks
+            .warnings
+            .iter()
+            .cloned()
+            .chain(kickstart::translate::warnings(&ks, distro))
+        {
             eprintln!("warning: {w}");
+        }
+        if let Some((loc, _)) = &ks.bootloader {
+            // livecd-creator puts these on the live medium; a root has none.
+            eprintln!(
+                "warning: {loc}: bootloader --append/--timeout not applied: elements apply makes no boot medium (build applies them)"
+            );
         }
         let work = work.context("a kickstart needs a work folder")?;
         let dir = work.join(kickstart::translate::ELEMENT);
@@ -276,7 +287,17 @@ pub fn plan_text(p: &Plan, phases: Option<&[Phase]>) -> String {
         if phases.is_some_and(|ps| !ps.contains(&pp.phase)) {
             continue;
         }
-        let where_ = if pp.in_chroot { "inside" } else { "outside" };
+        let host = pp
+            .steps
+            .iter()
+            .filter(|st| matches!(st, plan::Step::OutsideHook { .. }))
+            .count();
+        let where_ = match (pp.in_chroot, host) {
+            (true, 0) => "inside".to_string(),
+            // Steps from outside/ run on the host in an inside phase.
+            (true, n) => format!("inside; {n} on the build host"),
+            (false, _) => "outside".to_string(),
+        };
         if pp.steps.is_empty() {
             let _ = writeln!(s, "{} ({where_}): nothing", pp.phase.dir());
             continue;
@@ -295,6 +316,10 @@ pub fn plan_text(p: &Plan, phases: Option<&[Phase]>) -> String {
                 st.from(),
                 match st {
                     plan::Step::Hook { path, .. } => path.display().to_string(),
+                    // Honest about where it runs in a phase marked inside.
+                    plan::Step::OutsideHook { path, .. } => {
+                        format!("{} (on the build host)", path.display())
+                    }
                     other => other.describe(),
                 }
             );

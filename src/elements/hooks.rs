@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -83,6 +83,8 @@ pub struct Hook {
     pub name: String,
     pub element: String,
     pub path: PathBuf,
+    /// From `<phase>.d/outside/`: runs on the build host.
+    pub outside: bool,
 }
 
 /// run-parts accepts only these names; anything with a dot (editor
@@ -128,68 +130,94 @@ fn debug_trace() -> bool {
         .is_some_and(|v| v > 0)
 }
 
-/// The hooks of `phase` across `elements`, in run order. Two elements with a
-/// hook of the same name in the same phase is an error (dib merges phases into
-/// one folder, where one would silently replace the other).
+/// The sub-folder of a phase's hook folder whose hooks run on the build
+/// host (with `TARGET_ROOT`) at their place in the phase's order, even in
+/// a phase that runs inside the root. dib has no such thing (its
+/// run-parts skips folders, so there they do not run at all); it exists
+/// for livecd-creator's `%post --nochroot` scripts, which run between
+/// in-root ones in file order.
+pub const OUTSIDE: &str = "outside";
+
+/// The hooks of `phase` across `elements`, in run order, including those
+/// in `<phase>.d/outside/` (marked `outside`). Two hooks of the same name
+/// in the same phase is an error (dib merges phases into one folder, where
+/// one would silently replace the other; inside and outside would sort
+/// ambiguously).
 pub fn collect(elements: &[Element], phase: Phase) -> Result<Vec<Hook>> {
     let mut by_name: BTreeMap<String, Hook> = BTreeMap::new();
     for el in elements {
         let dir = el.dir.join(phase.dir());
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-        };
-        for entry in entries {
-            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            let meta =
-                fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
-            if !meta.is_file() {
-                continue;
-            }
-            let exec = meta.permissions().mode() & 0o111 != 0;
-            if !exec {
-                // run-parts runs executables only.
-                if debug_trace() {
-                    eprintln!(
-                        "debug: run-parts ignores {} (not executable)",
-                        path.display()
+        for (dir, outside) in [(dir.join(OUTSIDE), true), (dir, false)] {
+            for (name, path) in runnable(&dir)? {
+                if let Some(prev) = by_name.get(&name) {
+                    bail!(
+                        "hook {} {name} is defined by both elements {:?} and {:?}{}",
+                        phase.dir(),
+                        prev.element,
+                        el.name,
+                        if prev.outside != outside {
+                            " (once in outside/)"
+                        } else {
+                            ""
+                        }
                     );
                 }
-                continue;
-            }
-            if !valid_hook_name(&name) {
-                if debug_trace() {
-                    eprintln!(
-                        "debug: run-parts ignores {} (names may hold only 0-9 A-Z a-z _ -)",
-                        path.display()
-                    );
-                }
-                continue;
-            }
-            if let Some(prev) = by_name.get(&name) {
-                bail!(
-                    "hook {} {name} is defined by both elements {:?} and {:?}",
-                    phase.dir(),
-                    prev.element,
-                    el.name
+                let element = el.name.clone();
+                by_name.insert(
+                    name.clone(),
+                    Hook {
+                        name,
+                        element,
+                        path,
+                        outside,
+                    },
                 );
             }
-            by_name.insert(
-                name.clone(),
-                Hook {
-                    name,
-                    element: el.name.clone(),
-                    path,
-                },
-            );
         }
     }
     let mut hooks: Vec<Hook> = by_name.into_values().collect();
     hooks.sort_by(|a, b| sort_n(&a.name, &b.name));
     Ok(hooks)
+}
+
+/// The files of `dir` run-parts would run: executable, with a valid name.
+fn runnable(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let meta = fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        if !meta.is_file() {
+            continue;
+        }
+        if meta.permissions().mode() & 0o111 == 0 {
+            // run-parts runs executables only.
+            if debug_trace() {
+                eprintln!(
+                    "debug: run-parts ignores {} (not executable)",
+                    path.display()
+                );
+            }
+            continue;
+        }
+        if !valid_hook_name(&name) {
+            if debug_trace() {
+                eprintln!(
+                    "debug: run-parts ignores {} (names may hold only 0-9 A-Z a-z _ -)",
+                    path.display()
+                );
+            }
+            continue;
+        }
+        out.push((name, path));
+    }
+    Ok(out)
 }
 
 /// environment.d files of all elements, in the order dib sources them.
@@ -287,6 +315,28 @@ mod tests {
         let e = format!("{:#}", collect(&els, Phase::Install).unwrap_err());
         assert!(
             e.contains("50-same") && e.contains("\"a\"") && e.contains("\"b\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn outside_hooks_sort_among_inside_ones_and_clash_by_name() {
+        let t = tempfile::tempdir().unwrap();
+        let a = t.path().join("a");
+        hook(&a, "post-install.d", "10-in", true);
+        hook(&a, "post-install.d/outside", "20-out", true);
+        hook(&a, "post-install.d", "30-in", true);
+        hook(&a, "post-install.d/outside", "40-x.sh", true);
+        let els = vec![el("a", a.clone())];
+        let hooks = collect(&els, Phase::PostInstall).unwrap();
+        let got: Vec<_> = hooks.iter().map(|h| (h.name.as_str(), h.outside)).collect();
+        assert_eq!(got, [("10-in", false), ("20-out", true), ("30-in", false)]);
+        assert!(hooks[1].path.ends_with("post-install.d/outside/20-out"));
+
+        hook(&a, "post-install.d", "20-out", true);
+        let e = format!("{:#}", collect(&els, Phase::PostInstall).unwrap_err());
+        assert!(
+            e.contains("20-out") && e.contains("once in outside/"),
             "{e}"
         );
     }

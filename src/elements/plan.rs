@@ -157,6 +157,14 @@ pub enum Step {
         element: String,
         path: PathBuf,
     },
+    /// An element's hook from `<phase>.d/outside/`: it runs on the build
+    /// host with `TARGET_ROOT`, at its place in the order of a phase that
+    /// otherwise runs inside the root (a kickstart's `%post --nochroot`).
+    OutsideHook {
+        name: String,
+        element: String,
+        path: PathBuf,
+    },
     /// One package-manager call installing these (translated) names.
     Install {
         name: String,
@@ -183,6 +191,7 @@ impl Step {
     pub fn name(&self) -> &str {
         match self {
             Step::Hook { name, .. }
+            | Step::OutsideHook { name, .. }
             | Step::Install { name, .. }
             | Step::Uninstall { name, .. }
             | Step::Bin { name, .. }
@@ -194,7 +203,7 @@ impl Step {
     /// Who the step is from: the element, or the built-in helper.
     pub fn from(&self) -> String {
         match self {
-            Step::Hook { element, .. } => element.clone(),
+            Step::Hook { element, .. } | Step::OutsideHook { element, .. } => element.clone(),
             Step::Install { .. } | Step::Uninstall { .. } => "package-installs".into(),
             Step::Bin { .. } => "install-bin".into(),
             Step::Static { .. } => "install-static".into(),
@@ -205,6 +214,9 @@ impl Step {
     pub fn describe(&self) -> String {
         match self {
             Step::Hook { element, name, .. } => format!("{element}/{name}"),
+            Step::OutsideHook { element, name, .. } => {
+                format!("{element}/{name} (on the build host)")
+            }
             Step::Install { packages, .. } => format!("install {}", packages.join(" ")),
             Step::Uninstall { packages, .. } => format!("remove {}", packages.join(" ")),
             Step::Bin { elements, .. } => format!("bin/ of {}", elements.join(" ")),
@@ -409,10 +421,17 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
     for phase in Phase::ALL {
         let mut steps: Vec<Step> = hooks::collect(&set.elements, phase)?
             .into_iter()
-            .map(|h| Step::Hook {
-                name: h.name,
-                element: h.element,
-                path: h.path,
+            .map(|h| match h.outside {
+                false => Step::Hook {
+                    name: h.name,
+                    element: h.element,
+                    path: h.path,
+                },
+                true => Step::OutsideHook {
+                    name: h.name,
+                    element: h.element,
+                    path: h.path,
+                },
             })
             .collect();
         // dib installs the deprecated lists first, in a call of their own.

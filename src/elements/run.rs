@@ -6,7 +6,8 @@
 //! reads. Hooks of pre-install, install, post-install and finalise run
 //! inside the root: through a `Chroot` of a root folder, or directly when
 //! the target is the running system (`/`). A hook never runs on the host
-//! with only `TARGET_ROOT` pointing at another root. block-device.d has
+//! with only `TARGET_ROOT` pointing at another root, unless it is an
+//! outside hook (`<phase>.d/outside/`, see `hooks::OUTSIDE`), which says so. block-device.d has
 //! nothing to act on in a live image and is skipped with a note.
 //!
 //! Output of every hook and package-manager call is streamed line by line
@@ -180,7 +181,7 @@ impl<'a> Runner<'a> {
                     continue;
                 }
                 pp.steps.retain(|s| {
-                    let drop = matches!(s, Step::Hook { name, .. } if name == hook);
+                    let drop = matches!(s, Step::Hook { name, .. } | Step::OutsideHook { name, .. } if name == hook);
                     hit |= drop;
                     !drop
                 });
@@ -296,6 +297,9 @@ impl<'a> Runner<'a> {
                 Step::Hook { name, element, .. } => {
                     self.hook(phase, element, name, target)?;
                 }
+                Step::OutsideHook { name, element, .. } => {
+                    self.hook_outside(phase, element, name, true)?;
+                }
                 Step::Install { name, packages, .. } => {
                     self.packages(phase, name, packages, true, target)?;
                 }
@@ -316,58 +320,75 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// A hook of `phase`: inside the root for an in-root phase (`target`
+    /// given), else on the build host.
     fn hook(&self, phase: Phase, element: &str, name: &str, target: Option<Target>) -> Result<()> {
-        let prefix = format!("{element} {}/{name}", phase.dir());
-        let what = format!("hook {}/{name} of element {element:?}", phase.dir());
-        let status = match target {
-            Some(t) => {
-                let inner = format!("/{IN_TARGET}");
-                let env = self.cx.hook_env(self.set, &inner, None, self.dirs.as_ref());
-                let mut argv = vec![
-                    "/bin/bash".to_string(),
-                    "-c".to_string(),
-                    SOURCE_ENV_AND_EXEC.to_string(),
-                    format!("{inner}/{}/{name}", phase.dir()),
-                ];
-                argv.extend(
-                    self.env_files
-                        .iter()
-                        .map(|f| format!("{inner}/environment.d/{f}")),
-                );
-                let mut cmd = self.inside(t, &argv, &env);
-                stream(&mut cmd, &what, &prefix, &self.log)?
-            }
-            None => {
-                let hooks_path = self.staged.display().to_string();
-                let env =
-                    self.cx
-                        .hook_env(self.set, &hooks_path, Some(&self.root), self.dirs.as_ref());
-                let mut cmd = Command::new("/bin/bash");
-                cmd.current_dir(&self.staged)
-                    .env_clear()
-                    .env("PATH", self.outside_path())
-                    .env(
-                        "HOME",
-                        std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
-                    )
-                    .env("LANG", "C.UTF-8")
-                    .envs(env)
-                    .arg("-c")
-                    .arg(SOURCE_ENV_AND_EXEC)
-                    .arg(self.staged.join(phase.dir()).join(name));
-                for f in &self.env_files {
-                    cmd.arg(self.staged.join("environment.d").join(f));
-                }
-                stream(&mut cmd, &what, &prefix, &self.log)?
-            }
+        let Some(t) = target else {
+            return self.hook_outside(phase, element, name, false);
         };
-        if !status.success() {
-            bail!(
-                "element {element:?}: hook {}/{name} failed ({status})",
-                phase.dir()
-            );
+        let inner = format!("/{IN_TARGET}");
+        let env = self.cx.hook_env(self.set, &inner, None, self.dirs.as_ref());
+        let mut argv = vec![
+            "/bin/bash".to_string(),
+            "-c".to_string(),
+            SOURCE_ENV_AND_EXEC.to_string(),
+            format!("{inner}/{}/{name}", phase.dir()),
+        ];
+        argv.extend(
+            self.env_files
+                .iter()
+                .map(|f| format!("{inner}/environment.d/{f}")),
+        );
+        let mut cmd = self.inside(t, &argv, &env);
+        let status = stream(
+            &mut cmd,
+            &hook_what(phase, element, name, false),
+            &format!("{element} {}/{name}", phase.dir()),
+            &self.log,
+        )?;
+        hook_status(phase, element, name, status)
+    }
+
+    /// A hook on the build host with `TARGET_ROOT`: one of an outside phase,
+    /// or (`in_outside`) one from `<phase>.d/outside/`.
+    fn hook_outside(
+        &self,
+        phase: Phase,
+        element: &str,
+        name: &str,
+        in_outside: bool,
+    ) -> Result<()> {
+        let hooks_path = self.staged.display().to_string();
+        let env = self
+            .cx
+            .hook_env(self.set, &hooks_path, Some(&self.root), self.dirs.as_ref());
+        let mut script = self.staged.join(phase.dir());
+        let mut label = format!("{element} {}/", phase.dir());
+        if in_outside {
+            script.push(hooks::OUTSIDE);
+            label.push_str(hooks::OUTSIDE);
+            label.push('/');
         }
-        Ok(())
+        label.push_str(name);
+        let mut cmd = Command::new("/bin/bash");
+        cmd.current_dir(&self.staged)
+            .env_clear()
+            .env("PATH", self.outside_path())
+            .env(
+                "HOME",
+                std::env::var("HOME").unwrap_or_else(|_| "/root".into()),
+            )
+            .env("LANG", "C.UTF-8")
+            .envs(env)
+            .arg("-c")
+            .arg(SOURCE_ENV_AND_EXEC)
+            .arg(script.join(name));
+        for f in &self.env_files {
+            cmd.arg(self.staged.join("environment.d").join(f));
+        }
+        let what = hook_what(phase, element, name, in_outside);
+        let status = stream(&mut cmd, &what, &label, &self.log)?;
+        hook_status(phase, element, name, status)
     }
 
     /// PATH for hooks outside the root: the host's, then our stand-ins.
@@ -533,6 +554,26 @@ impl Drop for Runner<'_> {
     }
 }
 
+fn hook_what(phase: Phase, element: &str, name: &str, in_outside: bool) -> String {
+    let sub = if in_outside { "outside/" } else { "" };
+    format!("hook {}/{sub}{name} of element {element:?}", phase.dir())
+}
+
+fn hook_status(
+    phase: Phase,
+    element: &str,
+    name: &str,
+    status: std::process::ExitStatus,
+) -> Result<()> {
+    if !status.success() {
+        bail!(
+            "element {element:?}: hook {}/{name} failed ({status})",
+            phase.dir()
+        );
+    }
+    Ok(())
+}
+
 fn host_path() -> String {
     let mut p = std::env::var("PATH").unwrap_or_default();
     for d in ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
@@ -597,3 +638,70 @@ pub fn stream(
 /// exec the hook given as $0, the way dib-run-parts does it.
 const SOURCE_ENV_AND_EXEC: &str =
     r#"hook=$0; for f in "$@"; do [ -f "$f" ] && . "$f"; done; exec "$hook""#;
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::elements::Element;
+    use crate::spec::Distro;
+
+    /// Hooks of `post-install.d/outside/` run on the host with TARGET_ROOT,
+    /// in name order, inside an in-root phase (no chroot needed for them).
+    #[test]
+    fn outside_hooks_run_on_the_host_in_order() {
+        let t = tempfile::tempdir().unwrap();
+        let el = t.path().join("el");
+        let out = el.join("post-install.d/outside");
+        fs::create_dir_all(&out).unwrap();
+        for (name, word) in [("20-b", "b"), ("10-a", "a")] {
+            let p = out.join(name);
+            let script = format!(
+                "#!/bin/sh\necho \"{word} $0\" >> \"$TARGET_ROOT/order\"\necho ran-{word}\n"
+            );
+            fs::write(&p, script).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let root = t.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let set = ElementSet {
+            elements: vec![Element::load("el", &el, vec!["el".to_string()]).unwrap()],
+            builtins: vec![],
+            provided: Default::default(),
+            warnings: vec![],
+            path: vec![],
+        };
+        let cx = plan::Context::new(Distro::Debian, "bookworm", "t", t.path());
+        let progress = Progress::silent();
+        let log_file = t.path().join("log");
+        let log = OutputLog::new(Some(&log_file), false).unwrap();
+        let mut r = Runner::new(
+            &set,
+            &cx,
+            plan::make(&set, &cx).unwrap(),
+            &root,
+            &progress,
+            log,
+        )
+        .unwrap();
+        r.run(&[Phase::PostInstall], Some(Target::Running)).unwrap();
+        r.finish(false).unwrap();
+        let order = fs::read_to_string(root.join("order")).unwrap();
+        let staged = root.join(IN_TARGET).join("post-install.d/outside");
+        assert_eq!(
+            order,
+            format!(
+                "a {}\nb {}\n",
+                staged.join("10-a").display(),
+                staged.join("20-b").display()
+            )
+        );
+        let log = fs::read_to_string(&log_file).unwrap();
+        assert!(
+            log.contains("[el post-install.d/outside/10-a] ran-a"),
+            "{log}"
+        );
+        assert!(!root.join(IN_TARGET).exists());
+    }
+}

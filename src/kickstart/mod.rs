@@ -9,6 +9,7 @@
 //! `bootloader`, ...) and sections we do not run (`%pre`, ...) each get one
 //! warning. Errors name `file:line`.
 
+mod commands;
 pub mod translate;
 
 use std::fmt;
@@ -35,12 +36,56 @@ pub struct Keyboard {
     pub keymap: Option<String>,
     /// X layouts (`--xlayouts`).
     pub xlayouts: Vec<String>,
+    /// X layout switching options (`--switch`, e.g. grp:alt_shift_toggle).
+    pub switch: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timezone {
     pub zone: String,
     pub utc: bool,
+    /// `--nontp`: no network time service (anaconda's meaning).
+    pub nontp: bool,
+}
+
+/// `group` (pykickstart's GroupData).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub gid: Option<u32>,
+}
+
+/// What livecd-creator takes from `bootloader`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bootloader {
+    /// `--append`: added to the live medium's kernel command line.
+    pub append: Vec<String>,
+    /// `--timeout`: the boot menu's, in seconds.
+    pub timeout: Option<u32>,
+}
+
+/// `firewall`, as imgcreate hands it to firewall-offline-cmd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Firewall {
+    pub enabled: bool,
+    pub trusts: Vec<String>,
+    pub ports: Vec<String>,
+    pub services: Vec<String>,
+}
+
+/// `xconfig`, as imgcreate applies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XConfig {
+    pub startx: bool,
+    pub default_desktop: Option<String>,
+}
+
+/// `module --name= [--stream=] [--disable]`: a DNF module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    pub name: String,
+    pub stream: Option<String>,
+    pub enable: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +115,8 @@ pub enum Password {
 pub struct RootPw {
     pub password: Option<Password>,
     pub lock: bool,
+    /// `--allow-ssh`: root may log in over SSH with the password.
+    pub allow_ssh: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -138,6 +185,11 @@ pub struct Kickstart {
     pub selinux: Option<(Loc, Selinux)>,
     pub rootpw: Option<(Loc, RootPw)>,
     pub users: Vec<(Loc, User)>,
+    pub groups: Vec<(Loc, Group)>,
+    pub bootloader: Option<(Loc, Bootloader)>,
+    pub firewall: Option<(Loc, Firewall)>,
+    pub xconfig: Option<(Loc, XConfig)>,
+    pub modules: Vec<(Loc, Module)>,
     pub services_enabled: Vec<String>,
     pub services_disabled: Vec<String>,
     pub hostname: Option<(Loc, String)>,
@@ -161,7 +213,6 @@ const NO_MEANING: &[&str] = &[
     "authselect",
     "autopart",
     "autostep",
-    "bootloader",
     "btrfs",
     "cdrom",
     "clearpart",
@@ -172,7 +223,6 @@ const NO_MEANING: &[&str] = &[
     "driverdisk",
     "eula",
     "fcoe",
-    "firewall",
     "firstboot",
     "graphical",
     "halt",
@@ -187,7 +237,6 @@ const NO_MEANING: &[&str] = &[
     "logging",
     "logvol",
     "mediacheck",
-    "module",
     "monitor",
     "mouse",
     "multipath",
@@ -195,8 +244,6 @@ const NO_MEANING: &[&str] = &[
     "nvdimm",
     "ostreecontainer",
     "ostreesetup",
-    "part",
-    "partition",
     "poweroff",
     "raid",
     "realm",
@@ -215,7 +262,6 @@ const NO_MEANING: &[&str] = &[
     "url",
     "vnc",
     "volgroup",
-    "xconfig",
     "zerombr",
     "zfcp",
     "zipl",
@@ -269,9 +315,13 @@ struct Parser<'a> {
 /// The section a line belongs to.
 enum Section {
     Top,
-    Packages,
+    /// Opened at this line (named when it is not closed).
+    Packages(Loc),
     Post(Post),
-    Skipped { name: String, start: Loc },
+    Skipped {
+        name: String,
+        start: Loc,
+    },
 }
 
 impl Parser<'_> {
@@ -361,7 +411,7 @@ impl Parser<'_> {
                 continue;
             }
             match section {
-                Section::Packages => {
+                Section::Packages(_) => {
                     if is_end(&line) {
                         section = Section::Top;
                         continue;
@@ -376,42 +426,50 @@ impl Parser<'_> {
                         self.package_item(&loc, w)?;
                     }
                 }
-                Section::Top => {
-                    if first == "%end" {
-                        bail!("{loc}: %end without a section to close");
-                    }
-                    if first == "%packages" {
-                        self.packages_header(&loc, &words[1..])?;
-                        section = Section::Packages;
-                    } else if first == "%post" {
-                        section = Section::Post(self.post_header(&loc, &words[1..])?);
-                    } else if SKIPPED_SECTIONS.contains(&first.as_str()) {
-                        self.warn(
-                            &loc,
-                            format!("{first} section skipped: a live image build has no installer to run it"),
-                        );
-                        section = Section::Skipped {
-                            name: first.clone(),
-                            start: loc.clone(),
-                        };
-                    } else if first.starts_with('%') {
-                        bail!("{loc}: unknown section {}", keyword(first));
-                    } else {
-                        self.command(&loc, &words)
-                            .with_context(|| format!("{loc}: {}", keyword(first)))?;
-                    }
-                }
+                Section::Top => section = self.top_line(&loc, &words)?,
                 Section::Post(_) | Section::Skipped { .. } => unreachable!(),
             }
         }
         match section {
             Section::Top => Ok(()),
-            Section::Packages => bail!("{}: %packages is not closed with %end", file.display()),
+            Section::Packages(start) => bail!("{start}: %packages is not closed with %end"),
             Section::Post(p) => bail!("{}: %post is not closed with %end", p.loc),
             Section::Skipped { name, start } => {
                 bail!("{start}: {name} is not closed with %end")
             }
         }
+    }
+
+    /// A line outside any section: a section header or a command. Returns
+    /// the section the next line is in.
+    fn top_line(&mut self, loc: &Loc, words: &[String]) -> Result<Section> {
+        let first = &words[0];
+        if first == "%end" {
+            bail!("{loc}: %end without a section to close");
+        }
+        if first == "%packages" {
+            self.packages_header(loc, &words[1..])?;
+            return Ok(Section::Packages(loc.clone()));
+        }
+        if first == "%post" {
+            return Ok(Section::Post(self.post_header(loc, &words[1..])?));
+        }
+        if SKIPPED_SECTIONS.contains(&first.as_str()) {
+            self.warn(
+                loc,
+                format!("{first} section skipped: a live image build has no installer to run it"),
+            );
+            return Ok(Section::Skipped {
+                name: first.clone(),
+                start: loc.clone(),
+            });
+        }
+        if first.starts_with('%') {
+            bail!("{loc}: unknown section {}", keyword(first));
+        }
+        self.command(loc, words)
+            .with_context(|| format!("{loc}: {}", keyword(first)))?;
+        Ok(Section::Top)
     }
 
     fn warn(&mut self, loc: &Loc, msg: String) {
@@ -502,45 +560,16 @@ impl Parser<'_> {
         let args = Args::parse(&words[1..])?;
         self.ks.commands.push((loc.clone(), words.to_vec()));
         match cmd {
-            "lang" => {
-                args.only(&["--addsupport"])?;
-                let lang = args.one_positional("a language such as en_US.UTF-8")?;
-                check_value(&lang)?;
-                self.ks.lang = Some((loc.clone(), lang));
-            }
-            "keyboard" => {
-                args.only(&["--vckeymap", "--xlayouts", "--switch"])?;
-                let mut kb = Keyboard {
-                    keymap: args.value("--vckeymap"),
-                    xlayouts: args.list("--xlayouts"),
-                };
-                if let Some(p) = args.positional.first() {
-                    kb.keymap.get_or_insert_with(|| p.clone());
-                    if kb.xlayouts.is_empty() {
-                        kb.xlayouts.push(p.clone());
-                    }
-                }
-                if kb.keymap.is_none() && kb.xlayouts.is_empty() {
-                    bail!("needs a layout");
-                }
-                for v in kb.keymap.iter().chain(kb.xlayouts.iter()) {
-                    check_value(v)?;
-                }
-                self.ks.keyboard = Some((loc.clone(), kb));
-            }
-            "timezone" => {
-                args.only(&["--utc", "--isUtc", "--nontp", "--ntpservers"])?;
-                let zone = args.one_positional("a zone such as Europe/Berlin")?;
-                if zone.contains("..")
-                    || !zone
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
-                {
-                    bail!("{zone:?} is not a time zone name");
-                }
-                let utc = args.flag("--utc") || args.flag("--isUtc");
-                self.ks.timezone = Some((loc.clone(), Timezone { zone, utc }));
-            }
+            "lang" => self.lang(loc, &args)?,
+            "keyboard" => self.keyboard(loc, &args)?,
+            "timezone" => self.timezone(loc, &args)?,
+            "rootpw" => self.rootpw(loc, &args)?,
+            "group" => self.group(loc, &args)?,
+            "bootloader" => self.bootloader(loc, &args)?,
+            "firewall" => self.firewall(loc, &args)?,
+            "xconfig" => self.xconfig(loc, &args)?,
+            "module" => self.module(loc, &args)?,
+            "part" | "partition" => self.part(loc, cmd, &args)?,
             "selinux" => {
                 args.only(&["--enforcing", "--permissive", "--disabled"])?;
                 let mode = if args.flag("--disabled") {
@@ -552,179 +581,10 @@ impl Parser<'_> {
                 };
                 self.ks.selinux = Some((loc.clone(), mode));
             }
-            "rootpw" => {
-                args.only(&["--iscrypted", "--plaintext", "--lock", "--allow-ssh"])?;
-                let lock = args.flag("--lock");
-                let pw = args.positional.first().cloned();
-                if pw.is_none() && !lock {
-                    bail!("needs a password or --lock");
-                }
-                if args.positional.len() > 1 {
-                    bail!("takes one password (quote it if it has spaces)");
-                }
-                let password = pw.map(|p| {
-                    if args.flag("--iscrypted") {
-                        Password::Crypted(p)
-                    } else {
-                        Password::Plain(p)
-                    }
-                });
-                self.ks.rootpw = Some((loc.clone(), RootPw { password, lock }));
-            }
-            "user" => {
-                args.only(&[
-                    "--name",
-                    "--groups",
-                    "--password",
-                    "--iscrypted",
-                    "--plaintext",
-                    "--homedir",
-                    "--shell",
-                    "--uid",
-                    "--gid",
-                    "--gecos",
-                    "--lock",
-                ])?;
-                let name = args.value("--name").context("needs --name")?;
-                check_name(&name)?;
-                let groups = args.list("--groups");
-                for g in &groups {
-                    check_name(g)?;
-                }
-                let uid = match args.value("--uid") {
-                    Some(u) => Some(u.parse().with_context(|| format!("--uid={u}"))?),
-                    None => None,
-                };
-                if args.value("--gid").is_some() {
-                    self.warn(
-                        loc,
-                        "user --gid is ignored: the user gets its own group".into(),
-                    );
-                }
-                let password = args.value("--password").map(|p| {
-                    if args.flag("--iscrypted") {
-                        Password::Crypted(p)
-                    } else {
-                        Password::Plain(p)
-                    }
-                });
-                self.ks.users.push((
-                    loc.clone(),
-                    User {
-                        name,
-                        groups,
-                        password,
-                        homedir: args.value("--homedir"),
-                        shell: args.value("--shell"),
-                        uid,
-                        gecos: args.value("--gecos"),
-                        lock: args.flag("--lock"),
-                    },
-                ));
-            }
-            "services" => {
-                args.only(&["--enabled", "--disabled"])?;
-                let enabled = args.list("--enabled");
-                let disabled = args.list("--disabled");
-                if enabled.is_empty() && disabled.is_empty() {
-                    bail!("needs --enabled or --disabled");
-                }
-                for s in enabled.iter().chain(disabled.iter()) {
-                    check_value(s)?;
-                }
-                self.ks.services_enabled.extend(enabled);
-                self.ks.services_disabled.extend(disabled);
-            }
-            "network" => {
-                if let Some(h) = args.value("--hostname") {
-                    if h.is_empty()
-                        || !h
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-                    {
-                        bail!("--hostname={h:?} is not a host name");
-                    }
-                    self.ks.hostname = Some((loc.clone(), h));
-                }
-                let others: Vec<&str> = args
-                    .opts
-                    .iter()
-                    .map(|(k, _)| k.as_str())
-                    .filter(|k| *k != "--hostname")
-                    .collect();
-                if !others.is_empty() {
-                    self.warn(
-                        loc,
-                        format!(
-                            "network: only --hostname is used by a live image; {} ignored (the live system configures its network at boot)",
-                            others.join(", ")
-                        ),
-                    );
-                }
-            }
-            "repo" => {
-                args.only(&[
-                    "--name",
-                    "--baseurl",
-                    "--mirrorlist",
-                    "--metalink",
-                    "--cost",
-                    "--excludepkgs",
-                    "--includepkgs",
-                    "--proxy",
-                    "--noverifyssl",
-                    "--install",
-                    "--ignoregroups",
-                    "--sslcacert",
-                    "--sslclientcert",
-                    "--sslclientkey",
-                ])?;
-                let name = args.value("--name").context("needs --name")?;
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-                {
-                    bail!("--name={name:?}: use letters, digits, '-', '_', '.' and ':'");
-                }
-                let sources: Vec<RepoSource> = [
-                    args.value("--baseurl").map(RepoSource::BaseUrl),
-                    args.value("--mirrorlist").map(RepoSource::Mirrorlist),
-                    args.value("--metalink").map(RepoSource::Metalink),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                let [source] = <[RepoSource; 1]>::try_from(sources).map_err(|_| {
-                    anyhow::anyhow!("needs exactly one of --baseurl, --mirrorlist, --metalink")
-                })?;
-                let cost = match args.value("--cost") {
-                    Some(c) => Some(c.parse().with_context(|| format!("--cost={c}"))?),
-                    None => None,
-                };
-                for o in [
-                    "--sslcacert",
-                    "--sslclientcert",
-                    "--sslclientkey",
-                    "--install",
-                ] {
-                    if args.has(o) {
-                        self.warn(loc, format!("repo {o} is ignored"));
-                    }
-                }
-                self.ks.repos.push((
-                    loc.clone(),
-                    Repo {
-                        name,
-                        source,
-                        cost,
-                        excludepkgs: args.list("--excludepkgs"),
-                        includepkgs: args.list("--includepkgs"),
-                        proxy: args.value("--proxy"),
-                        noverifyssl: args.flag("--noverifyssl"),
-                    },
-                ));
-            }
+            "user" => self.user(loc, &args)?,
+            "services" => self.services(&args)?,
+            "network" => self.network(loc, &args)?,
+            "repo" => self.repo(loc, &args)?,
             c if NO_MEANING.contains(&c) => {
                 self.warn(
                     loc,
@@ -820,6 +680,22 @@ const FLAGS: &[&str] = &[
     "--lock",
     "--allow-ssh",
     "--noverifyssl",
+    "--startxonboot",
+    "--enable",
+    "--enabled",
+    "--disable",
+    "--ssh",
+    "--smtp",
+    "--http",
+    "--ftp",
+    "--telnet",
+    "--use-system-defaults",
+    "--grow",
+    "--asprimary",
+    "--noformat",
+    "--encrypted",
+    "--recommended",
+    "--hibernation",
     "--install",
     "--activate",
     "--onboot",
@@ -828,7 +704,6 @@ const FLAGS: &[&str] = &[
     "--nodefroute",
     "--nodns",
     "--no-activate",
-    "--addsupport",
 ];
 
 impl Args {
@@ -899,6 +774,31 @@ impl Args {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Every value of a repeatable option, comma lists split
+    /// (`--trust=eth0 --trust=eth1`, `--port=22:tcp,80:tcp`).
+    fn all(&self, k: &str) -> Vec<String> {
+        self.opts
+            .iter()
+            .filter(|(o, _)| o == k)
+            .filter_map(|(_, v)| v.as_deref())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The options given other than `used`, once each, as written.
+    fn others(&self, used: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (k, _) in &self.opts {
+            if !used.contains(&k.as_str()) && !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
+        out
     }
 
     fn one_positional(&self, what: &str) -> Result<String> {

@@ -156,16 +156,20 @@ fn parses_a_fedora_style_spin() {
     assert_eq!(py.log.as_deref(), Some("/root/ks-post.log"));
     assert_eq!(py.body, "print(\"hello from python\")\n");
 
+    // Applied as imgcreate applies them: no warning.
+    let (_, fw) = ks.firewall.as_ref().unwrap();
+    assert!(fw.enabled && fw.services == ["mdns"]);
+    assert!(ks.xconfig.as_ref().unwrap().1.startx);
+    // `part / --size`: said why it is not used.
+    assert!(
+        ks.warnings.iter().any(|w| w.contains(
+            "live-base.ks:14: part / --size=5120 --fstype=ext4 not used: livecd-creator makes the root an ext4 image of that size"
+        )),
+        "{:#?}",
+        ks.warnings
+    );
     // One warning per command with no meaning for a live image.
-    for cmd in [
-        "auth",
-        "firewall",
-        "xconfig",
-        "zerombr",
-        "clearpart",
-        "part",
-        "shutdown",
-    ] {
+    for cmd in ["auth", "zerombr", "clearpart", "shutdown"] {
         let n = ks
             .warnings
             .iter()
@@ -250,12 +254,27 @@ fn generates_an_element() {
         pkgs.contains("\"kernel\":\n") && !pkgs.contains("anaconda"),
         "{pkgs}"
     );
-    let apt = read("kickstart-files/apt/updates.list");
+    let apt = read("kickstart-files/apt/undercloud-live-kickstart-updates.list");
     assert!(
         apt.contains("deb mirror+https://mirrors.fedoraproject.org/mirrorlist?repo=updates-released-f$releasever&arch=$basearch bookworm main"),
         "{apt}"
     );
     assert!(read("kickstart-files/dpkg-excludedocs").contains("path-exclude=/usr/share/doc/*"));
+    // repo lines are the build's package sources only, as livecd-creator's:
+    // copied in before the packages, taken out after the %post scripts.
+    let prepare = read("pre-install.d/05-kickstart-prepare");
+    assert!(
+        prepare.contains("cp \"$files\"/apt/undercloud-live-kickstart-updates.list /etc/apt/sources.list.d/undercloud-live-kickstart-updates.list"),
+        "{prepare}"
+    );
+    let cleanup = read("post-install.d/99-kickstart-cleanup");
+    assert!(
+        cleanup.contains("rm -f /etc/apt/sources.list.d/undercloud-live-kickstart-updates.list")
+            && cleanup
+                .contains("rm -f /etc/apt/sources.list.d/undercloud-live-kickstart-fedora.list"),
+        "{cleanup}"
+    );
+    assert!(!el.join("static/etc/apt").exists());
     let cfg = read("post-install.d/10-kickstart-config");
     assert!(
         cfg.contains("usermod -p 'locked' root") && cfg.contains("passwd -l root"),
@@ -271,7 +290,8 @@ fn generates_an_element() {
     );
     assert!(cfg.contains("systemctl disable 'sshd'"), "{cfg}");
     assert!(read("post-install.d/kickstart-post-01.script").starts_with("#!/bin/sh\n# livesys"));
-    assert!(read("post-root.d/90-kickstart-post-02").contains("INSTALL_ROOT=\"$TARGET_ROOT\""));
+    assert!(read("post-install.d/outside/90-kickstart-post-02")
+        .contains("INSTALL_ROOT=\"$TARGET_ROOT\""));
     let py = read("post-install.d/90-kickstart-post-03");
     assert!(
         py.contains("tee -a '/root/ks-post.log'") && py.contains("exit \"$rc\""),
@@ -284,7 +304,9 @@ fn generates_an_element() {
     // Fedora: a .repo file and the dnf drop-in.
     let el = t.path().join("el-fedora");
     translate::generate(&ks, Distro::Fedora, "43", &PackageMap::default(), &el).unwrap();
-    let repo = fs::read_to_string(el.join("kickstart-files/yum/updates.repo")).unwrap();
+    let repo =
+        fs::read_to_string(el.join("kickstart-files/yum/undercloud-live-kickstart-updates.repo"))
+            .unwrap();
     assert!(
         repo.contains("[updates]\nname=updates\nmirrorlist=https://") && repo.contains("cost=50")
     );
@@ -292,6 +314,12 @@ fn generates_an_element() {
     assert_eq!(
         dnf,
         "[main]\ntsflags=nodocs\nexcludepkgs=anaconda,kernel-modules-extra\n"
+    );
+    let cleanup = fs::read_to_string(el.join("post-install.d/99-kickstart-cleanup")).unwrap();
+    assert!(
+        cleanup.contains("rm -f /etc/yum.repos.d/undercloud-live-kickstart-updates.repo")
+            && cleanup.contains("rm -f /etc/dnf/libdnf5.conf.d/90-undercloud-live-kickstart.conf"),
+        "{cleanup}"
     );
 }
 
@@ -418,4 +446,285 @@ fn errors_do_not_echo_included_content() {
     fs::write(&f, "bogus\n").unwrap();
     let e = format!("{:#}", parse_file(&f).unwrap_err());
     assert!(e.contains("unknown kickstart command \"bogus\""), "{e}");
+}
+
+/// Parse `text` as `t/cmd.ks` and generate its element for `distro`.
+fn generated(text: &str, distro: Distro) -> (tempfile::TempDir, Kickstart, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let ks = parse_str(text, &t.path().join("cmd.ks"))
+        .map_err(|e| format!("{e:#}"))
+        .unwrap();
+    let el = t.path().join("el");
+    translate::generate(&ks, distro, "bookworm", &PackageMap::default(), &el).unwrap();
+    (t, ks, el)
+}
+
+fn parse_err(text: &str) -> String {
+    format!("{:#}", parse_str(text, Path::new("/k/cmd.ks")).unwrap_err())
+}
+
+#[test]
+fn lang_addsupport_both_forms_are_parsed_and_warned_about() {
+    for text in [
+        "lang en_US.UTF-8 --addsupport de_DE.UTF-8,fr_FR.UTF-8\n",
+        "lang en_US.UTF-8 --addsupport=de_DE.UTF-8,fr_FR.UTF-8\n",
+        "lang --addsupport de_DE.UTF-8,fr_FR.UTF-8 en_US.UTF-8\n",
+    ] {
+        let ks = parse_str(text, Path::new("/k/cmd.ks")).unwrap();
+        assert_eq!(ks.lang.as_ref().unwrap().1, "en_US.UTF-8", "{text}");
+        assert_eq!(
+            ks.warnings,
+            ["/k/cmd.ks:1: lang --addsupport=de_DE.UTF-8,fr_FR.UTF-8 not applied (livecd-creator does not either): list the language packages in %packages"]
+        );
+    }
+}
+
+#[test]
+fn rootpw_allow_ssh_permits_root_login() {
+    let (_t, _, el) = generated("rootpw --plaintext --allow-ssh pw\n", Distro::Debian);
+    let conf = fs::read_to_string(el.join("static/etc/ssh/sshd_config.d/01-permitrootlogin.conf"))
+        .unwrap();
+    assert!(conf.ends_with("PermitRootLogin yes\n"), "{conf}");
+    let (_t, _, el) = generated("rootpw --plaintext pw\n", Distro::Debian);
+    assert!(!el.join("static/etc/ssh").exists());
+}
+
+#[test]
+fn timezone_ntp_options_and_the_zone_check() {
+    let (_t, ks, el) = generated(
+        "\ntimezone Europe/Berlin --utc --nontp --ntpservers=ntp1.example,ntp2.example\n",
+        Distro::Debian,
+    );
+    assert_eq!(
+        ks.warnings,
+        ["{}:2: timezone --ntpservers=ntp1.example,ntp2.example not applied (livecd-creator does not either): configure the time service in a %post"
+            .replace("{}", &ks.file.display().to_string())]
+    );
+    let cfg = fs::read_to_string(el.join("post-install.d/10-kickstart-config")).unwrap();
+    assert!(
+        cfg.contains("systemctl disable \"$u\"") && cfg.contains("systemd-timesyncd.service"),
+        "{cfg}"
+    );
+    // A zone the root lacks stops the build, naming the kickstart line.
+    let check = format!(
+        "if [ ! -e '/usr/share/zoneinfo/Europe/Berlin' ]; then\n    echo '{}:2: timezone Europe/Berlin: the root has no /usr/share/zoneinfo/Europe/Berlin (not a zone of its tzdata, or tzdata is not installed)' >&2\n    exit 1\nfi\n",
+        ks.file.display()
+    );
+    assert!(cfg.contains(&check), "{cfg}");
+    let e = parse_err("timezone /etc/shadow\n");
+    assert!(
+        e.contains("cmd.ks:1: timezone: \"/etc/shadow\" is not a time zone name"),
+        "{e}"
+    );
+}
+
+/// The zone check runs: a missing zone fails with the kickstart's line.
+#[test]
+fn timezone_check_fails_without_the_zone() {
+    let (t, ks, el) = generated("timezone Nowhere/Atlantis_Missing\n", Distro::Debian);
+    let cfg = fs::read_to_string(el.join("post-install.d/10-kickstart-config")).unwrap();
+    let script: String = cfg.lines().take(8).collect::<Vec<_>>().join("\n") + "\n";
+    let f = t.path().join("check.sh");
+    fs::write(&f, script).unwrap();
+    let o = std::process::Command::new("/bin/bash")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:1: timezone Nowhere/Atlantis_Missing: the root has no",
+            ks.file.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn keyboard_switch_is_xkb_options() {
+    let (_t, ks, el) = generated(
+        "keyboard --vckeymap=de --xlayouts=de,us --switch=grp:alt_shift_toggle\n",
+        Distro::Debian,
+    );
+    assert!(ks.warnings.is_empty(), "{:?}", ks.warnings);
+    let vc = fs::read_to_string(el.join("static/etc/vconsole.conf")).unwrap();
+    assert_eq!(
+        vc,
+        "KEYMAP=de\nXKBLAYOUT=de\nXKBOPTIONS=grp:alt_shift_toggle\n"
+    );
+    let kb = fs::read_to_string(el.join("static/etc/default/keyboard")).unwrap();
+    assert!(kb.contains("XKBOPTIONS=\"grp:alt_shift_toggle\""), "{kb}");
+}
+
+#[test]
+fn group_is_made_before_the_users() {
+    let (_t, _, el) = generated(
+        "user --name=stack --groups=ops\ngroup --name=ops --gid=2001\n",
+        Distro::Debian,
+    );
+    let cfg = fs::read_to_string(el.join("post-install.d/10-kickstart-config")).unwrap();
+    let g = cfg
+        .find("if ! getent group 'ops' >/dev/null; then\n    groupadd -g 2001 'ops'\nfi\n")
+        .expect(&cfg);
+    let u = cfg.find("useradd -m -G 'ops'").expect(&cfg);
+    assert!(g < u, "{cfg}");
+    let e = parse_err("group --gid=5\n");
+    assert!(e.contains("cmd.ks:1: group: needs --name"), "{e}");
+    let e = parse_err("\ngroup --name=ops --gid=x\n");
+    assert!(e.contains("cmd.ks:2: group: --gid=x"), "{e}");
+}
+
+#[test]
+fn bootloader_append_and_timeout_reach_the_spec() {
+    let ks = parse_str(
+        "bootloader --location=mbr --append=\"console=ttyS0 rd.shell\" --timeout=12\n",
+        Path::new("/k/cmd.ks"),
+    )
+    .unwrap();
+    let (_, b) = ks.bootloader.as_ref().unwrap();
+    assert_eq!(b.append, ["console=ttyS0", "rd.shell"]);
+    assert_eq!(b.timeout, Some(12));
+    assert_eq!(
+        ks.warnings,
+        ["/k/cmd.ks:1: bootloader --location ignored: the build makes the live medium's boot loader (livecd-creator reads only --append and --timeout too)"]
+    );
+    let mut spec = crate::spec::parse(
+        "name: m\nlabel: M\nbase:\n  distro: debian\n  release: bookworm\n  url: http://127.0.0.1:1/r.tar.xz\n  checksum_url: http://127.0.0.1:1/SHA256SUMS\nkernel_cmdline: [quiet]\n",
+    )
+    .unwrap();
+    translate::apply_bootloader(&mut spec, &ks);
+    assert_eq!(spec.kernel_cmdline, ["quiet", "console=ttyS0", "rd.shell"]);
+    assert_eq!(spec.boot.timeout, 12);
+    // What GRUB would interpret is refused, at its line.
+    let e = parse_err("\nbootloader --append=\"a=$(reboot)\"\n");
+    assert!(
+        e.contains("cmd.ks:2: bootloader: --append: kernel_cmdline:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn firewall_runs_firewall_offline_cmd_or_warns() {
+    let (_t, ks, el) = generated(
+        "firewall --enabled --service=mdns,ssh --port=8080:tcp --trust=eth0 --trust eth1 --http\n",
+        Distro::Debian,
+    );
+    assert!(ks.warnings.is_empty(), "{:?}", ks.warnings);
+    let cfg = fs::read_to_string(el.join("post-install.d/10-kickstart-config")).unwrap();
+    assert!(
+        cfg.contains("firewall-offline-cmd '--enabled' '--trust=eth0' '--trust=eth1' '--port=8080:tcp' '--service=mdns' '--service=ssh' '--service=http'\n"),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains("firewall: firewalld is not installed (firewall-offline-cmd), ignoring the firewall configuration, as livecd-creator does"),
+        "{cfg}"
+    );
+    let (_t, _, el) = generated("firewall --disabled\n", Distro::Fedora);
+    let cfg = fs::read_to_string(el.join("post-install.d/10-kickstart-config")).unwrap();
+    assert!(cfg.contains("firewall-offline-cmd '--disabled'\n"), "{cfg}");
+}
+
+#[test]
+fn xconfig_startxonboot_makes_graphical_the_default() {
+    let (_t, ks, el) = generated(
+        "xconfig --startxonboot --defaultdesktop=GNOME --driver=vesa\n",
+        Distro::Fedora,
+    );
+    let cfg = fs::read_to_string(el.join("post-install.d/10-kickstart-config")).unwrap();
+    assert!(
+        cfg.contains(
+            "ln -sfn /lib/systemd/system/graphical.target /etc/systemd/system/default.target"
+        ),
+        "{cfg}"
+    );
+    assert_eq!(
+        fs::read_to_string(el.join("static/etc/sysconfig/desktop")).unwrap(),
+        "DESKTOP=GNOME\n"
+    );
+    assert!(
+        ks.warnings[0].ends_with(
+            ":1: xconfig --driver ignored: X configures itself (livecd-creator ignores it too)"
+        ),
+        "{:?}",
+        ks.warnings
+    );
+}
+
+#[test]
+fn module_is_enabled_before_packages_on_fedora_warned_on_debian() {
+    let text = "module --name=nodejs --stream=20\nmodule --name=perl --disable\n";
+    let (_t, ks, el) = generated(text, Distro::Fedora);
+    let prep = fs::read_to_string(el.join("pre-install.d/05-kickstart-prepare")).unwrap();
+    assert!(
+        prep.contains("dnf -y module enable 'nodejs:20'\n")
+            && prep.contains("dnf -y module disable 'perl'\n"),
+        "{prep}"
+    );
+    assert!(translate::warnings(&ks, Distro::Fedora).is_empty());
+    let (_t, ks, el) = generated(text, Distro::Debian);
+    assert!(!el.join("pre-install.d/05-kickstart-prepare").exists());
+    let w = translate::warnings(&ks, Distro::Debian);
+    assert_eq!(w.len(), 2);
+    assert!(
+        w[0].ends_with("cmd.ks:1: module --name=nodejs ignored: Debian has no DNF modules"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn part_root_size_is_explained_other_parts_ignored() {
+    let ks = parse_str(
+        "part / --size 5120\npart /home --size=100\npart swap --recommended\n",
+        Path::new("/k/cmd.ks"),
+    )
+    .unwrap();
+    assert_eq!(ks.warnings.len(), 3, "{:?}", ks.warnings);
+    assert!(ks.warnings[0].starts_with("/k/cmd.ks:1: part / --size=5120 not used: livecd-creator makes the root an ext4 image of that size inside its squashfs; this build's live root is a squashfs or EROFS of the tree, sized to its content"));
+    assert_eq!(
+        ks.warnings[1],
+        "/k/cmd.ks:2: part ignored: it means nothing for a live image"
+    );
+}
+
+#[test]
+fn unclosed_sections_name_their_opening_line() {
+    let e = parse_err("lang C\n%packages\nkernel\n\n");
+    assert!(
+        e.contains("/k/cmd.ks:2: %packages is not closed with %end"),
+        "{e}"
+    );
+    let e = parse_err("%post\n%end\n\n%post --nochroot\necho\n");
+    assert!(
+        e.contains("/k/cmd.ks:4: %post is not closed with %end"),
+        "{e}"
+    );
+    let e = parse_err("\n%pre\necho\n");
+    assert!(
+        e.contains("/k/cmd.ks:2: %pre is not closed with %end"),
+        "{e}"
+    );
+}
+
+#[test]
+fn repo_options_not_acted_on_are_warned_about() {
+    let ks = parse_str(
+        "repo --name=x:y --baseurl=http://example.org/debian --ignoregroups=true --install\n",
+        Path::new("/k/cmd.ks"),
+    )
+    .unwrap();
+    assert_eq!(
+        ks.warnings,
+        [
+            "/k/cmd.ks:1: repo --install is ignored",
+            "/k/cmd.ks:1: repo --ignoregroups is ignored"
+        ]
+    );
+    // apt ignores sources.list.d names with ':'.
+    let t = tempfile::tempdir().unwrap();
+    let el = t.path().join("el");
+    translate::generate(&ks, Distro::Debian, "bookworm", &PackageMap::default(), &el).unwrap();
+    assert!(el
+        .join("kickstart-files/apt/undercloud-live-kickstart-x_y.list")
+        .is_file());
 }

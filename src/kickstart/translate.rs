@@ -3,17 +3,17 @@
 //!
 //! | kickstart | element part | when |
 //! | --- | --- | --- |
-//! | `repo` | `kickstart-files/repos/*` copied by `pre-install.d/05-kickstart-prepare` | before the first package install |
+//! | `repo` | `kickstart-files/{apt,yum}/undercloud-live-kickstart-*` copied by `pre-install.d/05-kickstart-prepare`, removed by `post-install.d/99-kickstart-cleanup` | for the build only |
 //! | `%packages --excludedocs` | dpkg path excludes / a dnf drop-in, same hook | before the first package install |
 //! | `%packages` | `package-installs.yaml` (names through the package map) | install.d `01` |
 //! | `lang`, `keyboard`, `timezone`, `network --hostname` | `static/` | install.d `10` |
 //! | `selinux`, `rootpw`, `user`, `services` | `post-install.d/10-kickstart-config` | after packages and hooks of install.d |
-//! | `%post` | `post-install.d/90-kickstart-post-NN` | in the root |
-//! | `%post --nochroot` | `post-root.d/90-kickstart-post-NN` | outside, `INSTALL_ROOT` = the root |
+//! | `%post` | `post-install.d/90-kickstart-post-NN` | in the root, in file order |
+//! | `%post --nochroot` | `post-install.d/outside/90-kickstart-post-NN` | on the host at its place in that order, `INSTALL_ROOT` = the root |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +21,10 @@ use serde::Deserialize;
 
 use super::{Kickstart, PackageItem, Password, RepoSource};
 use crate::spec::Distro;
+
+mod system;
+
+pub use system::warnings;
 
 /// The element name the kickstart runs as.
 pub const ELEMENT: &str = "kickstart";
@@ -162,6 +166,18 @@ pub fn package_list(ks: &Kickstart, distro: Distro, map: &PackageMap) -> Result<
     Ok(out)
 }
 
+/// livecd-creator's use of `bootloader`: `--append` goes on the live
+/// medium's kernel command line (after the spec's), `--timeout` is the
+/// boot menu's. The element cannot carry these: the build applies them.
+pub fn apply_bootloader(spec: &mut crate::spec::Spec, ks: &Kickstart) {
+    if let Some((_, b)) = &ks.bootloader {
+        spec.kernel_cmdline.extend(b.append.iter().cloned());
+        if let Some(t) = b.timeout {
+            spec.boot.timeout = t;
+        }
+    }
+}
+
 /// Single-quote for a POSIX shell.
 fn sq(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -217,7 +233,14 @@ fn write_packages(pkgs: &PackageList, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Repositories and package-manager settings, before any install.
+/// What livecd-creator keeps out of the image: kickstart repositories
+/// (its package manager's, on the host) and the %packages options. The
+/// files go into the root for the build under names of our own and are
+/// removed after post-install.d (after the %post scripts).
+const BUILD_ONLY_PREFIX: &str = "undercloud-live-kickstart-";
+
+/// Repositories and package-manager settings, before any install, and the
+/// hook that takes them out again.
 fn write_prepare(
     ks: &Kickstart,
     pkgs: &PackageList,
@@ -225,23 +248,10 @@ fn write_prepare(
     release: &str,
     dir: &Path,
 ) -> Result<()> {
-    let mut prepare = String::from(
-        "#!/bin/bash\n# Kickstart repo lines and %packages options, before packages are installed.\nset -eu\nfiles=\"$(dirname \"$0\")/../kickstart-files\"\n",
-    );
-    let mut need_prepare = false;
-    for (loc, r) in &ks.repos {
-        let (rel, text) = repo_file(loc, r, distro, release)?;
-        write(dir, &format!("kickstart-files/{rel}"), &text, 0o644)?;
-        need_prepare = true;
-    }
-    if !ks.repos.is_empty() {
-        prepare.push_str(match distro {
-            Distro::Fedora => "mkdir -p /etc/yum.repos.d\ncp \"$files\"/yum/*.repo /etc/yum.repos.d/\n",
-            Distro::Debian => {
-                "mkdir -p /etc/apt/sources.list.d\ncp \"$files\"/apt/*.list /etc/apt/sources.list.d/\n"
-            }
-        });
-    }
+    let mut prepare = String::new();
+    let mut cleanup = String::new();
+    write_repos(ks, distro, release, dir, &mut prepare, &mut cleanup)?;
+    prepare.push_str(&system::prepare_modules(ks, distro));
     let mut dnf_dropin = String::new();
     if ks.packages.excludedocs {
         match distro {
@@ -253,7 +263,6 @@ fn write_prepare(
                     0o644,
                 )?;
                 prepare.push_str("mkdir -p /etc/dpkg/dpkg.cfg.d\ncp \"$files\"/dpkg-excludedocs /etc/dpkg/dpkg.cfg.d/undercloud-live-excludedocs\n");
-                need_prepare = true;
             }
             Distro::Fedora => dnf_dropin.push_str("tsflags=nodocs\n"),
         }
@@ -262,7 +271,6 @@ fn write_prepare(
         dnf_dropin.push_str(&format!("excludepkgs={}\n", pkgs.exclude.join(",")));
     }
     if !dnf_dropin.is_empty() {
-        // Build-time only, like livecd-creator's: removed after post-install.d.
         write(
             dir,
             "kickstart-files/dnf.conf",
@@ -270,18 +278,55 @@ fn write_prepare(
             0o644,
         )?;
         prepare.push_str("mkdir -p /etc/dnf/libdnf5.conf.d\ncp \"$files\"/dnf.conf /etc/dnf/libdnf5.conf.d/90-undercloud-live-kickstart.conf\n");
+        cleanup.push_str("rm -f /etc/dnf/libdnf5.conf.d/90-undercloud-live-kickstart.conf\n");
+    }
+    if !prepare.is_empty() {
         write(
             dir,
-            "post-install.d/99-kickstart-dnf-cleanup",
-            "#!/bin/bash\n# The %packages exclusions apply to the build only.\nset -eu\nrm -f /etc/dnf/libdnf5.conf.d/90-undercloud-live-kickstart.conf\n",
+            "pre-install.d/05-kickstart-prepare",
+            &format!("#!/bin/bash\n# Kickstart repo lines and %packages options, before packages are installed.\nset -eu\nfiles=\"$(dirname \"$0\")/../kickstart-files\"\n{prepare}"),
             0o755,
         )?;
-        need_prepare = true;
     }
-    if need_prepare {
-        write(dir, "pre-install.d/05-kickstart-prepare", &prepare, 0o755)?;
+    if !cleanup.is_empty() {
+        write(
+            dir,
+            "post-install.d/99-kickstart-cleanup",
+            &format!("#!/bin/bash\n# Kickstart repositories and %packages exclusions are for the build only, as with livecd-creator.\nset -eu\n{cleanup}"),
+            0o755,
+        )?;
     }
+    Ok(())
+}
 
+/// `repo` lines as source files of the base's package manager, copied in
+/// by `prepare` and removed by `cleanup`.
+fn write_repos(
+    ks: &Kickstart,
+    distro: Distro,
+    release: &str,
+    dir: &Path,
+    prepare: &mut String,
+    cleanup: &mut String,
+) -> Result<()> {
+    if ks.repos.is_empty() {
+        return Ok(());
+    }
+    let folder = match distro {
+        Distro::Fedora => "/etc/yum.repos.d",
+        Distro::Debian => "/etc/apt/sources.list.d",
+    };
+    prepare.push_str(&format!("mkdir -p {folder}\n"));
+    for (loc, r) in &ks.repos {
+        let (rel, text) = repo_file(loc, r, distro, release)?;
+        write(dir, &format!("kickstart-files/{rel}"), &text, 0o644)?;
+        let name = Path::new(&rel)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        prepare.push_str(&format!("cp \"$files\"/{rel} {folder}/{name}\n"));
+        cleanup.push_str(&format!("rm -f {folder}/{name}\n"));
+    }
     Ok(())
 }
 
@@ -317,7 +362,7 @@ fn repo_file(
             if r.noverifyssl {
                 t.push_str("sslverify=0\n");
             }
-            (format!("yum/{}.repo", r.name), t)
+            (format!("yum/{}.repo", build_only_name(&r.name)), t)
         }
         Distro::Debian => {
             // A kickstart URL names an archive; suite and components
@@ -343,7 +388,7 @@ fn repo_file(
                 ""
             };
             (
-                format!("apt/{}.list", r.name),
+                format!("apt/{}.list", build_only_name(&r.name)),
                 format!("# from {loc}\ndeb{opts} {uri} {rest}\n"),
             )
         }
@@ -373,57 +418,53 @@ fn write_plain_files(ks: &Kickstart, distro: Distro, dir: &Path) -> Result<()> {
         }
     }
     if let Some((_, kb)) = &ks.keyboard {
-        let mut t = String::new();
-        if let Some(k) = &kb.keymap {
-            t.push_str(&format!("KEYMAP={k}\n"));
-        }
-        if let Some(x) = kb.xlayouts.first() {
-            t.push_str(&format!("XKBLAYOUT={x}\n"));
-        }
-        write(dir, "static/etc/vconsole.conf", &t, 0o644)?;
-        if distro == Distro::Debian && !kb.xlayouts.is_empty() {
-            write(
-                dir,
-                "static/etc/default/keyboard",
-                &format!(
-                    "XKBMODEL=\"pc105\"\nXKBLAYOUT=\"{}\"\nXKBVARIANT=\"\"\nXKBOPTIONS=\"\"\nBACKSPACE=\"guess\"\n",
-                    kb.xlayouts.join(",")
-                ),
-                0o644,
-            )?;
-        }
+        system::write_keyboard(kb, distro, dir)?;
     }
     if let Some((_, tz)) = &ks.timezone {
-        let etc = dir.join("static/etc");
-        fs::create_dir_all(&etc).with_context(|| format!("creating {}", etc.display()))?;
-        symlink(
-            format!("../usr/share/zoneinfo/{}", tz.zone),
-            etc.join("localtime"),
-        )
-        .context("creating static/etc/localtime")?;
-        if distro == Distro::Debian {
-            write(dir, "static/etc/timezone", &format!("{}\n", tz.zone), 0o644)?;
-        }
-        write(
-            dir,
-            "static/etc/adjtime",
-            &format!("0.0 0 0.0\n0\n{}\n", if tz.utc { "UTC" } else { "LOCAL" }),
-            0o644,
-        )?;
+        system::write_timezone(tz, distro, dir)?;
     }
-
-    Ok(())
+    system::write_extra_files(ks, dir)
 }
 
 /// Accounts, SELinux mode, services: after packages and install.d.
 fn write_config_script(ks: &Kickstart, dir: &Path) -> Result<()> {
-    let mut cfg = String::new();
+    let mut cfg = system::config_head(ks);
     if let Some((loc, mode)) = &ks.selinux {
         cfg.push_str(&format!(
             "# selinux ({loc})\nif [ -d /etc/selinux ]; then\n    if [ -f /etc/selinux/config ] && grep -q '^SELINUX=' /etc/selinux/config; then\n        sed -i 's/^SELINUX=.*/SELINUX={m}/' /etc/selinux/config\n    else\n        echo 'SELINUX={m}' >> /etc/selinux/config\n    fi\nelse\n    echo 'kickstart: selinux --{m}: this root has no SELinux; nothing to set'\nfi\n",
             m = mode.name()
         ));
     }
+    cfg.push_str(&config_accounts(ks));
+    for (verb, list) in [
+        ("enable", &ks.services_enabled),
+        ("disable", &ks.services_disabled),
+    ] {
+        for s in list.iter() {
+            // A kickstart names services of its own distro; one the base
+            // lacks is reported, not fatal (as with anaconda).
+            cfg.push_str(&format!(
+                "systemctl {verb} {s} || echo 'warning: kickstart services: could not {verb} {s}' >&2\n",
+                s = sq(s)
+            ));
+        }
+    }
+    cfg.push_str(&system::config_tail(ks));
+    if !cfg.is_empty() {
+        write(
+            dir,
+            "post-install.d/10-kickstart-config",
+            &format!("#!/bin/bash\n# Kickstart configuration commands.\nset -eu\n{cfg}"),
+            0o755,
+        )?;
+    }
+
+    Ok(())
+}
+
+/// The root's password and the users, as shell commands.
+fn config_accounts(ks: &Kickstart) -> String {
+    let mut cfg = String::new();
     if let Some((loc, pw)) = &ks.rootpw {
         cfg.push_str(&format!("# rootpw ({loc})\n"));
         match &pw.password {
@@ -473,37 +514,20 @@ fn write_config_script(ks: &Kickstart, dir: &Path) -> Result<()> {
             cfg.push_str(&format!("passwd -l {}\n", sq(&u.name)));
         }
     }
-    for (verb, list) in [
-        ("enable", &ks.services_enabled),
-        ("disable", &ks.services_disabled),
-    ] {
-        for s in list.iter() {
-            // A kickstart names services of its own distro; one the base
-            // lacks is reported, not fatal (as with anaconda).
-            cfg.push_str(&format!(
-                "systemctl {verb} {s} || echo 'warning: kickstart services: could not {verb} {s}' >&2\n",
-                s = sq(s)
-            ));
-        }
-    }
-    if !cfg.is_empty() {
-        write(
-            dir,
-            "post-install.d/10-kickstart-config",
-            &format!("#!/bin/bash\n# Kickstart configuration commands.\nset -eu\n{cfg}"),
-            0o755,
-        )?;
-    }
-
-    Ok(())
+    cfg
 }
 
-/// %post scripts, in file order within each of the two phases.
+/// %post scripts, all in post-install.d numbered in file order, so they
+/// run in that order as livecd-creator runs them; a `--nochroot` one is in
+/// `post-install.d/outside/`, which the runner runs on the build host at
+/// its place in the order.
 fn write_posts(ks: &Kickstart, dir: &Path) -> Result<()> {
+    // Equal widths: run-parts order is by name after the leading number.
+    let width = ks.posts.len().to_string().len().max(2);
     for (i, post) in ks.posts.iter().enumerate() {
-        let n = format!("{:02}", i + 1);
+        let n = format!("{:0width$}", i + 1);
         let phase = if post.nochroot {
-            "post-root.d"
+            "post-install.d/outside"
         } else {
             "post-install.d"
         };
@@ -551,6 +575,12 @@ fn write_posts(ks: &Kickstart, dir: &Path) -> Result<()> {
         write(dir, &format!("{phase}/90-kickstart-post-{n}"), &w, 0o755)?;
     }
     Ok(())
+}
+
+/// A repo's file name: ours (so the cleanup never removes a base's file of
+/// the same name), and without ':' (which apt's sources.list.d ignores).
+fn build_only_name(repo: &str) -> String {
+    format!("{BUILD_ONLY_PREFIX}{}", repo.replace(':', "_"))
 }
 
 /// `"URL suite comp..."` -> (URL, Some("suite comp...")); a bare URL -> (URL, None).
