@@ -357,15 +357,22 @@ pub fn remove_tree(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// A hook writing the root's resolv.conf writes the root's copy, never
-    /// the host's file; afterwards the root's own is back.
-    #[test]
-    fn resolv_conf_is_a_copy_and_the_roots_own_comes_back() {
+    /// A host resolv.conf and a root's empty etc/, in a folder that lives
+    /// as long as the returned guard.
+    fn host_and_root() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let t = tempfile::tempdir().unwrap();
         let host = t.path().join("host-resolv.conf");
         fs::write(&host, "nameserver 192.0.2.53\n").unwrap();
         let etc = t.path().join("etc");
         fs::create_dir(&etc).unwrap();
+        (t, host, etc)
+    }
+
+    /// A hook writing the root's resolv.conf writes the root's copy, never
+    /// the host's file; afterwards the root's own is back.
+    #[test]
+    fn resolv_conf_is_a_copy_and_the_roots_own_comes_back() {
+        let (_t, host, etc) = host_and_root();
         let target = etc.join("resolv.conf");
         fs::write(&target, "# the root's own\n").unwrap();
 
@@ -389,11 +396,7 @@ mod tests {
 
     #[test]
     fn resolv_conf_symlinks_are_moved_never_followed() {
-        let t = tempfile::tempdir().unwrap();
-        let host = t.path().join("host-resolv.conf");
-        fs::write(&host, "nameserver 192.0.2.53\n").unwrap();
-        let etc = t.path().join("etc");
-        fs::create_dir(&etc).unwrap();
+        let (t, host, etc) = host_and_root();
         let target = etc.join("resolv.conf");
         // The root's own is a symlink pointing out of the root at the host.
         std::os::unix::fs::symlink(&host, &target).unwrap();
