@@ -193,3 +193,71 @@ fn a_failing_environment_d_file_is_named_with_what_it_said() {
         "error: element \"breaks\": environment.d/20-breaks failed (exit status: 3): about to fail; DIB_FOO must be set\n"
     );
 }
+
+/// dib-run-parts sources environment.d under `set -eu` and `set -o
+/// pipefail`: a file reading an unset variable stops dib's build, and the
+/// plan names its element and file.
+#[test]
+fn an_unset_variable_in_environment_d_fails_as_under_dib() {
+    let dir = scratch("envd-unset");
+    let el = dir.join("elements/unset");
+    std::fs::create_dir_all(el.join("environment.d")).unwrap();
+    std::fs::write(
+        el.join("environment.d/10-unset"),
+        "export UCL_X=${DIB_UCL_NEVER_SET_ANYWHERE}\n",
+    )
+    .unwrap();
+    let out = elements(&["plan", "unset"], &[dir.join("elements")]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(
+            "error: element \"unset\": environment.d/10-unset failed (exit status: 1): "
+        ) && err.contains("DIB_UCL_NEVER_SET_ANYWHERE: unbound variable"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A failing command in a pipeline is a failure too (pipefail).
+    std::fs::write(
+        el.join("environment.d/10-unset"),
+        "export UCL_X=$(false | cat)\nfalse | cat\necho never\n",
+    )
+    .unwrap();
+    let out = elements(&["plan", "unset"], &[dir.join("elements")]);
+    assert!(!out.status.success());
+    assert!(
+        !text(&out.stderr).contains("never"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Every environment.d file of both trees sources cleanly under dib's
+/// `set -eu -o pipefail`, with its element planned for Debian (elements
+/// that make another distribution's root are refused before, as they
+/// should be).
+#[test]
+fn every_environment_d_of_both_trees_sources_under_set_u() {
+    let path = [ipa_builder_elements(), dib_elements()];
+    let mut planned = 0;
+    for tree in &path {
+        let mut names: Vec<String> = std::fs::read_dir(tree)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().join("environment.d").is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            let out = elements(&["plan", &name], &path);
+            let err = text(&out.stderr);
+            if err.contains("makes its own operating system") {
+                continue;
+            }
+            assert!(out.status.success(), "{name}: {err}");
+            planned += 1;
+        }
+    }
+    // 60 elements have environment.d; all but the other distros' plan.
+    assert!(planned >= 25, "{planned}");
+}

@@ -114,6 +114,26 @@ impl BuildDirs {
     }
 }
 
+/// The folder variables while planning, when no run has folders: dib
+/// exports them before it sources environment.d, and files use them
+/// (ironic-python-agent-podman's names `$TMP_BUILD_DIR/mnt/etc/...`), so
+/// under `set -u` they must be set. They name folders in the planning
+/// sandbox's own empty /tmp, which do not exist.
+pub fn planning_dirs_env() -> Vec<(String, String)> {
+    let top = Path::new("/tmp/undercloud-live-plan");
+    vec![
+        (
+            "TMP_BUILD_DIR".into(),
+            top.join("build").display().to_string(),
+        ),
+        (
+            "TMP_IMAGE_DIR".into(),
+            top.join("image").display().to_string(),
+        ),
+        ("_LIB".into(), top.join("lib").display().to_string()),
+    ]
+}
+
 impl Drop for BuildDirs {
     fn drop(&mut self) {
         // remove_tree refuses while a hook's mount is left inside: deleting

@@ -311,11 +311,17 @@ fn sourced_env(
     Ok(map)
 }
 
-/// Source every file given, then print the environment. A file's own
-/// output goes to stderr (stdout carries the result); when one ends the
-/// shell (`exit`, a failed `set -e` command), the trap names it by its
-/// position so that the error can say which file of which element it was.
-const SOURCE_ALL: &str = r#"__ucl_n=0
+/// Source every file given, then print the environment. The files are
+/// sourced under `set -eu` and `set -o pipefail`, the options dib-run-parts
+/// holds when it sources them before each phase's hooks: a file that reads
+/// an unset variable or has a failing command stops dib's build, so it stops
+/// the plan. A file's own output goes to stderr (stdout carries the
+/// result); when one ends the shell (`exit`, a failed command, an unset
+/// variable), the trap names it by its position so that the error can say
+/// which file of which element it was.
+const SOURCE_ALL: &str = r#"set -eu
+set -o pipefail
+__ucl_n=0
 trap 'rc=$?; [ "$__ucl_n" -gt 0 ] && echo "ucl-environment.d-failed:$__ucl_n:$rc" >&2' EXIT
 for __ucl_f in "$@"; do __ucl_n=$((__ucl_n + 1)); . "$__ucl_f" >&2; done
 __ucl_n=0
@@ -373,7 +379,8 @@ fn legacy_first(
 /// Work out every phase's steps for `set`.
 pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
     let env_files = hooks::environment_files(&set.elements)?;
-    let base_env = cx.hook_env(set, "/tmp/in_target.d", None, None);
+    let mut base_env = cx.hook_env(set, "/tmp/in_target.d", None, None);
+    base_env.extend(buildenv::planning_dirs_env());
     let dirs: Vec<&Path> = set.elements.iter().map(|e| e.dir.as_path()).collect();
     let env = sourced_env(&env_files, &base_env, &dirs)?;
     let lookup = |k: &str| env.get(k).cloned();
