@@ -403,6 +403,18 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
                 .with_context(|| format!("element {:?}", el.name))?,
         );
     }
+    if set.builtins.iter().any(|b| b == "dib-python") {
+        // dib-python's pre-install.d hook installs python3 for its link
+        // (on Debian; elsewhere it expects one): the link is always there,
+        // and with the element in the set what it names is too.
+        pkgs.entry(Phase::PreInstall)
+            .or_default()
+            .install
+            .push(packages::Wanted {
+                name: "python3".into(),
+                element: "dib-python".into(),
+            });
+    }
     // Translate through each element's pkg-map, keeping first-seen order.
     let translate = |wanted: &[packages::Wanted]| -> (Vec<String>, Vec<String>) {
         let mut names: Vec<String> = Vec::new();

@@ -264,14 +264,10 @@ impl<'a> Runner<'a> {
             None
         };
         if target.is_some() && !self.has_tools {
-            // Going on from the package layer, the root has it already (the
-            // layer is keyed by it), perhaps replaced by an element's own
-            // bin/install-packages, which must stay.
-            let there = tree::resolve_in_root(&self.root, Path::new(tools::INSTALL_PACKAGES))
-                .is_ok_and(|p| fs::symlink_metadata(p).is_ok());
-            if !(self.resume && there) {
-                tools::install(&self.root, &tools::install_packages(self.set, self.cx)?)?;
-            }
+            // Going on from the package layer, the root has them already
+            // (the layer is keyed by them), perhaps replaced by an
+            // element's own bin/install-packages, which must stay.
+            tools::install(&self.root, &tools::scripts(self.set, self.cx)?, self.resume)?;
             self.has_tools = true;
         }
         let header = format!(
