@@ -95,6 +95,10 @@ pub fn key(
         k.str(rel, &text);
     }
     k.str(tools::DIB_PYTHON.0, tools::DIB_PYTHON.1);
+    // Which install.d sub-folders' files appear in install.d.
+    for it in &layer.install_types {
+        k.str("install-type", &format!("{}/{}", it.element, it.folder));
+    }
     for (el, file) in &layer.environment {
         let dir = set
             .get(el)
@@ -211,6 +215,7 @@ mod tests {
         Plan {
             elements: vec!["e".into()],
             environment: vec![],
+            install_types: vec![],
             phases: phases
                 .into_iter()
                 .map(|(phase, steps)| PhasePlan {

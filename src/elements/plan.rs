@@ -241,6 +241,8 @@ pub struct Plan {
     pub elements: Vec<String>,
     /// environment.d files, in sourcing order (element, file).
     pub environment: Vec<(String, String)>,
+    /// install.d sub-folders install-types links into install.d.
+    pub install_types: Vec<hooks::InstallType>,
     pub phases: Vec<PhasePlan>,
 }
 
@@ -391,8 +393,9 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
     let mut pkgs: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
     let mut maps: BTreeMap<String, Option<PkgMap>> = BTreeMap::new();
     let mut legacy: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
+    let install_types = hooks::install_types(&set.elements, &env)?;
     for el in &set.elements {
-        packages::collect_legacy(&mut legacy, el)
+        packages::collect_legacy(&mut legacy, el, &install_types)
             .with_context(|| format!("element {:?}: package-installs-* lists", el.name))?;
         let entries = packages::read(el).with_context(|| format!("element {:?}", el.name))?;
         packages::collect(&mut pkgs, &el.name, &entries, &filter)
@@ -438,7 +441,7 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
 
     let mut phases = Vec::new();
     for phase in Phase::ALL {
-        let mut steps: Vec<Step> = hooks::collect(&set.elements, phase)?
+        let mut steps: Vec<Step> = hooks::collect(&set.elements, phase, &install_types)?
             .into_iter()
             .map(|h| match h.outside {
                 false => Step::Hook {
@@ -537,6 +540,7 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
                 (owner, n.clone())
             })
             .collect(),
+        install_types,
         phases,
     })
 }
@@ -639,5 +643,107 @@ mod tests {
             .iter()
             .any(|(n, _)| n == "TMP_BUILD_DIR" || n == "TARGET_ROOT"));
         assert!(env.contains(&("DIB_PYTHON_EXEC".into(), "/opt/py".into())));
+    }
+
+    /// install-types' folders, as dib's 99-enable-install-types picks
+    /// them: the default type, a DIB_INSTALLTYPE_<prefix> variable (from
+    /// the caller or environment.d) that keeps the default from applying
+    /// even when its folder is missing; the chosen folder's hooks and
+    /// deprecated lists count as install.d's, its data files are no hooks.
+    #[test]
+    fn install_types_link_the_chosen_folders() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("el");
+        write(&dir, "install.d/50-common", "#!/bin/sh\n", 0o755);
+        write(
+            &dir,
+            "install.d/el-source-install/60-from-source",
+            "#!/bin/sh\n",
+            0o755,
+        );
+        write(
+            &dir,
+            "install.d/el-source-install/el.service",
+            "[Unit]\n",
+            0o644,
+        );
+        write(
+            &dir,
+            "install.d/el-package-install/package-installs-el",
+            "el-pkg\n",
+            0o644,
+        );
+        write(
+            &dir,
+            "install.d/other-source-install/70-other",
+            "#!/bin/sh\n",
+            0o755,
+        );
+        write(
+            &dir,
+            "install.d/third-source-install/80-third",
+            "#!/bin/sh\n",
+            0o755,
+        );
+        // The prefix is the folder's: `other` is chosen by its own variable
+        // (set in environment.d), for which no folder exists.
+        write(
+            &dir,
+            "environment.d/10-types",
+            "export DIB_INSTALLTYPE_other=repo\n",
+            0o644,
+        );
+        let set = ElementSet {
+            elements: vec![Element {
+                name: "el".into(),
+                dir,
+                deps: vec![],
+                provides: vec![],
+                chain: Chain::root("el"),
+            }],
+            ..Default::default()
+        };
+        let mut cx = Context::new(Distro::Debian, "bookworm", "image", t.path());
+        cx.caller_env.clear();
+        let install = |cx: &Context| -> (Vec<String>, Vec<String>) {
+            let plan = make(&set, cx).unwrap();
+            let folders = plan
+                .install_types
+                .iter()
+                .map(|i| i.folder.clone())
+                .collect();
+            let steps = plan
+                .phase(Phase::Install)
+                .unwrap()
+                .steps
+                .iter()
+                .map(|s| format!("{} {}", s.name(), s.describe()))
+                .collect();
+            (folders, steps)
+        };
+        let (folders, steps) = install(&cx);
+        assert_eq!(folders, ["el-source-install", "third-source-install"]);
+        assert_eq!(
+            steps,
+            [
+                "50-common el/50-common",
+                "60-from-source el/60-from-source",
+                "80-third el/80-third"
+            ]
+        );
+        cx.caller_env = vec![("DIB_INSTALLTYPE_el".into(), "package".into())];
+        let (folders, steps) = install(&cx);
+        assert_eq!(folders, ["el-package-install", "third-source-install"]);
+        assert_eq!(
+            steps,
+            [
+                "01-package-installs install el-pkg",
+                "50-common el/50-common",
+                "80-third el/80-third"
+            ]
+        );
+        cx.caller_env = vec![("DIB_DEFAULT_INSTALLTYPE".into(), "package".into())];
+        let (folders, _) = install(&cx);
+        assert_eq!(folders, ["el-package-install"]);
     }
 }

@@ -216,7 +216,7 @@ impl<'a> Runner<'a> {
                 tree::copy_tree(&el.dir, &self.staged, Path::new(""))
                     .with_context(|| format!("element {:?}: staging its files", el.name))?;
             }
-            return Ok(());
+            return self.link_install_types();
         }
         if exists {
             bail!(
@@ -234,6 +234,39 @@ impl<'a> Runner<'a> {
         for el in &self.set.elements {
             tree::copy_tree(&el.dir, &self.staged, Path::new(""))
                 .with_context(|| format!("element {:?}: staging its files", el.name))?;
+        }
+        self.link_install_types()
+    }
+
+    /// install-types' links: every file of a chosen install.d sub-folder
+    /// appears in the staged install.d under its name, as a relative
+    /// symlink (dib's `ln -sf <folder>/* .`), so its hooks run from
+    /// install.d and find their data files and package lists beside them
+    /// (`$(dirname $0)`), inside the root and out.
+    fn link_install_types(&self) -> Result<()> {
+        let install = self.staged.join(Phase::Install.dir());
+        for it in &self.plan.install_types {
+            let dir = install.join(&it.folder);
+            let mut names: Vec<_> = fs::read_dir(&dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("reading {}", dir.display()))?;
+            names.sort();
+            for name in names {
+                // `*` leaves out dot files.
+                if name.to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let target = Path::new(&it.folder).join(&name);
+                tree::symlink_in_root(&install, Path::new(&name), &target).with_context(|| {
+                    format!(
+                        "element {:?}: linking install.d/{} for install-types",
+                        it.element,
+                        target.display()
+                    )
+                })?;
+            }
         }
         Ok(())
     }
@@ -754,5 +787,46 @@ mod tests {
                     .contains("element \"el\": environment.d/10-x failed (exit status 1) before "),
             "{log}"
         );
+    }
+
+    /// install-types' folders are linked into the staged install.d as dib
+    /// links them: relative links, hooks and data files alike.
+    #[test]
+    fn install_types_folders_are_linked_when_staged() {
+        let t = tempfile::tempdir().unwrap();
+        let el = t.path().join("el");
+        let sub = el.join("install.d/el-source-install");
+        fs::create_dir_all(&sub).unwrap();
+        fs::write(sub.join("60-hook"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(sub.join("60-hook"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(sub.join("el.service"), "[Unit]\n").unwrap();
+        fs::create_dir_all(el.join("install.d/el-package-install")).unwrap();
+        fs::write(
+            el.join("install.d/el-package-install/package-installs-el"),
+            "x\n",
+        )
+        .unwrap();
+        let root = t.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let set = ElementSet {
+            elements: vec![Element::load("el", &el, vec!["el".to_string()]).unwrap()],
+            ..Default::default()
+        };
+        let cx = plan::Context::new(Distro::Debian, "bookworm", "t", t.path());
+        let progress = Progress::silent();
+        let plan = plan::make(&set, &cx).unwrap();
+        let mut r = Runner::new(&set, &cx, plan, &root, &progress, OutputLog::default()).unwrap();
+        r.stage().unwrap();
+        let install = root.join(IN_TARGET).join("install.d");
+        for name in ["60-hook", "el.service"] {
+            assert_eq!(
+                fs::read_link(install.join(name)).unwrap(),
+                Path::new("el-source-install").join(name)
+            );
+            assert!(install.join(name).is_file());
+        }
+        assert!(!install.join("package-installs-el").exists());
+        r.finish(false).unwrap();
+        assert!(!root.join(IN_TARGET).exists());
     }
 }
