@@ -83,6 +83,9 @@ impl Context {
             ("DIB_INIT_SYSTEM".into(), "systemd".into()),
             ("DIB_DEFAULT_INSTALLTYPE".into(), "source".into()),
             ("DIB_PYTHON_VERSION".into(), "3".into()),
+            // dib-python's environment.d: the interpreter by name (hooks
+            // say `$DIB_PYTHON -m venv`).
+            ("DIB_PYTHON".into(), "python3".into()),
             ("DIB_PYTHON_EXEC".into(), self.python.clone()),
             ("IMAGE_NAME".into(), self.image_name.clone()),
             ("IMAGE_ELEMENT".into(), names.join(" ")),
@@ -631,6 +634,7 @@ mod tests {
         };
         assert_eq!(get("ELEMENTS_PATH"), "/a:/b");
         assert!(!get("DIB_PYTHON_EXEC").is_empty());
+        assert_eq!(get("DIB_PYTHON"), "python3");
         let build = PathBuf::from(get("TMP_BUILD_DIR"));
         assert_eq!(fs::read_link(build.join("mnt")).unwrap(), root);
         assert!(Path::new(&get("TMP_IMAGE_DIR")).is_dir());
