@@ -12,7 +12,13 @@ use common::upstream::{dib_elements, ipa_builder_elements};
 use common::*;
 
 fn elements(args: &[&str], path: &[PathBuf]) -> Output {
+    elements_env(args, path, &[])
+}
+
+/// `elements ARGS` with these variables set too.
+fn elements_env(args: &[&str], path: &[PathBuf], vars: &[(&str, &str)]) -> Output {
     let mut cmd = bin();
+    cmd.envs(vars.iter().copied());
     cmd.arg("elements").args(args);
     for p in path {
         cmd.arg("--elements-path").arg(p);
@@ -143,6 +149,96 @@ fn the_agent_ramdisk_elements_plan() {
             .count();
         assert_eq!(once, 1, "{header} {hooks:?}");
     }
+    // svc-map needs dib-python (built in): python3 for its link.
+    let pre = plan
+        .lines()
+        .find(|l| l.trim_start().starts_with("10-package-installs"))
+        .unwrap_or_default();
+    assert!(pre.split_whitespace().any(|w| w == "python3"), "{pre}");
+    // install-types: the source-install folders' hooks (the default type)
+    // run in install.d; the package-install list is not installed.
+    let hooks = phase(&plan, "install.d (inside):");
+    for h in ["40-glean", "60-ironic-python-agent-ramdisk-install"] {
+        assert!(hooks.contains(&h), "{h}: {hooks:?}");
+    }
+    assert!(
+        plan.contains("install-types: install.d/ironic-python-agent-ramdisk-source-install of ironic-python-agent-ramdisk-base linked into install.d (DIB_DEFAULT_INSTALLTYPE=source)"),
+        "{plan}"
+    );
+    assert!(!install
+        .split_whitespace()
+        .any(|w| w == "ironic-python-agent"));
+}
+
+/// ironic-python-agent-builder's documented switch to the agent's
+/// package: DIB_INSTALLTYPE_<folder prefix> picks the package-install
+/// folder, whose deprecated package list dib installs at install.d `01`.
+#[test]
+fn the_agent_from_packages_through_install_types() {
+    let path = [ipa_builder_elements(), dib_elements()];
+    let out = elements_env(
+        &[
+            "plan",
+            "-e",
+            "ironic-python-agent-ramdisk",
+            "-e",
+            "debian-minimal",
+        ],
+        &path,
+        &[("DIB_INSTALLTYPE_ironic_python_agent_ramdisk", "package")],
+    );
+    assert!(out.status.success());
+    let plan = text(&out.stdout);
+    let hooks = phase(&plan, "install.d (inside):");
+    assert!(
+        !hooks.contains(&"60-ironic-python-agent-ramdisk-install"),
+        "{hooks:?}"
+    );
+    assert!(hooks.contains(&"40-glean"), "{hooks:?}");
+    let install = plan
+        .lines()
+        .find(|l| l.trim_start().starts_with("01-package-installs") && l.contains(" install "))
+        .unwrap_or_default();
+    assert!(
+        install
+            .split_whitespace()
+            .any(|w| w == "ironic-python-agent"),
+        "{install}"
+    );
+    assert!(
+        plan.contains("(DIB_INSTALLTYPE_ironic_python_agent_ramdisk=package)"),
+        "{plan}"
+    );
+}
+
+/// Every environment.d file of both trees sources cleanly under dib's
+/// `set -eu -o pipefail`, with its element planned for Debian (elements
+/// that make another distribution's root are refused before, as they
+/// should be).
+#[test]
+fn every_environment_d_of_both_trees_sources_under_set_u() {
+    let path = [ipa_builder_elements(), dib_elements()];
+    let mut planned = 0;
+    for tree in &path {
+        let mut names: Vec<String> = std::fs::read_dir(tree)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().join("environment.d").is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            let out = elements(&["plan", &name], &path);
+            let err = text(&out.stderr);
+            if err.contains("makes its own operating system") {
+                continue;
+            }
+            assert!(out.status.success(), "{name}: {err}");
+            planned += 1;
+        }
+    }
+    // 60 elements have environment.d; all but the other distros' plan.
+    assert!(planned >= 25, "{planned}");
 }
 
 #[test]
@@ -191,5 +287,43 @@ fn a_failing_environment_d_file_is_named_with_what_it_said() {
     assert_eq!(
         text(&out.stderr),
         "error: element \"breaks\": environment.d/20-breaks failed (exit status: 3): about to fail; DIB_FOO must be set\n"
+    );
+}
+
+/// dib-run-parts sources environment.d under `set -eu` and `set -o
+/// pipefail`: a file reading an unset variable stops dib's build, and the
+/// plan names its element and file.
+#[test]
+fn an_unset_variable_in_environment_d_fails_as_under_dib() {
+    let dir = scratch("envd-unset");
+    let el = dir.join("elements/unset");
+    std::fs::create_dir_all(el.join("environment.d")).unwrap();
+    std::fs::write(
+        el.join("environment.d/10-unset"),
+        "export UCL_X=${DIB_UCL_NEVER_SET_ANYWHERE}\n",
+    )
+    .unwrap();
+    let out = elements(&["plan", "unset"], &[dir.join("elements")]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(
+            "error: element \"unset\": environment.d/10-unset failed (exit status: 1): "
+        ) && err.contains("DIB_UCL_NEVER_SET_ANYWHERE: unbound variable"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A failing command in a pipeline is a failure too (pipefail).
+    std::fs::write(
+        el.join("environment.d/10-unset"),
+        "export UCL_X=$(false | cat)\nfalse | cat\necho never\n",
+    )
+    .unwrap();
+    let out = elements(&["plan", "unset"], &[dir.join("elements")]);
+    assert!(!out.status.success());
+    assert!(
+        !text(&out.stderr).contains("never"),
+        "{}",
+        text(&out.stderr)
     );
 }

@@ -242,7 +242,10 @@ cat $ROOT/var/log/ucl-compat-inside; echo ===
 ls $ROOT/etc/ucl-conf.d; echo ===
 ls $ROOT/usr/lib/systemd/system/ucl-compat.service >/dev/null && echo unit=yes
 [ -e $ROOT/usr/games/sl ] && echo sl_after=yes || echo sl_after=no
-[ -x $ROOT/usr/local/bin/install-packages ] && echo tool=yes"#,
+[ -x $ROOT/usr/local/bin/install-packages ] && echo tool=yes
+[ -x $ROOT/usr/local/bin/pkg-map ] && echo pkg_map=yes
+echo "dib_python=$(readlink $ROOT/usr/local/bin/dib-python)"; echo ===
+cat $ROOT/var/log/ucl-compat-install-type"#,
     );
     assert!(a.out.status.success(), "apply failed:\n{}", a.stderr);
     // Every outside phase wrote the root through $TMP_BUILD_DIR/mnt, and
@@ -278,14 +281,34 @@ ls $ROOT/usr/lib/systemd/system/ucl-compat.service >/dev/null && echo unit=yes
             "figlet=/usr/bin/figlet",
             "sl_during=yes",
             "build_dir=set",
-            "functions=function function"
+            "functions=function function",
+            // dib's pkg-map in the root (a name mapped to "" gives nothing,
+            // --missing-ok passes vim through); dib-python runs python3.
+            "pkg_map=hello vim ",
+            "dib_python=3"
         ]
     );
     // get_image_element_array found the element's files.
     assert_eq!(section(&a.after, 3), ["compat.conf"]);
     assert_eq!(
         section(&a.after, 4),
-        ["unit=yes", "sl_after=no", "tool=yes"]
+        [
+            "unit=yes",
+            "sl_after=no",
+            "tool=yes",
+            "pkg_map=yes",
+            "dib_python=/usr/bin/python3"
+        ]
+    );
+    // install-types linked the source-install folder (the default type)
+    // into install.d: its hook ran from there and found its data file.
+    assert_eq!(section(&a.after, 5), ["install_type=source from install.d"]);
+    let plan = cli(&["elements", "plan", "-e", "dib-compat"]);
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.contains("install-types: install.d/dib-compat-source-install of dib-compat linked into install.d (DIB_DEFAULT_INSTALLTYPE=source)")
+            && plan.contains("dib-compat-source-install/70-install-type"),
+        "{plan}"
     );
 }
 
@@ -447,11 +470,13 @@ fn planning_runs_environment_d_in_a_sandbox() {
     std::fs::create_dir_all(el.join("environment.d")).unwrap();
     std::fs::write(el.join("data"), "from the element").unwrap();
     // Tries to change the host and to read what it should not see; what
-    // it learns goes into variables that `when:` filters show.
+    // it learns goes into variables that `when:` filters show. Attempts
+    // that fail are allowed to (`|| true`): the file is sourced under
+    // `set -e`, as under dib.
     let probe = format!(
         r#"for v in SAW_HOST_PROCESS SAW_HOST_FILE REACHED_HOST_PORT READ_ELEMENT READ_ETC WROTE_TMP; do export $v=0; done
-touch {host}/pwned /etc/ucl-pwned {el}/pwned 2>/dev/null
-echo x > /dev/shm/ucl-pwned 2>/dev/null
+touch {host}/pwned /etc/ucl-pwned {el}/pwned 2>/dev/null || true
+echo x > /dev/shm/ucl-pwned 2>/dev/null || true
 kill -0 {parent} 2>/dev/null && export SAW_HOST_PROCESS=1
 [ -e {host}/secret ] && export SAW_HOST_FILE=1
 (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && export REACHED_HOST_PORT=1

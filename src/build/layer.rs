@@ -89,8 +89,16 @@ pub fn key(
             k.str(&format!("env {name}"), &value);
         }
     }
-    // What hooks in the layer ran as install-packages (pkg-maps included).
-    k.str("install-packages", &tools::install_packages(set, cx)?);
+    // What hooks in the layer ran as install-packages, pkg-map (with the
+    // pkg-maps) and dib-python.
+    for (rel, text) in tools::scripts(set, cx)? {
+        k.str(rel, &text);
+    }
+    k.str(tools::DIB_PYTHON.0, tools::DIB_PYTHON.1);
+    // Which install.d sub-folders' files appear in install.d.
+    for it in &layer.install_types {
+        k.str("install-type", &format!("{}/{}", it.element, it.folder));
+    }
     for (el, file) in &layer.environment {
         let dir = set
             .get(el)
@@ -207,6 +215,7 @@ mod tests {
         Plan {
             elements: vec!["e".into()],
             environment: vec![],
+            install_types: vec![],
             phases: phases
                 .into_iter()
                 .map(|(phase, steps)| PhasePlan {

@@ -283,6 +283,13 @@ pub fn plan_text(p: &Plan, phases: Option<&[Phase]>) -> String {
                 .join(" ")
         );
     }
+    for it in &p.install_types {
+        let _ = writeln!(
+            s,
+            "install-types: install.d/{} of {} linked into install.d ({})",
+            it.folder, it.element, it.chosen_by
+        );
+    }
     for pp in &p.phases {
         if phases.is_some_and(|ps| !ps.contains(&pp.phase)) {
             continue;

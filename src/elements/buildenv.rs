@@ -17,11 +17,18 @@ use anyhow::{Context, Result};
 
 use super::ElementSet;
 
-/// Our `_LIB` files: what elements source from dib's `lib/` folder.
+/// Our `_LIB` files: what elements source from dib's `lib/` folder (or
+/// copy into the root and source there, as dib's ramdisk-base does with
+/// all but `die`). `ramdisk-functions` only stops the hook with a note:
+/// dib's ramdisk builders need much more of dib than a library file.
 const LIB_FILES: &[(&str, &str)] = &[
     ("die", include_str!("lib/die")),
+    ("common-defaults", include_str!("lib/common-defaults")),
     ("common-functions", include_str!("lib/common-functions")),
+    ("img-defaults", include_str!("lib/img-defaults")),
     ("img-functions", include_str!("lib/img-functions")),
+    ("ramdisk-defaults", include_str!("lib/ramdisk-defaults")),
+    ("ramdisk-functions", include_str!("lib/ramdisk-functions")),
 ];
 
 /// Programs for hooks outside the root, last on their PATH.
@@ -112,6 +119,26 @@ impl BuildDirs {
             ("_LIB".into(), self.lib().display().to_string()),
         ]
     }
+}
+
+/// The folder variables while planning, when no run has folders: dib
+/// exports them before it sources environment.d, and files use them
+/// (ironic-python-agent-podman's names `$TMP_BUILD_DIR/mnt/etc/...`), so
+/// under `set -u` they must be set. They name folders in the planning
+/// sandbox's own empty /tmp, which do not exist.
+pub fn planning_dirs_env() -> Vec<(String, String)> {
+    let top = Path::new("/tmp/undercloud-live-plan");
+    vec![
+        (
+            "TMP_BUILD_DIR".into(),
+            top.join("build").display().to_string(),
+        ),
+        (
+            "TMP_IMAGE_DIR".into(),
+            top.join("image").display().to_string(),
+        ),
+        ("_LIB".into(), top.join("lib").display().to_string()),
+    ]
 }
 
 impl Drop for BuildDirs {
@@ -269,5 +296,49 @@ type die >/dev/null && echo die"#,
     fn quoting_survives_quotes() {
         let out = bash(&[], &format!("printf %s {}", shell_quote("a'b $x")));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "a'b $x");
+    }
+
+    /// The defaults files give dib's values under `set -eu` (hooks source
+    /// them so), keep what was set before, and work from a copy in another
+    /// folder (dib's ramdisk-base copies them into the root);
+    /// ramdisk-functions stops the hook with one line.
+    #[test]
+    fn defaults_files_and_ramdisk_functions() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = BuildDirs::new(t.path(), t.path()).unwrap();
+        let copy = t.path().join("ramdisk-build");
+        fs::create_dir(&copy).unwrap();
+        for (name, _) in LIB_FILES {
+            fs::copy(dirs.lib().join(name), copy.join(name)).unwrap();
+        }
+        let env = vec![
+            ("_LIB".to_string(), copy.display().to_string()),
+            ("IMAGE_NAME".to_string(), "mine".to_string()),
+            ("ARCH".to_string(), "amd64".to_string()),
+        ];
+        let out = bash(
+            &env,
+            r#"set -eu -o pipefail
+. "$_LIB/img-defaults"
+. "$_LIB/ramdisk-defaults"
+echo "$ARCH $FS_TYPE $IMAGE_TYPE $IMAGE_NAME $DIB_NO_TMPFS $DIB_MIN_TMPFS $RAMDISK_ELEMENT [$MODULE_ROOT]"
+case ":$PATH:" in *:/usr/sbin:*) echo sbin ;; esac
+. "$_LIB/ramdisk-functions"
+echo not reached"#,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // img-defaults ran common-defaults first: its DIB_NO_TMPFS (0)
+        // stays, as under dib when both are sourced in this order.
+        assert_eq!(
+            stdout, "amd64 ext4 qcow2 mine 0 2 ramdisk []\nsbin\n",
+            "{stderr}"
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("ipa-ramdisk") && stderr.contains("format: ramdisk"),
+            "{stderr}"
+        );
     }
 }

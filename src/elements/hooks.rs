@@ -138,16 +138,102 @@ fn debug_trace() -> bool {
 /// in-root ones in file order.
 pub const OUTSIDE: &str = "outside";
 
+/// An install.d sub-folder `<prefix>-<type>-install` that install-types
+/// links into install.d for the chosen type: each of its files appears in
+/// install.d under its own name (hooks run from there, data files and
+/// deprecated package lists are found there, as under dib).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct InstallType {
+    pub element: String,
+    /// The sub-folder's name, in the element's install.d.
+    pub folder: String,
+    /// Why it was chosen: `DIB_INSTALLTYPE_<prefix>=<type>`, or
+    /// `DIB_DEFAULT_INSTALLTYPE=<type>`.
+    pub chosen_by: String,
+}
+
+/// What dib's install-types does at extra-data.d `99`, for `elements` and
+/// the environment hooks see (`env`, environment.d sourced). A variable
+/// `DIB_INSTALLTYPE_<V>=<type>` picks `<V with _ as ->-<type>-install` and
+/// keeps that prefix's default from applying (even when no such folder
+/// exists); every other `<prefix>-<default>-install` folder is linked for
+/// `DIB_DEFAULT_INSTALLTYPE` (default `source`). The prefix is the
+/// folder's, usually the element's name, not always
+/// (ironic-python-agent-ramdisk-base has `ironic-python-agent-ramdisk-*`).
+pub fn install_types(
+    elements: &[Element],
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<InstallType>> {
+    const VAR: &str = "DIB_INSTALLTYPE_";
+    let chosen: BTreeMap<String, (&str, &str)> = env
+        .iter()
+        .filter_map(|(k, v)| {
+            let v_name = k.strip_prefix(VAR)?;
+            Some((v_name.replace('_', "-"), (k.as_str(), v.as_str())))
+        })
+        .collect();
+    let default = env
+        .get("DIB_DEFAULT_INSTALLTYPE")
+        .map(String::as_str)
+        .unwrap_or("source");
+    let mut out = Vec::new();
+    for el in elements {
+        let dir = el.dir.join(Phase::Install.dir());
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        let mut folders: Vec<String> = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with("-install") && entry.path().is_dir() {
+                folders.push(name);
+            }
+        }
+        folders.sort();
+        for folder in folders {
+            let by_var = chosen
+                .iter()
+                .find(|(prefix, (_, t))| folder == format!("{prefix}-{t}-install"))
+                .map(|(_, (k, t))| format!("{k}={t}"));
+            let by_default = folder
+                .strip_suffix(&format!("-{default}-install"))
+                .filter(|prefix| !chosen.contains_key(*prefix))
+                .map(|_| format!("DIB_DEFAULT_INSTALLTYPE={default}"));
+            if let Some(chosen_by) = by_var.or(by_default) {
+                out.push(InstallType {
+                    element: el.name.clone(),
+                    folder,
+                    chosen_by,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The hooks of `phase` across `elements`, in run order, including those
-/// in `<phase>.d/outside/` (marked `outside`). Two hooks of the same name
-/// in the same phase is an error (dib merges phases into one folder, where
-/// one would silently replace the other; inside and outside would sort
+/// in `<phase>.d/outside/` (marked `outside`) and, in install.d, those of
+/// the `linked` install-types folders. Two hooks of the same name in the
+/// same phase is an error (dib merges phases into one folder, where one
+/// would silently replace the other; inside and outside would sort
 /// ambiguously).
-pub fn collect(elements: &[Element], phase: Phase) -> Result<Vec<Hook>> {
+pub fn collect(elements: &[Element], phase: Phase, linked: &[InstallType]) -> Result<Vec<Hook>> {
     let mut by_name: BTreeMap<String, Hook> = BTreeMap::new();
     for el in elements {
         let dir = el.dir.join(phase.dir());
-        for (dir, outside) in [(dir.join(OUTSIDE), true), (dir, false)] {
+        let mut dirs = vec![(dir.join(OUTSIDE), true), (dir.clone(), false)];
+        if phase == Phase::Install {
+            dirs.extend(
+                linked
+                    .iter()
+                    .filter(|l| l.element == el.name)
+                    .map(|l| (dir.join(&l.folder), false)),
+            );
+        }
+        for (dir, outside) in dirs {
             for (name, path) in runnable(&dir)? {
                 if let Some(prev) = by_name.get(&name) {
                     bail!(
@@ -295,13 +381,13 @@ mod tests {
         hook(&a, "install.d", "20-x.sh", true);
         hook(&a, "install.d", "30-noexec", false);
         let els = vec![el("a", a), el("b", b)];
-        let hooks = collect(&els, Phase::Install).unwrap();
+        let hooks = collect(&els, Phase::Install, &[]).unwrap();
         let names: Vec<_> = hooks
             .iter()
             .map(|h| (h.name.as_str(), h.element.as_str()))
             .collect();
         assert_eq!(names, [("9-b", "b"), ("10-a", "a")]);
-        assert!(collect(&els, Phase::Finalise).unwrap().is_empty());
+        assert!(collect(&els, Phase::Finalise, &[]).unwrap().is_empty());
     }
 
     #[test]
@@ -312,7 +398,7 @@ mod tests {
         hook(&a, "install.d", "50-same", true);
         hook(&b, "install.d", "50-same", true);
         let els = vec![el("a", a), el("b", b)];
-        let e = format!("{:#}", collect(&els, Phase::Install).unwrap_err());
+        let e = format!("{:#}", collect(&els, Phase::Install, &[]).unwrap_err());
         assert!(
             e.contains("50-same") && e.contains("\"a\"") && e.contains("\"b\""),
             "{e}"
@@ -328,13 +414,13 @@ mod tests {
         hook(&a, "post-install.d", "30-in", true);
         hook(&a, "post-install.d/outside", "40-x.sh", true);
         let els = vec![el("a", a.clone())];
-        let hooks = collect(&els, Phase::PostInstall).unwrap();
+        let hooks = collect(&els, Phase::PostInstall, &[]).unwrap();
         let got: Vec<_> = hooks.iter().map(|h| (h.name.as_str(), h.outside)).collect();
         assert_eq!(got, [("10-in", false), ("20-out", true), ("30-in", false)]);
         assert!(hooks[1].path.ends_with("post-install.d/outside/20-out"));
 
         hook(&a, "post-install.d", "20-out", true);
-        let e = format!("{:#}", collect(&els, Phase::PostInstall).unwrap_err());
+        let e = format!("{:#}", collect(&els, Phase::PostInstall, &[]).unwrap_err());
         assert!(
             e.contains("20-out") && e.contains("once in outside/"),
             "{e}"

@@ -38,7 +38,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     (
         "pkg-map",
-        "pkg-map files translate package-installs names by undercloud-live",
+        "pkg-map files translate package-installs names by undercloud-live, whose pkg-map is in the root's /usr/local/bin",
+    ),
+    (
+        "dib-python",
+        "/usr/local/bin/dib-python links the root's python3 (installed at pre-install.d), by undercloud-live",
     ),
     (
         "install-static",

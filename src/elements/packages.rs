@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::hooks::Phase;
+use super::hooks::{InstallType, Phase};
 use super::Element;
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,15 +115,29 @@ const LEGACY_PREFIX: &str = "package-installs-";
 /// (dib still installs them): every line a package to install at the
 /// start of that phase, one starting with `-` also to remove at its end.
 /// `#` starts a comment line; a line may name several packages. `<name>`
-/// is the element whose pkg-map translates them.
-pub fn collect_legacy(data: &mut BTreeMap<Phase, PhasePackages>, el: &Element) -> Result<()> {
+/// is the element whose pkg-map translates them. Lists in the element's
+/// `linked` install-types folders count as install.d's: install-types
+/// links them there before package-installs looks.
+pub fn collect_legacy(
+    data: &mut BTreeMap<Phase, PhasePackages>,
+    el: &Element,
+    linked: &[InstallType],
+) -> Result<()> {
     for phase in LEGACY_PHASES {
         let dir = el.dir.join(phase.dir());
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut files: Vec<(String, std::path::PathBuf)> = entries
-            .flatten()
+        let mut dirs = vec![dir.clone()];
+        if phase == Phase::Install {
+            dirs.extend(
+                linked
+                    .iter()
+                    .filter(|l| l.element == el.name)
+                    .map(|l| dir.join(&l.folder)),
+            );
+        }
+        let mut files: Vec<(String, std::path::PathBuf)> = dirs
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flat_map(|entries| entries.flatten())
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let owner = name.strip_prefix(LEGACY_PREFIX)?.to_string();
@@ -649,7 +663,7 @@ both:
             chain: crate::elements::Chain::root("el"),
         };
         let mut m = BTreeMap::new();
-        collect_legacy(&mut m, &el).unwrap();
+        collect_legacy(&mut m, &el, &[]).unwrap();
         let install = &m[&Phase::Install];
         assert_eq!(
             names(&install.install),

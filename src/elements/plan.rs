@@ -83,6 +83,9 @@ impl Context {
             ("DIB_INIT_SYSTEM".into(), "systemd".into()),
             ("DIB_DEFAULT_INSTALLTYPE".into(), "source".into()),
             ("DIB_PYTHON_VERSION".into(), "3".into()),
+            // dib-python's environment.d: the interpreter by name (hooks
+            // say `$DIB_PYTHON -m venv`).
+            ("DIB_PYTHON".into(), "python3".into()),
             ("DIB_PYTHON_EXEC".into(), self.python.clone()),
             ("IMAGE_NAME".into(), self.image_name.clone()),
             ("IMAGE_ELEMENT".into(), names.join(" ")),
@@ -241,6 +244,8 @@ pub struct Plan {
     pub elements: Vec<String>,
     /// environment.d files, in sourcing order (element, file).
     pub environment: Vec<(String, String)>,
+    /// install.d sub-folders install-types links into install.d.
+    pub install_types: Vec<hooks::InstallType>,
     pub phases: Vec<PhasePlan>,
 }
 
@@ -311,11 +316,17 @@ fn sourced_env(
     Ok(map)
 }
 
-/// Source every file given, then print the environment. A file's own
-/// output goes to stderr (stdout carries the result); when one ends the
-/// shell (`exit`, a failed `set -e` command), the trap names it by its
-/// position so that the error can say which file of which element it was.
-const SOURCE_ALL: &str = r#"__ucl_n=0
+/// Source every file given, then print the environment. The files are
+/// sourced under `set -eu` and `set -o pipefail`, the options dib-run-parts
+/// holds when it sources them before each phase's hooks: a file that reads
+/// an unset variable or has a failing command stops dib's build, so it stops
+/// the plan. A file's own output goes to stderr (stdout carries the
+/// result); when one ends the shell (`exit`, a failed command, an unset
+/// variable), the trap names it by its position so that the error can say
+/// which file of which element it was.
+const SOURCE_ALL: &str = r#"set -eu
+set -o pipefail
+__ucl_n=0
 trap 'rc=$?; [ "$__ucl_n" -gt 0 ] && echo "ucl-environment.d-failed:$__ucl_n:$rc" >&2' EXIT
 for __ucl_f in "$@"; do __ucl_n=$((__ucl_n + 1)); . "$__ucl_f" >&2; done
 __ucl_n=0
@@ -373,7 +384,8 @@ fn legacy_first(
 /// Work out every phase's steps for `set`.
 pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
     let env_files = hooks::environment_files(&set.elements)?;
-    let base_env = cx.hook_env(set, "/tmp/in_target.d", None, None);
+    let mut base_env = cx.hook_env(set, "/tmp/in_target.d", None, None);
+    base_env.extend(buildenv::planning_dirs_env());
     let dirs: Vec<&Path> = set.elements.iter().map(|e| e.dir.as_path()).collect();
     let env = sourced_env(&env_files, &base_env, &dirs)?;
     let lookup = |k: &str| env.get(k).cloned();
@@ -384,8 +396,9 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
     let mut pkgs: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
     let mut maps: BTreeMap<String, Option<PkgMap>> = BTreeMap::new();
     let mut legacy: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
+    let install_types = hooks::install_types(&set.elements, &env)?;
     for el in &set.elements {
-        packages::collect_legacy(&mut legacy, el)
+        packages::collect_legacy(&mut legacy, el, &install_types)
             .with_context(|| format!("element {:?}: package-installs-* lists", el.name))?;
         let entries = packages::read(el).with_context(|| format!("element {:?}", el.name))?;
         packages::collect(&mut pkgs, &el.name, &entries, &filter)
@@ -395,6 +408,18 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
             PkgMap::load(&el.dir, cx.distro.name(), &cx.release)
                 .with_context(|| format!("element {:?}", el.name))?,
         );
+    }
+    if set.builtins.iter().any(|b| b == "dib-python") {
+        // dib-python's pre-install.d hook installs python3 for its link
+        // (on Debian; elsewhere it expects one): the link is always there,
+        // and with the element in the set what it names is too.
+        pkgs.entry(Phase::PreInstall)
+            .or_default()
+            .install
+            .push(packages::Wanted {
+                name: "python3".into(),
+                element: "dib-python".into(),
+            });
     }
     // Translate through each element's pkg-map, keeping first-seen order.
     let translate = |wanted: &[packages::Wanted]| -> (Vec<String>, Vec<String>) {
@@ -419,7 +444,7 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
 
     let mut phases = Vec::new();
     for phase in Phase::ALL {
-        let mut steps: Vec<Step> = hooks::collect(&set.elements, phase)?
+        let mut steps: Vec<Step> = hooks::collect(&set.elements, phase, &install_types)?
             .into_iter()
             .map(|h| match h.outside {
                 false => Step::Hook {
@@ -518,6 +543,7 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
                 (owner, n.clone())
             })
             .collect(),
+        install_types,
         phases,
     })
 }
@@ -608,6 +634,7 @@ mod tests {
         };
         assert_eq!(get("ELEMENTS_PATH"), "/a:/b");
         assert!(!get("DIB_PYTHON_EXEC").is_empty());
+        assert_eq!(get("DIB_PYTHON"), "python3");
         let build = PathBuf::from(get("TMP_BUILD_DIR"));
         assert_eq!(fs::read_link(build.join("mnt")).unwrap(), root);
         assert!(Path::new(&get("TMP_IMAGE_DIR")).is_dir());
@@ -620,5 +647,107 @@ mod tests {
             .iter()
             .any(|(n, _)| n == "TMP_BUILD_DIR" || n == "TARGET_ROOT"));
         assert!(env.contains(&("DIB_PYTHON_EXEC".into(), "/opt/py".into())));
+    }
+
+    /// install-types' folders, as dib's 99-enable-install-types picks
+    /// them: the default type, a DIB_INSTALLTYPE_<prefix> variable (from
+    /// the caller or environment.d) that keeps the default from applying
+    /// even when its folder is missing; the chosen folder's hooks and
+    /// deprecated lists count as install.d's, its data files are no hooks.
+    #[test]
+    fn install_types_link_the_chosen_folders() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("el");
+        write(&dir, "install.d/50-common", "#!/bin/sh\n", 0o755);
+        write(
+            &dir,
+            "install.d/el-source-install/60-from-source",
+            "#!/bin/sh\n",
+            0o755,
+        );
+        write(
+            &dir,
+            "install.d/el-source-install/el.service",
+            "[Unit]\n",
+            0o644,
+        );
+        write(
+            &dir,
+            "install.d/el-package-install/package-installs-el",
+            "el-pkg\n",
+            0o644,
+        );
+        write(
+            &dir,
+            "install.d/other-source-install/70-other",
+            "#!/bin/sh\n",
+            0o755,
+        );
+        write(
+            &dir,
+            "install.d/third-source-install/80-third",
+            "#!/bin/sh\n",
+            0o755,
+        );
+        // The prefix is the folder's: `other` is chosen by its own variable
+        // (set in environment.d), for which no folder exists.
+        write(
+            &dir,
+            "environment.d/10-types",
+            "export DIB_INSTALLTYPE_other=repo\n",
+            0o644,
+        );
+        let set = ElementSet {
+            elements: vec![Element {
+                name: "el".into(),
+                dir,
+                deps: vec![],
+                provides: vec![],
+                chain: Chain::root("el"),
+            }],
+            ..Default::default()
+        };
+        let mut cx = Context::new(Distro::Debian, "bookworm", "image", t.path());
+        cx.caller_env.clear();
+        let install = |cx: &Context| -> (Vec<String>, Vec<String>) {
+            let plan = make(&set, cx).unwrap();
+            let folders = plan
+                .install_types
+                .iter()
+                .map(|i| i.folder.clone())
+                .collect();
+            let steps = plan
+                .phase(Phase::Install)
+                .unwrap()
+                .steps
+                .iter()
+                .map(|s| format!("{} {}", s.name(), s.describe()))
+                .collect();
+            (folders, steps)
+        };
+        let (folders, steps) = install(&cx);
+        assert_eq!(folders, ["el-source-install", "third-source-install"]);
+        assert_eq!(
+            steps,
+            [
+                "50-common el/50-common",
+                "60-from-source el/60-from-source",
+                "80-third el/80-third"
+            ]
+        );
+        cx.caller_env = vec![("DIB_INSTALLTYPE_el".into(), "package".into())];
+        let (folders, steps) = install(&cx);
+        assert_eq!(folders, ["el-package-install", "third-source-install"]);
+        assert_eq!(
+            steps,
+            [
+                "01-package-installs install el-pkg",
+                "50-common el/50-common",
+                "80-third el/80-third"
+            ]
+        );
+        cx.caller_env = vec![("DIB_DEFAULT_INSTALLTYPE".into(), "package".into())];
+        let (folders, _) = install(&cx);
+        assert_eq!(folders, ["el-package-install"]);
     }
 }

@@ -101,7 +101,6 @@ pub struct Runner<'a> {
     /// The staged tree on the host (`<root>/tmp/in_target.d`).
     staged: PathBuf,
     plan: Plan,
-    env_files: Vec<String>,
     progress: &'a Progress,
     log: OutputLog,
     refreshed: bool,
@@ -127,17 +126,12 @@ impl<'a> Runner<'a> {
         log: OutputLog,
     ) -> Result<Self> {
         let staged = tree::resolve_in_root(root, Path::new(IN_TARGET))?;
-        let env_files = hooks::environment_files(&set.elements)?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
         Ok(Runner {
             set,
             cx,
             root: root.to_path_buf(),
             staged,
             plan,
-            env_files,
             progress,
             log,
             refreshed: false,
@@ -222,7 +216,7 @@ impl<'a> Runner<'a> {
                 tree::copy_tree(&el.dir, &self.staged, Path::new(""))
                     .with_context(|| format!("element {:?}: staging its files", el.name))?;
             }
-            return Ok(());
+            return self.link_install_types();
         }
         if exists {
             bail!(
@@ -240,6 +234,39 @@ impl<'a> Runner<'a> {
         for el in &self.set.elements {
             tree::copy_tree(&el.dir, &self.staged, Path::new(""))
                 .with_context(|| format!("element {:?}: staging its files", el.name))?;
+        }
+        self.link_install_types()
+    }
+
+    /// install-types' links: every file of a chosen install.d sub-folder
+    /// appears in the staged install.d under its name, as a relative
+    /// symlink (dib's `ln -sf <folder>/* .`), so its hooks run from
+    /// install.d and find their data files and package lists beside them
+    /// (`$(dirname $0)`), inside the root and out.
+    fn link_install_types(&self) -> Result<()> {
+        let install = self.staged.join(Phase::Install.dir());
+        for it in &self.plan.install_types {
+            let dir = install.join(&it.folder);
+            let mut names: Vec<_> = fs::read_dir(&dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("reading {}", dir.display()))?;
+            names.sort();
+            for name in names {
+                // `*` leaves out dot files.
+                if name.to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let target = Path::new(&it.folder).join(&name);
+                tree::symlink_in_root(&install, Path::new(&name), &target).with_context(|| {
+                    format!(
+                        "element {:?}: linking install.d/{} for install-types",
+                        it.element,
+                        target.display()
+                    )
+                })?;
+            }
         }
         Ok(())
     }
@@ -270,14 +297,10 @@ impl<'a> Runner<'a> {
             None
         };
         if target.is_some() && !self.has_tools {
-            // Going on from the package layer, the root has it already (the
-            // layer is keyed by it), perhaps replaced by an element's own
-            // bin/install-packages, which must stay.
-            let there = tree::resolve_in_root(&self.root, Path::new(tools::INSTALL_PACKAGES))
-                .is_ok_and(|p| fs::symlink_metadata(p).is_ok());
-            if !(self.resume && there) {
-                tools::install(&self.root, &tools::install_packages(self.set, self.cx)?)?;
-            }
+            // Going on from the package layer, the root has them already
+            // (the layer is keyed by them), perhaps replaced by an
+            // element's own bin/install-packages, which must stay.
+            tools::install(&self.root, &tools::scripts(self.set, self.cx)?, self.resume)?;
             self.has_tools = true;
         }
         let header = format!(
@@ -334,11 +357,10 @@ impl<'a> Runner<'a> {
             SOURCE_ENV_AND_EXEC.to_string(),
             format!("{inner}/{}/{name}", phase.dir()),
         ];
-        argv.extend(
-            self.env_files
-                .iter()
-                .map(|f| format!("{inner}/environment.d/{f}")),
-        );
+        for (element, file) in &self.plan.environment {
+            argv.push(env_label(element, file));
+            argv.push(format!("{inner}/environment.d/{file}"));
+        }
         let mut cmd = self.inside(t, &argv, &env);
         let status = stream(
             &mut cmd,
@@ -383,8 +405,9 @@ impl<'a> Runner<'a> {
             .arg("-c")
             .arg(SOURCE_ENV_AND_EXEC)
             .arg(script.join(name));
-        for f in &self.env_files {
-            cmd.arg(self.staged.join("environment.d").join(f));
+        for (element, file) in &self.plan.environment {
+            cmd.arg(env_label(element, file));
+            cmd.arg(self.staged.join("environment.d").join(file));
         }
         let what = hook_what(phase, element, name, in_outside);
         let status = stream(&mut cmd, &what, &label, &self.log)?;
@@ -634,10 +657,28 @@ pub fn stream(
     status
 }
 
-/// Source environment.d files (given after the hook, in dib's order) and
-/// exec the hook given as $0, the way dib-run-parts does it.
-const SOURCE_ENV_AND_EXEC: &str =
-    r#"hook=$0; for f in "$@"; do [ -f "$f" ] && . "$f"; done; exec "$hook""#;
+/// Source environment.d files and exec the hook given as $0, the way
+/// dib-run-parts does it: under `set -eu` and `set -o pipefail` (its own
+/// options while it sources them), so an unset variable or a failing
+/// command in a file stops the hook as it stops dib. The files come after
+/// the hook as (label, path) pairs in dib's order; the label (`element
+/// "x": environment.d/20-y`) names a file that ends the shell.
+const SOURCE_ENV_AND_EXEC: &str = r#"hook=$0
+set -eu
+set -o pipefail
+trap 'echo "${__ucl_what:-environment.d} failed (exit status $?) before $hook ran" >&2' EXIT
+while [ $# -gt 1 ]; do
+    __ucl_what=$1
+    if [ -f "$2" ]; then . "$2"; fi
+    shift 2
+done
+trap - EXIT
+exec "$hook""#;
+
+/// The label `SOURCE_ENV_AND_EXEC` gives an environment.d file.
+fn env_label(element: &str, name: &str) -> String {
+    format!("element {element:?}: environment.d/{name}")
+}
 
 #[cfg(test)]
 mod tests {
@@ -702,6 +743,90 @@ mod tests {
             log.contains("[el post-install.d/outside/10-a] ran-a"),
             "{log}"
         );
+        assert!(!root.join(IN_TARGET).exists());
+    }
+
+    /// Hooks source environment.d as dib-run-parts does, under `set -eu`:
+    /// a file reading an unset variable stops the hook before it runs, and
+    /// the output names the file's element and name.
+    #[test]
+    fn an_unset_variable_in_environment_d_stops_the_hook() {
+        let t = tempfile::tempdir().unwrap();
+        let el = t.path().join("el");
+        fs::create_dir_all(el.join("environment.d")).unwrap();
+        fs::create_dir_all(el.join("root.d")).unwrap();
+        let env_file = el.join("environment.d/10-x");
+        fs::write(&env_file, "export UCL_X=1\n").unwrap();
+        let hook = el.join("root.d/10-hook");
+        fs::write(&hook, "#!/bin/sh\ntouch \"$TARGET_ROOT/ran\"\n").unwrap();
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+        let root = t.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let set = ElementSet {
+            elements: vec![Element::load("el", &el, vec!["el".to_string()]).unwrap()],
+            ..Default::default()
+        };
+        let cx = plan::Context::new(Distro::Debian, "bookworm", "t", t.path());
+        let plan = plan::make(&set, &cx).unwrap();
+        // Planned while the file was fine; it breaks before the run.
+        fs::write(&env_file, "export UCL_X=$UCL_NEVER_SET\n").unwrap();
+        let progress = Progress::silent();
+        let log_file = t.path().join("log");
+        let log = OutputLog::new(Some(&log_file), false).unwrap();
+        let mut r = Runner::new(&set, &cx, plan, &root, &progress, log).unwrap();
+        let e = format!("{:#}", r.run(&[Phase::Root], None).unwrap_err());
+        assert_eq!(
+            e,
+            "element \"el\": hook root.d/10-hook failed (exit status: 1)"
+        );
+        assert!(!root.join("ran").exists());
+        let log = fs::read_to_string(&log_file).unwrap();
+        assert!(
+            log.contains("UCL_NEVER_SET: unbound variable")
+                && log
+                    .contains("element \"el\": environment.d/10-x failed (exit status 1) before "),
+            "{log}"
+        );
+    }
+
+    /// install-types' folders are linked into the staged install.d as dib
+    /// links them: relative links, hooks and data files alike.
+    #[test]
+    fn install_types_folders_are_linked_when_staged() {
+        let t = tempfile::tempdir().unwrap();
+        let el = t.path().join("el");
+        let sub = el.join("install.d/el-source-install");
+        fs::create_dir_all(&sub).unwrap();
+        fs::write(sub.join("60-hook"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(sub.join("60-hook"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(sub.join("el.service"), "[Unit]\n").unwrap();
+        fs::create_dir_all(el.join("install.d/el-package-install")).unwrap();
+        fs::write(
+            el.join("install.d/el-package-install/package-installs-el"),
+            "x\n",
+        )
+        .unwrap();
+        let root = t.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let set = ElementSet {
+            elements: vec![Element::load("el", &el, vec!["el".to_string()]).unwrap()],
+            ..Default::default()
+        };
+        let cx = plan::Context::new(Distro::Debian, "bookworm", "t", t.path());
+        let progress = Progress::silent();
+        let plan = plan::make(&set, &cx).unwrap();
+        let mut r = Runner::new(&set, &cx, plan, &root, &progress, OutputLog::default()).unwrap();
+        r.stage().unwrap();
+        let install = root.join(IN_TARGET).join("install.d");
+        for name in ["60-hook", "el.service"] {
+            assert_eq!(
+                fs::read_link(install.join(name)).unwrap(),
+                Path::new("el-source-install").join(name)
+            );
+            assert!(install.join(name).is_file());
+        }
+        assert!(!install.join("package-installs-el").exists());
+        r.finish(false).unwrap();
         assert!(!root.join(IN_TARGET).exists());
     }
 }

@@ -174,6 +174,19 @@ pub fn write_in_root(root: &Path, rel: &Path, text: &str, mode: u32) -> Result<(
         .with_context(|| format!("setting mode of {}", to.display()))
 }
 
+/// Make `rel` in `root` a symlink to `target` (as the root sees it),
+/// replacing a file or symlink there; parent folders are made, symlinks on
+/// the way followed inside the root.
+pub fn symlink_in_root(root: &Path, rel: &Path, target: &Path) -> Result<()> {
+    if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let dir = resolve_in_root_follow(root, parent)?;
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let to = resolve_in_root(root, rel)?;
+    remove_existing(&to)?;
+    symlink(target, &to).with_context(|| format!("creating symlink {}", to.display()))
+}
+
 fn remove_existing(p: &Path) -> Result<()> {
     match fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => bail!("{} is a directory in the root", p.display()),
