@@ -138,6 +138,12 @@ fn build_summary(report: &BuildReport) -> String {
 }
 
 #[derive(Args)]
+// clap writes the usage on one line, and four required options make it
+// wider than the 80 columns the rest of the help keeps to.
+#[command(
+    override_usage = "undercloud-live assemble [OPTIONS] --tree <TREE> --esp-dir <ESP_DIR>
+       --label <LABEL> --output <OUTPUT>"
+)]
 pub struct AssembleArgs {
     /// Folder whose files become the ISO9660 tree.
     #[arg(long)]

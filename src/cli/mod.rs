@@ -34,7 +34,10 @@ pub use undercloud::{StatusArgs, UndercloudCommand};
 #[command(
     name = "undercloud-live",
     version,
-    about = "Build, boot, write and look after a live USB/ISO image of an OpenStack undercloud"
+    about = "Build, boot, write and look after a live USB/ISO image of an OpenStack undercloud",
+    // Help wider than this is hard to read even on a wide terminal; a
+    // narrower terminal still wraps at its own width.
+    max_term_width = 80
 )]
 pub struct Cli {
     /// Print only errors.

@@ -1,6 +1,6 @@
-//! The command line as a whole: clap's own consistency checks and every
-//! option as it was (scripts and units name them; renaming one breaks
-//! them).
+//! The command line as a whole: clap's own consistency checks, help that
+//! fits an 80-column terminal, and every option as it was (scripts and
+//! units name them; renaming one breaks them).
 
 use clap::CommandFactory;
 
@@ -30,6 +30,17 @@ fn commands() -> Vec<(String, clap::Command)> {
     let mut out = Vec::new();
     walk(String::new(), &cli, &mut out);
     out
+}
+
+#[test]
+fn help_fits_80_columns() {
+    for (path, mut cmd) in commands() {
+        let help = cmd.render_long_help().to_string();
+        for line in help.lines() {
+            let width = line.chars().count();
+            assert!(width <= 80, "`{path} --help`: {width} columns: {line}");
+        }
+    }
 }
 
 /// One line per argument, as `--help` shows it: short and long names,
