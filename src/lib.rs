@@ -7,6 +7,7 @@ pub mod boot;
 pub mod build;
 pub mod cache;
 pub mod chroot;
+pub mod cli;
 pub mod elements;
 pub mod fetch;
 pub mod fs;

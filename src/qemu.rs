@@ -45,7 +45,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 /// How the image is attached to the virtual machine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Media {
     /// A CD-ROM drive (AHCI), always read-only.
     Cdrom,
@@ -65,7 +65,7 @@ impl fmt::Display for Media {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Firmware {
     /// OVMF without Secure Boot.
     Uefi,
@@ -76,7 +76,7 @@ pub enum Firmware {
     Bios,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Accel {
     /// KVM if `/dev/kvm` opens read-write and KVM really runs the guest;
     /// otherwise (or after KVM fails once) TCG.
