@@ -26,6 +26,7 @@ pub mod sandbox;
 pub mod space;
 pub mod spec;
 pub mod status;
+pub mod system;
 pub mod undercloud;
 pub mod write;
 pub mod xz;

@@ -40,6 +40,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::system::tool;
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -351,16 +352,12 @@ const QEMU: &str = "qemu-system-x86_64";
 
 /// Finds `qemu-system-x86_64` on PATH (or RHEL's `/usr/libexec/qemu-kvm`).
 pub fn find_qemu() -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let candidates = std::env::split_paths(&path)
-        .map(|dir| dir.join(QEMU))
-        .chain([PathBuf::from("/usr/libexec/qemu-kvm")]);
-    for candidate in candidates {
-        if let Ok(meta) = fs::metadata(&candidate) {
-            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-                return Ok(candidate);
-            }
-        }
+    if let Some(found) = tool::find(QEMU) {
+        return Ok(found);
+    }
+    let rhel = Path::new("/usr/libexec/qemu-kvm");
+    if tool::is_executable(rhel) {
+        return Ok(rhel.to_path_buf());
     }
     bail!("{QEMU} not found: install package qemu-system-x86 (Debian) or qemu-system-x86-core (Fedora)")
 }

@@ -13,6 +13,7 @@ use crate::fs::{erofs, ext4, squashfs};
 use crate::kickstart::{self, translate::PackageMap, Kickstart};
 use crate::progress::Progress;
 use crate::spec::{self, LoadedSpec, OutputFormat, RootFormat};
+use crate::system::tool;
 
 /// Where the build's result goes, per format.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,11 +240,8 @@ fn load_kickstart(
 /// package that provides it.
 fn check_tools(loaded: &LoadedSpec, format: OutputFormat, output: &Output) -> Result<()> {
     let spec = &loaded.spec;
-    for tool in ["chroot", "bash"] {
-        if squashfs::which(tool).is_none() {
-            bail!("{tool} not found: install package coreutils / bash");
-        }
-    }
+    tool::require("chroot", "coreutils")?;
+    tool::require("bash", "bash")?;
     match format {
         OutputFormat::Hybrid => {
             match spec.root.format {
@@ -257,13 +255,10 @@ fn check_tools(loaded: &LoadedSpec, format: OutputFormat, output: &Output) -> Re
         OutputFormat::Ramdisk => {}
         OutputFormat::Disk => {
             crate::install::format::check_tools(crate::install::config::Filesystem::Ext4, false)?;
-            for (tool, pkg) in [("losetup", "util-linux"), ("cp", "coreutils")] {
-                if squashfs::which(tool).is_none() {
-                    bail!("{tool} not found: install package {pkg}");
-                }
-            }
+            tool::require("losetup", "util-linux")?;
+            tool::require("cp", "coreutils")?;
             if let Output::Disk { qcow2: true, path } = output {
-                if squashfs::which("qemu-img").is_none() {
+                if tool::find("qemu-img").is_none() {
                     bail!(
                         "{} is a qcow2 image, which needs qemu-img: install package qemu-utils (Fedora: qemu-img), or name the output .raw",
                         path.display()

@@ -124,8 +124,7 @@ pub fn base_tarball(fetcher: &Fetcher, d: &Debootstrap) -> Result<PathBuf> {
             out.display()
         );
     }
-    let tool = crate::fs::squashfs::which("debootstrap")
-        .context("debootstrap not found: install package debootstrap")?;
+    let tool = crate::system::tool::require("debootstrap", "debootstrap")?;
     if !nix::unistd::geteuid().is_root() {
         bail!("debootstrap needs root (it creates device nodes and owners)");
     }

@@ -6,15 +6,12 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::squashfs::which;
 use crate::interrupt;
 use crate::spec::Compressor;
+use crate::system::tool;
 
 pub fn check_tool() -> Result<()> {
-    if which("mkfs.erofs").is_none() {
-        bail!("mkfs.erofs not found: install package erofs-utils");
-    }
-    Ok(())
+    tool::require("mkfs.erofs", "erofs-utils").map(drop)
 }
 
 /// The compressors this mkfs.erofs was built with, from its `--help` text
@@ -89,7 +86,7 @@ mod tests {
 
     #[test]
     fn makes_identical_images() {
-        if which("mkfs.erofs").is_none() {
+        if tool::find("mkfs.erofs").is_none() {
             eprintln!("skipping: erofs-utils not installed");
             return;
         }

@@ -15,17 +15,15 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use super::squashfs::which;
 use crate::interrupt;
+use crate::system::tool;
 
 /// The upper and work folders dracut looks for.
 pub const OVERLAY_DIR: &str = "/LiveOS/overlay";
 
 pub fn check_tools() -> Result<()> {
-    for tool in ["mkfs.ext4", "debugfs"] {
-        if which(tool).is_none() {
-            bail!("{tool} not found: install package e2fsprogs");
-        }
+    for name in ["mkfs.ext4", "debugfs"] {
+        tool::require(name, "e2fsprogs")?;
     }
     Ok(())
 }
@@ -41,7 +39,7 @@ pub fn make_persistence(out: &Path, size: u64, label: &str, uuid: &str, epoch: i
             .with_context(|| format!("sizing {}", out.display()))?;
     }
     let fake_time = epoch.to_string();
-    let mut mkfs = Command::new(which("mkfs.ext4").unwrap_or_else(|| "mkfs.ext4".into()));
+    let mut mkfs = Command::new(tool::require("mkfs.ext4", "e2fsprogs")?);
     mkfs.args(["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid, "-E"])
         .arg(format!("root_owner=0:0,hash_seed={uuid}"))
         .arg(out)
@@ -50,7 +48,7 @@ pub fn make_persistence(out: &Path, size: u64, label: &str, uuid: &str, epoch: i
     interrupt::run(&mut mkfs, "mkfs.ext4")
         .with_context(|| format!("making the persistence filesystem {}", out.display()))?;
 
-    let mut debugfs = Command::new(which("debugfs").unwrap_or_else(|| "debugfs".into()));
+    let mut debugfs = Command::new(tool::require("debugfs", "e2fsprogs")?);
     debugfs
         .args(["-w", "-f", "-"])
         .arg(out)
@@ -103,7 +101,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         make_persistence(&b, 32 << 20, "T-PERSIST", uuid, 1_700_000_000).unwrap();
         assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
-        let o = Command::new(which("debugfs").unwrap())
+        let o = Command::new(tool::find("debugfs").unwrap())
             .args(["-R", "ls -l /LiveOS"])
             .arg(&a)
             .output()

@@ -4,25 +4,15 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::interrupt;
 use crate::spec::{Compression, Compressor};
+use crate::system::tool;
 
 /// Check that mksquashfs is there, naming the package that provides it.
 pub fn check_tool() -> Result<()> {
-    if which("mksquashfs").is_none() {
-        bail!("mksquashfs not found: install package squashfs-tools");
-    }
-    Ok(())
-}
-
-pub fn which(tool: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].iter().map(std::path::PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
+    tool::require("mksquashfs", "squashfs-tools").map(drop)
 }
 
 /// The mksquashfs argument list (kept pure so it can be tested).
@@ -102,7 +92,7 @@ mod tests {
 
     #[test]
     fn makes_a_readable_image() {
-        if which("mksquashfs").is_none() || which("unsquashfs").is_none() {
+        if tool::find("mksquashfs").is_none() || tool::find("unsquashfs").is_none() {
             eprintln!("skipping: squashfs-tools not installed");
             return;
         }

@@ -276,7 +276,7 @@ pub fn efi_entry(disk: &Path, esp_number: u32, loader: &str) -> String {
     if !Path::new("/sys/firmware/efi/efivars").is_dir() {
         return "no EFI variables (BIOS boot or not mounted): the ESP's EFI/BOOT path boots the disk".into();
     }
-    let Some(tool) = super::format::find_tool("efibootmgr") else {
+    let Some(tool) = crate::system::tool::find("efibootmgr") else {
         return "efibootmgr is not installed: no boot entry made; the ESP's EFI/BOOT path boots the disk".into();
     };
     let o = Command::new(tool)

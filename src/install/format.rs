@@ -15,17 +15,8 @@ use uuid::Uuid;
 use super::config::Filesystem;
 use crate::interrupt;
 
-/// `name` on PATH or in the sbin folders (a root shell's PATH may lack them).
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 fn tool(name: &str, package: &str) -> Result<PathBuf> {
-    find_tool(name).with_context(|| format!("{name} not found (install {package})"))
+    crate::system::tool::require(name, package)
 }
 
 /// Checks up front that the tools for `fs` (and swap) are there, so a
