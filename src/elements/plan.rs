@@ -388,138 +388,13 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
     base_env.extend(buildenv::planning_dirs_env());
     let dirs: Vec<&Path> = set.elements.iter().map(|e| e.dir.as_path()).collect();
     let env = sourced_env(&env_files, &base_env, &dirs)?;
-    let lookup = |k: &str| env.get(k).cloned();
-    let filter = packages::Filter {
-        arch: DIB_ARCH,
-        env: &lookup,
-    };
-    let mut pkgs: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
-    let mut maps: BTreeMap<String, Option<PkgMap>> = BTreeMap::new();
-    let mut legacy: BTreeMap<Phase, PhasePackages> = BTreeMap::new();
     let install_types = hooks::install_types(&set.elements, &env)?;
-    for el in &set.elements {
-        packages::collect_legacy(&mut legacy, el, &install_types)
-            .with_context(|| format!("element {:?}: package-installs-* lists", el.name))?;
-        let entries = packages::read(el).with_context(|| format!("element {:?}", el.name))?;
-        packages::collect(&mut pkgs, &el.name, &entries, &filter)
-            .with_context(|| format!("element {:?}: package-installs", el.name))?;
-        maps.insert(
-            el.name.clone(),
-            PkgMap::load(&el.dir, cx.distro.name(), &cx.release)
-                .with_context(|| format!("element {:?}", el.name))?,
-        );
-    }
-    if set.builtins.iter().any(|b| b == "dib-python") {
-        // dib-python's pre-install.d hook installs python3 for its link
-        // (on Debian; elsewhere it expects one): the link is always there,
-        // and with the element in the set what it names is too.
-        pkgs.entry(Phase::PreInstall)
-            .or_default()
-            .install
-            .push(packages::Wanted {
-                name: "python3".into(),
-                element: "dib-python".into(),
-            });
-    }
-    // Translate through each element's pkg-map, keeping first-seen order.
-    let translate = |wanted: &[packages::Wanted]| -> (Vec<String>, Vec<String>) {
-        let mut names: Vec<String> = Vec::new();
-        let mut from: Vec<String> = Vec::new();
-        for w in wanted {
-            let out = match maps.get(&w.element).and_then(Option::as_ref) {
-                Some(m) => m.translate(&w.name),
-                None => vec![w.name.clone()],
-            };
-            for n in out {
-                if !names.contains(&n) {
-                    names.push(n);
-                }
-            }
-            if !from.contains(&w.element) {
-                from.push(w.element.clone());
-            }
-        }
-        (names, from)
-    };
-
+    let mut wanted = WantedPackages::gather(set, cx, &env, &install_types)?;
     let mut phases = Vec::new();
     for phase in Phase::ALL {
-        let mut steps: Vec<Step> = hooks::collect(&set.elements, phase, &install_types)?
-            .into_iter()
-            .map(|h| match h.outside {
-                false => Step::Hook {
-                    name: h.name,
-                    element: h.element,
-                    path: h.path,
-                },
-                true => Step::OutsideHook {
-                    name: h.name,
-                    element: h.element,
-                    path: h.path,
-                },
-            })
-            .collect();
-        // dib installs the deprecated lists first, in a call of their own.
-        if let Some(p) = legacy_first(legacy.remove(&phase), pkgs.remove(&phase)).as_ref() {
-            let Some((at_install, at_remove)) = package_positions(phase) else {
-                if !p.install.is_empty() || !p.uninstall.is_empty() {
-                    bail!(
-                        "package-installs: phase {} runs outside the root; packages can be installed in pre-install.d, install.d, post-install.d or finalise.d",
-                        phase.dir()
-                    );
-                }
-                continue;
-            };
-            let (install, from) = translate(&p.install);
-            if !install.is_empty() {
-                steps.push(Step::Install {
-                    name: at_install.into(),
-                    packages: install,
-                    elements: from,
-                });
-            }
-            let (remove, from) = translate(&p.uninstall);
-            if !remove.is_empty() {
-                steps.push(Step::Uninstall {
-                    name: at_remove.into(),
-                    packages: remove,
-                    elements: from,
-                });
-            }
-        }
-        let with = |sub: &str| -> Vec<String> {
-            set.elements
-                .iter()
-                .filter(|e| e.dir.join(sub).is_dir())
-                .map(|e| e.name.clone())
-                .collect()
-        };
-        if phase == Phase::PreInstall {
-            let elements = with("bin");
-            if !elements.is_empty() {
-                steps.push(Step::Bin {
-                    name: "01-install-bin".into(),
-                    elements,
-                });
-            }
-        }
-        if phase == Phase::Install {
-            let elements = with("static");
-            if !elements.is_empty() {
-                steps.push(Step::Static {
-                    name: "10-install-static-files".into(),
-                    elements,
-                });
-            }
-            // dib-init-system's install.d hook, for DIB_INIT_SYSTEM=systemd.
-            let elements = with(INIT_SCRIPTS);
-            if !elements.is_empty() {
-                steps.push(Step::InitScripts {
-                    name: "20-install-init-scripts".into(),
-                    elements,
-                });
-            }
-        }
+        let mut steps = hook_steps(set, phase, &install_types)?;
+        steps.extend(wanted.steps(phase)?);
+        steps.extend(helper_steps(set, phase));
         // Stable: on a tie the built-in step (pushed last) runs after the
         // element's hook of the same number and name order.
         steps.sort_by(|a, b| hooks::sort_n(a.name(), b.name()));
@@ -533,19 +408,190 @@ pub fn make(set: &ElementSet, cx: &Context) -> Result<Plan> {
         elements: set.elements.iter().map(|e| e.name.clone()).collect(),
         environment: env_files
             .iter()
-            .map(|(n, p)| {
-                let owner = set
-                    .elements
-                    .iter()
-                    .find(|e| p.starts_with(&e.dir))
-                    .map(|e| e.name.clone())
-                    .unwrap_or_default();
-                (owner, n.clone())
-            })
+            .map(|(n, p)| (owner_of(set, p), n.clone()))
             .collect(),
         install_types,
         phases,
     })
+}
+
+/// The element whose folder holds `path` (an environment.d file).
+fn owner_of(set: &ElementSet, path: &Path) -> String {
+    set.elements
+        .iter()
+        .find(|e| path.starts_with(&e.dir))
+        .map(|e| e.name.clone())
+        .unwrap_or_default()
+}
+
+/// The elements' hooks of `phase`, in and outside the root.
+fn hook_steps(
+    set: &ElementSet,
+    phase: Phase,
+    install_types: &[hooks::InstallType],
+) -> Result<Vec<Step>> {
+    Ok(hooks::collect(&set.elements, phase, install_types)?
+        .into_iter()
+        .map(|h| match h.outside {
+            false => Step::Hook {
+                name: h.name,
+                element: h.element,
+                path: h.path,
+            },
+            true => Step::OutsideHook {
+                name: h.name,
+                element: h.element,
+                path: h.path,
+            },
+        })
+        .collect())
+}
+
+/// install-bin, install-static and dib-init-system's work, at the
+/// positions of their dib hooks, for the elements that have such folders.
+fn helper_steps(set: &ElementSet, phase: Phase) -> Vec<Step> {
+    let with = |sub: &str| -> Vec<String> {
+        set.elements
+            .iter()
+            .filter(|e| e.dir.join(sub).is_dir())
+            .map(|e| e.name.clone())
+            .collect()
+    };
+    let mut steps = Vec::new();
+    let mut push = |elements: Vec<String>, step: fn(Vec<String>) -> Step| {
+        if !elements.is_empty() {
+            steps.push(step(elements));
+        }
+    };
+    match phase {
+        Phase::PreInstall => push(with("bin"), |elements| Step::Bin {
+            name: "01-install-bin".into(),
+            elements,
+        }),
+        Phase::Install => {
+            push(with("static"), |elements| Step::Static {
+                name: "10-install-static-files".into(),
+                elements,
+            });
+            // dib-init-system's install.d hook, for DIB_INIT_SYSTEM=systemd.
+            push(with(INIT_SCRIPTS), |elements| Step::InitScripts {
+                name: "20-install-init-scripts".into(),
+                elements,
+            });
+        }
+        _ => {}
+    }
+    steps
+}
+
+/// What the set's package-installs files (and their deprecated
+/// package-installs-* lists) ask for, phase by phase, with each element's
+/// pkg-map to translate the names.
+struct WantedPackages {
+    lists: BTreeMap<Phase, PhasePackages>,
+    legacy: BTreeMap<Phase, PhasePackages>,
+    maps: BTreeMap<String, Option<PkgMap>>,
+}
+
+impl WantedPackages {
+    fn gather(
+        set: &ElementSet,
+        cx: &Context,
+        env: &BTreeMap<String, String>,
+        install_types: &[hooks::InstallType],
+    ) -> Result<WantedPackages> {
+        let lookup = |k: &str| env.get(k).cloned();
+        let filter = packages::Filter {
+            arch: DIB_ARCH,
+            env: &lookup,
+        };
+        let mut w = WantedPackages {
+            lists: BTreeMap::new(),
+            legacy: BTreeMap::new(),
+            maps: BTreeMap::new(),
+        };
+        for el in &set.elements {
+            packages::collect_legacy(&mut w.legacy, el, install_types)
+                .with_context(|| format!("element {:?}: package-installs-* lists", el.name))?;
+            let entries = packages::read(el).with_context(|| format!("element {:?}", el.name))?;
+            packages::collect(&mut w.lists, &el.name, &entries, &filter)
+                .with_context(|| format!("element {:?}: package-installs", el.name))?;
+            let map = PkgMap::load(&el.dir, cx.distro.name(), &cx.release)
+                .with_context(|| format!("element {:?}", el.name))?;
+            w.maps.insert(el.name.clone(), map);
+        }
+        if set.builtins.iter().any(|b| b == "dib-python") {
+            // dib-python's pre-install.d hook installs python3 for its link
+            // (on Debian; elsewhere it expects one): the link is always
+            // there, and with the element in the set what it names is too.
+            w.lists
+                .entry(Phase::PreInstall)
+                .or_default()
+                .install
+                .push(packages::Wanted {
+                    name: "python3".into(),
+                    element: "dib-python".into(),
+                });
+        }
+        Ok(w)
+    }
+
+    /// The install and removal steps of `phase` (taken: each phase once).
+    fn steps(&mut self, phase: Phase) -> Result<Vec<Step>> {
+        // dib installs the deprecated lists first, in a call of their own.
+        let Some(p) = legacy_first(self.legacy.remove(&phase), self.lists.remove(&phase)) else {
+            return Ok(Vec::new());
+        };
+        let Some((at_install, at_remove)) = package_positions(phase) else {
+            if !p.install.is_empty() || !p.uninstall.is_empty() {
+                bail!(
+                    "package-installs: phase {} runs outside the root; packages can be installed in pre-install.d, install.d, post-install.d or finalise.d",
+                    phase.dir()
+                );
+            }
+            return Ok(Vec::new());
+        };
+        let mut steps = Vec::new();
+        let (install, from) = self.translate(&p.install);
+        if !install.is_empty() {
+            steps.push(Step::Install {
+                name: at_install.into(),
+                packages: install,
+                elements: from,
+            });
+        }
+        let (remove, from) = self.translate(&p.uninstall);
+        if !remove.is_empty() {
+            steps.push(Step::Uninstall {
+                name: at_remove.into(),
+                packages: remove,
+                elements: from,
+            });
+        }
+        Ok(steps)
+    }
+
+    /// Names through each element's pkg-map, first-seen order kept, and the
+    /// elements that asked.
+    fn translate(&self, wanted: &[packages::Wanted]) -> (Vec<String>, Vec<String>) {
+        let mut names: Vec<String> = Vec::new();
+        let mut from: Vec<String> = Vec::new();
+        for w in wanted {
+            let out = match self.maps.get(&w.element).and_then(Option::as_ref) {
+                Some(m) => m.translate(&w.name),
+                None => vec![w.name.clone()],
+            };
+            for n in out {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+            if !from.contains(&w.element) {
+                from.push(w.element.clone());
+            }
+        }
+        (names, from)
+    }
 }
 
 #[cfg(test)]
