@@ -16,28 +16,45 @@ use anyhow::{Context, Result};
 use crate::chroot::Chroot;
 use crate::spec::Distro;
 
-/// Modules built into the core image: disk and filesystem access for CD
-/// (iso9660 via biosdisk) and USB (GPT), finding the volume and the
-/// persistence partition by label (ext2), the Linux loader, and what the
-/// shared grub.cfg's script uses (test for `if`, regexp to tell a CD, echo).
-pub const MODULES: &[&str] = &[
-    "biosdisk",
-    "iso9660",
+/// Which BIOS core GRUB makes: the live image's El Torito core (CD and,
+/// through boot_hybrid.img, USB) or an installed disk's core in its BIOS
+/// boot partition, which reads the root filesystem named by its GRUB module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Core {
+    ElTorito,
+    Disk { fs_module: &'static str },
+}
+
+/// Modules every core has built in (nothing is loaded at run time: neither
+/// core carries a module folder): disk access (biosdisk, GPT and MBR), the
+/// Linux loader, finding the root by UUID, the serial console, and what
+/// the grub.cfg scripts use (test for `if`, echo).
+const SHARED_MODULES: &[&str] = &[
     "part_gpt",
     "part_msdos",
-    "ext2",
     "normal",
     "search",
-    "search_label",
     "search_fs_uuid",
     "linux",
     "configfile",
     "serial",
     "terminal",
     "test",
-    "regexp",
     "echo",
 ];
+
+/// The modules built into `core`. The El Torito core adds the CD's
+/// filesystem, ext2 and label search for the persistence partition, and
+/// regexp to tell a CD from a stick; a disk core adds its root's filesystem.
+pub fn modules(core: Core) -> Vec<&'static str> {
+    let mut m = vec!["biosdisk"];
+    match core {
+        Core::ElTorito => m.extend(["iso9660", "ext2", "search_label", "regexp"]),
+        Core::Disk { fs_module } => m.push(fs_module),
+    }
+    m.extend(SHARED_MODULES);
+    m
+}
 
 /// Where the core image is placed in the ISO tree.
 pub const ISO_ELTORITO: &str = "boot/grub/i386-pc/eltorito.img";
@@ -52,12 +69,14 @@ pub struct BiosAssets {
     pub mbr_code: Vec<u8>,
 }
 
-struct Tools {
-    mkimage: &'static str,
-    package: &'static str,
+/// The distro's grub-mkimage (a path in the root) and the package with the
+/// i386-pc modules.
+pub struct Tools {
+    pub mkimage: &'static str,
+    pub package: &'static str,
 }
 
-fn tools(distro: Distro) -> Tools {
+pub fn tools(distro: Distro) -> Tools {
     match distro {
         Distro::Debian => Tools {
             mkimage: "usr/bin/grub-mkimage",
@@ -72,19 +91,30 @@ fn tools(distro: Distro) -> Tools {
 
 /// Both distros install the i386-pc modules here (Fedora's grub2-pc-modules
 /// uses /usr/lib/grub/i386-pc as well).
-const MODULE_DIR: &str = "usr/lib/grub/i386-pc";
+pub const MODULE_DIR: &str = "usr/lib/grub/i386-pc";
 
-/// Why a root cannot make a BIOS image, naming the package; `None` if it can.
-pub fn missing(root: &Path, distro: Distro) -> Option<String> {
+/// The MBR code `core` is started by: boot_hybrid.img leaves room for the
+/// hybrid image's partition table, boot.img loads a core from disk sectors.
+fn boot_image(core: Core) -> &'static str {
+    match core {
+        Core::ElTorito => "boot_hybrid.img",
+        Core::Disk { .. } => "boot.img",
+    }
+}
+
+/// Why a root cannot make `core`, naming the package; `None` if it can.
+/// The one BIOS probe: the live image, the disk output and the installer
+/// all ask it.
+pub fn missing(root: &Path, distro: Distro, core: Core) -> Option<String> {
     let t = tools(distro);
     let have = root.join(t.mkimage).is_file()
         && root.join(MODULE_DIR).join("biosdisk.mod").is_file()
-        && root.join(MODULE_DIR).join("boot_hybrid.img").is_file();
+        && root.join(MODULE_DIR).join(boot_image(core)).is_file();
     if have {
         None
     } else {
         Some(format!(
-            "the base has no i386-pc GRUB (add package {} for legacy BIOS boot)",
+            "the root has no i386-pc GRUB (add package {} for legacy BIOS boot)",
             t.package
         ))
     }
@@ -103,7 +133,7 @@ pub fn mkimage_argv(distro: Distro, inner_out: &str) -> Vec<String> {
         "-o".into(),
         inner_out.into(),
     ];
-    argv.extend(MODULES.iter().map(|m| m.to_string()));
+    argv.extend(modules(Core::ElTorito).iter().map(|m| m.to_string()));
     argv
 }
 
@@ -148,21 +178,39 @@ mod tests {
     }
 
     #[test]
-    fn missing_names_the_package() {
+    fn missing_names_the_package_and_each_core_needs_its_boot_image() {
         let t = tempfile::tempdir().unwrap();
-        let m = missing(t.path(), Distro::Debian).unwrap();
+        let disk = Core::Disk { fs_module: "ext2" };
+        let m = missing(t.path(), Distro::Debian, Core::ElTorito).unwrap();
         assert!(m.contains("grub-pc-bin"), "{m}");
-        let m = missing(t.path(), Distro::Fedora).unwrap();
+        let m = missing(t.path(), Distro::Fedora, disk).unwrap();
         assert!(m.contains("grub2-pc-modules"), "{m}");
-        for f in [
-            "usr/bin/grub-mkimage",
-            "usr/lib/grub/i386-pc/biosdisk.mod",
-            "usr/lib/grub/i386-pc/boot_hybrid.img",
-        ] {
+        let put = |f: &str| {
             let p = t.path().join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, b"x").unwrap();
+        };
+        put("usr/bin/grub-mkimage");
+        put("usr/lib/grub/i386-pc/biosdisk.mod");
+        put("usr/lib/grub/i386-pc/boot_hybrid.img");
+        assert!(missing(t.path(), Distro::Debian, Core::ElTorito).is_none());
+        assert!(missing(t.path(), Distro::Debian, disk).is_some());
+        assert!(
+            missing(t.path(), Distro::Fedora, Core::ElTorito).is_some(),
+            "Fedora's grub2-mkimage is not there"
+        );
+        put("usr/lib/grub/i386-pc/boot.img");
+        assert!(missing(t.path(), Distro::Debian, disk).is_none());
+    }
+
+    #[test]
+    fn each_core_has_the_shared_modules_and_its_own() {
+        let eltorito = modules(Core::ElTorito);
+        let disk = modules(Core::Disk { fs_module: "xfs" });
+        for m in ["biosdisk", "part_gpt", "linux", "search_fs_uuid", "serial"] {
+            assert!(eltorito.contains(&m) && disk.contains(&m), "{m}");
         }
-        assert!(missing(t.path(), Distro::Debian).is_none());
+        assert!(eltorito.contains(&"iso9660") && !disk.contains(&"iso9660"));
+        assert!(disk.contains(&"xfs") && !eltorito.contains(&"xfs"));
     }
 }

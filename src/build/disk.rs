@@ -33,14 +33,15 @@ pub fn write(p: &Prepared, ws: &Workspace, root: Root, progress: &Progress) -> R
     let spec = &p.loaded.spec;
     let distro = spec.base.distro;
     bootloader::esp_files(&root.path, distro, "")?;
-    let bios = bootloader::bios_possible(&root.path);
-    if !bios {
-        eprintln!("note: the root has no i386-pc GRUB (grub-pc-bin): the disk image boots under UEFI only");
-    }
     let cfg = Config {
         esp_size: Some(crate::spec::ByteSize(IMAGE_ESP)),
         ..Default::default()
     };
+    let why_not = crate::boot::bios::missing(&root.path, distro, cfg.filesystem.bios_core());
+    if let Some(why) = &why_not {
+        eprintln!("note: {why}: the disk image boots under UEFI only");
+    }
+    let bios = why_not.is_none();
     let size = disk_size(p, &root.path, bios, progress)?;
     // Serial and VGA consoles both, unless the spec says which.
     let kernel_args = kernel_args(&spec.kernel_cmdline);

@@ -42,7 +42,7 @@ pub fn live_boot(r: &InRoot) -> Result<LiveBoot> {
     }
     let initrd = r.ws.live_initrd();
     super::initrd::live(r, extra_drivers, &initrd)?;
-    let bios = match bios::missing(r.chroot.root(), spec.base.distro) {
+    let bios = match bios::missing(r.chroot.root(), spec.base.distro, bios::Core::ElTorito) {
         None => {
             let assets = bios::make(r.chroot, spec.base.distro, &r.ws.eltorito())?;
             r.progress

@@ -12,6 +12,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use super::config::Filesystem;
+use crate::boot::bios;
 use crate::boot::loader::{self, EfiLoader};
 use crate::chroot::Chroot;
 use crate::spec::Distro;
@@ -119,14 +120,6 @@ pub fn esp_files(root: &Path, distro: Distro, stub: &str) -> Result<(Vec<EspFile
     Ok((files, format!("\\EFI\\{vendor}\\shimx64.efi")))
 }
 
-/// Whether the root can make a BIOS core (GRUB's i386-pc modules).
-pub fn bios_possible(root: &Path) -> bool {
-    root.join("usr/lib/grub/i386-pc/boot.img").is_file()
-        && root.join("usr/lib/grub/i386-pc/biosdisk.mod").is_file()
-        && (root.join("usr/bin/grub-mkimage").is_file()
-            || root.join("usr/bin/grub2-mkimage").is_file())
-}
-
 /// Offsets in GRUB's boot.img and diskboot.img (grub's boot/i386/pc/*.S):
 /// the LBA of the core's first sector, the drive check grub-bios-setup
 /// turns off for hard disks, and the blocklist at the end of diskboot.
@@ -165,22 +158,20 @@ pub fn bios_core(
     stub: &str,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
     let root = chroot.root();
-    let mkimage = if root.join("usr/bin/grub2-mkimage").is_file() {
-        "/usr/bin/grub2-mkimage"
-    } else {
-        "/usr/bin/grub-mkimage"
-    };
+    let mkimage = format!("/{}", bios::tools(distro).mkimage);
+    let modules = format!("/{}", bios::MODULE_DIR);
     let cfg = "/var/tmp/undercloud-live-core.cfg";
     let out = "/var/tmp/undercloud-live-core.img";
     fs::write(root.join(&cfg[1..]), stub).context("writing the core's config")?;
+    let prefix = format!("/boot/{}", grub_dir(distro));
     let mut argv: Vec<String> = [
-        mkimage,
+        &mkimage as &str,
         "-O",
         "i386-pc",
         "-d",
-        "/usr/lib/grub/i386-pc",
+        &modules,
         "-p",
-        &format!("/boot/{}", grub_dir(distro)),
+        &prefix,
         "-c",
         cfg,
         "-o",
@@ -189,41 +180,26 @@ pub fn bios_core(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    argv.extend(
-        [
-            "biosdisk",
-            "part_gpt",
-            "part_msdos",
-            fs.name_grub(),
-            "normal",
-            "search",
-            "search_fs_uuid",
-            "linux",
-            "configfile",
-            "serial",
-            "terminal",
-            "test",
-            "echo",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
+    argv.extend(bios::modules(fs.bios_core()).iter().map(|s| s.to_string()));
     let r = chroot.run(&argv, &[], "grub-mkimage (i386-pc) in the target");
     let core = fs::read(root.join(&out[1..]));
     let _ = fs::remove_file(root.join(&cfg[1..]));
     let _ = fs::remove_file(root.join(&out[1..]));
     r?;
     let core = core.context("reading the core image")?;
-    let boot = fs::read(root.join("usr/lib/grub/i386-pc/boot.img")).context("reading boot.img")?;
+    let boot =
+        fs::read(root.join(bios::MODULE_DIR).join("boot.img")).context("reading boot.img")?;
     Ok((core, boot))
 }
 
 impl Filesystem {
-    fn name_grub(self) -> &'static str {
-        match self {
+    /// The BIOS core that reads a root of this filesystem.
+    pub fn bios_core(self) -> bios::Core {
+        let fs_module = match self {
             Filesystem::Ext4 => "ext2",
             Filesystem::Xfs => "xfs",
-        }
+        };
+        bios::Core::Disk { fs_module }
     }
 }
 

@@ -160,13 +160,11 @@ fn plan(opts: &InstallOptions, log: &mut Log) -> Result<Plan> {
     let kernel = kernel::find(&source)?;
     // Fail on a missing loader now, not after the copy.
     bootloader::esp_files(&source, distro, "")?;
-    let possible = bootloader::bios_possible(&source);
-    let bios = match cfg.bios {
-        Some(true) if !possible => bail!(
-            "bios: true, but the root has no i386-pc GRUB (grub-pc-bin on Debian, grub2-pc-modules on Fedora)"
-        ),
-        Some(b) => b,
-        None => possible,
+    let why_not = crate::boot::bios::missing(&source, distro, cfg.filesystem.bios_core());
+    let bios = match (cfg.bios, why_not) {
+        (Some(true), Some(why)) => bail!("bios: true, but {why}"),
+        (Some(b), _) => b,
+        (None, why) => why.is_none(),
     };
     format::check_tools(cfg.filesystem, cfg.swap.is_some())?;
 
