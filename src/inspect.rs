@@ -58,7 +58,7 @@ pub struct BootEntry {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct EspFile {
+pub struct EspEntry {
     pub path: String,
     pub bytes: u64,
 }
@@ -82,7 +82,7 @@ pub struct Inspection {
     pub partitions: Vec<Partition>,
     pub volume: Option<Volume>,
     pub el_torito: Vec<BootEntry>,
-    pub esp_files: Vec<EspFile>,
+    pub esp_files: Vec<EspEntry>,
     pub media_checksum: Option<Embedded>,
     /// The file is a ramdisk, not a disk image (the disk fields are empty).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -426,7 +426,7 @@ fn open_fat(file: &File, offset: u64, len: u64) -> Result<fatfs::FileSystem<Wind
     fatfs::FileSystem::new(w, fatfs::FsOptions::new()).context("reading the ESP's FAT")
 }
 
-fn list_fat(file: &File, offset: u64, len: u64) -> Result<Vec<EspFile>> {
+fn list_fat(file: &File, offset: u64, len: u64) -> Result<Vec<EspEntry>> {
     let fs = open_fat(file, offset, len)?;
     let mut out = Vec::new();
     let mut stack = vec![(String::new(), fs.root_dir())];
@@ -444,7 +444,7 @@ fn list_fat(file: &File, offset: u64, len: u64) -> Result<Vec<EspFile>> {
             if e.is_dir() {
                 stack.push((format!("{path}/"), e.to_dir()));
             } else {
-                out.push(EspFile {
+                out.push(EspEntry {
                     path,
                     bytes: e.len(),
                 });

@@ -54,6 +54,16 @@ pub struct EspFile {
     pub content: EspContent,
 }
 
+impl EspFile {
+    /// A file of these bytes at `dest`.
+    pub fn bytes(dest: impl Into<String>, data: Vec<u8>) -> EspFile {
+        EspFile {
+            dest: dest.into(),
+            content: EspContent::Bytes(data),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct EspOptions {
     /// FAT volume label: at most 11 characters, uppercase; empty for none.
@@ -123,23 +133,7 @@ pub fn write_esp(files: &[EspFile], opts: &EspOptions, out: &Path) -> Result<Esp
                 .update_accessed_date(false),
         )
         .map_err(|e| anyhow!("opening the new FAT volume: {e}"))?;
-        {
-            let root = fs.root_dir();
-            for dir in &tree.dirs {
-                root.create_dir(dir)
-                    .map_err(|e| anyhow!("creating directory {dir} in the ESP: {e}"))?;
-            }
-            for (file, &size) in files.iter().zip(&sizes) {
-                let mut fat_file = root
-                    .create_file(&file.dest)
-                    .map_err(|e| anyhow!("creating {} in the ESP: {e}", file.dest))?;
-                copy_content(&file.content, size, &mut fat_file)
-                    .with_context(|| format!("writing {} to the ESP", file.dest))?;
-                fat_file
-                    .flush()
-                    .map_err(|e| anyhow!("writing {} to the ESP: {e}", file.dest))?;
-            }
-        }
+        put_files(&fs, &tree, files, &sizes)?;
         let stats = fs
             .stats()
             .map_err(|e| anyhow!("reading FAT statistics: {e}"))?;
@@ -168,6 +162,42 @@ pub fn write_esp(files: &[EspFile], opts: &EspOptions, out: &Path) -> Result<Esp
         }
         .to_owned(),
     })
+}
+
+/// Writes `files` into a FAT volume that is already formatted and empty
+/// (the installer's ESP on its partition; `write_esp` makes its own).
+pub fn fill<IO: fatfs::ReadWriteSeek>(fs: &FileSystem<IO>, files: &[EspFile]) -> Result<()> {
+    let tree = Tree::new(files)?;
+    let sizes = files
+        .iter()
+        .map(|f| content_len(&f.content))
+        .collect::<Result<Vec<u64>>>()?;
+    put_files(fs, &tree, files, &sizes)
+}
+
+/// Creates `tree`'s folders, parents first, then the files.
+fn put_files<IO: fatfs::ReadWriteSeek>(
+    fs: &FileSystem<IO>,
+    tree: &Tree,
+    files: &[EspFile],
+    sizes: &[u64],
+) -> Result<()> {
+    let root = fs.root_dir();
+    for dir in &tree.dirs {
+        root.create_dir(dir)
+            .map_err(|e| anyhow!("creating directory {dir} in the ESP: {e}"))?;
+    }
+    for (file, &size) in files.iter().zip(sizes) {
+        let mut fat_file = root
+            .create_file(&file.dest)
+            .map_err(|e| anyhow!("creating {} in the ESP: {e}", file.dest))?;
+        copy_content(&file.content, size, &mut fat_file)
+            .with_context(|| format!("writing {} to the ESP", file.dest))?;
+        fat_file
+            .flush()
+            .map_err(|e| anyhow!("writing {} to the ESP: {e}", file.dest))?;
+    }
+    Ok(())
 }
 
 /// The label as FAT stores it: 11 bytes, space padded; `None` for no label.
@@ -713,13 +743,6 @@ mod tests {
         }
     }
 
-    fn bytes(dest: &str, data: Vec<u8>) -> EspFile {
-        EspFile {
-            dest: dest.to_owned(),
-            content: EspContent::Bytes(data),
-        }
-    }
-
     /// Deterministic, incompressible-looking test data.
     fn pattern(len: usize, seed: u32) -> Vec<u8> {
         let mut x = seed.wrapping_mul(2_654_435_761).max(1);
@@ -812,15 +835,15 @@ mod tests {
                 dest: "EFI/BOOT/BOOTX64.EFI".to_owned(),
                 content: EspContent::Path(shim.clone()),
             },
-            bytes("EFI/BOOT/grubx64.efi", pattern(1_500_000, 2)),
-            bytes("EFI/BOOT/grub.cfg", b"set timeout=1\n".to_vec()),
-            bytes(
+            EspFile::bytes("EFI/BOOT/grubx64.efi", pattern(1_500_000, 2)),
+            EspFile::bytes("EFI/BOOT/grub.cfg", b"set timeout=1\n".to_vec()),
+            EspFile::bytes(
                 "EFI/debian/grub.cfg",
                 b"configfile /EFI/BOOT/grub.cfg\n".to_vec(),
             ),
-            bytes("boot/grub/fonts/deeper/still/unicode.pf2", pattern(5000, 3)),
-            bytes("empty.txt", Vec::new()),
-            bytes(
+            EspFile::bytes("boot/grub/fonts/deeper/still/unicode.pf2", pattern(5000, 3)),
+            EspFile::bytes("empty.txt", Vec::new()),
+            EspFile::bytes(
                 "a-rather-long-file-name-that-needs-several-lfn-entries.conf",
                 pattern(513, 4),
             ),
@@ -858,8 +881,8 @@ mod tests {
     #[test]
     fn same_inputs_same_bytes() {
         let files = vec![
-            bytes("EFI/BOOT/BOOTX64.EFI", pattern(70_000, 5)),
-            bytes("EFI/BOOT/grub.cfg", b"x".to_vec()),
+            EspFile::bytes("EFI/BOOT/BOOTX64.EFI", pattern(70_000, 5)),
+            EspFile::bytes("EFI/BOOT/grub.cfg", b"x".to_vec()),
         ];
         let dir = tempfile::tempdir().unwrap();
         let (a, b, c) = (
@@ -886,7 +909,7 @@ mod tests {
     #[test]
     fn twenty_mib_file_is_fat16_and_valid() {
         let data = pattern(20 * MIB as usize, 6);
-        let files = vec![bytes("EFI/BOOT/initrd.img", data.clone())];
+        let files = vec![EspFile::bytes("EFI/BOOT/initrd.img", data.clone())];
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("esp.img");
         let report = write_esp(&files, &opts(), &img).unwrap();
@@ -903,8 +926,8 @@ mod tests {
     fn forty_mib_is_fat32_and_valid() {
         let data = pattern(40 * MIB as usize, 7);
         let files = vec![
-            bytes("EFI/BOOT/BOOTX64.EFI", pattern(1000, 8)),
-            bytes("live/vmlinuz", data.clone()),
+            EspFile::bytes("EFI/BOOT/BOOTX64.EFI", pattern(1000, 8)),
+            EspFile::bytes("live/vmlinuz", data.clone()),
         ];
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("esp.img");
@@ -920,7 +943,7 @@ mod tests {
 
     #[test]
     fn extra_bytes_stay_free() {
-        let files = vec![bytes("EFI/BOOT/BOOTX64.EFI", pattern(100_000, 9))];
+        let files = vec![EspFile::bytes("EFI/BOOT/BOOTX64.EFI", pattern(100_000, 9))];
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("esp.img");
         let o = EspOptions {
@@ -953,13 +976,16 @@ mod tests {
         // directories spanning several clusters.
         let mut files = Vec::new();
         for i in 0..600 {
-            files.push(bytes(
-                &format!("file-number-{i:04}.cfg"),
+            files.push(EspFile::bytes(
+                format!("file-number-{i:04}.cfg"),
                 pattern(i * 37, i as u32),
             ));
         }
         for i in 0..300 {
-            files.push(bytes(&format!("EFI/many/f{i}"), pattern(i % 7 * 512, 1)));
+            files.push(EspFile::bytes(
+                format!("EFI/many/f{i}"),
+                pattern(i % 7 * 512, 1),
+            ));
         }
         let img = dir.path().join("esp.img");
         let report = write_esp(&files, &opts(), &img).unwrap();
@@ -978,8 +1004,8 @@ mod tests {
         for mib_tenths in [15u64, 19, 20, 21, 25, 305, 315, 318, 320, 322, 330] {
             let len = (mib_tenths * MIB / 10) as usize;
             let files = vec![
-                bytes("EFI/BOOT/BOOTX64.EFI", vec![0xAB; len]),
-                bytes("EFI/BOOT/grub.cfg", b"x".to_vec()),
+                EspFile::bytes("EFI/BOOT/BOOTX64.EFI", vec![0xAB; len]),
+                EspFile::bytes("EFI/BOOT/grub.cfg", b"x".to_vec()),
             ];
             let img = dir.path().join(format!("esp{mib_tenths}.img"));
             let report =
@@ -1014,7 +1040,7 @@ mod tests {
     fn bad_inputs_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("esp.img");
-        let one = vec![bytes("EFI/BOOT/BOOTX64.EFI", vec![1])];
+        let one = vec![EspFile::bytes("EFI/BOOT/BOOTX64.EFI", vec![1])];
         for label in ["lowercase", "TWELVE CHARS", "BAD/LABEL"] {
             let o = EspOptions {
                 label: label.to_owned(),
@@ -1032,7 +1058,7 @@ mod tests {
             &["EFI/a:b"],
         ];
         for case in cases {
-            let files: Vec<EspFile> = case.iter().map(|d| bytes(d, vec![1])).collect();
+            let files: Vec<EspFile> = case.iter().map(|d| EspFile::bytes(*d, vec![1])).collect();
             let err = write_esp(&files, &opts(), &out).unwrap_err();
             assert!(format!("{err}").contains("ESP path"), "{case:?}: {err}");
         }
@@ -1049,7 +1075,7 @@ mod tests {
             label: String::new(),
             ..opts()
         };
-        write_esp(&[bytes("A/B/C", vec![7; 10])], &o, &img).unwrap();
+        write_esp(&[EspFile::bytes("A/B/C", vec![7; 10])], &o, &img).unwrap();
         assert_fsck_clean(&img);
     }
 

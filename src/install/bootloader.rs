@@ -15,6 +15,7 @@ use super::config::Filesystem;
 use crate::boot::bios;
 use crate::boot::loader::{self, EfiLoader};
 use crate::chroot::Chroot;
+use crate::fs::esp::EspFile;
 use crate::spec::Distro;
 
 /// The distribution of a root, from its os-release.
@@ -78,9 +79,6 @@ pub fn grub_dir(distro: Distro) -> &'static str {
     }
 }
 
-/// An ESP path and its content.
-pub type EspFile = (String, Vec<u8>);
-
 /// The ESP's files: shim, grub and MokManager under EFI/<vendor> and the
 /// removable path EFI/BOOT, each with the stub config. Returns the files
 /// and the vendor loader's ESP path (for the boot entry).
@@ -110,12 +108,15 @@ pub fn esp_files(root: &Path, distro: Distro, stub: &str) -> Result<(Vec<EspFile
         ("EFI/BOOT", "BOOTX64.EFI"),
         (&format!("EFI/{vendor}") as &str, "shimx64.efi"),
     ] {
-        files.push((format!("{dir}/{shim_name}"), shim.clone()));
-        files.push((format!("{dir}/grubx64.efi"), grub.clone()));
+        files.push(EspFile::bytes(format!("{dir}/{shim_name}"), shim.clone()));
+        files.push(EspFile::bytes(format!("{dir}/grubx64.efi"), grub.clone()));
         if let Some(mm) = &mm {
-            files.push((format!("{dir}/mmx64.efi"), mm.clone()));
+            files.push(EspFile::bytes(format!("{dir}/mmx64.efi"), mm.clone()));
         }
-        files.push((format!("{dir}/grub.cfg"), stub.as_bytes().to_vec()));
+        files.push(EspFile::bytes(
+            format!("{dir}/grub.cfg"),
+            stub.as_bytes().to_vec(),
+        ));
     }
     Ok((files, format!("\\EFI\\{vendor}\\shimx64.efi")))
 }

@@ -210,7 +210,7 @@ fn make_bootable(
     root: &Path,
     ids: &FsIds,
     log: &mut Log,
-) -> Result<(Vec<bootloader::EspFile>, String, Option<BiosCore>)> {
+) -> Result<(Vec<crate::fs::esp::EspFile>, String, Option<BiosCore>)> {
     let fs = job.cfg.filesystem;
     let root_uuid = ids.root.to_string();
     log.step("configuring the system on the disk");

@@ -4,15 +4,16 @@
 //! ESP is written in user space).
 
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
 use uuid::Uuid;
 
 use super::config::Filesystem;
+use crate::fs::esp::{self, EspFile};
 use crate::interrupt;
 
 fn tool(name: &str, package: &str) -> Result<PathBuf> {
@@ -65,7 +66,7 @@ pub fn fat_uuid(volume_id: u32) -> String {
 }
 
 /// Formats `dev` as FAT32 and writes `files` (ESP path, content).
-pub fn make_esp(dev: &Path, volume_id: u32, files: &[(String, Vec<u8>)]) -> Result<()> {
+pub fn make_esp(dev: &Path, volume_id: u32, files: &[EspFile]) -> Result<()> {
     let ctx = || format!("writing the ESP on {}", dev.display());
     let mut f = OpenOptions::new()
         .read(true)
@@ -85,42 +86,10 @@ pub fn make_esp(dev: &Path, volume_id: u32, files: &[(String, Vec<u8>)]) -> Resu
     .with_context(ctx)?;
     {
         let fs = FileSystem::new(&mut f, FsOptions::new()).with_context(ctx)?;
-        write_files(&fs.root_dir(), files)?;
+        esp::fill(&fs, files).with_context(ctx)?;
         fs.unmount().with_context(ctx)?;
     }
     f.sync_all().with_context(ctx)
-}
-
-fn write_files<T: fatfs::ReadWriteSeek>(
-    root: &fatfs::Dir<T>,
-    files: &[(String, Vec<u8>)],
-) -> Result<()> {
-    {
-        for (path, data) in files {
-            let mut dir = root.clone();
-            let mut parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-            let Some(name) = parts.pop() else {
-                bail!("empty ESP path");
-            };
-            for p in parts {
-                dir = match dir.open_dir(p) {
-                    Ok(d) => d,
-                    Err(_) => dir
-                        .create_dir(p)
-                        .with_context(|| format!("ESP folder {p}"))?,
-                };
-            }
-            let mut file = dir
-                .create_file(name)
-                .with_context(|| format!("ESP file {path}"))?;
-            file.truncate()
-                .with_context(|| format!("ESP file {path}"))?;
-            file.write_all(data)
-                .with_context(|| format!("ESP file {path}"))?;
-            file.flush().with_context(|| format!("ESP file {path}"))?;
-        }
-    }
-    Ok(())
 }
 
 /// Reads one ESP file back (for the checks after writing).
@@ -150,9 +119,9 @@ mod tests {
         let t = tempfile::NamedTempFile::new().unwrap();
         t.as_file().set_len(64 << 20).unwrap();
         let files = vec![
-            ("EFI/BOOT/BOOTX64.EFI".to_string(), b"shim".to_vec()),
-            ("EFI/BOOT/grub.cfg".to_string(), b"cfg".to_vec()),
-            ("EFI/debian/grub.cfg".to_string(), b"cfg2".to_vec()),
+            EspFile::bytes("EFI/BOOT/BOOTX64.EFI", b"shim".to_vec()),
+            EspFile::bytes("EFI/BOOT/grub.cfg", b"cfg".to_vec()),
+            EspFile::bytes("EFI/debian/grub.cfg", b"cfg2".to_vec()),
         ];
         make_esp(t.path(), 0x1234abcd, &files).unwrap();
         assert_eq!(
@@ -170,11 +139,5 @@ mod tests {
         std::os::unix::fs::FileExt::read_exact_at(t.as_file(), &mut boot, 0).unwrap();
         assert_eq!(&boot[82..90], b"FAT32   ");
         assert_eq!(fat_uuid(0x1234abcd), "1234-ABCD");
-    }
-
-    #[test]
-    fn missing_tool_names_the_package() {
-        let e = tool("mkfs.nonexistent", "somepkg").unwrap_err();
-        assert!(format!("{e:#}").contains("install somepkg"), "{e:#}");
     }
 }
