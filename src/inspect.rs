@@ -1141,7 +1141,6 @@ mod tests {
             patch_gpt_header(&p, field, value);
             let e = format!("{:#}", inspect(&p).unwrap_err());
             assert!(e.contains(says) && !e.contains('\n'), "{e}");
-            assert!(crate::medium::Medium::open(&p).is_err());
             std::fs::remove_file(&p).unwrap();
             std::fs::remove_file(t.path().join("esp.img")).unwrap();
         }
