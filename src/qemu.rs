@@ -32,7 +32,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -40,7 +39,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::system::tool;
+use crate::system::{process, tool};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -936,24 +935,9 @@ impl Qemu {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let parent = std::process::id();
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (setpgid, prctl, getppid).
-        unsafe {
-            cmd.pre_exec(move || {
-                // Own process group, so a kill reaches anything QEMU (or a
-                // wrapper script standing in for it) starts.
-                nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-                // Die with us, even if we are SIGKILLed.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                // We may have died between fork and prctl: then the parent is
-                // already someone else and the death signal will never come.
-                if nix::unistd::getppid().as_raw() as u32 != parent {
-                    return Err(io::Error::other("parent exited"));
-                }
-                Ok(())
-            });
-        }
+        // A kill reaches anything QEMU (or a wrapper script standing in
+        // for it) starts, and QEMU dies with us.
+        process::own_group_dying_with_us(&mut cmd);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", qemu.display()))?;

@@ -10,10 +10,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use gpt::partition_types::{self, Type};
@@ -176,21 +174,11 @@ fn open_rw(dev: &Path) -> Result<File> {
         .with_context(|| format!("opening {}", dev.display()))
 }
 
-// From <linux/fs.h>: BLKRRPART is _IO(0x12, 95).
-nix::ioctl_none!(blkrrpart, 0x12, 95);
-
 /// Asks the kernel to read the table again, so the partitions appear in a
 /// live session at once. Best effort: a kernel without partition support
-/// (or a busy disk) still has the right table on disk.
+/// (or a disk that stays busy) still has the right table on disk.
 fn reread(f: &File) {
-    for _ in 0..10 {
-        // SAFETY: BLKRRPART takes no argument; f is an open block device.
-        match unsafe { blkrrpart(f.as_raw_fd()) } {
-            // Busy right after a write (udev probing): try again.
-            Err(nix::errno::Errno::EBUSY) => std::thread::sleep(Duration::from_millis(200)),
-            _ => return,
-        }
-    }
+    let _ = crate::system::blockdev::reread_partitions(f);
 }
 
 /// A loop device over one partition's bytes, detached on drop.

@@ -3,4 +3,6 @@
 //! missing one is reported the same way everywhere (the program, then the
 //! package that provides it) and the lookup's rules live in one place.
 
+pub mod blockdev;
+pub mod process;
 pub mod tool;

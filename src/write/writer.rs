@@ -16,7 +16,6 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -24,7 +23,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use nix::errno::Errno;
 use nix::libc;
 use sha2::{Digest, Sha256};
 
@@ -33,6 +31,7 @@ use super::safety::{Kind, Target};
 use super::source::{Format, Source};
 use crate::interrupt;
 use crate::progress::{Bar, Group, Progress};
+use crate::system::blockdev;
 
 /// The part of the image written last.
 pub const HEAD: usize = 1 << 20;
@@ -291,10 +290,7 @@ fn same_device(main: &File, d: &Disk, shown: &str) -> Result<()> {
     let meta = main
         .metadata()
         .with_context(|| format!("{shown}: reading the opened device"))?;
-    let mut size: u64 = 0;
-    // SAFETY: BLKGETSIZE64 writes one u64 to the pointer we pass.
-    let got = unsafe { blkgetsize64(main.as_raw_fd(), &mut size) };
-    if dev_id(meta.rdev()) != d.dev || got.is_err() || size != d.size {
+    if dev_id(meta.rdev()) != d.dev || blockdev::size(main) != Ok(d.size) {
         bail!("{shown}: changed since it was checked (unplugged or replaced?)");
     }
     Ok(())
@@ -365,26 +361,11 @@ impl Sink {
     /// one written two chunks ago, so dirty memory stays bounded and the
     /// bar follows the device.
     fn pace(&mut self, off: u64, len: u64) {
-        let fd = self.plain().as_raw_fd();
-        // SAFETY: sync_file_range only reads its integer arguments; the
-        // descriptor is open for the life of self.
-        unsafe {
-            libc::sync_file_range(fd, off as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
-        }
+        blockdev::start_writeback(self.plain(), off, len);
         self.pending.push_back((off, len));
         if self.pending.len() > 2 {
             if let Some((o, l)) = self.pending.pop_front() {
-                // SAFETY: as above.
-                unsafe {
-                    libc::sync_file_range(
-                        fd,
-                        o as i64,
-                        l as i64,
-                        libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                            | libc::SYNC_FILE_RANGE_WRITE
-                            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                    );
-                }
+                blockdev::wait_writeback(self.plain(), o, l);
             }
         }
     }
@@ -445,45 +426,20 @@ impl Sink {
         self.sync()
     }
 
-    /// Ask the kernel to read the new partition table. udev or a probing
-    /// tool may hold a partition open for a moment after our writes: retry
-    /// on EBUSY.
+    /// Ask the kernel to read the new partition table (on the exclusive
+    /// descriptor: the kernel refuses it from any other while the claim is
+    /// held); a note for the user when it would not.
     fn reread_partitions(&self) -> Option<String> {
         if !self.is_block {
             return None;
         }
-        // On the exclusive descriptor: the kernel refuses BLKRRPART from
-        // any other while the claim is held.
-        let fd = self.main.as_raw_fd();
-        let mut last = Errno::UnknownErrno;
-        for attempt in 0..10 {
-            // SAFETY: BLKRRPART takes no argument; fd is an open block device.
-            match unsafe { blkrrpart(fd) } {
-                Ok(_) => return None,
-                // No partition support (a loop device without partscan):
-                // nothing to re-read.
-                Err(Errno::EINVAL) => return None,
-                Err(Errno::EBUSY) => {
-                    last = Errno::EBUSY;
-                    std::thread::sleep(Duration::from_millis(100 * (attempt + 1)));
-                }
-                Err(e) => {
-                    last = e;
-                    break;
-                }
-            }
-        }
+        let last = blockdev::reread_partitions(&self.main).err()?;
         Some(format!(
             "the kernel did not re-read the partition table ({}); unplug and replug the stick",
             last.desc()
         ))
     }
 }
-
-// From <linux/fs.h>: BLKRRPART is _IO(0x12, 95), BLKGETSIZE64 is
-// _IOR(0x12, 114, size_t).
-nix::ioctl_none!(blkrrpart, 0x12, 95);
-nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 
 /// Write the image to every sink, then read each back. Never fails as a
 /// whole: every target gets its own report.
