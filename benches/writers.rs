@@ -4,6 +4,9 @@
 //! the GPT and the FAT ESP. Scratch files go to /dev/shm when it exists, so
 //! the writers are measured rather than a disk.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

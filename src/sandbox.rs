@@ -18,6 +18,10 @@
 //! It needs user namespaces (any kernel for root, and for other users
 //! unless the distribution turned them off).
 
+// fork, pre_exec and close_range: entering the namespaces happens between
+// fork and exec, where std offers no safe interface.
+#![allow(unsafe_code)]
+
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! `undercloud-live assemble` from the command line, with and without the
 //! media checksum, checked by isomd5sum's own checkisomd5. Fast: no QEMU.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{bin, have, run, scratch};

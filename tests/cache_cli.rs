@@ -1,6 +1,9 @@
 //! `undercloud-live cache list|prune` on a cache folder the test fills:
 //! what the table shows, what prune removes and what it keeps.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

@@ -9,6 +9,9 @@
 //! Needs root, iproute2 and dnsmasq (scripts/install-deps); a missing one
 //! fails the tests.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::Ipv4Addr;

@@ -3,6 +3,9 @@
 //! users name them: `disk-image-create`'s command line shape, the
 //! agent ramdisk's element set. Plans only: no root, no image.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::PathBuf;

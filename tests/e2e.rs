@@ -9,6 +9,9 @@
 //! more from the cache to prove the bytes are reproducible and the cached
 //! stages are the ones a build makes. A second image with an erofs root boots too.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

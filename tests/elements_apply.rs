@@ -4,6 +4,9 @@
 //! namespace, so tests neither see nor disturb each other and nothing stays
 //! mounted on the host.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

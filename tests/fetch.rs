@@ -4,6 +4,9 @@
 //! misbehave exactly as a real mirror does (wrong bytes, early close, 404,
 //! ignoring Range) and count what was asked of it.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};

@@ -14,6 +14,9 @@
 //! target for `UCL_FUZZ_SECONDS` (default 3); `make fuzz` for longer
 //! (docs/fuzzing.md). `UCL_FUZZ_SEED` replays a run.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;

@@ -2,6 +2,9 @@
 //! readers: sgdisk (GPT), xorriso and isoinfo (ISO 9660, Rock Ridge,
 //! El Torito), fsck.fat (the ESP as cut out of the disk view).
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};

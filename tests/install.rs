@@ -12,6 +12,9 @@
 //! line has no live arguments and its machine-id differs from the live
 //! session's.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

@@ -5,6 +5,9 @@
 //! or missing backup GPT header, overlapping and reversed partition
 //! entries written with consistent CRCs, as a broken tool would.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs::{self, File};

@@ -1,6 +1,9 @@
 //! Ctrl-C during a build: the hook is killed, the build stops with an error,
 //! and no output file, work folder or mount is left behind.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

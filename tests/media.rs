@@ -3,6 +3,9 @@
 //! partition, and a root image over 4 GiB (ISO level 3, multi-extent)
 //! read back byte-exact by xorriso.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs::{self, File};

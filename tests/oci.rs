@@ -4,6 +4,9 @@
 //! hold: layers in order, whiteouts applied, digests checked, hostile
 //! whiteouts refused.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;

@@ -10,6 +10,9 @@
 //!   nothing, and the raw copy enlarged by 1 GiB boots under BIOS with a
 //!   root file system that grew by that much on its first boot.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

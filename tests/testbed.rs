@@ -12,6 +12,9 @@
 //! Prints the timings: venv, define, Reset On -> running, Reset On ->
 //! DHCPDISCOVER, ForceOff -> shut off.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::UdpSocket;

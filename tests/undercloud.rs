@@ -39,6 +39,9 @@
 //! Prints the time of each phase and of the whole. Root, libvirt (started
 //! by the test bed if not running), the Debian mirror for the first builds.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

@@ -5,6 +5,9 @@
 //! Backing files live in /dev/shm when it exists, so the tests move memory
 //! rather than the shared disk.
 
+// A test that cannot go on panics: its message is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs::{self, File};

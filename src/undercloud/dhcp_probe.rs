@@ -18,6 +18,10 @@
 //! skipped, so our own dnsmasq, should it run when `configure` is run again
 //! by hand, is never "another server".
 
+// Raw sockets and interface ioctls (SIOCGIFFLAGS, SIOCGIFHWADDR, an
+// AF_PACKET socket bound to one interface): neither std nor nix wraps them.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
