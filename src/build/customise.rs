@@ -22,7 +22,6 @@ use crate::elements::{
 };
 use crate::fetch::{self, Fetcher};
 use crate::interrupt;
-use crate::kickstart;
 use crate::progress::Progress;
 
 /// The base, unpacked into the work root.
@@ -153,18 +152,9 @@ pub fn customise<T>(
 
 /// The spec's elements, and the kickstart as one more element after them.
 fn element_set(p: &Prepared, ws: &Workspace) -> Result<elements::ElementSet> {
-    let mut set = p.set.clone();
-    if let Some((ks, map)) = &p.kickstart {
-        let spec = &p.loaded.spec;
-        let dir = ws.elements().join(kickstart::translate::ELEMENT);
-        kickstart::translate::generate(ks, spec.base.distro, &spec.base.release, map, &dir)?;
-        set.elements.push(elements::Element::load(
-            kickstart::translate::ELEMENT,
-            &dir,
-            vec![kickstart::translate::ELEMENT.to_string()],
-        )?);
-    }
-    Ok(set)
+    let base = &p.loaded.spec.base;
+    p.selected
+        .with_kickstart_element(base.distro, &base.release, &ws.elements())
 }
 
 fn before_cleanup() -> Vec<Phase> {

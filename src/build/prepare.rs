@@ -8,9 +8,12 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use super::{BuildOptions, BuildReport, Written};
-use crate::elements::{self, run::OutputLog, ElementSet};
+use crate::elements::{
+    run::OutputLog,
+    select::{self, Selected},
+};
 use crate::fs::{erofs, ext4, squashfs};
-use crate::kickstart::{self, translate::PackageMap, Kickstart};
+use crate::kickstart;
 use crate::progress::Progress;
 use crate::spec::{self, LoadedSpec, OutputFormat, RootFormat};
 use crate::system::tool;
@@ -95,8 +98,8 @@ pub struct Prepared {
     pub loaded: LoadedSpec,
     pub format: OutputFormat,
     pub epoch: i64,
-    pub set: ElementSet,
-    pub kickstart: Option<(Kickstart, PackageMap)>,
+    /// The element set and the kickstart.
+    pub selected: Selected,
     /// ESP path -> source file, from the spec's `esp_files`.
     pub extra_esp: Vec<(String, PathBuf)>,
     /// Path in the root -> source file, from the spec's `extra_files`.
@@ -114,14 +117,8 @@ pub struct Prepared {
 
 pub fn prepare(opts: &BuildOptions) -> Result<Prepared> {
     let mut loaded = load_spec(opts)?;
-    let set = elements::resolve(
-        &loaded.spec.elements,
-        &opts.exclude_elements,
-        &elements_path(opts, &loaded),
-        loaded.spec.base.distro,
-    )?;
-    let kickstart = load_kickstart(opts, &loaded, &set)?;
-    if let Some((ks, _)) = &kickstart {
+    let selected = select::select(&selection(opts, &loaded), loaded.spec.base.distro)?;
+    if let Some((ks, _)) = &selected.kickstart {
         kickstart::translate::apply_bootloader(&mut loaded.spec, ks);
     }
     let spec = &loaded.spec;
@@ -155,8 +152,7 @@ pub fn prepare(opts: &BuildOptions) -> Result<Prepared> {
     Ok(Prepared {
         format,
         epoch,
-        set,
-        kickstart,
+        selected,
         extra_esp,
         extra_root,
         installer,
@@ -192,48 +188,26 @@ fn load_spec(opts: &BuildOptions) -> Result<LoadedSpec> {
     Ok(loaded)
 }
 
-/// `--elements-path`, then the spec's, then `$ELEMENTS_PATH`.
-fn elements_path(opts: &BuildOptions, loaded: &LoadedSpec) -> Vec<PathBuf> {
-    let mut path: Vec<PathBuf> = opts.elements_path.clone();
-    path.extend(loaded.spec.elements_path.iter().map(|p| loaded.resolve(p)));
-    if let Some(env) = std::env::var_os("ELEMENTS_PATH") {
-        path.extend(std::env::split_paths(&env));
-    }
-    path
-}
-
-fn load_kickstart(
-    opts: &BuildOptions,
-    loaded: &LoadedSpec,
-    set: &ElementSet,
-) -> Result<Option<(Kickstart, PackageMap)>> {
+/// What the spec and the command line choose: `--elements-path` before
+/// the spec's folders, `--kickstart` (and its package map) over the spec's.
+fn selection(opts: &BuildOptions, loaded: &LoadedSpec) -> select::Request {
     let spec = &loaded.spec;
-    let Some(file) = opts
-        .kickstart
-        .clone()
-        .or_else(|| spec.kickstart.as_ref().map(|p| loaded.resolve(p)))
-    else {
-        return Ok(None);
-    };
-    let map_file = opts.kickstart_package_map.clone().or_else(|| {
-        spec.kickstart_package_map
-            .as_ref()
-            .map(|p| loaded.resolve(p))
-    });
-    let map = match &map_file {
-        Some(f) => PackageMap::load(f)?,
-        None => PackageMap::default(),
-    };
-    let ks = kickstart::parse_file(&file)?;
-    // Package names are checked now, before any download.
-    kickstart::translate::package_list(&ks, spec.base.distro, &map)?;
-    if set.get(kickstart::translate::ELEMENT).is_some() {
-        bail!(
-            "an element named {:?} is in the set; the kickstart runs under that name",
-            kickstart::translate::ELEMENT
-        );
+    let mut path: Vec<PathBuf> = opts.elements_path.clone();
+    path.extend(spec.elements_path.iter().map(|p| loaded.resolve(p)));
+    select::Request {
+        elements: spec.elements.clone(),
+        exclude: opts.exclude_elements.clone(),
+        path: select::elements_path(path),
+        kickstart: opts
+            .kickstart
+            .clone()
+            .or_else(|| spec.kickstart.as_ref().map(|p| loaded.resolve(p))),
+        kickstart_package_map: opts.kickstart_package_map.clone().or_else(|| {
+            spec.kickstart_package_map
+                .as_ref()
+                .map(|p| loaded.resolve(p))
+        }),
     }
-    Ok(Some((ks, map)))
 }
 
 /// The external programs this build will need, each named with the
@@ -280,13 +254,7 @@ impl Prepared {
             self.format.name(),
             self.spec_file.display()
         ));
-        let distro = self.loaded.spec.base.distro;
-        let kickstart = self.kickstart.iter().flat_map(|(ks, _)| {
-            let mut w = ks.warnings.clone();
-            w.extend(kickstart::translate::warnings(ks, distro));
-            w
-        });
-        for w in self.set.warnings.iter().cloned().chain(kickstart) {
+        for w in self.selected.warnings(self.loaded.spec.base.distro) {
             eprintln!("warning: {w}");
             log.note(&format!("warning: {w}"));
         }

@@ -15,9 +15,8 @@ use serde::Serialize;
 use super::hooks::Phase;
 use super::plan::{self, Plan};
 use super::run::{OutputLog, Runner, Target};
-use super::{tree, Element, ElementSet};
+use super::{select, tree, Element, ElementSet};
 use crate::chroot::Chroot;
-use crate::kickstart;
 use crate::progress::Progress;
 use crate::spec::Distro;
 
@@ -52,11 +51,17 @@ pub struct ApplyOptions {
 
 impl Selection {
     fn path(&self) -> Vec<PathBuf> {
-        let mut p = self.elements_path.clone();
-        if let Some(env) = std::env::var_os("ELEMENTS_PATH") {
-            p.extend(std::env::split_paths(&env).filter(|x| !x.as_os_str().is_empty()));
+        select::elements_path(self.elements_path.clone())
+    }
+
+    fn request(&self) -> select::Request {
+        select::Request {
+            elements: self.elements.clone(),
+            exclude: self.exclude.clone(),
+            path: self.path(),
+            kickstart: self.kickstart.clone(),
+            kickstart_package_map: self.kickstart_package_map.clone(),
         }
-        p
     }
 
     /// Distro and release: given, else from the root's os-release.
@@ -117,48 +122,24 @@ pub fn os_release(root: &Path) -> Result<(Distro, String)> {
     Ok((distro, release))
 }
 
-/// Resolve the selection; with a kickstart, generate its element into
-/// `work` and add it.
-fn resolve_set(
-    sel: &Selection,
-    distro: Distro,
-    release: &str,
-    work: Option<&Path>,
-) -> Result<ElementSet> {
-    let mut set = super::resolve(&sel.elements, &sel.exclude, &sel.path(), distro)?;
-    for w in &set.warnings {
+/// Resolve the selection (warnings on standard error); with a kickstart,
+/// generate its element into `work` and add it.
+fn resolve_set(sel: &Selection, distro: Distro, release: &str, work: &Path) -> Result<ElementSet> {
+    let selected = select::select(&sel.request(), distro)?;
+    for w in selected.warnings(distro) {
         eprintln!("warning: {w}");
     }
-    if let Some(ks_file) = &sel.kickstart {
-        let map = match &sel.kickstart_package_map {
-            Some(f) => kickstart::translate::PackageMap::load(f)?,
-            None => kickstart::translate::PackageMap::default(),
-        };
-        let ks = kickstart::parse_file(ks_file)?;
-        for w in ks
-            .warnings
-            .iter()
-            .cloned()
-            .chain(kickstart::translate::warnings(&ks, distro))
-        {
-            eprintln!("warning: {w}");
-        }
-        if let Some((loc, _)) = &ks.bootloader {
-            // livecd-creator puts these on the live medium; a root has none.
-            eprintln!(
-                "warning: {loc}: bootloader --append/--timeout not applied: elements apply makes no boot medium (build applies them)"
-            );
-        }
-        let work = work.context("a kickstart needs a work folder")?;
-        let dir = work.join(kickstart::translate::ELEMENT);
-        kickstart::translate::generate(&ks, distro, release, &map, &dir)?;
-        set.elements.push(Element::load(
-            kickstart::translate::ELEMENT,
-            &dir,
-            vec![kickstart::translate::ELEMENT.to_string()],
-        )?);
+    if let Some((loc, _)) = selected
+        .kickstart
+        .as_ref()
+        .and_then(|(ks, _)| ks.bootloader.as_ref())
+    {
+        // livecd-creator puts these on the live medium; a root has none.
+        eprintln!(
+            "warning: {loc}: bootloader --append/--timeout not applied: elements apply makes no boot medium (build applies them)"
+        );
     }
-    Ok(set)
+    selected.with_kickstart_element(distro, release, work)
 }
 
 fn context(sel: &Selection, distro: Distro, release: &str) -> plan::Context {
@@ -189,7 +170,7 @@ pub fn apply(opts: &ApplyOptions, progress: &Progress) -> Result<()> {
         .prefix("undercloud-live-apply-")
         .tempdir()
         .context("creating a work folder")?;
-    let set = resolve_set(&opts.selection, distro, &release, Some(work.path()))?;
+    let set = resolve_set(&opts.selection, distro, &release, work.path())?;
     let cx = context(&opts.selection, distro, &release);
     let log = OutputLog::new(opts.log.as_deref(), !progress.is_quiet())?;
     let plan = plan::make(&set, &cx)?;
@@ -250,7 +231,7 @@ fn parse_distro(sel: &Selection) -> Result<(Distro, String)> {
 pub fn plan(sel: &Selection, phases: &[Phase], json: bool) -> Result<String> {
     let (distro, release) = parse_distro(sel)?;
     let work = tempfile::tempdir().context("creating a work folder")?;
-    let set = resolve_set(sel, distro, &release, Some(work.path()))?;
+    let set = resolve_set(sel, distro, &release, work.path())?;
     let p = plan::make(&set, &context(sel, distro, &release))?;
     if json {
         let mut p = p;

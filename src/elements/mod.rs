@@ -15,6 +15,7 @@ pub mod packages;
 pub mod pkgmap;
 pub mod plan;
 pub mod run;
+pub mod select;
 pub mod tools;
 pub mod tree;
 
