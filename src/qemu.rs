@@ -1506,6 +1506,7 @@ impl Watch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::system::testing::require;
 
     #[test]
     fn marker_line_completion() {
@@ -2288,8 +2289,7 @@ mod tests {
 
     #[test]
     fn fake_kvm_failure_is_detected_not_waited_for() {
-        if !kvm_opens() {
-            eprintln!("skipping: /dev/kvm cannot be opened");
+        if !require(kvm_opens(), "/dev/kvm cannot be opened") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -2319,7 +2319,7 @@ mod tests {
         match find_qemu() {
             Ok(q) => Some(q),
             Err(e) => {
-                eprintln!("skipping: {e}");
+                require(false, &e.to_string());
                 None
             }
         }
@@ -2365,8 +2365,7 @@ mod tests {
     #[test]
     fn real_ovmf_auto_accel_marker_and_timeout() {
         let Some(qemu) = real_qemu() else { return };
-        if find_ovmf(false).is_err() {
-            eprintln!("skipping: no OVMF");
+        if !require(find_ovmf(false).is_ok(), "no OVMF") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -2407,8 +2406,7 @@ mod tests {
     fn real_ovmf_reads_our_esp() {
         use crate::fs::esp::{write_esp, EspContent, EspFile, EspOptions};
         let Some(qemu) = real_qemu() else { return };
-        if find_ovmf(false).is_err() {
-            eprintln!("skipping: no OVMF");
+        if !require(find_ovmf(false).is_ok(), "no OVMF") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -2459,8 +2457,7 @@ mod tests {
     #[test]
     fn real_secure_boot_refuses_unsigned_shell() {
         let Some(qemu) = real_qemu() else { return };
-        if find_ovmf(true).is_err() {
-            eprintln!("skipping: no Secure Boot OVMF");
+        if !require(find_ovmf(true).is_ok(), "no Secure Boot OVMF") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

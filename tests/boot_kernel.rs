@@ -156,6 +156,7 @@ fn ramdisk(dir: &Path, name: &str, init: &str) -> PathBuf {
 }
 
 #[test]
+#[ignore = "boots QEMU with the test base kernel (make test runs it)"]
 fn ramdisk_boots_directly_to_marker() {
     require_tools();
     let dir = scratch("boot-kernel-marker");
@@ -189,6 +190,7 @@ fn ramdisk_boots_directly_to_marker() {
 }
 
 #[test]
+#[ignore = "boots QEMU with the test base kernel (make test runs it)"]
 fn ramdisk_panic_ends_the_boot() {
     require_tools();
     let dir = scratch("boot-kernel-panic");

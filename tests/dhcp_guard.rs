@@ -236,6 +236,7 @@ impl Drop for Net {
 }
 
 #[test]
+#[ignore = "needs root: makes network namespaces (make test runs it)"]
 fn the_probe_hears_a_real_dnsmasq_and_then_nothing() {
     let mut net = Net::new("probe");
     net.start_dnsmasq();
@@ -274,6 +275,7 @@ fn the_probe_hears_a_real_dnsmasq_and_then_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: makes network namespaces (make test runs it)"]
 fn the_probe_reports_no_link_and_a_missing_interface() {
     let net = Net::new("nolink");
     // The server's end down: the client's has no carrier.
@@ -335,6 +337,7 @@ fn configure(net: &Net, root: &Path, mode: &str, extra: &[&str]) -> (String, Dur
 }
 
 #[test]
+#[ignore = "needs root: makes network namespaces (make test runs it)"]
 fn configure_serves_no_dhcp_where_another_server_answers() {
     let mut net = Net::new("configure");
     let root = net.dir.join("root");
@@ -419,6 +422,7 @@ fn configure_serves_no_dhcp_where_another_server_answers() {
 /// The file written when DHCP is kept off is one dnsmasq takes: it serves
 /// TFTP on the interface and binds no DHCP port.
 #[test]
+#[ignore = "needs root: makes network namespaces (make test runs it)"]
 fn dnsmasq_serves_tftp_only_from_the_dhcp_off_file() {
     use undercloud_live::undercloud::config::Config;
     use undercloud_live::undercloud::dhcp_guard::{Dhcp, Guard, Reason};

@@ -455,6 +455,7 @@ fn edited_marker(dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root and QEMU: builds and boots the test image (make test runs it)"]
 fn build_check_boot_everywhere_persist_and_rebuild_identically() {
     let base = test_base();
     let server = serve(&base, Mode::Normal);
@@ -536,6 +537,7 @@ fn build_check_boot_everywhere_persist_and_rebuild_identically() {
 /// PyPI release, named as dib's users name them: the boot shows what they
 /// did (the user, the units, the modprobe files).
 #[test]
+#[ignore = "needs root and QEMU: builds and boots the test image (make test runs it)"]
 fn erofs_root_boots_with_real_dib_elements() {
     let base = test_base();
     let server = serve(&base, Mode::Normal);

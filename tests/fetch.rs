@@ -7,6 +7,8 @@
 // A test that cannot go on panics: its message is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,6 +18,7 @@ use std::thread;
 
 use std::time::{Duration, Instant};
 
+use common::SmallFs;
 use pgp::composed::{
     ArmorOptions, CleartextSignedMessage, KeyType, SecretKeyParamsBuilder, SignedPublicKey,
     SignedSecretKey,
@@ -993,43 +996,6 @@ fn the_default_fedora_release_has_a_shipped_key() {
         .map(|(name, _)| name)
         .collect();
     assert!(names.contains(&wanted), "{wanted} not in {names:?}");
-}
-
-/// A small tmpfs, unmounted on drop; None when not root or mount fails.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> Option<SmallFs> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipped: mount -t tmpfs failed");
-            return None;
-        }
-        Some(SmallFs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
 }
 
 #[test]

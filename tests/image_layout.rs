@@ -5,6 +5,9 @@
 // A test that cannot go on panics: its message is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::tool_path;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -14,23 +17,13 @@ use undercloud_live::image::{write_hybrid, BiosBoot, HybridReport, HybridSpec, I
 
 const EPOCH: i64 = 1_700_000_000;
 
-/// Where `tool` is: on PATH, or in the sbin directories where sgdisk and
-/// fsck.fat live and which a non-root PATH may lack.
-fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
-    path.split(':')
-        .filter(|dir| !dir.is_empty())
-        .map(|dir| Path::new(dir).join(tool))
-        .find(|p| p.is_file())
-}
-
 fn have(tool: &str) -> bool {
-    which(tool).is_some()
+    tool_path(tool).is_some()
 }
 
 /// Runs an installed tool; returns (success, raw stdout, stdout + stderr as text).
 fn run_raw(tool: &str, args: &[&str]) -> (bool, Vec<u8>, String) {
-    let exe = which(tool).unwrap_or_else(|| panic!("{tool} not installed"));
+    let exe = tool_path(tool).unwrap_or_else(|| panic!("{tool} not installed"));
     let out = Command::new(&exe)
         .args(args)
         .output()
@@ -45,15 +38,11 @@ fn run(tool: &str, args: &[&str]) -> (bool, String) {
     (ok, text)
 }
 
-/// Skips (with a printed reason) unless every tool is installed.
+/// Whether every tool is installed: a check left out says so, and fails
+/// under `UCL_REQUIRE_ALL`.
 fn tools_present(tools: &[&str]) -> bool {
     let missing: Vec<&&str> = tools.iter().filter(|t| !have(t)).collect();
-    if missing.is_empty() {
-        true
-    } else {
-        eprintln!("skipping: {missing:?} not installed");
-        false
-    }
+    common::require(missing.is_empty(), &format!("{missing:?} not installed"))
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), so failures reproduce.

@@ -115,6 +115,7 @@ fn first_mib(dev: &str) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs root and QEMU: loop devices, builds and installs the test image (make test runs it)"]
 fn bad_targets_are_refused_and_a_failure_wipes_the_table() {
     let dir = scratch("install-host");
     let root = fake_root(&dir);
@@ -335,6 +336,7 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 }
 
 #[test]
+#[ignore = "needs root and QEMU: loop devices, builds and installs the test image (make test runs it)"]
 fn unattended_install_boots_under_uefi_and_bios() {
     let base = test_base();
     let server = serve(&base, Mode::Normal);

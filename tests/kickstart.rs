@@ -19,6 +19,7 @@ fn read(root: &Path, rel: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root and QEMU: builds and boots the kickstart image (make test runs it)"]
 fn kickstart_image_builds_and_boots() {
     let base = test_base();
     let server = serve(&base, Mode::Normal);

@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{bin, have};
+use common::{bin, have, tool_path};
 use sha2::{Digest, Sha256};
 use undercloud_live::image::{write_hybrid, HybridSpec, IsoSource};
 
@@ -140,10 +140,10 @@ fn media_checksum_is_checkisomd5_compatible_and_verify_names_the_region() {
 
 #[test]
 fn persistence_partition_lies_after_the_checked_volume() {
-    if !have("mkfs.ext4") || !have("debugfs") {
-        eprintln!("skipping: e2fsprogs not installed");
-        return;
-    }
+    require!(
+        have("mkfs.ext4") && have("debugfs"),
+        "e2fsprogs not installed"
+    );
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("persist.img");
     undercloud_live::fs::ext4::make_persistence(
@@ -177,7 +177,8 @@ fn persistence_partition_lies_after_the_checked_volume() {
     let o = bin().arg("verify").arg(&img).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     if have("sgdisk") {
-        let o = Command::new("sgdisk").arg("-v").arg(&img).output().unwrap();
+        let sgdisk = tool_path("sgdisk").unwrap();
+        let o = Command::new(sgdisk).arg("-v").arg(&img).output().unwrap();
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(text.contains("No problems found"), "{text}");
     }
@@ -206,10 +207,7 @@ fn sha256_of(mut r: impl Read) -> String {
 /// sparse, so this costs little disk.
 #[test]
 fn root_over_4_gib_reads_back_byte_exact_with_xorriso() {
-    if !have("xorriso") {
-        eprintln!("skipping: xorriso not installed");
-        return;
-    }
+    require!(have("xorriso"), "xorriso not installed");
     let t = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let big = t.path().join("big.img");
     let size: u64 = 4608 << 20;

@@ -72,6 +72,7 @@ fn root_mib(line: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root and QEMU: builds and boots the ramdisk and disk outputs (make test runs it)"]
 fn ramdisk_is_reproducible_and_boots_by_direct_kernel_boot() {
     let base = test_base();
     let server = serve(&base, Mode::Normal);
@@ -122,6 +123,7 @@ fn ramdisk_is_reproducible_and_boots_by_direct_kernel_boot() {
 }
 
 #[test]
+#[ignore = "needs root and QEMU: builds and boots the ramdisk and disk outputs (make test runs it)"]
 fn disk_image_boots_under_uefi_and_bios_and_grows() {
     let dir = scratch("outputs-disk");
     // The same build the provisioning test deploys (tests/common): made

@@ -190,6 +190,7 @@ fn boot_to_discover(sushy: &Sushy, nic_rom: bool) -> (Dhcp, Timings) {
 }
 
 #[test]
+#[ignore = "needs root: libvirt and QEMU (make test runs it)"]
 fn node_network_boots_through_redfish_on_loopback() {
     let total = Instant::now();
     let libvirt = Libvirt::ensure();
@@ -223,6 +224,7 @@ fn node_network_boots_through_redfish_on_loopback() {
 /// `UdpLink::peer_qemu_args` sends its frames to the node's port, where this
 /// test listens in the node's place.
 #[test]
+#[ignore = "needs root: libvirt and QEMU (make test runs it)"]
 fn plain_qemu_peer_reaches_the_node_port() {
     let sniffer = UdpSocket::bind("127.0.0.1:0").unwrap();
     let link = UdpLink {

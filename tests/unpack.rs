@@ -5,11 +5,14 @@
 // A test that cannot go on panics: its message is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use common::{is_root, SmallFs};
 use tar::{EntryType, Header};
 use undercloud_live::progress::Progress;
 use undercloud_live::rootfs::unpack::{sniff, unpack, Compression, UnpackStats};
@@ -228,10 +231,6 @@ fn assert_refused(err: anyhow::Error, entry: &str, reason: &str) {
     assert!(!msg.contains('\n'), "not one line: {msg}");
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 #[test]
 fn refuses_parent_dir_escape() {
     let f = fixture();
@@ -415,10 +414,10 @@ fn later_entries_replace_earlier_ones_of_the_same_kind() {
 
 #[test]
 fn keeps_owners_modes_times_links_nodes_and_xattrs() {
-    if !is_root() {
-        eprintln!("skipped: needs root to set owners and create device nodes");
-        return;
-    }
+    require!(
+        is_root(),
+        "needs root to set owners and create device nodes"
+    );
     let f = fixture();
     // VFS_CAP_REVISION_2 with CAP_NET_RAW (bit 13) permitted and effective.
     let mut cap = vec![0u8; 20];
@@ -751,39 +750,6 @@ fn unknown_format_is_named() {
     assert!(format!("{err:#}").contains("rootfs.img"), "{err:#}");
 }
 
-/// A small tmpfs, unmounted on drop; None when not root or mount fails.
-struct SmallFs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> Option<SmallFs> {
-        if !is_root() {
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipped: mount -t tmpfs failed");
-            return None;
-        }
-        Some(SmallFs { dir })
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 #[test]
 fn an_entry_larger_than_the_free_space_is_refused_by_name() {
     let Some(small) = SmallFs::mount("2m") else {
@@ -799,7 +765,7 @@ fn an_entry_larger_than_the_free_space_is_refused_by_name() {
     let archive = tempfile::tempdir().unwrap();
     let path = archive.path().join("rootfs.tar.xz");
     fs::write(&path, xz_multiblock(&t.bytes())).unwrap();
-    let dest = small.dir.path().join("root");
+    let dest = small.path().join("root");
     fs::create_dir(&dest).unwrap();
 
     let err = unpack(&path, &dest, &Progress::silent()).unwrap_err();

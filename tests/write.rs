@@ -216,6 +216,7 @@ fn s(p: &Path) -> &str {
 }
 
 #[test]
+#[ignore = "needs root: writes to loop devices (make test runs it)"]
 fn writes_and_verifies_an_unaligned_image() {
     let dir = Scratch::new("plain");
     // Not a multiple of the sector size: the tail goes through the
@@ -253,6 +254,7 @@ fn writes_and_verifies_an_unaligned_image() {
 }
 
 #[test]
+#[ignore = "needs root: writes to loop devices (make test runs it)"]
 fn compressed_images_are_streamed_and_verified() {
     assert!(have("xz") && have("zstd"), "xz and zstd are needed");
     let dir = Scratch::new("compressed");
@@ -308,6 +310,7 @@ fn compressed_images_are_streamed_and_verified() {
 }
 
 #[test]
+#[ignore = "needs root: writes to loop devices (make test runs it)"]
 fn one_failing_device_does_not_stop_the_others() {
     let dir = Scratch::new("fanout");
     // gzip: the size is unknown until the end, so the small stick fills up
@@ -397,6 +400,7 @@ fn one_failing_device_does_not_stop_the_others() {
 }
 
 #[test]
+#[ignore = "needs root: writes to loop devices (make test runs it)"]
 fn busy_devices_are_refused() {
     assert!(
         have("mkfs.ext4") && have("sgdisk") && have("mkswap"),
@@ -520,6 +524,7 @@ fn busy_devices_are_refused() {
 }
 
 #[test]
+#[ignore = "needs root: writes to loop devices (make test runs it)"]
 fn refusals_name_the_device() {
     let dir = Scratch::new("refusals");
     let img = dir.path("image.iso");
@@ -644,6 +649,7 @@ fn small_fs(dir: &Scratch, size: &str) -> Mounted {
 }
 
 #[test]
+#[ignore = "needs root: writes to loop devices (make test runs it)"]
 fn to_file_on_a_full_disk_loses_nothing() {
     let dir = Scratch::new("tofile-full");
     let data = noise((8 * MIB) as usize, 3);
@@ -702,6 +708,7 @@ fn to_file_on_a_full_disk_loses_nothing() {
 }
 
 #[test]
+#[ignore = "needs root: writes to loop devices (make test runs it)"]
 fn devices_lists_loop_devices_with_all() {
     let dir = Scratch::new("devices");
     let lo = Loop::new(&dir.path("stick"), 24 * MIB, &[]);
@@ -752,6 +759,7 @@ fn devices_lists_loop_devices_with_all() {
 }
 
 #[test]
+#[ignore = "needs root: writes to loop devices (make test runs it)"]
 fn sigint_mid_write_leaves_the_first_mib_zero() {
     let dir = Scratch::new("sigint");
     // Large and sparse: slow enough to interrupt, cheap to make.

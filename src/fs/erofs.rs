@@ -86,8 +86,10 @@ mod tests {
 
     #[test]
     fn makes_identical_images() {
-        if tool::find("mkfs.erofs").is_none() {
-            eprintln!("skipping: erofs-utils not installed");
+        if !crate::system::testing::require(
+            tool::find("mkfs.erofs").is_some(),
+            "erofs-utils not installed",
+        ) {
             return;
         }
         let t = tempfile::tempdir().unwrap();

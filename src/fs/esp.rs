@@ -762,10 +762,7 @@ mod tests {
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);
-        if !found {
-            eprintln!("skipping: {tool} not installed");
-        }
-        found
+        crate::system::testing::require(found, &format!("{tool} not installed"))
     }
 
     /// `fsck.fat -n` must succeed and report nothing beyond its banner and

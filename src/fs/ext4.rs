@@ -90,8 +90,7 @@ mod tests {
 
     #[test]
     fn reproducible_with_overlay_folders() {
-        if check_tools().is_err() {
-            eprintln!("skipping: e2fsprogs not installed");
+        if !crate::system::testing::require(check_tools().is_ok(), "e2fsprogs not installed") {
             return;
         }
         let t = tempfile::tempdir().unwrap();

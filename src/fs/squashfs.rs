@@ -92,8 +92,8 @@ mod tests {
 
     #[test]
     fn makes_a_readable_image() {
-        if tool::find("mksquashfs").is_none() || tool::find("unsquashfs").is_none() {
-            eprintln!("skipping: squashfs-tools not installed");
+        let have = tool::find("mksquashfs").is_some() && tool::find("unsquashfs").is_some();
+        if !crate::system::testing::require(have, "squashfs-tools not installed") {
             return;
         }
         let t = tempfile::tempdir().unwrap();

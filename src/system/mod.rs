@@ -5,4 +5,6 @@
 
 pub mod blockdev;
 pub mod process;
+#[cfg(test)]
+pub mod testing;
 pub mod tool;

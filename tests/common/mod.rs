@@ -160,6 +160,50 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// Set by `make test` and CI: every test's needs must be met there, so a
+/// missing tool or device is a failure instead of a skip.
+pub const REQUIRE_ALL: &str = "UCL_REQUIRE_ALL";
+
+/// Whether what a test needs is here. When it is not, the test is skipped
+/// with `reason` on standard error, or fails with it under
+/// `UCL_REQUIRE_ALL`. Use through `require!`.
+pub fn require(met: bool, reason: &str) -> bool {
+    if met {
+        return true;
+    }
+    if std::env::var_os(REQUIRE_ALL).is_some() {
+        panic!("{reason} ({REQUIRE_ALL} is set: make test and CI need every test to run)");
+    }
+    eprintln!("skipped: {reason}");
+    false
+}
+
+/// `require!(condition, "reason {}", x)`: returns from the test (skipped,
+/// reason printed) when the condition is false, or fails under
+/// `UCL_REQUIRE_ALL`.
+#[macro_export]
+macro_rules! require {
+    ($met:expr, $($reason:tt)+) => {
+        if !$crate::common::require($met, &format!($($reason)+)) {
+            return;
+        }
+    };
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `tool`'s path: PATH, then the sbin folders (a user's PATH often lacks
+/// them, and gdisk, mkfs and losetup live there).
+pub fn tool_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
 pub fn have(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")
@@ -546,4 +590,39 @@ pub fn copy_sparse(from: &Path, to: &Path) {
         from.display(),
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// A small tmpfs, unmounted on drop, for running out of space on purpose.
+/// `None` when the test cannot mount one: skipped, or failed under
+/// `UCL_REQUIRE_ALL`.
+pub struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    pub fn mount(size: &str) -> Option<SmallFs> {
+        if !require(is_root(), "mounting a tmpfs needs root") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !require(ok, "mount -t tmpfs failed") {
+            return None;
+        }
+        Some(SmallFs { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
 }
