@@ -97,18 +97,6 @@ pub struct Inspection {
     pub warnings: Vec<String>,
 }
 
-fn type_name(guid: &str) -> String {
-    match guid.to_ascii_uppercase().as_str() {
-        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" => "EFI System",
-        "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" => "Linux root (x86-64)",
-        "0FC63DAF-8483-4772-8E79-3D69D8477DE4" => "Linux filesystem",
-        "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" => "Basic data",
-        "21686148-6449-6E6F-744E-656564454649" => "BIOS boot",
-        _ => "unknown",
-    }
-    .to_string()
-}
-
 /// The filesystem (and label) at byte `offset`, by magic numbers.
 pub fn sniff(file: &File, offset: u64) -> (Option<String>, Option<String>) {
     let mut b = vec![0u8; 4096];
@@ -598,7 +586,9 @@ fn read_gpt(file: &File, path: &Path, bytes: u64) -> Result<(Option<String>, Vec
             partitions.push(Partition {
                 number: *n,
                 name: p.name.clone(),
-                type_name: type_name(&guid),
+                type_name: crate::image::gpt::type_name(&p.part_type_guid.guid)
+                    .unwrap_or("unknown")
+                    .to_string(),
                 type_guid: guid,
                 guid: p.part_guid.to_string(),
                 first_lba: p.first_lba,

@@ -18,8 +18,6 @@ use serde::Serialize;
 use crate::inspect;
 use crate::write::devices::{self, Sysfs};
 
-const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-
 #[derive(Clone, Debug, Serialize)]
 pub struct Medium {
     /// The whole disk (or image file) the live system came from.
@@ -72,7 +70,7 @@ impl Medium {
         let esp = i
             .partitions
             .iter()
-            .find(|p| p.type_guid.eq_ignore_ascii_case(ESP_TYPE))
+            .find(|p| crate::image::gpt::is_esp_type(&p.type_guid))
             .with_context(|| {
                 format!(
                     "{} has no EFI system partition in a GPT: not an undercloud-live medium",

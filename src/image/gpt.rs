@@ -99,6 +99,29 @@ pub fn esp_type() -> Type {
     gpt::partition_types::EFI
 }
 
+/// The partition types our images use (and Windows' basic data, which a
+/// reformatted stick shows), by name: the gpt crate's constants, so no
+/// GUID is spelled out anywhere else. `None` for any other type.
+pub fn type_name(guid: &Uuid) -> Option<&'static str> {
+    use gpt::partition_types::{BASIC, BIOS, EFI, LINUX_FS, LINUX_ROOT_X64, LINUX_SWAP};
+    [
+        (EFI, "EFI System"),
+        (LINUX_ROOT_X64, "Linux root (x86-64)"),
+        (LINUX_FS, "Linux filesystem"),
+        (LINUX_SWAP, "Linux swap"),
+        (BASIC, "Basic data"),
+        (BIOS, "BIOS boot"),
+    ]
+    .into_iter()
+    .find(|(t, _)| t.guid == *guid)
+    .map(|(_, name)| name)
+}
+
+/// Whether a type GUID in text form (any case) is the ESP's.
+pub fn is_esp_type(guid: &str) -> bool {
+    Uuid::parse_str(guid).is_ok_and(|g| g == esp_type().guid)
+}
+
 /// Discoverable Partitions Specification "Linux root (x86-64)".
 pub fn root_x86_64_type() -> Type {
     gpt::partition_types::LINUX_ROOT_X64
@@ -415,5 +438,19 @@ mod tests {
     fn crc32_is_the_ieee_one() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn type_names_and_the_esp_type_in_any_case() {
+        assert_eq!(type_name(&esp_type().guid), Some("EFI System"));
+        assert_eq!(
+            type_name(&gpt::partition_types::BIOS.guid),
+            Some("BIOS boot")
+        );
+        assert_eq!(type_name(&Uuid::nil()), None);
+        assert!(is_esp_type("c12a7328-f81f-11d2-ba4b-00a0c93ec93b"));
+        assert!(is_esp_type("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
+        assert!(!is_esp_type("0FC63DAF-8483-4772-8E79-3D69D8477DE4"));
+        assert!(!is_esp_type("not a guid"));
     }
 }
