@@ -1,5 +1,6 @@
 //! The live root as erofs, made with mkfs.erofs (package erofs-utils).
-//! Reproducible: fixed timestamps (-T) and a UUID derived from the seed.
+//! Reproducible: times clamped to the epoch (as squashfs's are, for the
+//! same reason) and a UUID derived from the seed.
 
 use std::path::Path;
 use std::process::Command;
@@ -39,15 +40,14 @@ fn parse_compressors(help: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub fn args(root: &Path, out: &Path, comp: Compressor, epoch: i64, uuid: &str) -> Vec<String> {
+/// Times come from the environment: see [`make`].
+pub fn args(root: &Path, out: &Path, comp: Compressor, uuid: &str) -> Vec<String> {
     let z = match comp {
         (c, Some(level)) => format!("-z{},{level}", c.name()),
         (c, None) => format!("-z{}", c.name()),
     };
     vec![
         z,
-        // Every inode gets this time: same root + same epoch = same bytes.
-        format!("-T{epoch}"),
         format!("-U{uuid}"),
         "--quiet".into(),
         out.display().to_string(),
@@ -66,7 +66,11 @@ pub fn make(root: &Path, out: &Path, comp: Compressor, epoch: i64, uuid: &str) -
         );
     }
     let mut cmd = Command::new("mkfs.erofs");
-    cmd.args(args(root, out, comp, epoch, uuid));
+    cmd.args(args(root, out, comp, uuid));
+    // Not -T, which gives every file the epoch's time: with
+    // SOURCE_DATE_EPOCH mkfs.erofs (1.5 and later) takes it as the build
+    // time and clamps newer file times to it, keeping packaged files' own.
+    crate::fs::squashfs::clamp_times(&mut cmd, epoch);
     cmd.stdout(std::process::Stdio::null());
     interrupt::run(&mut cmd, "mkfs.erofs")
 }
@@ -96,13 +100,43 @@ mod tests {
         let root = t.path().join("root");
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::fs::write(root.join("etc/hostname"), "live\n").unwrap();
+        // A packaged file, older than the epoch: its time is kept.
+        let old = root.join("etc/old.py");
+        std::fs::write(&old, "x = 1\n").unwrap();
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
         let uuid = "0b7f7d43-3b4a-4b57-9d7e-8f4f3c2f1a10";
         let (a, b) = (t.path().join("a.img"), t.path().join("b.img"));
         make(&root, &a, (Compression::Lz4hc, None), 1_700_000_000, uuid).unwrap();
+        // Touched between the builds: newer than the epoch either way.
+        std::fs::write(root.join("etc/hostname"), "live\n").unwrap();
         make(&root, &b, (Compression::Lz4hc, None), 1_700_000_000, uuid).unwrap();
         let bytes = std::fs::read(&a).unwrap();
         assert_eq!(bytes, std::fs::read(&b).unwrap());
         // erofs superblock magic at byte 1024.
         assert_eq!(&bytes[1024..1028], &0xE0F5_E1E2u32.to_le_bytes());
+        if let Some(dump) = tool::find("dump.erofs") {
+            let time = |path: &str| {
+                // dump.erofs prints local time.
+                let o = std::process::Command::new(&dump)
+                    .env("TZ", "UTC")
+                    .arg(format!("--path={path}"))
+                    .arg(&a)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                text.lines()
+                    .find_map(|l| l.strip_prefix("Timestamp: "))
+                    .unwrap_or_else(|| panic!("no timestamp for {path}:\n{text}"))
+                    .to_string()
+            };
+            assert!(time("/etc/old.py").starts_with("2017-07-14 02:40:00"));
+            assert!(time("/etc/hostname").starts_with("2023-11-14 22:13:20"));
+        }
     }
 }
