@@ -5,7 +5,8 @@
 //!   `live` + `undercloud` elements and kickstart on Debian trixie,
 //!   debootstrapped from the mirror; the deploy ramdisk through
 //!   extra_files; a persistence partition; the test's undercloud.yaml and
-//!   nodes.yaml on the ESP; cached by its inputs) boots in QEMU. Its first
+//!   nodes.yaml on the ESP; cached by its inputs; Ironic's byte code
+//!   valid for its source in the root) boots in QEMU. Its first
 //!   NIC is a UDP link on 127.0.0.1, the provisioning network, where it
 //!   serves DHCP after finding no other DHCP server; its second is QEMU's
 //!   user-mode network with Ironic's API forwarded to the host.
@@ -25,7 +26,9 @@
 //!   (cleaning), deploy a disk image built by our own `format: disk` with
 //!   the marker element, given by a URL only the undercloud reaches (a file
 //!   server on the host's 127.0.0.1): the conductor fetches it and serves it
-//!   to the node. The node boots its own disk to the marker.
+//!   to the node. The node boots its own disk to the marker. Fast track (on
+//!   by default): the node booted the ramdisk once for all three steps,
+//!   counted on its serial console.
 //! * A node enrolled just before a power cut, second boot: that node and
 //!   the deployed one (still `active`) are there, the ESP's node is left
 //!   alone.
@@ -102,6 +105,67 @@ fn check_esp(img: &std::path::Path, dir: &std::path::Path) {
         );
     }
     let _ = std::fs::remove_file(&esp_img);
+}
+
+/// Ironic's byte code in the live root is valid for its source: a `.pyc`
+/// records its `.py`'s time and size, and Python recompiles every module
+/// whose `.pyc` disagrees, at every start (under TCG that was 280 s before
+/// the API answered). Read with unsquashfs from the image's root.
+fn check_bytecode(img: &std::path::Path, dir: &std::path::Path) {
+    let sq = dir.join("root.squashfs");
+    tool(
+        Command::new("xorriso")
+            .args(["-osirrox", "on", "-indev"])
+            .arg(img)
+            .args(["-extract", "/LiveOS/squashfs.img"])
+            .arg(&sq),
+    );
+    let pkg = "usr/lib/python3/dist-packages/ironic";
+    let list = tool(
+        Command::new("unsquashfs")
+            .args(["-lln", "-UTC"])
+            .arg(&sq)
+            .arg(pkg),
+    );
+    // "mode uid/gid size yyyy-mm-dd hh:mm squashfs-root/PATH"
+    let entry = |suffix: &str| -> (u64, String) {
+        let line = list
+            .lines()
+            .find(|l| l.contains(&format!("/{pkg}/")) && l.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no {suffix} under {pkg}:\n{list}"));
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f[2].parse().unwrap(), format!("{} {}", f[3], f[4]))
+    };
+    let (py_size, py_time) = entry("/ironic/version.py");
+    let pyc_path = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .find(|p| p.contains("/ironic/__pycache__/version.cpython-") && p.ends_with(".pyc"))
+        .unwrap_or_else(|| panic!("no byte code for ironic/version.py:\n{list}"))
+        .trim_start_matches("squashfs-root/")
+        .to_string();
+    let pyc = Command::new("unsquashfs")
+        .arg("-cat")
+        .arg(&sq)
+        .arg(&pyc_path)
+        .output()
+        .unwrap()
+        .stdout;
+    assert!(pyc.len() >= 16, "{pyc_path} is {} bytes", pyc.len());
+    let word = |at: usize| u32::from_le_bytes(pyc[at..at + 4].try_into().unwrap());
+    assert_eq!(word(4), 0, "{pyc_path} is not timestamp-checked byte code");
+    let recorded = tool(
+        Command::new("date")
+            .env("TZ", "UTC")
+            .arg(format!("--date=@{}", word(8)))
+            .arg("+%Y-%m-%d %H:%M"),
+    );
+    assert_eq!(
+        (recorded.trim(), u64::from(word(12))),
+        (py_time.as_str(), py_size),
+        "{pyc_path} records another time or size than its source has in the image: Python would recompile it"
+    );
+    let _ = std::fs::remove_file(&sq);
 }
 
 /// The ESP's undercloud.yaml with `ironic: {tls: self-signed}` added,
@@ -259,6 +323,7 @@ fn undercloud_boots_and_deploys_a_node_through_redfish() {
     copy_sparse(&undercloud_image(), &img);
     let size = std::fs::metadata(&img).unwrap().len();
     check_esp(&img, &dir);
+    check_bytecode(&img, &dir);
 
     let _libvirt = Libvirt::ensure();
     let sushy = Sushy::start(free_tcp_port());
@@ -397,6 +462,21 @@ fn undercloud_boots_and_deploys_a_node_through_redfish() {
         std::thread::sleep(Duration::from_secs(3));
     }
     phases.add("reboot to marker", t.elapsed().as_secs_f64());
+    // Fast track (on by default): the agent booted once, for inspection,
+    // and served cleaning and deployment without a reboot. Each boot of
+    // the ramdisk prints the kernel's command line with Ironic's ipa-
+    // parameters on the serial console, which keeps every boot.
+    let ramdisk_boots = node
+        .serial()
+        .lines()
+        .filter(|l| l.contains("Command line:") && l.contains("ipa-"))
+        .count();
+    assert_eq!(
+        ramdisk_boots,
+        1,
+        "the node booted the deploy ramdisk {ramdisk_boots} times, not once (fast track):\n{}",
+        context()
+    );
 
     // A node enrolled just before a power cut must be there after it: the
     // API answered, so the database has committed it.

@@ -169,6 +169,9 @@ pub struct Ironic {
     /// Erase the partition tables and filesystem signatures of a node's
     /// disks before it becomes available and after it is torn down.
     pub automated_clean: bool,
+    /// Keep a node's agent running from inspection through cleaning to
+    /// deployment (Ironic's fast track): one ramdisk boot instead of three.
+    pub fast_track: bool,
     /// The ramdisk nodes boot for inspection, cleaning and deployment:
     /// empty for the one built into the image, or an http(s) or file URL.
     pub deploy_kernel: String,
@@ -256,6 +259,7 @@ impl Default for Ironic {
                 HardwareType::ManualManagement,
             ],
             automated_clean: true,
+            fast_track: true,
             deploy_kernel: String::new(),
             deploy_ramdisk: String::new(),
             tls: Tls::Off,
@@ -615,12 +619,13 @@ mod tests {
     #[test]
     fn database_and_deploy_ramdisk() {
         let c = Config::parse(
-            "database: mariadb\nironic:\n  automated_clean: false\n  deploy_kernel: http://10.0.0.5/k\n  deploy_ramdisk: http://10.0.0.5/r\n",
+            "database: mariadb\nironic:\n  automated_clean: false\n  fast_track: false\n  deploy_kernel: http://10.0.0.5/k\n  deploy_ramdisk: http://10.0.0.5/r\n",
             "t",
         )
         .unwrap();
         assert_eq!(c.database, Database::Mariadb);
         assert!(!c.ironic.automated_clean);
+        assert!(!c.ironic.fast_track);
         assert_eq!(c.ironic.deploy_images().1, "http://10.0.0.5/r");
         assert!(err("database: postgres\n").contains("postgres"));
         assert!(

@@ -230,6 +230,10 @@ file_url_allowed_paths = /var/lib/ironic,{IMAGES_ROOT}
 
 {database}
 [deploy]
+# Fast track: a node that booted the agent for inspection or cleaning
+# keeps it running, powered on, for the next step (Metal3 does the same):
+# each skipped ramdisk boot is minutes of a real machine's firmware.
+fast_track = {fast_track}
 http_root = {HTTP_ROOT}
 # Plain HTTP even with ironic.tls: iPXE and the agent fetch boot files and
 # images here, and iPXE would have to be built with our certificate to
@@ -268,6 +272,7 @@ lock_path = /var/lib/ironic/lock
         vendor = vendor.join(","),
         port = cfg.image_server.port,
         clean = cfg.ironic.automated_clean,
+        fast_track = cfg.ironic.fast_track,
         database = database_section(cfg.database, &facts.db_password),
         scheme = api_scheme(facts),
         api_tls = if facts.tls.is_some() {
@@ -544,6 +549,7 @@ mod tests {
             "dhcp_provider = none",
             "port = 6385",
             "automated_clean = true",
+            "fast_track = true",
             "deploy_kernel = file:///var/lib/ironic/deploy/ipa.kernel",
             "rescue_ramdisk = file:///var/lib/ironic/deploy/ipa.initramfs",
             "image_download_source = local",
@@ -657,7 +663,7 @@ mod tests {
     #[test]
     fn mariadb_and_own_deploy_ramdisk() {
         let cfg = Config::parse(
-            "database: mariadb\nironic:\n  automated_clean: false\n  deploy_kernel: http://10.0.0.5/k\n  deploy_ramdisk: http://10.0.0.5/r\n",
+            "database: mariadb\nironic:\n  automated_clean: false\n  fast_track: false\n  deploy_kernel: http://10.0.0.5/k\n  deploy_ramdisk: http://10.0.0.5/r\n",
             "t",
         )
         .unwrap();
@@ -666,6 +672,7 @@ mod tests {
         for line in [
             "connection = mysql+pymysql://ironic:0123456789abcdef@localhost/ironic?charset=utf8",
             "automated_clean = false",
+            "fast_track = false",
             "deploy_kernel = http://10.0.0.5/k",
             "deploy_ramdisk = http://10.0.0.5/r",
             "rescue_kernel = http://10.0.0.5/k",

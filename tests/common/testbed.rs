@@ -499,7 +499,8 @@ impl NodeConfig {
 }
 
 /// A libvirt domain standing for a bare-metal node: TCG, network boot
-/// first then its empty qcow2 disk, serial console to a file, one NIC on a
+/// first then its empty qcow2 disk, serial console to a file (appended to
+/// across power cycles, so every boot of the node is in it), one NIC on a
 /// [`UdpLink`]. Destroyed and undefined (with its NVRAM) on drop.
 pub struct Node {
     pub name: String,
@@ -567,7 +568,7 @@ pub fn node_xml(name: &str, dir: &Path, cfg: &NodeConfig) -> String {
       <boot order='1'/>
     </interface>
     <serial type='file'>
-      <source path='{serial}'/>
+      <source path='{serial}' append='on'/>
       <target port='0'/>
     </serial>
     <memballoon model='none'/>
