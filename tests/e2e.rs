@@ -2,12 +2,13 @@
 //! minimal marker image, check it with independent tools, boot it in QEMU
 //! under every firmware (UEFI, UEFI Secure Boot, BIOS) from every medium
 //! (CD, USB stick, virtio disk), prove its persistence partition keeps a
-//! file across a reboot, check its media checksum; rebuild it after one
-//! static file of an element changed (the package layer and the live
-//! initrd come from the cache, only that file differs, the rebuilt image
-//! is the one the persistence boots use), and build the unchanged spec once
-//! more from the cache to prove the bytes are reproducible and the cached
-//! stages are the ones a build makes. A second image with an erofs root boots too.
+//! file across a reboot (the matrix's UEFI-disk cell is the first of those
+//! two boots: one boot fewer), check its media checksum; rebuild it after
+//! one static file of an element changed (the package layer and the live
+//! initrd come from the cache, only that file differs), and build the
+//! unchanged spec once more from the cache to prove the bytes are
+//! reproducible and the cached stages are the ones a build makes. A second
+//! image with an erofs root boots too.
 
 // A test that cannot go on panics: its message is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -320,9 +321,10 @@ fn boot_to_marker(
     (line, console, t.elapsed().as_secs_f64())
 }
 
-/// One boot of the matrix with the facts the marker reported checked.
-fn boot(img: &Path, media: &str, firmware: &str, log: &Path) -> f64 {
-    let (line, console, secs) = boot_to_marker(img, media, firmware, false, log);
+/// One boot of the matrix with the facts the marker reported checked;
+/// the marker's line and the seconds it took.
+fn boot(img: &Path, media: &str, firmware: &str, writable: bool, log: &Path) -> (String, f64) {
+    let (line, console, secs) = boot_to_marker(img, media, firmware, writable, log);
     // Facts the marker unit reported from inside the booted image.
     assert!(
         line.contains("rootfs=overlay"),
@@ -350,10 +352,12 @@ fn boot(img: &Path, media: &str, firmware: &str, log: &Path) -> f64 {
         );
     }
     println!("boot as {media} under {firmware}: marker after {secs:.0} s");
-    secs
+    (line, secs)
 }
 
-/// Every firmware x every medium, `UCL_BOOT_JOBS` (default 1) at a time.
+/// Every firmware x every medium, `UCL_BOOT_JOBS` (default 1) at a time,
+/// but UEFI from a disk: that cell is the first persistent boot
+/// ([`persistence_and_verify`]), the same boot of a writable copy.
 fn boot_matrix(img: &Path, dir: &Path) -> Vec<(String, String, f64)> {
     let jobs: usize = std::env::var("UCL_BOOT_JOBS")
         .ok()
@@ -363,7 +367,9 @@ fn boot_matrix(img: &Path, dir: &Path) -> Vec<(String, String, f64)> {
     let mut todo = Vec::new();
     for fw in ["uefi", "uefi-secure", "bios"] {
         for media in ["cdrom", "usb", "disk"] {
-            todo.push((fw, media));
+            if (fw, media) != ("uefi", "disk") {
+                todo.push((fw, media));
+            }
         }
     }
     let queue = Mutex::new(todo);
@@ -375,7 +381,7 @@ fn boot_matrix(img: &Path, dir: &Path) -> Vec<(String, String, f64)> {
                 let next = queue.lock().unwrap().pop();
                 let Some((fw, media)) = next else { break };
                 let log = dir.join(format!("boot-{fw}-{media}.log"));
-                let secs = boot(img, media, fw, &log);
+                let (_, secs) = boot(img, media, fw, false, &log);
                 results
                     .lock()
                     .unwrap()
@@ -384,14 +390,15 @@ fn boot_matrix(img: &Path, dir: &Path) -> Vec<(String, String, f64)> {
         }
     });
     println!(
-        "boot matrix: 9 boots, {jobs} at a time, {:.0} s",
+        "boot matrix: 8 boots, {jobs} at a time, {:.0} s",
         started.elapsed().as_secs_f64()
     );
     results.into_inner().unwrap()
 }
 
-/// Boots a writable copy twice: the file the first boot writes is there on
-/// the second (the overlay lives on the persistence partition). The
+/// Boots a writable copy twice as a disk under UEFI, the matrix's facts
+/// checked each time: the file the first boot writes is there on the
+/// second (the overlay lives on the persistence partition). The
 /// persistence partition lies outside the checked volume, so the medium
 /// still verifies afterwards; one flipped byte in the root does not.
 fn persistence_and_verify(img: &Path, dir: &Path) {
@@ -402,9 +409,9 @@ fn persistence_and_verify(img: &Path, dir: &Path) {
             .arg(img)
             .arg(&copy),
     );
-    let (first, _, s1) = boot_to_marker(&copy, "disk", "uefi", true, &dir.join("persist-1.log"));
+    let (first, s1) = boot(&copy, "disk", "uefi", true, &dir.join("persist-1.log"));
     assert!(first.contains("persist=new"), "first boot: {first}");
-    let (second, _, s2) = boot_to_marker(&copy, "disk", "uefi", true, &dir.join("persist-2.log"));
+    let (second, s2) = boot(&copy, "disk", "uefi", true, &dir.join("persist-2.log"));
     assert!(
         second.contains("persist=found:"),
         "the file written on the first boot is gone: {second}"
@@ -474,10 +481,11 @@ fn build_check_boot_everywhere_persist_and_rebuild_identically() {
     for (fw, media, secs) in &times {
         println!("  {fw:<12} {media:<6} {secs:>4.0} s");
     }
+    persistence_and_verify(&a, &dir);
 
     // A rebuild after one static file of an element changed: the package
     // layer and the live initrd come from the cache, the image differs in
-    // that file only, and it boots (twice: persistence).
+    // that file only (its root and initrd compared; not booted again).
     let elements = edited_marker(&dir);
     let c = dir.join("c.iso");
     let t = Instant::now();
@@ -509,7 +517,6 @@ fn build_check_boot_everywhere_persist_and_rebuild_identically() {
         "the cached live initrd is not the one the first build made"
     );
     println!("rebuild after a one-file change: {warm:.0} s");
-    persistence_and_verify(&c, &dir);
 
     // The unchanged spec again, its package layer and initrd from the
     // cache: every byte matches the first build, which made them.
