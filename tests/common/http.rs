@@ -207,7 +207,7 @@ fn listen(answer: impl Fn(&Request, &TcpStream, &Mutex<Log>) + Send + Sync + 'st
     Server { port, log }
 }
 
-pub fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
+fn read_request(stream: &TcpStream) -> std::io::Result<Request> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
