@@ -520,14 +520,14 @@ fn build_check_boot_everywhere_persist_and_rebuild_identically() {
 
     // The unchanged spec again, its package layer and initrd from the
     // cache: every byte matches the first build, which made them.
-    let before = server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let before = server.total_hits();
     let b = dir.join("b.iso");
     let log = build(&server, &cache, &b, &dir.join("work-b"));
     assert!(
         log.lines().filter(|l| l.contains("from the cache")).count() >= 2,
         "{log}"
     );
-    let after = server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let after = server.total_hits();
     assert!(
         after - before <= 1,
         "the cached base was downloaded again ({} requests)",

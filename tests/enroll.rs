@@ -32,86 +32,78 @@ struct State {
     require_auth: Option<String>,
 }
 
+/// The fake on the tests' loopback server (tests/common/http.rs), which
+/// reads each request and closes the connection after the answer.
 fn fake_ironic(state: Arc<Mutex<State>>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let state = state.clone();
-            std::thread::spawn(move || {
-                let Ok(req) = read_request(&stream) else {
-                    return;
-                };
-                let version = req
-                    .headers
-                    .iter()
-                    .find(|(k, _)| k == "x-openstack-ironic-api-version")
-                    .map(|(_, v)| v.clone());
-                let mut st = state.lock().unwrap();
-                let path = req.target.split('?').next().unwrap_or("/").to_string();
-                if path != "/v1" {
-                    st.calls.push(format!("{} {path}", req.method));
-                }
-                assert_eq!(version.as_deref(), Some("1.31"), "{} {path}", req.method);
-                let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-                if let Some(want) = &st.require_auth {
-                    let given = req
-                        .headers
-                        .iter()
-                        .find(|(k, _)| k == "authorization")
-                        .map(|(_, v)| v.as_str());
-                    if path != "/v1" && given != Some(want.as_str()) {
-                        respond(
-                            &stream,
-                            "401 Unauthorized",
-                            &json!({"error_message": "{\"faultstring\": \"Incorrect username or password\"}"}),
-                        );
-                        return;
-                    }
-                }
-                match (req.method.as_str(), path.as_str()) {
-                    ("GET", "/v1") => respond(&stream, "200 OK", &json!({"id": "v1"})),
-                    ("GET", p) if p.starts_with("/v1/nodes/") => {
-                        match st.nodes.get(&p["/v1/nodes/".len()..]) {
-                            Some(n) => respond(&stream, "200 OK", n),
-                            None => respond(
-                                &stream,
-                                "404 Not Found",
-                                &json!({"error_message": "{\"faultstring\": \"Node not found.\"}"}),
-                            ),
-                        }
-                    }
-                    ("POST", "/v1/nodes") => {
-                        let name = body["name"].as_str().unwrap_or_default().to_string();
-                        if st.refuse.as_deref() == Some(name.as_str()) {
-                            respond(
-                                &stream,
-                                "400 Bad Request",
-                                &json!({"error_message": "{\"faultstring\": \"No valid host was found. Reason: No conductor service registered which supports driver ipmi for conductor group \\\"\\\".\", \"debuginfo\": null}"}),
-                            );
-                            return;
-                        }
-                        let mut node = body.clone();
-                        node["uuid"] =
-                            json!(format!("00000000-0000-4000-8000-{:012}", st.nodes.len()));
-                        node["provision_state"] = json!("enroll");
-                        st.nodes.insert(name, node.clone());
-                        respond(&stream, "201 Created", &node);
-                    }
-                    ("POST", "/v1/ports") => {
-                        st.ports.push(body.clone());
-                        respond(&stream, "201 Created", &body);
-                    }
-                    _ => respond(
-                        &stream,
+    Server::handler(move |req, stream| {
+        let version = req
+            .headers
+            .iter()
+            .find(|(k, _)| k == "x-openstack-ironic-api-version")
+            .map(|(_, v)| v.clone());
+        let mut st = state.lock().unwrap();
+        let path = req.target.split('?').next().unwrap_or("/").to_string();
+        if path != "/v1" {
+            st.calls.push(format!("{} {path}", req.method));
+        }
+        assert_eq!(version.as_deref(), Some("1.31"), "{} {path}", req.method);
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        if let Some(want) = &st.require_auth {
+            let given = req
+                .headers
+                .iter()
+                .find(|(k, _)| k == "authorization")
+                .map(|(_, v)| v.as_str());
+            if path != "/v1" && given != Some(want.as_str()) {
+                respond(
+                    stream,
+                    "401 Unauthorized",
+                    &json!({"error_message": "{\"faultstring\": \"Incorrect username or password\"}"}),
+                );
+                return;
+            }
+        }
+        match (req.method.as_str(), path.as_str()) {
+            ("GET", "/v1") => respond(stream, "200 OK", &json!({"id": "v1"})),
+            ("GET", p) if p.starts_with("/v1/nodes/") => {
+                match st.nodes.get(&p["/v1/nodes/".len()..]) {
+                    Some(n) => respond(stream, "200 OK", n),
+                    None => respond(
+                        stream,
                         "404 Not Found",
-                        &json!({"error_message": "not in the fake"}),
+                        &json!({"error_message": "{\"faultstring\": \"Node not found.\"}"}),
                     ),
                 }
-            });
+            }
+            ("POST", "/v1/nodes") => {
+                let name = body["name"].as_str().unwrap_or_default().to_string();
+                if st.refuse.as_deref() == Some(name.as_str()) {
+                    respond(
+                        stream,
+                        "400 Bad Request",
+                        &json!({"error_message": "{\"faultstring\": \"No valid host was found. Reason: No conductor service registered which supports driver ipmi for conductor group \\\"\\\".\", \"debuginfo\": null}"}),
+                    );
+                    return;
+                }
+                let mut node = body.clone();
+                node["uuid"] =
+                    json!(format!("00000000-0000-4000-8000-{:012}", st.nodes.len()));
+                node["provision_state"] = json!("enroll");
+                st.nodes.insert(name, node.clone());
+                respond(stream, "201 Created", &node);
+            }
+            ("POST", "/v1/ports") => {
+                st.ports.push(body.clone());
+                respond(stream, "201 Created", &body);
+            }
+            _ => respond(
+                stream,
+                "404 Not Found",
+                &json!({"error_message": "not in the fake"}),
+            ),
         }
-    });
-    port
+    })
+    .port
 }
 
 const NODES: &str = "\
@@ -430,15 +422,8 @@ fn an_https_api_is_trusted_only_with_its_certificate() {
 #[test]
 fn the_boot_tests_https_client_pins_the_handshake_certificate() {
     use common::ucvm::{console_fingerprint, server_cert, Api};
-    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
-    let backend_port = backend.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in backend.incoming().flatten() {
-            if read_request(&stream).is_ok() {
-                respond(&stream, "200 OK", &json!({"id": "v1"}));
-            }
-        }
-    });
+    let backend_port =
+        Server::handler(|_, stream| respond(stream, "200 OK", &json!({"id": "v1"}))).port;
     let names = Names {
         address: [192, 168, 24, 1].into(),
         hostname: None,

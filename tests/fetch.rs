@@ -1,24 +1,21 @@
 //! Fetcher behaviour against an in-process loopback HTTP server.
 //!
-//! The server is hand-written HTTP/1.1 on a std TcpListener so each test can
+//! The server is the tests' shared one (tests/common/http.rs): its routes
 //! misbehave exactly as a real mirror does (wrong bytes, early close, 404,
-//! ignoring Range) and count what was asked of it.
+//! ignoring Range) and it counts what was asked of it.
 
 // A test that cannot go on panics: its message is the failure report.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::thread;
-
 use std::time::{Duration, Instant};
 
-use common::SmallFs;
+use common::{Behaviour, Server, SmallFs};
 use pgp::composed::{
     ArmorOptions, CleartextSignedMessage, KeyType, SecretKeyParamsBuilder, SignedPublicKey,
     SignedSecretKey,
@@ -29,249 +26,6 @@ use undercloud_live::fetch::base::{self, Plan};
 use undercloud_live::fetch::{Fetcher, Keyring, RetryPolicy, Source};
 use undercloud_live::prefetch;
 use undercloud_live::progress::Progress;
-
-#[derive(Clone)]
-enum Behaviour {
-    /// 200 with the body, honouring `Range: bytes=N-` with a 206.
-    Serve(Vec<u8>),
-    /// 200 without Range support (always the whole body).
-    ServeNoRange(Vec<u8>),
-    /// The first request announces the full length but the connection is
-    /// closed after `cut` bytes; later requests behave like `Serve`.
-    TruncateFirst { body: Vec<u8>, cut: usize },
-    /// Announces `Content-Length` of the full body, sends `cut` bytes, closes.
-    Truncate { body: Vec<u8>, cut: usize },
-    /// The first `times` requests are answered with HTTP `status` (and a
-    /// `Retry-After` header when given); later ones like `Serve`.
-    FailFirst {
-        status: u16,
-        times: usize,
-        retry_after: Option<&'static str>,
-        body: Vec<u8>,
-    },
-    /// An HTML folder listing (any request), as a mirror's autoindex.
-    Listing(String),
-    /// 200 with the full `Content-Length`, then `chunk` bytes every
-    /// `every`: a slow mirror (no Range support).
-    Dribble {
-        body: Vec<u8>,
-        chunk: usize,
-        every: Duration,
-    },
-    /// 200 with the full `Content-Length`, then nothing: the connection
-    /// stays open and silent (longer than any test runs).
-    Stall(Vec<u8>),
-}
-
-#[derive(Default)]
-struct Log {
-    /// (path, Range header if any) per request, in order.
-    requests: Vec<(String, Option<String>)>,
-    /// Responses whose headers have gone out (`Dribble`, `Stall`).
-    headers_sent: usize,
-}
-
-struct Server {
-    base: String,
-    log: Arc<Mutex<Log>>,
-}
-
-impl Server {
-    fn start(routes: Vec<(&str, Behaviour)>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let routes: Arc<HashMap<String, Behaviour>> = Arc::new(
-            routes
-                .into_iter()
-                .map(|(p, b)| (p.to_string(), b))
-                .collect(),
-        );
-        let log = Arc::new(Mutex::new(Log::default()));
-        let thread_log = Arc::clone(&log);
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let routes = Arc::clone(&routes);
-                let log = Arc::clone(&thread_log);
-                thread::spawn(move || handle(stream, &routes, &log));
-            }
-        });
-        Server { base, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    fn hits(&self, path: &str) -> usize {
-        let log = self.log.lock().unwrap();
-        log.requests.iter().filter(|(p, _)| p == path).count()
-    }
-
-    fn headers_sent(&self) -> usize {
-        self.log.lock().unwrap().headers_sent
-    }
-
-    fn total_hits(&self) -> usize {
-        self.log.lock().unwrap().requests.len()
-    }
-
-    fn ranges(&self, path: &str) -> Vec<Option<String>> {
-        let log = self.log.lock().unwrap();
-        log.requests
-            .iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, r)| r.clone())
-            .collect()
-    }
-}
-
-fn handle(stream: TcpStream, routes: &HashMap<String, Behaviour>, log: &Mutex<Log>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let path = request_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .to_string();
-    let mut range = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("range") {
-                range = Some(v.trim().to_string());
-            }
-        }
-    }
-    let nth = {
-        let mut log = log.lock().unwrap();
-        log.requests.push((path.clone(), range.clone()));
-        log.requests.iter().filter(|(p, _)| *p == path).count()
-    };
-    let mut out = stream;
-    let respond_full = |out: &mut TcpStream, body: &[u8], honour_range: bool| {
-        let start = range
-            .as_deref()
-            .filter(|_| honour_range)
-            .and_then(|r| r.strip_prefix("bytes="))
-            .and_then(|r| r.strip_suffix('-'))
-            .and_then(|n| n.parse::<usize>().ok());
-        match start {
-            Some(s) if s >= body.len() => {
-                let _ = write!(
-                    out,
-                    "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-            }
-            Some(s) => {
-                let _ = write!(
-                    out,
-                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    s,
-                    body.len() - 1,
-                    body.len(),
-                    body.len() - s
-                );
-                let _ = out.write_all(&body[s..]);
-            }
-            None => {
-                let _ = write!(
-                    out,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = out.write_all(body);
-            }
-        }
-    };
-    let truncated = |out: &mut TcpStream, body: &[u8], cut: usize| {
-        let _ = write!(
-            out,
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let _ = out.write_all(&body[..cut]);
-        let _ = out.flush();
-    };
-    match routes.get(&path) {
-        None => {
-            let _ = write!(
-                out,
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found"
-            );
-        }
-        Some(Behaviour::Serve(body)) => respond_full(&mut out, body, true),
-        Some(Behaviour::ServeNoRange(body)) => respond_full(&mut out, body, false),
-        Some(Behaviour::Truncate { body, cut }) => truncated(&mut out, body, *cut),
-        Some(Behaviour::FailFirst {
-            status,
-            times,
-            retry_after,
-            body,
-        }) => {
-            if nth <= *times {
-                let extra = retry_after
-                    .map(|r| format!("Retry-After: {r}\r\n"))
-                    .unwrap_or_default();
-                let _ = write!(
-                    out,
-                    "HTTP/1.1 {status} Oops\r\n{extra}Content-Length: 4\r\nConnection: close\r\n\r\noops"
-                );
-            } else {
-                respond_full(&mut out, body, true)
-            }
-        }
-        Some(Behaviour::Listing(html)) => {
-            let _ = write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
-                html.len()
-            );
-        }
-        Some(Behaviour::TruncateFirst { body, cut }) => {
-            if nth == 1 {
-                truncated(&mut out, body, *cut)
-            } else {
-                respond_full(&mut out, body, true)
-            }
-        }
-        Some(Behaviour::Dribble { body, chunk, every }) => {
-            slow_headers(&mut out, body.len(), log);
-            for piece in body.chunks(*chunk) {
-                if out.write_all(piece).and_then(|()| out.flush()).is_err() {
-                    break;
-                }
-                thread::sleep(*every);
-            }
-        }
-        Some(Behaviour::Stall(body)) => {
-            slow_headers(&mut out, body.len(), log);
-            thread::sleep(Duration::from_secs(600));
-        }
-    }
-    let _ = out.shutdown(std::net::Shutdown::Both);
-}
-
-/// The headers of a `Dribble` or `Stall` answer, flushed and logged.
-fn slow_headers(out: &mut TcpStream, len: usize, log: &Mutex<Log>) {
-    let _ = write!(
-        out,
-        "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-    );
-    let _ = out.flush();
-    log.lock().unwrap().headers_sent += 1;
-}
 
 fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -323,7 +77,7 @@ fn blob_files(cache: &Path) -> Vec<String> {
 fn good_file_is_fetched_cached_and_not_downloaded_again() {
     let body = payload(300_000, 1);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![("/rootfs.tar.xz", Behaviour::Serve(body.clone()))]);
+    let server = Server::routes(vec![("/rootfs.tar.xz", Behaviour::Serve(body.clone()))]);
     let cache = tempfile::tempdir().unwrap();
     let src = Source::new(server.url("/rootfs.tar.xz")).sha256(hex.to_uppercase());
 
@@ -350,7 +104,7 @@ fn wrong_checksum_fails_with_one_line_and_caches_nothing() {
     let body = payload(50_000, 2);
     let actual = sha256_hex(&body);
     let wrong = sha256_hex(b"something else");
-    let server = Server::start(vec![("/rootfs.tar.xz", Behaviour::Serve(body))]);
+    let server = Server::routes(vec![("/rootfs.tar.xz", Behaviour::Serve(body))]);
     let cache = tempfile::tempdir().unwrap();
     let url = server.url("/rootfs.tar.xz");
 
@@ -372,7 +126,7 @@ fn wrong_checksum_fails_with_one_line_and_caches_nothing() {
 fn truncated_body_fails_and_is_never_cached() {
     let body = payload(200_000, 3);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![(
+    let server = Server::routes(vec![(
         "/rootfs.tar.xz",
         Behaviour::Truncate {
             body: body.clone(),
@@ -416,7 +170,7 @@ fn truncated_body_fails_and_is_never_cached() {
 fn interrupted_download_resumes_with_a_range_request() {
     let body = payload(256_000, 4);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![(
+    let server = Server::routes(vec![(
         "/base.tar",
         Behaviour::TruncateFirst {
             body: body.clone(),
@@ -441,7 +195,7 @@ fn interrupted_download_resumes_with_a_range_request() {
 fn a_cut_connection_is_resumed_by_the_retry_of_the_same_run() {
     let body = payload(256_000, 14);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![(
+    let server = Server::routes(vec![(
         "/base.tar",
         Behaviour::TruncateFirst {
             body: body.clone(),
@@ -464,7 +218,7 @@ fn server_errors_are_retried_then_succeed() {
     for status in [503u16, 500, 502, 408, 429] {
         let body = payload(20_000, 15);
         let hex = sha256_hex(&body);
-        let server = Server::start(vec![(
+        let server = Server::routes(vec![(
             "/base.tar",
             Behaviour::FailFirst {
                 status,
@@ -486,7 +240,7 @@ fn server_errors_are_retried_then_succeed() {
 fn retry_after_is_honoured_when_small_and_reported_when_large() {
     let body = payload(1_000, 16);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![
+    let server = Server::routes(vec![
         (
             "/small.tar",
             Behaviour::FailFirst {
@@ -535,7 +289,7 @@ fn retry_after_is_honoured_when_small_and_reported_when_large() {
 
 #[test]
 fn retries_are_bounded_and_client_errors_are_not_retried() {
-    let server = Server::start(vec![(
+    let server = Server::routes(vec![(
         "/down.tar",
         Behaviour::FailFirst {
             status: 500,
@@ -596,7 +350,7 @@ fn refused_connections_are_reported_at_once() {
 fn resume_against_a_server_without_range_support_starts_over() {
     let body = payload(120_000, 5);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![("/base.tar", Behaviour::ServeNoRange(body.clone()))]);
+    let server = Server::routes(vec![("/base.tar", Behaviour::ServeNoRange(body.clone()))]);
     let cache = tempfile::tempdir().unwrap();
     // A stale partial file from an earlier run, with wrong bytes in it.
     let dir = cache.path().join("blobs/sha256");
@@ -615,7 +369,7 @@ fn resume_against_a_server_without_range_support_starts_over() {
 
 #[test]
 fn http_error_status_is_reported() {
-    let server = Server::start(vec![]);
+    let server = Server::routes(vec![]);
     let cache = tempfile::tempdir().unwrap();
     let url = server.url("/missing.tar.xz");
     let err = fetcher(cache.path())
@@ -646,7 +400,7 @@ fn invalid_sha256_is_rejected() {
 
 #[test]
 fn offline_without_cache_fails_without_touching_the_network() {
-    let server = Server::start(vec![("/x.tar", Behaviour::Serve(b"x".to_vec()))]);
+    let server = Server::routes(vec![("/x.tar", Behaviour::Serve(b"x".to_vec()))]);
     let cache = tempfile::tempdir().unwrap();
     let url = server.url("/x.tar");
     let err = fetcher(cache.path())
@@ -666,7 +420,7 @@ fn checksum_list_in_sha256sums_format() {
         "{}  other.tar.xz\n{hex}  debian-12-rootfs.tar.xz\n",
         sha256_hex(b"other")
     );
-    let server = Server::start(vec![
+    let server = Server::routes(vec![
         (
             "/pub/debian-12-rootfs.tar.xz",
             Behaviour::Serve(body.clone()),
@@ -694,7 +448,7 @@ fn conflicting_digests_are_refused() {
     let body = payload(10_000, 7);
     let hex = sha256_hex(&body);
     let other = sha256_hex(b"other");
-    let server = Server::start(vec![
+    let server = Server::routes(vec![
         ("/pub/root.tar.xz", Behaviour::Serve(body.clone())),
         (
             "/pub/TWICE",
@@ -797,7 +551,7 @@ fn fedora_mirror(
          <a href=\"Fedora-Container-{release}-{compose}-x86_64-CHECKSUM\">Fedora-Container-{release}-{compose}-x86_64-CHECKSUM</a> 1K\n\
          </pre></body></html>"
     );
-    let server = Server::start(vec![
+    let server = Server::routes(vec![
         (image.as_str(), Behaviour::Serve(body.clone())),
         (checksum.as_str(), Behaviour::Serve(text.into_bytes())),
         (dir.as_str(), Behaviour::Listing(listing)),
@@ -1005,7 +759,7 @@ fn a_download_larger_than_the_free_space_is_refused_up_front() {
     };
     let body = payload(3 << 20, 17);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![("/big.tar", Behaviour::Serve(body))]);
+    let server = Server::routes(vec![("/big.tar", Behaviour::Serve(body))]);
     let url = server.url("/big.tar");
     let err = fetcher(fs.path())
         .fetch(&Source::new(&url).sha256(&hex))
@@ -1021,7 +775,7 @@ fn a_download_larger_than_the_free_space_is_refused_up_front() {
 
 #[test]
 fn checksum_list_without_an_entry_names_both() {
-    let server = Server::start(vec![
+    let server = Server::routes(vec![
         ("/a/rootfs.tar", Behaviour::Serve(b"data".to_vec())),
         (
             "/a/SHA256SUMS",
@@ -1109,7 +863,7 @@ fn complete_part_file_is_published_after_a_416() {
     // A run that died between the last byte and the rename.
     let body = payload(30_000, 9);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![("/base.tar", Behaviour::Serve(body.clone()))]);
+    let server = Server::routes(vec![("/base.tar", Behaviour::Serve(body.clone()))]);
     let cache = tempfile::tempdir().unwrap();
     let dir = cache.path().join("blobs/sha256");
     std::fs::create_dir_all(&dir).unwrap();
@@ -1131,7 +885,7 @@ fn concurrent_download_of_the_same_blob_is_refused() {
     use nix::fcntl::{Flock, FlockArg};
     let body = payload(1_000, 10);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![("/base.tar", Behaviour::Serve(body))]);
+    let server = Server::routes(vec![("/base.tar", Behaviour::Serve(body))]);
     let cache = tempfile::tempdir().unwrap();
     let dir = cache.path().join("blobs/sha256");
     std::fs::create_dir_all(&dir).unwrap();
@@ -1258,7 +1012,7 @@ struct StreamRun {
 }
 
 fn stream_run(behaviour: Behaviour, hex: &str) -> StreamRun {
-    let server = Server::start(vec![("/rootfs.tar.xz", behaviour)]);
+    let server = Server::routes(vec![("/rootfs.tar.xz", behaviour)]);
     let url = server.url("/rootfs.tar.xz");
     let dir = tempfile::tempdir().unwrap();
     let (cache, root) = (dir.path().join("cache"), dir.path().join("root"));
@@ -1383,7 +1137,7 @@ fn a_corrupt_archive_with_the_right_digest_is_reported_as_corrupt() {
 fn fetch_unpack_command_says_it_unpacked_while_downloading() {
     let body = rootfs_tar_xz(3);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![("/rootfs.tar.xz", Behaviour::Serve(body))]);
+    let server = Server::routes(vec![("/rootfs.tar.xz", Behaviour::Serve(body))]);
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_undercloud-live"))
         .arg("fetch")
@@ -1412,7 +1166,7 @@ fn fetch_unpack_command_says_it_unpacked_while_downloading() {
 #[test]
 fn a_failed_fetch_unpack_leaves_no_folder_behind() {
     let body = rootfs_tar_xz(3);
-    let server = Server::start(vec![("/rootfs.tar.xz", Behaviour::Serve(body))]);
+    let server = Server::routes(vec![("/rootfs.tar.xz", Behaviour::Serve(body))]);
     let dir = tempfile::tempdir().unwrap();
     let wrong = sha256_hex(b"not this");
     let run = |dest: &Path| {
@@ -1583,7 +1337,7 @@ fn sigterm_stops_a_slow_download_and_keeps_only_the_resumable_part() {
     use nix::sys::signal::Signal;
     let body = payload(3 << 20, 7);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![("/base.tar", dribble(body.clone()))]);
+    let server = Server::routes(vec![("/base.tar", dribble(body.clone()))]);
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let run = start_fetch(&server.url("/base.tar"), &hex, &cache, &[]);
@@ -1600,7 +1354,7 @@ fn sigterm_stops_a_slow_download_and_keeps_only_the_resumable_part() {
     assert_eq!(kept, body[..kept.len()], "the part holds the file's start");
 
     // The next run continues it.
-    let fast = Server::start(vec![("/base.tar", Behaviour::Serve(body))]);
+    let fast = Server::routes(vec![("/base.tar", Behaviour::Serve(body))]);
     let run = start_fetch(&fast.url("/base.tar"), &hex, &cache, &[]);
     let mut child = run.child;
     assert!(
@@ -1620,7 +1374,7 @@ fn sigint_stops_fetch_unpack_and_removes_the_folder_it_made() {
     use nix::sys::signal::Signal;
     let body = rootfs_tar_xz(12);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![("/rootfs.tar.xz", dribble(body))]);
+    let server = Server::routes(vec![("/rootfs.tar.xz", dribble(body))]);
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let root = dir.path().join("new/root");
@@ -1648,7 +1402,7 @@ fn sigterm_stops_a_download_from_a_server_that_sent_headers_then_nothing() {
     use nix::sys::signal::Signal;
     let body = payload(1 << 20, 8);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![("/base.tar", Behaviour::Stall(body))]);
+    let server = Server::routes(vec![("/base.tar", Behaviour::Stall(body))]);
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let run = start_fetch(&server.url("/base.tar"), &hex, &cache, &[]);
@@ -1672,7 +1426,7 @@ fn sigint_ends_the_wait_before_a_retry() {
     use nix::sys::signal::Signal;
     let body = payload(1000, 9);
     let hex = sha256_hex(&body);
-    let server = Server::start(vec![(
+    let server = Server::routes(vec![(
         "/base.tar",
         Behaviour::FailFirst {
             status: 503,
