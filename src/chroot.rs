@@ -29,6 +29,17 @@ pub fn isolate_mounts() -> Result<()> {
     Ok(())
 }
 
+/// The check a command that mounts makes once its input has been read and
+/// found good: `what` needs root (mounts, device nodes, owners).
+pub fn require_root(what: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "{what} needs root: it mounts /proc and /dev in the root and gives files their owners (run it with sudo)"
+        );
+    }
+    Ok(())
+}
+
 /// In a new mount namespace: stop mount events propagating to and from
 /// the host. Without MS_PRIVATE our mounts would still propagate back
 /// through shared subtrees (systemd makes / shared). A plain nix result:

@@ -91,6 +91,7 @@ pub(crate) struct Written {
 pub fn build(opts: &BuildOptions, progress: &Progress) -> Result<BuildReport> {
     let started = Instant::now();
     let plan = prepare::prepare(opts)?;
+    crate::chroot::require_root("build")?;
     let ws = workspace::Workspace::create(opts, &plan.loaded.spec.name)?;
     // The log is opened once the base is here: a build that cannot even
     // fetch leaves nothing beside its output's name.

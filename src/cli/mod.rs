@@ -123,7 +123,10 @@ pub enum Mounts {
     /// The host's mount namespace: the command mounts nothing.
     Host,
     /// A private mount namespace that dies with the process, so that a
-    /// crash leaves no mount behind; not getting one (not root) is an error.
+    /// crash leaves no mount behind; failing to get one as root is an
+    /// error. Not root: the command reads and checks its input first and
+    /// then refuses with its own message ([`chroot::require_root`]), so a
+    /// mistake in a spec is not hidden behind "are you root?".
     Private,
     /// A private mount namespace if we may have one (root); the command
     /// works without.
@@ -152,7 +155,8 @@ impl Process {
     pub fn enter(self) -> Result<()> {
         match self.mounts {
             Mounts::Host => {}
-            Mounts::Private => chroot::isolate_mounts()?,
+            Mounts::Private if nix::unistd::geteuid().is_root() => chroot::isolate_mounts()?,
+            Mounts::Private => {}
             Mounts::PrivateIfRoot => {
                 // Not root: nothing to isolate, and not an error.
                 let _ = chroot::isolate_mounts();

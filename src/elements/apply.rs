@@ -188,6 +188,7 @@ pub fn apply(opts: &ApplyOptions, progress: &Progress) -> Result<()> {
         print!("{}", plan_text(runner.plan(), Some(&phases)));
         return Ok(());
     }
+    crate::chroot::require_root("elements apply")?;
     progress.step(format!(
         "applying {} to {} ({} {release}{})",
         set.elements
