@@ -437,7 +437,11 @@ fn parsers_survive_mutated_inputs() {
     let seconds = env_u64("UCL_FUZZ_SECONDS", 3);
     let seed = env_u64("UCL_FUZZ_SEED", 0x75636c);
     let dir = common::scratch("fuzz");
-    let failures = repo().join("target/fuzz-failures");
+    // In the target folder cargo uses (CARGO_TARGET_DIR too), beside tmp/.
+    let failures = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("fuzz-failures");
     std::fs::create_dir_all(&failures).unwrap();
     let dog = Watchdog::start(
         Duration::from_secs(env_u64("UCL_FUZZ_HANG_SECONDS", 20)),
