@@ -44,8 +44,12 @@ fn case(name: &str, spec: &str) -> Case {
 }
 
 fn build(c: &Case, extra: &[&str]) -> Output {
-    run(bin()
-        .arg("--quiet")
+    run(build_args(&mut bin(), c).args(extra))
+}
+
+/// `--quiet build` of the case's spec into its output, work and cache.
+fn build_args<'a>(cmd: &'a mut std::process::Command, c: &Case) -> &'a mut std::process::Command {
+    cmd.arg("--quiet")
         .arg("build")
         .arg(c.dir.join("spec.yaml"))
         .arg("--output")
@@ -54,7 +58,6 @@ fn build(c: &Case, extra: &[&str]) -> Output {
         .arg(&c.work)
         .arg("--cache-dir")
         .arg(c.dir.join("cache"))
-        .args(extra))
 }
 
 /// The common promises of every failure.
@@ -385,16 +388,7 @@ fn as_an_ordinary_user_spec_mistakes_come_before_asking_for_root() {
         } else {
             bin()
         };
-        run(cmd
-            .arg("--quiet")
-            .arg("build")
-            .arg(c.dir.join("spec.yaml"))
-            .arg("--output")
-            .arg(&c.out)
-            .arg("--workdir")
-            .arg(&c.work)
-            .arg("--cache-dir")
-            .arg(c.dir.join("cache")))
+        run(build_args(&mut cmd, c))
     };
     let open = |c: &Case| {
         std::fs::set_permissions(&c.dir, std::fs::Permissions::from_mode(0o777)).unwrap();

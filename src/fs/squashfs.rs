@@ -100,19 +100,8 @@ mod tests {
             return;
         }
         let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("root");
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::write(root.join("etc/hostname"), "live\n").unwrap();
-        // A packaged file, older than the epoch: its time is kept.
-        let old = root.join("etc/old.py");
-        std::fs::write(&old, "x = 1\n").unwrap();
-        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
-        std::fs::File::options()
-            .write(true)
-            .open(&old)
-            .unwrap()
-            .set_modified(then)
-            .unwrap();
+        // etc/old.py, a packaged file older than the epoch: its time is kept.
+        let root = crate::system::testing::root_with_old_and_new_files(t.path());
         let a = t.path().join("a.img");
         let b = t.path().join("b.img");
         make(&root, &a, (Compression::Zstd, None), 1_700_000_000, true).unwrap();
