@@ -309,26 +309,27 @@ impl Read for Pump {
 
 /// Start a command in its own process group with no standard input, so
 /// that on interrupt the whole group (a hook and whatever it started) can be
-/// killed, and no grandchild keeps our output pipes open.
+/// killed, and no grandchild keeps our output pipes open. `what` names the
+/// command in errors ("dracut in the build root"). Most callers want
+/// `system::command::Task`, which runs a command this way and reports its
+/// failures.
 pub fn spawn(cmd: &mut Command, what: &str) -> Result<Child> {
+    spawn_with_stdin(cmd, what, Stdio::null())
+}
+
+/// `spawn`, with a pipe to the command's standard input (`Child::stdin`).
+pub fn spawn_fed(cmd: &mut Command, what: &str) -> Result<Child> {
+    spawn_with_stdin(cmd, what, Stdio::piped())
+}
+
+fn spawn_with_stdin(cmd: &mut Command, what: &str, stdin: Stdio) -> Result<Child> {
     check()?;
-    cmd.process_group(0).stdin(Stdio::null());
+    cmd.process_group(0).stdin(stdin);
     cmd.spawn().with_context(|| format!("starting {what}"))
 }
 
-/// Run a command to completion, killing it if we are interrupted.
-/// `what` names the command in errors ("dracut in the build root").
-pub fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let child = spawn(cmd, what)?;
-    let status = wait(child, what)?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
-}
-
 /// Wait for a child started by `spawn`, killing its process group if we are
-/// interrupted.
+/// interrupted (then the error is `Interrupted`, under "running {what}").
 pub fn wait(mut child: Child, what: &str) -> Result<ExitStatus> {
     loop {
         if let Some(status) = child
@@ -342,7 +343,7 @@ pub fn wait(mut child: Child, what: &str) -> Result<ExitStatus> {
             let _ = killpg(pgid, Signal::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
-            bail!("interrupted while running {what}");
+            return Err(anyhow::Error::new(Interrupted).context(format!("running {what}")));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
