@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Fetcher, MAX_CHECKSUM_LIST};
 use crate::interrupt::{self, Interruptible, Pump};
+use crate::io::read_some;
 
 /// Connecting should be quick; a mirror that takes longer is better skipped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -468,22 +469,19 @@ impl Read for Tee<'_> {
                 self.url
             )));
         }
-        let n = loop {
-            match self.body.read(buf) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Final, not a cut to resume: the .part stays for a later run.
-                Err(e) if interrupt::is_io(&e) => {
-                    self.failure = Some(TeeFailure::Local(anyhow!(interrupt::Interrupted)));
-                    return Err(e);
-                }
-                Err(e) => {
-                    self.failure = Some(TeeFailure::Cut);
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("download of {} failed ({})", self.url, error_chain(&e)),
-                    ));
-                }
+        let n = match read_some(&mut self.body, buf) {
+            Ok(n) => n,
+            // Final, not a cut to resume: the .part stays for a later run.
+            Err(e) if interrupt::is_io(&e) => {
+                self.failure = Some(TeeFailure::Local(anyhow!(interrupt::Interrupted)));
+                return Err(e);
+            }
+            Err(e) => {
+                self.failure = Some(TeeFailure::Cut);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("download of {} failed ({})", self.url, error_chain(&e)),
+                ));
             }
         };
         if n == 0 {
@@ -577,10 +575,9 @@ fn fill(
 
     let mut buf = vec![0u8; 1 << 17];
     loop {
-        let n = match body.read(&mut buf) {
+        let n = match read_some(&mut body, &mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if interrupt::is_io(&e) => {
                 bar.finish();
                 return Err(interrupt::Interrupted.into());
@@ -637,11 +634,9 @@ fn hash_existing(part: &mut File, hasher: &mut Sha256) -> io::Result<u64> {
     let mut buf = vec![0u8; 1 << 17];
     let mut total = 0u64;
     loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+        let n = match read_some(&mut input, &mut buf)? {
+            0 => return Ok(total),
+            n => n,
         };
         hasher.update(&buf[..n]);
         total += n as u64;

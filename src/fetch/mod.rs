@@ -430,10 +430,9 @@ impl Fetcher {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 17];
         loop {
-            let n = match file.read(&mut buf) {
+            let n = match crate::io::read_some(&mut file, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
             };
             hasher.update(&buf[..n]);

@@ -69,6 +69,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 use crate::interrupt;
+use crate::io::read_full;
 
 /// The default zstd level. Measured with `pack` on the Debian 12 test base
 /// root (scripts/make-test-base: debootstrap minbase + kernel, dracut,
@@ -837,20 +838,6 @@ pub fn summarize(path: &Path) -> Result<Summary> {
         }
         pos += skip;
     }
-}
-
-/// Reads until `buf` is full or the input ends; the bytes read.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 fn read_exact(

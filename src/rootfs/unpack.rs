@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use super::oci;
+use crate::io::read_some;
 use crate::progress::{Bar, Progress};
 use crate::space::Room;
 
@@ -445,10 +446,9 @@ impl Spool {
             .with_context(|| format!("creating {}", path.display()))?;
         let mut hasher = Sha256::new();
         loop {
-            let n = match entry.read(&mut self.buf) {
+            let n = match read_some(entry, &mut self.buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(anyhow!(
                         "tar data is truncated or corrupt in entry {shown:?} ({e})"
@@ -1100,10 +1100,9 @@ impl Extractor {
             .open(&full)
             .with_context(|| format!("creating {}", full.display()))?;
         loop {
-            let n = match entry.read(&mut self.buf) {
+            let n = match read_some(entry, &mut self.buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(anyhow!(
                         "tar data is truncated or corrupt in entry {shown:?} ({e})"
