@@ -14,8 +14,8 @@ use reqwest::{StatusCode, Url};
 use sha2::{Digest, Sha256};
 
 use super::{Fetcher, MAX_CHECKSUM_LIST};
-use crate::interrupt::{self, Interruptible, Pump};
-use crate::io::read_some;
+use crate::interrupt;
+use crate::io::{read_some, Interruptible, Pump};
 
 /// Connecting should be quick; a mirror that takes longer is better skipped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

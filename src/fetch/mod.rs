@@ -423,7 +423,7 @@ impl Fetcher {
     fn verify_local(&self, path: &Path, expected: &str) -> Result<()> {
         let file = crate::io::open_regular(path, "source")?;
         let len = file.metadata().map(|m| m.len()).ok();
-        let mut file = crate::interrupt::Interruptible::new(file);
+        let mut file = crate::io::Interruptible::new(file);
         let mut bar = self
             .progress
             .bytes(&format!("verify {}", display_name(path)), len);

@@ -1,6 +1,7 @@
 //! Reading, the way every stage does it: files a user names, opened
-//! safely (here), and the pieces read loops are made of (`read`: a read
-//! retried on EINTR, reads that fill a buffer).
+//! safely (here); the pieces read loops are made of (`read`: a read
+//! retried on EINTR, reads that fill a buffer); and the readers stacked
+//! under them (`interruptible`: reads that stop on Ctrl-C).
 //!
 //! A user names a file on the command line or in a configuration file. A
 //! plain `File::open` of a FIFO blocks until some writer appears (forever,
@@ -17,8 +18,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
+pub mod interruptible;
 pub mod read;
 
+pub use interruptible::{Interruptible, Pump};
 pub use read::{read_full, read_full_at, read_some};
 
 /// One mebibyte, for the size limits callers pass.

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::interrupt::Interruptible;
+use crate::io::Interruptible;
 use crate::system::command::Task;
 
 /// GNU tar keeps numeric owners, device nodes, hard links and xattrs (file

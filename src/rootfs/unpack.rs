@@ -241,7 +241,7 @@ fn read_tar<R: Read>(
     // Checked on both sides of the decompressor: its input (a file, a
     // spooled layer) may be read for long before any output comes, and a
     // small input can expand to gigabytes read without touching it.
-    let input = crate::interrupt::Interruptible::new(input);
+    let input = crate::io::Interruptible::new(input);
     let result = (|| -> Result<()> {
         let decoded: Box<dyn Read + '_> = match compression {
             Compression::None => Box::new(input),
@@ -256,7 +256,7 @@ fn read_tar<R: Read>(
             ),
         };
         let mut watched = Watch {
-            inner: crate::interrupt::Interruptible::new(decoded),
+            inner: crate::io::Interruptible::new(decoded),
             error: &decode_error,
         };
         body(&mut tar::Archive::new(&mut watched as &mut dyn Read))?;
