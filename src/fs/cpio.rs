@@ -762,7 +762,7 @@ pub fn summarize(path: &Path) -> Result<Summary> {
     let input = BufReader::with_capacity(1 << 20, file);
     let mut r: Box<dyn Read> = if kind == "xz" {
         // The multithreaded decoder (xz -T0 files are multi-block).
-        Box::new(crate::xz::XzStreams::new(input)?)
+        Box::new(crate::io::xz::XzStreams::new(input)?)
     } else {
         decoder(kind, input).with_context(|| format!("reading {shown}"))?
     };

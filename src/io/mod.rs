@@ -1,7 +1,8 @@
 //! Reading, the way every stage does it: files a user names, opened
 //! safely (here); the pieces read loops are made of (`read`: a read
 //! retried on EINTR, reads that fill a buffer); and the readers stacked
-//! under them (`interruptible`: reads that stop on Ctrl-C).
+//! under them (`interruptible`: reads that stop on Ctrl-C; `xz`: xz
+//! decoding on every CPU).
 //!
 //! A user names a file on the command line or in a configuration file. A
 //! plain `File::open` of a FIFO blocks until some writer appears (forever,
@@ -20,6 +21,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 pub mod interruptible;
 pub mod read;
+pub mod xz;
 
 pub use interruptible::{Interruptible, Pump};
 pub use read::{read_full, read_full_at, read_some};

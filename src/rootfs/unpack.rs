@@ -245,7 +245,7 @@ fn read_tar<R: Read>(
     let result = (|| -> Result<()> {
         let decoded: Box<dyn Read + '_> = match compression {
             Compression::None => Box::new(input),
-            Compression::Xz => Box::new(crate::xz::XzStreams::new(BufReader::with_capacity(
+            Compression::Xz => Box::new(crate::io::xz::XzStreams::new(BufReader::with_capacity(
                 1 << 16,
                 input,
             ))?),

@@ -108,7 +108,7 @@ impl Source {
         let input = BufReader::with_capacity(1 << 20, file);
         Ok(match self.format {
             Format::Raw => Box::new(input),
-            Format::Xz => Box::new(crate::xz::XzStreams::new(input)?),
+            Format::Xz => Box::new(crate::io::xz::XzStreams::new(input)?),
             Format::Zstd => {
                 let mut d = zstd::stream::read::Decoder::with_buffer(input)
                     .with_context(|| format!("starting the zstd decoder for {shown}"))?;
