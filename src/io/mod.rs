@@ -2,7 +2,7 @@
 //! safely (here); the pieces read loops are made of (`read`: a read
 //! retried on EINTR, reads that fill a buffer); and the readers stacked
 //! under them (`interruptible`: reads that stop on Ctrl-C; `xz`: xz
-//! decoding on every CPU).
+//! decoding on every CPU; `count`: a progress bar fed by the bytes read).
 //!
 //! A user names a file on the command line or in a configuration file. A
 //! plain `File::open` of a FIFO blocks until some writer appears (forever,
@@ -19,10 +19,12 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
+pub mod count;
 pub mod interruptible;
 pub mod read;
 pub mod xz;
 
+pub use count::Counting;
 pub use interruptible::{Interruptible, Pump};
 pub use read::{read_full, read_full_at, read_some};
 

@@ -36,8 +36,8 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use super::oci;
-use crate::io::read_some;
-use crate::progress::{Bar, Progress};
+use crate::io::{read_some, Counting};
+use crate::progress::Progress;
 use crate::space::Room;
 
 /// Compression of a base archive, told by magic bytes.
@@ -176,15 +176,10 @@ pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<Unpack
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| label.clone());
     let mut bar = progress.bytes(&format!("unpack {shown}"), Some(size));
-    let result = unpack_from(
-        Counting {
-            inner: file,
-            bar: &mut bar,
-        },
-        &label,
-        dest,
-        progress,
-    );
+    // The compressed bytes, as the decompressor pulls them: the bar tracks
+    // the position in the file (its size is known; the unpacked size is
+    // not).
+    let result = unpack_from(Counting::new(file, &mut bar), &label, dest, progress);
     bar.finish();
     result
 }
@@ -550,14 +545,9 @@ fn apply_oci(spool: &Spool, extractor: &mut Extractor, progress: &Progress) -> R
             let compression = layer_compression(&mut file, &layer.digest)?;
             let mut bar = progress.bytes(&format!("layer {n}/{count}"), Some(layer.size));
             extractor.begin_layer();
-            let result = read_tar(
-                compression,
-                Counting {
-                    inner: file,
-                    bar: &mut bar,
-                },
-                |tar| extractor.run(tar),
-            );
+            let result = read_tar(compression, Counting::new(file, &mut bar), |tar| {
+                extractor.run(tar)
+            });
             bar.finish();
             result
         })()
@@ -579,21 +569,6 @@ fn layer_compression(file: &mut File, digest: &str) -> Result<Compression> {
         None if head.starts_with(b"BZh") => bail!("bzip2 layers are not supported"),
         None => Compression::None,
     })
-}
-
-/// Counts compressed bytes as the decompressor pulls them, so the bar tracks
-/// position in the file (its size is known; the unpacked size is not).
-struct Counting<'a, R> {
-    inner: R,
-    bar: &'a mut Bar,
-}
-
-impl<R: Read> Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bar.inc(n as u64);
-        Ok(n)
-    }
 }
 
 /// Remembers the decompressor's first error, so a failure deep inside the
