@@ -584,18 +584,7 @@ fn fill(
             }
             Err(e) => {
                 bar.finish();
-                // The .part stays for a resume (the next attempt, or a
-                // later run); it is not in the cache under its final name,
-                // so it is never used unverified.
-                let got = state.have;
-                let msg = match expected_total {
-                    Some(total) if got < total => format!(
-                        "download of {url} truncated: got {got} of {total} bytes ({})",
-                        error_chain(&e)
-                    ),
-                    _ => format!("download of {url} failed after {got} bytes ({e})"),
-                };
-                return Err(anyhow!(Transient::new(msg, None)));
+                return Err(broke_off(url, state.have, expected_total, &e));
             }
         };
         part.write_all(&buf[..n])
@@ -624,6 +613,20 @@ fn fill(
         bail!("checksum mismatch for {url}: expected {hex}, got {actual}");
     }
     publish(part, part_path, &blob, dir)
+}
+
+/// The error of a body that broke off after `got` bytes: transient. The
+/// .part stays for a resume (the next attempt, or a later run); it is not
+/// in the cache under its final name, so it is never used unverified.
+fn broke_off(url: &Url, got: u64, expected_total: Option<u64>, e: &io::Error) -> anyhow::Error {
+    let msg = match expected_total {
+        Some(total) if got < total => format!(
+            "download of {url} truncated: got {got} of {total} bytes ({})",
+            error_chain(e)
+        ),
+        _ => format!("download of {url} failed after {got} bytes ({e})"),
+    };
+    anyhow!(Transient::new(msg, None))
 }
 
 /// Feed what an earlier run left in the `.part` into the hasher.
