@@ -18,7 +18,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::interrupt;
+use crate::system::command::Task;
 
 /// Move this process into a private mount namespace (needs root). Must be
 /// called before any thread is started.
@@ -174,7 +174,7 @@ impl Chroot {
         env: &[(String, String)],
         what: &str,
     ) -> Result<()> {
-        interrupt::run(&mut self.command(argv, env), what)
+        Task::new(what, &mut self.command(argv, env)).run()
     }
 
     /// Unmount everything, reporting the first failure.

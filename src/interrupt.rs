@@ -6,18 +6,19 @@
 //! when it is set, and the error that follows unwinds through every guard.
 //!
 //! Since the signal no longer ends the process, every long loop must look
-//! at the flag. Loops that read go through one of two readers here rather
-//! than check by hand: `Interruptible` (local files, decoders: a check
-//! before each read) and `Pump` (network bodies, whose reads can block for
-//! as long as the server likes). Waits use `sleep` and `blocking`. All of
-//! them fail with the `Interrupted` error, which `is_interrupt` recognises
-//! under any context.
+//! at the flag. Loops that read go through one of two readers of
+//! `crate::io` rather than check by hand: `Interruptible` (local files,
+//! decoders: a check before each read) and `Pump` (network bodies, whose
+//! reads can block for as long as the server likes). Waits use `sleep` and
+//! `blocking`; external programs run through `system::command::Task`, on
+//! `spawn` and `wait` here. All of them fail with the `Interrupted` error,
+//! which `is_interrupt` recognises under any context.
 
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -30,9 +31,11 @@ static FLAG: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
 
 /// How often a wait looks at the flag: well inside the one second a
 /// signal may take to stop us, and cheap (an atomic load per slice).
-const POLL: Duration = Duration::from_millis(100);
+pub const POLL: Duration = Duration::from_millis(100);
 
-fn flag() -> Arc<AtomicUsize> {
+/// The flag itself, for a reader that looks at it on every read
+/// (`io::Interruptible`, `io::Pump`): one atomic load, with `check_io`.
+pub fn flag() -> Arc<AtomicUsize> {
     Arc::clone(FLAG.get_or_init(|| Arc::new(AtomicUsize::new(0))))
 }
 
@@ -102,7 +105,8 @@ pub fn check() -> Result<()> {
     Ok(())
 }
 
-fn check_io(flag: &AtomicUsize) -> io::Result<()> {
+/// `io_error()` if `flag` (from `flag()`) is raised.
+pub fn check_io(flag: &AtomicUsize) -> io::Result<()> {
     if raised(flag) {
         return Err(io_error());
     }
@@ -160,175 +164,29 @@ pub fn blocking<T: Send + 'static>(
     }
 }
 
-/// A reader that fails with `io_error()` once a signal arrived: wrapped
-/// around a file or a decoder, every read of a long loop checks the flag
-/// (one atomic load) without the loop knowing.
-pub struct Interruptible<R> {
-    inner: R,
-    flag: Arc<AtomicUsize>,
-}
-
-impl<R> Interruptible<R> {
-    pub fn new(inner: R) -> Self {
-        Interruptible {
-            inner,
-            flag: flag(),
-        }
-    }
-}
-
-impl<R: Read> Read for Interruptible<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        check_io(&self.flag)?;
-        self.inner.read(buf)
-    }
-}
-
-/// A reader whose reads happen on a thread of its own, for network bodies.
-///
-/// A checked read is not enough there: a read from a stalled server blocks
-/// for as long as the HTTP client's stall timeout (a minute), and a
-/// signal cannot cut it short (the handler only sets the flag, and
-/// reqwest's blocking reads wait on a channel that EINTR does not end).
-/// Shortening the client's timeout instead would fail slow but healthy
-/// mirrors. So the worker blocks, and the caller waits for its chunks in
-/// `POLL` slices, looking at the flag between them; on a signal the
-/// worker is abandoned (it ends at its next read, or with the process).
-/// A few chunks of read-ahead also let the transfer overlap the caller's
-/// work on the previous chunk.
-pub struct Pump {
-    /// Chunks in order; an empty one marks the end of the stream.
-    chunks: Receiver<io::Result<Vec<u8>>>,
-    current: Vec<u8>,
-    at: usize,
-    state: PumpState,
-    flag: Arc<AtomicUsize>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum PumpState {
-    Reading,
-    Ended,
-    /// An error was returned: later reads fail too rather than look like
-    /// the end of a stream that was cut.
-    Failed,
-}
-
-/// Chunk size and how many may wait: memory stays under a MiB.
-const PUMP_CHUNK: usize = 1 << 17;
-const PUMP_AHEAD: usize = 4;
-
-impl Pump {
-    pub fn new<R: Read + Send + 'static>(inner: R) -> io::Result<Pump> {
-        Self::with_flag(inner, flag())
-    }
-
-    fn with_flag<R: Read + Send + 'static>(inner: R, flag: Arc<AtomicUsize>) -> io::Result<Pump> {
-        let (tx, rx) = mpsc::sync_channel(PUMP_AHEAD);
-        std::thread::Builder::new()
-            .name("pump".into())
-            .spawn(move || pump(inner, &tx))?;
-        Ok(Pump {
-            chunks: rx,
-            current: Vec::new(),
-            at: 0,
-            state: PumpState::Reading,
-            flag,
-        })
-    }
-
-    /// The next chunk from the worker, empty at the end of the stream.
-    fn next_chunk(&mut self) -> io::Result<Vec<u8>> {
-        loop {
-            check_io(&self.flag)?;
-            match self.chunks.recv_timeout(POLL) {
-                Ok(chunk) => return chunk,
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(io::Error::other("the reading thread stopped"))
-                }
-            }
-        }
-    }
-}
-
-/// The worker: read until the end, an error, or the reader being dropped.
-fn pump<R: Read>(mut inner: R, tx: &SyncSender<io::Result<Vec<u8>>>) {
-    loop {
-        let mut buf = vec![0u8; PUMP_CHUNK];
-        let sent = match inner.read(&mut buf) {
-            Ok(0) => {
-                let _ = tx.send(Ok(Vec::new()));
-                return;
-            }
-            Ok(n) => {
-                buf.truncate(n);
-                tx.send(Ok(buf))
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
-}
-
-impl Read for Pump {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        check_io(&self.flag)?;
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        while self.at == self.current.len() {
-            match self.state {
-                PumpState::Reading => {}
-                PumpState::Ended => return Ok(0),
-                PumpState::Failed => return Err(io::Error::other("an earlier read failed")),
-            }
-            match self.next_chunk() {
-                Ok(chunk) if chunk.is_empty() => self.state = PumpState::Ended,
-                Ok(chunk) => (self.current, self.at) = (chunk, 0),
-                // Not final: the flag is only looked at, the stream is intact.
-                Err(e) if is_io(&e) => return Err(e),
-                Err(e) => {
-                    self.state = PumpState::Failed;
-                    return Err(e);
-                }
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
 /// Start a command in its own process group with no standard input, so
 /// that on interrupt the whole group (a hook and whatever it started) can be
-/// killed, and no grandchild keeps our output pipes open.
+/// killed, and no grandchild keeps our output pipes open. `what` names the
+/// command in errors ("dracut in the build root"). Most callers want
+/// `system::command::Task`, which runs a command this way and reports its
+/// failures.
 pub fn spawn(cmd: &mut Command, what: &str) -> Result<Child> {
+    spawn_with_stdin(cmd, what, Stdio::null())
+}
+
+/// `spawn`, with a pipe to the command's standard input (`Child::stdin`).
+pub fn spawn_fed(cmd: &mut Command, what: &str) -> Result<Child> {
+    spawn_with_stdin(cmd, what, Stdio::piped())
+}
+
+fn spawn_with_stdin(cmd: &mut Command, what: &str, stdin: Stdio) -> Result<Child> {
     check()?;
-    cmd.process_group(0).stdin(Stdio::null());
+    cmd.process_group(0).stdin(stdin);
     cmd.spawn().with_context(|| format!("starting {what}"))
 }
 
-/// Run a command to completion, killing it if we are interrupted.
-/// `what` names the command in errors ("dracut in the build root").
-pub fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let child = spawn(cmd, what)?;
-    let status = wait(child, what)?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
-}
-
 /// Wait for a child started by `spawn`, killing its process group if we are
-/// interrupted.
+/// interrupted (then the error is `Interrupted`, under "running {what}").
 pub fn wait(mut child: Child, what: &str) -> Result<ExitStatus> {
     loop {
         if let Some(status) = child
@@ -342,7 +200,7 @@ pub fn wait(mut child: Child, what: &str) -> Result<ExitStatus> {
             let _ = killpg(pgid, Signal::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
-            bail!("interrupted while running {what}");
+            return Err(anyhow::Error::new(Interrupted).context(format!("running {what}")));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -356,36 +214,6 @@ mod tests {
         Arc::new(AtomicUsize::new(15))
     }
 
-    /// A reader that blocks until its sender says something (never, here):
-    /// a server that sent its headers and then nothing.
-    struct Stalled(Receiver<()>);
-
-    impl Read for Stalled {
-        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-            let _ = self.0.recv();
-            Ok(0)
-        }
-    }
-
-    #[test]
-    fn interruptible_reads_until_the_flag_is_raised() {
-        let flag = Arc::new(AtomicUsize::new(0));
-        let mut r = Interruptible {
-            inner: io::repeat(7),
-            flag: Arc::clone(&flag),
-        };
-        let mut buf = [0u8; 4];
-        assert_eq!(r.read(&mut buf).unwrap(), 4);
-        flag.store(2, Ordering::SeqCst);
-        let e = r.read(&mut buf).unwrap_err();
-        assert!(is_io(&e), "{e}");
-        assert_eq!(e.to_string(), "interrupted");
-        // Not EINTR, which std's loops would retry forever.
-        assert_ne!(e.kind(), io::ErrorKind::Interrupted);
-        let e = io::copy(&mut r, &mut io::sink()).unwrap_err();
-        assert!(is_io(&e));
-    }
-
     #[test]
     fn the_error_is_recognised_under_contexts() {
         let e = anyhow::Error::new(io_error()).context("reading x.part");
@@ -394,56 +222,6 @@ mod tests {
         assert!(is_interrupt(&anyhow::Error::new(Interrupted).context("a")));
         assert!(!is_interrupt(&anyhow::anyhow!("interrupted")));
         assert!(!is_io(&io::Error::from(io::ErrorKind::Interrupted)));
-    }
-
-    #[test]
-    fn pump_passes_bytes_and_errors_through() {
-        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-        let mut out = Vec::new();
-        Pump::with_flag(io::Cursor::new(data.clone()), Arc::new(AtomicUsize::new(0)))
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, data);
-
-        let failing = io::Cursor::new(vec![1u8; 10]).chain(FailOnce);
-        let mut p = Pump::with_flag(failing, Arc::new(AtomicUsize::new(0))).unwrap();
-        let mut out = Vec::new();
-        let e = p.read_to_end(&mut out).unwrap_err();
-        assert_eq!(e.to_string(), "connection reset");
-        assert_eq!(out, vec![1u8; 10]);
-        assert!(p.read(&mut [0u8; 4]).is_err(), "a cut stream has no end");
-    }
-
-    struct FailOnce;
-
-    impl Read for FailOnce {
-        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-            Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                "connection reset",
-            ))
-        }
-    }
-
-    #[test]
-    fn pump_stops_waiting_on_a_stalled_reader_when_the_flag_is_raised() {
-        let (_never, rx) = mpsc::channel();
-        let flag = Arc::new(AtomicUsize::new(0));
-        let mut p = Pump::with_flag(Stalled(rx), Arc::clone(&flag)).unwrap();
-        let raiser = Arc::clone(&flag);
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(150));
-            raiser.store(15, Ordering::SeqCst);
-        });
-        let t = Instant::now();
-        let e = p.read(&mut [0u8; 16]).unwrap_err();
-        assert!(is_io(&e), "{e}");
-        assert!(
-            t.elapsed() < Duration::from_millis(150) + 2 * POLL,
-            "{:?}",
-            t.elapsed()
-        );
     }
 
     #[test]

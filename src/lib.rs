@@ -29,4 +29,3 @@ pub mod status;
 pub mod system;
 pub mod undercloud;
 pub mod write;
-pub mod xz;

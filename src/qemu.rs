@@ -999,15 +999,14 @@ enum Event {
 fn read_console(mut from: impl Read, to: Sender<Event>) {
     let mut buf = vec![0u8; 8192];
     loop {
-        match from.read(&mut buf) {
-            Ok(0) => break,
+        // What came, at once: the console is watched as it prints.
+        match crate::io::read_some(&mut from, &mut buf) {
+            Ok(0) | Err(_) => break,
             Ok(n) => {
                 if to.send(Event::Console(buf[..n].to_vec())).is_err() {
                     return;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
         }
     }
     let _ = to.send(Event::ConsoleEnd);

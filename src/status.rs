@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::system::command::Task;
 use crate::undercloud::configure::NOAUTH_WARNING;
 use crate::undercloud::credentials::{self, Credentials};
 use crate::undercloud::dhcp_guard;
@@ -289,18 +290,14 @@ pub fn summary(r: &Report) -> String {
 }
 
 fn systemctl_show(units: &[&str]) -> Result<Vec<UnitState>> {
-    let out = Command::new("systemctl")
-        .args(["show", "-p", "Id,LoadState,ActiveState,SubState,Result"])
-        .args(units)
-        .output()
-        .context("running systemctl show")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "systemctl show failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let mut states = parse_systemctl_show(&String::from_utf8_lossy(&out.stdout));
+    let out = Task::new(
+        "systemctl show",
+        Command::new("systemctl")
+            .args(["show", "-p", "Id,LoadState,ActiveState,SubState,Result"])
+            .args(units),
+    )
+    .read_text()?;
+    let mut states = parse_systemctl_show(&out);
     // systemctl answers in the order asked; keep ours whatever happens.
     states.sort_by_key(|s| {
         units

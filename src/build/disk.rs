@@ -19,6 +19,7 @@ use super::Written;
 use crate::install::{self, bootloader, config::Config, copy, disk, finalize};
 use crate::interrupt;
 use crate::progress::{human_bytes, Progress};
+use crate::system::command::Task;
 
 /// An image's ESP: shim, grub and MokManager take a few MiB; 64 MiB is
 /// the smallest FAT32 the ESP writer makes (512-byte clusters).
@@ -162,7 +163,7 @@ fn to_qcow2(raw: &Path, out: &Path, progress: &Progress) -> Result<()> {
     cmd.args(["convert", "-f", "raw", "-O", "qcow2"])
         .arg(raw)
         .arg(out);
-    interrupt::run(&mut cmd, "qemu-img convert")
+    Task::new("qemu-img convert", &mut cmd).run()
 }
 
 #[cfg(test)]

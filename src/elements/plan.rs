@@ -20,6 +20,7 @@ use super::pkgmap::PkgMap;
 use super::ElementSet;
 use crate::sandbox::{self, Sandbox};
 use crate::spec::Distro;
+use crate::system::command::Task;
 
 /// dib's `ARCH` for this machine: dib standardises x86-64 as `amd64` for
 /// every distro (its Fedora/CentOS root.d scripts map it back locally).
@@ -298,9 +299,8 @@ fn sourced_env(
         cmd.arg(std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?);
     }
     sandbox.confine(&mut cmd);
-    let out = cmd
-        .output()
-        .context("sourcing environment.d files with bash")?;
+    // Whatever the status: a failure is explained from stderr below.
+    let out = Task::new("bash sourcing environment.d files", &mut cmd).output()?;
     if let Some(why) = sandbox::explain_failure(&out.stderr) {
         bail!("sourcing environment.d files: {why}");
     }

@@ -10,13 +10,14 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::Fetcher;
-use crate::{chroot, interrupt};
+use crate::chroot;
+use crate::system::command::Task;
 
 /// The Debian mirror used when a spec names none.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
@@ -152,28 +153,11 @@ fn make(fetcher: &Fetcher, d: &Debootstrap, tool: &Path, work: &Path, out: &Path
     fetcher
         .progress()
         .step(format!("{what} ({}); this takes a few minutes", d.variant));
-    let log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let log2 = log
-        .try_clone()
-        .with_context(|| format!("opening {}", log_path.display()))?;
-    let status = interrupt::wait(
-        interrupt::spawn(
-            Command::new(tool)
-                .args(d.args(&root))
-                .stdout(Stdio::from(log))
-                .stderr(Stdio::from(log2)),
-            &what,
-        )?,
-        &what,
-    )?;
-    if !status.success() {
-        bail!(
-            "{what} failed ({status}); last lines of {}:\n{}",
-            log_path.display(),
-            tail(&log_path, 15)
-        );
-    }
+    // Its output is long and explains a failure only as a whole: all of
+    // it goes to the log, whose last lines the error shows.
+    Task::new(what, Command::new(tool).args(d.args(&root)))
+        .log(&log_path)
+        .run()?;
     // debootstrap keeps the .debs it installed; they are worth nothing in
     // an image and would double the tarball.
     for sub in ["var/cache/apt/archives", "var/lib/apt/lists"] {
@@ -199,12 +183,6 @@ fn make(fetcher: &Fetcher, d: &Debootstrap, tool: &Path, work: &Path, out: &Path
     fs::rename(&tmp, out)
         .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
     Ok(())
-}
-
-fn tail(path: &Path, n: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use reqwest::{StatusCode, Url};
 use sha2::{Digest, Sha256};
 
 use super::{Fetcher, MAX_CHECKSUM_LIST};
-use crate::interrupt::{self, Interruptible, Pump};
+use crate::interrupt;
+use crate::io::{read_some, Interruptible, Pump};
 
 /// Connecting should be quick; a mirror that takes longer is better skipped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -468,22 +469,19 @@ impl Read for Tee<'_> {
                 self.url
             )));
         }
-        let n = loop {
-            match self.body.read(buf) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Final, not a cut to resume: the .part stays for a later run.
-                Err(e) if interrupt::is_io(&e) => {
-                    self.failure = Some(TeeFailure::Local(anyhow!(interrupt::Interrupted)));
-                    return Err(e);
-                }
-                Err(e) => {
-                    self.failure = Some(TeeFailure::Cut);
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("download of {} failed ({})", self.url, error_chain(&e)),
-                    ));
-                }
+        let n = match read_some(&mut self.body, buf) {
+            Ok(n) => n,
+            // Final, not a cut to resume: the .part stays for a later run.
+            Err(e) if interrupt::is_io(&e) => {
+                self.failure = Some(TeeFailure::Local(anyhow!(interrupt::Interrupted)));
+                return Err(e);
+            }
+            Err(e) => {
+                self.failure = Some(TeeFailure::Cut);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("download of {} failed ({})", self.url, error_chain(&e)),
+                ));
             }
         };
         if n == 0 {
@@ -577,28 +575,16 @@ fn fill(
 
     let mut buf = vec![0u8; 1 << 17];
     loop {
-        let n = match body.read(&mut buf) {
+        let n = match read_some(&mut body, &mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if interrupt::is_io(&e) => {
                 bar.finish();
                 return Err(interrupt::Interrupted.into());
             }
             Err(e) => {
                 bar.finish();
-                // The .part stays for a resume (the next attempt, or a
-                // later run); it is not in the cache under its final name,
-                // so it is never used unverified.
-                let got = state.have;
-                let msg = match expected_total {
-                    Some(total) if got < total => format!(
-                        "download of {url} truncated: got {got} of {total} bytes ({})",
-                        error_chain(&e)
-                    ),
-                    _ => format!("download of {url} failed after {got} bytes ({e})"),
-                };
-                return Err(anyhow!(Transient::new(msg, None)));
+                return Err(broke_off(url, state.have, expected_total, &e));
             }
         };
         part.write_all(&buf[..n])
@@ -629,6 +615,20 @@ fn fill(
     publish(part, part_path, &blob, dir)
 }
 
+/// The error of a body that broke off after `got` bytes: transient. The
+/// .part stays for a resume (the next attempt, or a later run); it is not
+/// in the cache under its final name, so it is never used unverified.
+fn broke_off(url: &Url, got: u64, expected_total: Option<u64>, e: &io::Error) -> anyhow::Error {
+    let msg = match expected_total {
+        Some(total) if got < total => format!(
+            "download of {url} truncated: got {got} of {total} bytes ({})",
+            error_chain(e)
+        ),
+        _ => format!("download of {url} failed after {got} bytes ({e})"),
+    };
+    anyhow!(Transient::new(msg, None))
+}
+
 /// Feed what an earlier run left in the `.part` into the hasher.
 fn hash_existing(part: &mut File, hasher: &mut Sha256) -> io::Result<u64> {
     part.seek(SeekFrom::Start(0))?;
@@ -637,11 +637,9 @@ fn hash_existing(part: &mut File, hasher: &mut Sha256) -> io::Result<u64> {
     let mut buf = vec![0u8; 1 << 17];
     let mut total = 0u64;
     loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+        let n = match read_some(&mut input, &mut buf)? {
+            0 => return Ok(total),
+            n => n,
         };
         hasher.update(&buf[..n]);
         total += n as u64;

@@ -423,17 +423,16 @@ impl Fetcher {
     fn verify_local(&self, path: &Path, expected: &str) -> Result<()> {
         let file = crate::io::open_regular(path, "source")?;
         let len = file.metadata().map(|m| m.len()).ok();
-        let mut file = crate::interrupt::Interruptible::new(file);
+        let mut file = crate::io::Interruptible::new(file);
         let mut bar = self
             .progress
             .bytes(&format!("verify {}", display_name(path)), len);
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 17];
         loop {
-            let n = match file.read(&mut buf) {
+            let n = match crate::io::read_some(&mut file, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
             };
             hasher.update(&buf[..n]);

@@ -69,6 +69,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 use crate::interrupt;
+use crate::io::read_full;
 
 /// The default zstd level. Measured with `pack` on the Debian 12 test base
 /// root (scripts/make-test-base: debootstrap minbase + kernel, dracut,
@@ -761,7 +762,7 @@ pub fn summarize(path: &Path) -> Result<Summary> {
     let input = BufReader::with_capacity(1 << 20, file);
     let mut r: Box<dyn Read> = if kind == "xz" {
         // The multithreaded decoder (xz -T0 files are multi-block).
-        Box::new(crate::xz::XzStreams::new(input)?)
+        Box::new(crate::io::xz::XzStreams::new(input)?)
     } else {
         decoder(kind, input).with_context(|| format!("reading {shown}"))?
     };
@@ -837,20 +838,6 @@ pub fn summarize(path: &Path) -> Result<Summary> {
         }
         pos += skip;
     }
-}
-
-/// Reads until `buf` is full or the input ends; the bytes read.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 fn read_exact(

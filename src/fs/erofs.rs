@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::interrupt;
 use crate::spec::Compressor;
+use crate::system::command::Task;
 use crate::system::tool;
 
 pub fn check_tool() -> Result<()> {
@@ -18,10 +18,12 @@ pub fn check_tool() -> Result<()> {
 /// The compressors this mkfs.erofs was built with, from its `--help` text
 /// ("Available compressors are: lz4hc, lz4"): Debian 12's lacks lzma.
 pub fn available_compressors() -> Result<Vec<String>> {
-    let out = Command::new("mkfs.erofs")
-        .arg("--help")
-        .output()
-        .context("running mkfs.erofs --help")?;
+    // The text is what counts, whatever the exit status.
+    let out = Task::new(
+        "mkfs.erofs --help",
+        Command::new("mkfs.erofs").arg("--help"),
+    )
+    .output()?;
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     Ok(parse_compressors(&text))
@@ -72,7 +74,7 @@ pub fn make(root: &Path, out: &Path, comp: Compressor, epoch: i64, uuid: &str) -
     // time and clamps newer file times to it, keeping packaged files' own.
     crate::fs::squashfs::clamp_times(&mut cmd, epoch);
     cmd.stdout(std::process::Stdio::null());
-    interrupt::run(&mut cmd, "mkfs.erofs")
+    Task::new("mkfs.erofs", &mut cmd).run()
 }
 
 #[cfg(test)]

@@ -9,13 +9,12 @@
 //! and directory hash seed are given, so the bytes are reproducible.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::interrupt;
+use crate::system::command::Task;
 use crate::system::tool;
 
 /// The upper and work folders dracut looks for.
@@ -45,28 +44,18 @@ pub fn make_persistence(out: &Path, size: u64, label: &str, uuid: &str, epoch: i
         .arg(out)
         .env("E2FSPROGS_FAKE_TIME", &fake_time)
         .stdout(Stdio::null());
-    interrupt::run(&mut mkfs, "mkfs.ext4")
+    Task::new("mkfs.ext4", &mut mkfs)
+        .run()
         .with_context(|| format!("making the persistence filesystem {}", out.display()))?;
 
     let mut debugfs = Command::new(tool::require("debugfs", "e2fsprogs")?);
     debugfs
         .args(["-w", "-f", "-"])
         .arg(out)
-        .env("E2FSPROGS_FAKE_TIME", &fake_time)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = debugfs
-        .spawn()
-        .with_context(|| format!("starting debugfs on {}", out.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(b"mkdir LiveOS\nmkdir LiveOS/overlay\nmkdir LiveOS/ovlwork\n")
-            .with_context(|| format!("writing debugfs commands for {}", out.display()))?;
-    }
-    let o = child
-        .wait_with_output()
-        .with_context(|| format!("running debugfs on {}", out.display()))?;
+        .env("E2FSPROGS_FAKE_TIME", &fake_time);
+    let o = Task::new(format!("debugfs on {}", out.display()), &mut debugfs)
+        .input(b"mkdir LiveOS\nmkdir LiveOS/overlay\nmkdir LiveOS/ovlwork\n")
+        .output()?;
     // debugfs exits 0 even when a command fails; its complaints go to stderr
     // after the banner line.
     let err = String::from_utf8_lossy(&o.stderr);

@@ -6,8 +6,8 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::interrupt;
 use crate::spec::{Compression, Compressor};
+use crate::system::command::Task;
 use crate::system::tool;
 
 /// Check that mksquashfs is there, naming the package that provides it.
@@ -50,7 +50,7 @@ pub fn make(root: &Path, out: &Path, comp: Compressor, epoch: i64, quiet: bool) 
     if quiet {
         cmd.stdout(std::process::Stdio::null());
     }
-    interrupt::run(&mut cmd, "mksquashfs")
+    Task::new("mksquashfs", &mut cmd).run()
 }
 
 /// Same root + same epoch = same bytes, with the files' own times kept

@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -17,6 +17,7 @@ use crate::boot::loader::{self, EfiLoader};
 use crate::chroot::Chroot;
 use crate::fs::esp::EspFile;
 use crate::spec::Distro;
+use crate::system::command::Task;
 
 /// The distribution of a root, from its os-release.
 pub fn distro_of(root: &Path) -> Result<Distro> {
@@ -248,33 +249,40 @@ pub fn initramfs(chroot: &Chroot, kver: &str, fs: Filesystem, host_only: bool) -
 
 /// An EFI boot entry through efibootmgr, when the firmware's variables are
 /// there and the tool is; otherwise the removable path boots the disk.
-/// Returns what happened, for the log.
-pub fn efi_entry(disk: &Path, esp_number: u32, loader: &str) -> String {
+/// Returns what happened, for the log; only an interrupt is an error.
+pub fn efi_entry(disk: &Path, esp_number: u32, loader: &str) -> Result<String> {
     if !Path::new("/sys/firmware/efi/efivars").is_dir() {
-        return "no EFI variables (BIOS boot or not mounted): the ESP's EFI/BOOT path boots the disk".into();
+        return Ok(
+            "no EFI variables (BIOS boot or not mounted): the ESP's EFI/BOOT path boots the disk"
+                .into(),
+        );
     }
     let Some(tool) = crate::system::tool::find("efibootmgr") else {
-        return "efibootmgr is not installed: no boot entry made; the ESP's EFI/BOOT path boots the disk".into();
+        return Ok("efibootmgr is not installed: no boot entry made; the ESP's EFI/BOOT path boots the disk".into());
     };
-    let o = Command::new(tool)
-        .args(["--create", "--disk"])
-        .arg(disk)
-        .args([
-            "--part",
-            &esp_number.to_string(),
-            "--label",
-            "undercloud-live",
-            "--loader",
-            loader,
-        ])
-        .output();
-    match o {
-        Ok(o) if o.status.success() => format!("EFI boot entry 'undercloud-live' -> {loader}"),
-        Ok(o) => format!(
-            "efibootmgr failed ({}): the ESP's EFI/BOOT path boots the disk",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => format!("efibootmgr did not run ({e}): the ESP's EFI/BOOT path boots the disk"),
+    let made = Task::new(
+        "efibootmgr",
+        Command::new(tool)
+            .args(["--create", "--disk"])
+            .arg(disk)
+            .args([
+                "--part",
+                &esp_number.to_string(),
+                "--label",
+                "undercloud-live",
+                "--loader",
+                loader,
+            ])
+            // It prints the boot entries it now has: not for our log.
+            .stdout(Stdio::null()),
+    )
+    .run();
+    match made {
+        Ok(()) => Ok(format!("EFI boot entry 'undercloud-live' -> {loader}")),
+        Err(e) if crate::interrupt::is_interrupt(&e) => Err(e),
+        // "efibootmgr failed (exit status: 2): <what it said>", or the
+        // reason it did not start.
+        Err(e) => Ok(format!("{e:#}; the ESP's EFI/BOOT path boots the disk")),
     }
 }
 

@@ -16,7 +16,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::interrupt;
+use crate::system::command::Task;
 
 /// Where dracut's dmsquash-live leaves the image's root mounted read-only:
 /// `/run/rootfsbase` with the overlayfs overlay (rd.live.overlay.overlayfs,
@@ -77,10 +77,11 @@ pub fn copy_root(from: &Path, to: &Path) -> Result<()> {
     cmd.args(["-a", "-x", "--sparse=always"])
         .arg(from.join("."))
         .arg(to);
-    interrupt::run(
+    Task::new(
+        format!("copying {} to the target", from.display()),
         &mut cmd,
-        &format!("copying {} to the target", from.display()),
     )
+    .run()
 }
 
 #[cfg(test)]

@@ -11,10 +11,8 @@
 //! grows to fill whatever disk it is written to on its first boot).
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -27,6 +25,7 @@ use crate::boot::kernel::Kernel;
 use crate::chroot::Chroot;
 use crate::image::gpt::IdRole;
 use crate::spec::Distro;
+use crate::system::command::Task;
 
 /// What the disk is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,7 +192,7 @@ pub fn make(job: &DiskJob, lay: &Layout, log: &mut Log) -> Result<String> {
     if job.kind == Kind::Installed {
         // efibootmgr reads the ESP's place from the table just written.
         if let Some(esp) = lay.get(Role::Esp) {
-            let note = bootloader::efi_entry(dev, esp.number, &vendor_loader);
+            let note = bootloader::efi_entry(dev, esp.number, &vendor_loader)?;
             log.note(note);
         }
     }
@@ -287,19 +286,9 @@ fn set_password(chroot: &Chroot, cfg: &Config, log: &mut Log) -> Result<()> {
     if cfg.root_password_hash.is_some() {
         argv.push("-e");
     }
-    let mut child = chroot
-        .command(&argv, &[])
-        .stdin(Stdio::piped())
-        .spawn()
-        .context("running chpasswd in the target")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(format!("root:{pw}\n").as_bytes())
-            .context("feeding chpasswd")?;
-    }
-    if !child.wait().context("chpasswd")?.success() {
-        bail!("chpasswd failed in the target");
-    }
+    Task::new("chpasswd in the target", &mut chroot.command(&argv, &[]))
+        .input(format!("root:{pw}\n"))
+        .run()?;
     log.note("  root password set");
     Ok(())
 }

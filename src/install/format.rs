@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::config::Filesystem;
 use crate::fs::esp::{self, EspFile};
-use crate::interrupt;
+use crate::system::command::Task;
 
 fn tool(name: &str, package: &str) -> Result<PathBuf> {
     crate::system::tool::require(name, package)
@@ -48,16 +48,13 @@ pub fn mkfs_root(dev: &Path, fs: Filesystem, uuid: Uuid) -> Result<()> {
         }
     };
     cmd.arg(dev);
-    interrupt::run(
-        &mut cmd,
-        &format!("mkfs.{} on {}", fs.name(), dev.display()),
-    )
+    Task::new(format!("mkfs.{} on {}", fs.name(), dev.display()), &mut cmd).run()
 }
 
 pub fn mkswap(dev: &Path, uuid: Uuid) -> Result<()> {
     let mut cmd = Command::new(tool("mkswap", "util-linux")?);
     cmd.args(["-L", "swap", "-U", &uuid.to_string()]).arg(dev);
-    interrupt::run(&mut cmd, &format!("mkswap on {}", dev.display()))
+    Task::new(format!("mkswap on {}", dev.display()), &mut cmd).run()
 }
 
 /// The ESP's FAT volume id as fstab and blkid write it ("1234-ABCD").

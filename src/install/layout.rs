@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::disk::Ids;
 use crate::image::gpt::{protective_mbr, write_gpt, IdRole, PartitionSpec, LBA};
+use crate::system::command::Task;
 
 const MIB: u64 = 1 << 20;
 /// The BIOS boot partition holds GRUB's core image (about 150 KiB).
@@ -188,29 +189,27 @@ pub struct PartLoop {
 
 impl PartLoop {
     pub fn new(disk: &Path, part: &Part) -> Result<PartLoop> {
-        let o = Command::new("losetup")
-            .args(["--find", "--show", "--offset"])
-            .arg(part.start.to_string())
-            .arg("--sizelimit")
-            .arg(part.size.to_string())
-            .arg(disk)
-            .output()
-            .context("running losetup (util-linux)")?;
-        if !o.status.success() {
-            bail!(
-                "losetup over {} at byte {}: {}",
-                disk.display(),
-                part.start,
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-        }
-        let dev = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        let losetup = crate::system::tool::require("losetup", "util-linux")?;
+        let out = Task::new(
+            format!("losetup over {} at byte {}", disk.display(), part.start),
+            Command::new(losetup)
+                .args(["--find", "--show", "--offset"])
+                .arg(part.start.to_string())
+                .arg("--sizelimit")
+                .arg(part.size.to_string())
+                .arg(disk),
+        )
+        .read_text()?;
+        let dev = PathBuf::from(out.trim());
         Ok(PartLoop { dev })
     }
 }
 
 impl Drop for PartLoop {
     fn drop(&mut self) {
+        // Not a Task: this runs while an error or an interrupt unwinds,
+        // and a Task refuses to start (or kills its child) once a signal
+        // arrived; a loop device left attached would keep the disk busy.
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
     }
 }

@@ -28,6 +28,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::boot::kernel;
 use crate::progress::{human_bytes, Progress};
+use crate::system::command::Task;
 use crate::write::devices::{Sysfs, Usage};
 use config::{After, Config};
 
@@ -307,14 +308,11 @@ pub fn after(what: After) -> Result<()> {
         After::Reboot => "reboot",
         After::None => return Ok(()),
     };
-    let st = Command::new("systemctl")
-        .args(["--no-block", verb])
-        .status()
-        .with_context(|| format!("running systemctl {verb}"))?;
-    if !st.success() {
-        bail!("systemctl {verb} failed");
-    }
-    Ok(())
+    Task::new(
+        format!("systemctl {verb}"),
+        Command::new("systemctl").args(["--no-block", verb]),
+    )
+    .run()
 }
 
 #[cfg(test)]

@@ -4,11 +4,12 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::interrupt;
+use crate::io::Interruptible;
+use crate::system::command::Task;
 
 /// GNU tar keeps numeric owners, device nodes, hard links and xattrs (file
 /// capabilities) exactly; its output is compressed here with zstd, which
@@ -16,15 +17,17 @@ use crate::interrupt;
 /// (0600): a root mid-build can hold what its hooks were given.
 pub fn pack(root: &Path, out: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut child = interrupt::spawn(
+    let mut tar = Task::new(
+        format!("tar of {}", root.display()),
         Command::new("tar")
             .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-C"])
             .arg(root)
-            .args(["-cf", "-", "."])
-            .stdout(Stdio::piped()),
-        "tar",
-    )?;
-    let mut stdout = child.stdout.take().context("tar has no output pipe")?;
+            .args(["-cf", "-", "."]),
+    )
+    .spawn()?;
+    // Checked on every read: a signal does not reach tar (its own process
+    // group), which would otherwise go on to the end of the root.
+    let mut stdout = Interruptible::new(tar.stdout().context("tar has no output pipe")?);
     let file = File::options()
         .write(true)
         .create(true)
@@ -37,11 +40,13 @@ pub fn pack(root: &Path, out: &Path) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     enc.multithread(threads).context("starting zstd workers")?;
     let copied = io::copy(&mut stdout, &mut enc);
-    let status = interrupt::wait(child, "tar")?;
+    // Closed before the wait: after a failed copy, tar must see the pipe
+    // end rather than wait for a reader.
+    drop(stdout);
+    let finished = tar.finish();
+    // A failed copy first: tar's broken pipe would only follow from it.
     copied.with_context(|| format!("writing {}", out.display()))?;
-    if !status.success() {
-        bail!("tar failed ({status})");
-    }
+    finished?;
     let mut file = enc
         .finish()
         .with_context(|| format!("writing {}", out.display()))?;

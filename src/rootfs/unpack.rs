@@ -36,7 +36,8 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use super::oci;
-use crate::progress::{Bar, Progress};
+use crate::io::{read_some, Counting};
+use crate::progress::Progress;
 use crate::space::Room;
 
 /// Compression of a base archive, told by magic bytes.
@@ -175,15 +176,10 @@ pub fn unpack(archive: &Path, dest: &Path, progress: &Progress) -> Result<Unpack
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| label.clone());
     let mut bar = progress.bytes(&format!("unpack {shown}"), Some(size));
-    let result = unpack_from(
-        Counting {
-            inner: file,
-            bar: &mut bar,
-        },
-        &label,
-        dest,
-        progress,
-    );
+    // The compressed bytes, as the decompressor pulls them: the bar tracks
+    // the position in the file (its size is known; the unpacked size is
+    // not).
+    let result = unpack_from(Counting::new(file, &mut bar), &label, dest, progress);
     bar.finish();
     result
 }
@@ -240,11 +236,11 @@ fn read_tar<R: Read>(
     // Checked on both sides of the decompressor: its input (a file, a
     // spooled layer) may be read for long before any output comes, and a
     // small input can expand to gigabytes read without touching it.
-    let input = crate::interrupt::Interruptible::new(input);
+    let input = crate::io::Interruptible::new(input);
     let result = (|| -> Result<()> {
         let decoded: Box<dyn Read + '_> = match compression {
             Compression::None => Box::new(input),
-            Compression::Xz => Box::new(crate::xz::XzStreams::new(BufReader::with_capacity(
+            Compression::Xz => Box::new(crate::io::xz::XzStreams::new(BufReader::with_capacity(
                 1 << 16,
                 input,
             ))?),
@@ -255,7 +251,7 @@ fn read_tar<R: Read>(
             ),
         };
         let mut watched = Watch {
-            inner: crate::interrupt::Interruptible::new(decoded),
+            inner: crate::io::Interruptible::new(decoded),
             error: &decode_error,
         };
         body(&mut tar::Archive::new(&mut watched as &mut dyn Read))?;
@@ -445,10 +441,9 @@ impl Spool {
             .with_context(|| format!("creating {}", path.display()))?;
         let mut hasher = Sha256::new();
         loop {
-            let n = match entry.read(&mut self.buf) {
+            let n = match read_some(entry, &mut self.buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(anyhow!(
                         "tar data is truncated or corrupt in entry {shown:?} ({e})"
@@ -550,14 +545,9 @@ fn apply_oci(spool: &Spool, extractor: &mut Extractor, progress: &Progress) -> R
             let compression = layer_compression(&mut file, &layer.digest)?;
             let mut bar = progress.bytes(&format!("layer {n}/{count}"), Some(layer.size));
             extractor.begin_layer();
-            let result = read_tar(
-                compression,
-                Counting {
-                    inner: file,
-                    bar: &mut bar,
-                },
-                |tar| extractor.run(tar),
-            );
+            let result = read_tar(compression, Counting::new(file, &mut bar), |tar| {
+                extractor.run(tar)
+            });
             bar.finish();
             result
         })()
@@ -579,21 +569,6 @@ fn layer_compression(file: &mut File, digest: &str) -> Result<Compression> {
         None if head.starts_with(b"BZh") => bail!("bzip2 layers are not supported"),
         None => Compression::None,
     })
-}
-
-/// Counts compressed bytes as the decompressor pulls them, so the bar tracks
-/// position in the file (its size is known; the unpacked size is not).
-struct Counting<'a, R> {
-    inner: R,
-    bar: &'a mut Bar,
-}
-
-impl<R: Read> Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bar.inc(n as u64);
-        Ok(n)
-    }
 }
 
 /// Remembers the decompressor's first error, so a failure deep inside the
@@ -1100,10 +1075,9 @@ impl Extractor {
             .open(&full)
             .with_context(|| format!("creating {}", full.display()))?;
         loop {
-            let n = match entry.read(&mut self.buf) {
+            let n = match read_some(entry, &mut self.buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(anyhow!(
                         "tar data is truncated or corrupt in entry {shown:?} ({e})"

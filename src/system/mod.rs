@@ -1,9 +1,12 @@
 //! The host system as the pipeline stages see it: the external programs
-//! they run and how those are found. Every stage finds its tools here, so a
+//! they run, how those are found (`tool`) and how they are run
+//! (`command::Task`). Every stage finds and runs its tools here, so a
 //! missing one is reported the same way everywhere (the program, then the
-//! package that provides it) and the lookup's rules live in one place.
+//! package that provides it), a failing one too (what it was doing, its
+//! exit status, its last words), and the rules live in one place.
 
 pub mod blockdev;
+pub mod command;
 pub mod process;
 #[cfg(test)]
 pub mod testing;

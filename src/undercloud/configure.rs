@@ -22,6 +22,7 @@ use super::dhcp_probe;
 use super::render::{self, ApiTls, Facts, Owner, HTTP_ROOT, IMAGES_ROOT, TFTP_ROOT};
 use super::tls::{self, Pair};
 use crate::medium::Medium;
+use crate::system::command::Task;
 
 /// The file's name on the ESP and in `/etc/undercloud`.
 pub const FILE_NAME: &str = "undercloud.yaml";
@@ -504,42 +505,37 @@ fn set_stack_password(root: &Path, password: &str) -> Result<()> {
     if password.is_empty() {
         // Lock (again): a password removed from undercloud.yaml must stop
         // working.
-        let st = Command::new("usermod")
+        return Task::new(
+            "usermod --lock stack",
+            Command::new("usermod")
+                .arg("--root")
+                .arg(root_arg)
+                .args(["--lock", "stack"])
+                .stdout(Stdio::null()),
+        )
+        .run();
+    }
+    Task::new(
+        "chpasswd for the stack user",
+        Command::new("chpasswd").arg("--root").arg(root_arg),
+    )
+    .input(format!("stack:{password}\n"))
+    .run()?;
+    // A locked account stays locked after chpasswd on some shadow versions;
+    // one that was not locked makes usermod complain, which is no failure.
+    let unlocked = Task::new(
+        "usermod --unlock stack",
+        Command::new("usermod")
             .arg("--root")
             .arg(root_arg)
-            .args(["--lock", "stack"])
-            .stdout(Stdio::null())
-            .status()
-            .context("running usermod")?;
-        if !st.success() {
-            bail!("usermod --lock stack failed ({st})");
-        }
-        return Ok(());
+            .args(["--unlock", "stack"])
+            .stdout(Stdio::null()),
+    )
+    .run();
+    match unlocked {
+        Err(e) if crate::interrupt::is_interrupt(&e) => Err(e),
+        _ => Ok(()),
     }
-    let mut child = Command::new("chpasswd")
-        .arg("--root")
-        .arg(root_arg)
-        .stdin(Stdio::piped())
-        .spawn()
-        .context("running chpasswd")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(format!("stack:{password}\n").as_bytes())
-            .context("writing to chpasswd")?;
-    }
-    let st = child.wait().context("waiting for chpasswd")?;
-    if !st.success() {
-        bail!("chpasswd for the stack user failed ({st})");
-    }
-    // A locked account stays locked after chpasswd on some shadow versions.
-    let _ = Command::new("usermod")
-        .arg("--root")
-        .arg(root_arg)
-        .args(["--unlock", "stack"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    Ok(())
 }
 
 /// The ids of the accounts the files belong to, from the root's own

@@ -10,7 +10,7 @@
 //! and a too-small device is found when it fills up.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -66,8 +66,8 @@ impl Source {
             bail!("image {shown}: empty file");
         }
         let mut head = [0u8; 6];
-        let n =
-            read_at_most(&file, &mut head, 0).with_context(|| format!("reading image {shown}"))?;
+        let n = crate::io::read_full_at(&file, &mut head, 0)
+            .with_context(|| format!("reading image {shown}"))?;
         let format = sniff(&head[..n]);
         if head[..n].starts_with(b"BZh") {
             bail!("image {shown}: bzip2 is not supported (use xz, zstd or gzip)");
@@ -108,7 +108,7 @@ impl Source {
         let input = BufReader::with_capacity(1 << 20, file);
         Ok(match self.format {
             Format::Raw => Box::new(input),
-            Format::Xz => Box::new(crate::xz::XzStreams::new(input)?),
+            Format::Xz => Box::new(crate::io::xz::XzStreams::new(input)?),
             Format::Zstd => {
                 let mut d = zstd::stream::read::Decoder::with_buffer(input)
                     .with_context(|| format!("starting the zstd decoder for {shown}"))?;
@@ -121,20 +121,6 @@ impl Source {
             Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
         })
     }
-}
-
-/// Fill `buf` from `file` at `offset` as far as the file goes.
-pub(crate) fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 pub fn sniff(head: &[u8]) -> Format {

@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -573,7 +573,9 @@ fn read_image(
                 }
             }
         };
-        let n = match fill(&mut reader, buf.as_mut_slice()) {
+        // Every chunk but the last is full, so offsets stay aligned for
+        // O_DIRECT.
+        let n = match crate::io::read_full(&mut reader, buf.as_mut_slice()) {
             Ok(n) => n,
             Err(e) => return stop(&mut deliver, format!("reading image {shown}: {e}")),
         };
@@ -614,21 +616,6 @@ fn read_image(
 
 fn stop(deliver: &mut impl FnMut(Msg) -> bool, why: String) {
     deliver(Msg::Abort(why));
-}
-
-/// Read until `buf` is full or the stream ends: every chunk but the last
-/// is full, so offsets stay aligned for O_DIRECT.
-fn fill(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn hash_stream(rx: Receiver<Msg>) -> Option<[u8; 32]> {
@@ -887,7 +874,7 @@ fn read_back(sink: &Sink, total: u64, bar: &mut Bar) -> Result<[u8; 32]> {
                 // the whole last sector, a file just returns short.
                 let want = (total - off).div_ceil(align) * align;
                 let want = want.min(CHUNK as u64) as usize;
-                let r = super::source::read_at_most(&file, &mut buf.as_mut_slice()[..want], off);
+                let r = crate::io::read_full_at(&file, &mut buf.as_mut_slice()[..want], off);
                 let failed = r.is_err();
                 if full_tx.send(r.map(|n| (buf, n))).is_err() || failed {
                     return;
@@ -945,23 +932,5 @@ mod tests {
         assert_eq!(c2.data().len(), 3);
         drop(c2);
         assert!(rx.try_recv().is_ok());
-    }
-
-    #[test]
-    fn fill_reads_across_short_reads() {
-        struct Trickle(Vec<u8>);
-        impl Read for Trickle {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                let n = self.0.len().min(buf.len()).min(3);
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0.drain(..n);
-                Ok(n)
-            }
-        }
-        let mut r = Trickle((0..10).collect());
-        let mut buf = [0u8; 8];
-        assert_eq!(fill(&mut r, &mut buf).unwrap(), 8);
-        assert_eq!(fill(&mut r, &mut buf).unwrap(), 2);
-        assert_eq!(fill(&mut r, &mut buf).unwrap(), 0);
     }
 }

@@ -1,7 +1,11 @@
-//! Opening and reading files a user names on the command line or in a
-//! configuration file.
+//! Reading, the way every stage does it: files a user names, opened
+//! safely (here); the pieces read loops are made of (`read`: a read
+//! retried on EINTR, reads that fill a buffer); and the readers stacked
+//! under them (`interruptible`: reads that stop on Ctrl-C; `xz`: xz
+//! decoding on every CPU; `count`: a progress bar fed by the bytes read).
 //!
-//! A plain `File::open` of a FIFO blocks until some writer appears (forever,
+//! A user names a file on the command line or in a configuration file. A
+//! plain `File::open` of a FIFO blocks until some writer appears (forever,
 //! for a command run unattended), and reading a character device such as
 //! `/dev/zero` never ends. Files here are opened without blocking, checked
 //! by `fstat` on the open handle (no window between the check and the
@@ -14,6 +18,15 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+
+pub mod count;
+pub mod interruptible;
+pub mod read;
+pub mod xz;
+
+pub use count::Counting;
+pub use interruptible::{Interruptible, Pump};
+pub use read::{read_full, read_full_at, read_some};
 
 /// One mebibyte, for the size limits callers pass.
 pub const MIB: u64 = 1 << 20;

@@ -1,5 +1,5 @@
 //! xz decoding with liblzma's multithreaded decoder, shared by the base
-//! unpacker and the stick writer.
+//! unpacker, the stick writer and the cpio summary (`fs::cpio`).
 
 use std::fs;
 use std::io::{self, BufRead, Read};
