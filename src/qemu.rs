@@ -2331,6 +2331,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "boots QEMU under TCG (make test runs it)"]
     fn real_seabios_marker_then_cleanup() {
         let Some(qemu) = real_qemu() else { return };
         let dir = tempfile::tempdir().unwrap();
@@ -2362,6 +2363,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "boots QEMU under TCG (make test runs it)"]
     fn real_ovmf_auto_accel_marker_and_timeout() {
         let Some(qemu) = real_qemu() else { return };
         if !require(find_ovmf(false).is_ok(), "no OVMF") {
@@ -2402,6 +2404,7 @@ mod tests {
     /// An ESP from `fs::esp` as a disk: OVMF reads it and its UEFI shell
     /// runs `startup.nsh`, which prints a marker and powers off.
     #[test]
+    #[ignore = "boots QEMU under TCG (make test runs it)"]
     fn real_ovmf_reads_our_esp() {
         use crate::fs::esp::{write_esp, EspContent, EspFile, EspOptions};
         let Some(qemu) = real_qemu() else { return };
@@ -2454,6 +2457,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "boots QEMU under TCG (make test runs it)"]
     fn real_secure_boot_refuses_unsigned_shell() {
         let Some(qemu) = real_qemu() else { return };
         if !require(find_ovmf(true).is_ok(), "no Secure Boot OVMF") {
