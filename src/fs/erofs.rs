@@ -69,10 +69,7 @@ pub fn make(root: &Path, out: &Path, comp: Compressor, epoch: i64, uuid: &str) -
     }
     let mut cmd = Command::new("mkfs.erofs");
     cmd.args(args(root, out, comp, uuid));
-    // Not -T, which gives every file the epoch's time: with
-    // SOURCE_DATE_EPOCH mkfs.erofs (1.5 and later) takes it as the build
-    // time and clamps newer file times to it, keeping packaged files' own.
-    crate::fs::squashfs::clamp_times(&mut cmd, epoch);
+    super::clamp_times(&mut cmd, epoch);
     cmd.stdout(std::process::Stdio::null());
     Task::new("mkfs.erofs", &mut cmd).run()
 }

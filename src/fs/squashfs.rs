@@ -16,7 +16,7 @@ pub fn check_tool() -> Result<()> {
 }
 
 /// The mksquashfs argument list (kept pure so it can be tested). Times
-/// come from the environment: see [`clamp_times`].
+/// come from the environment: see [`super::clamp_times`].
 pub fn args(root: &Path, out: &Path, comp: Compressor, quiet: bool) -> Vec<String> {
     let (comp, level) = comp;
     let mut a = vec![
@@ -46,22 +46,11 @@ pub fn make(root: &Path, out: &Path, comp: Compressor, epoch: i64, quiet: bool) 
     check_tool()?;
     let mut cmd = Command::new("mksquashfs");
     cmd.args(args(root, out, comp, quiet));
-    clamp_times(&mut cmd, epoch);
+    super::clamp_times(&mut cmd, epoch);
     if quiet {
         cmd.stdout(std::process::Stdio::null());
     }
     Task::new("mksquashfs", &mut cmd).run()
-}
-
-/// Same root + same epoch = same bytes, with the files' own times kept
-/// where they are older than the epoch. mksquashfs (4.5 and later) reads
-/// SOURCE_DATE_EPOCH as the image's time and clamps every newer file time
-/// to it. Not `-all-time`: a Python byte-code file records its source's
-/// time, and with every time set to the epoch no `.pyc` matched its `.py`
-/// any more, so Python recompiled each module it imported, at every start
-/// (Ironic took 280 s longer to answer under QEMU's TCG).
-pub fn clamp_times(cmd: &mut Command, epoch: i64) {
-    cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
 }
 
 #[cfg(test)]
