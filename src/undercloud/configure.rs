@@ -502,18 +502,21 @@ fn copy_ipxe(root: &Path) -> Result<String> {
 
 fn set_stack_password(root: &Path, password: &str) -> Result<()> {
     let root_arg = root.as_os_str();
-    if password.is_empty() {
-        // Lock (again): a password removed from undercloud.yaml must stop
-        // working.
-        return Task::new(
-            "usermod --lock stack",
+    let usermod = |flag: &str| {
+        Task::new(
+            format!("usermod {flag} stack"),
             Command::new("usermod")
                 .arg("--root")
                 .arg(root_arg)
-                .args(["--lock", "stack"])
+                .args([flag, "stack"])
                 .stdout(Stdio::null()),
         )
-        .run();
+        .run()
+    };
+    if password.is_empty() {
+        // Lock (again): a password removed from undercloud.yaml must stop
+        // working.
+        return usermod("--lock");
     }
     Task::new(
         "chpasswd for the stack user",
@@ -523,15 +526,7 @@ fn set_stack_password(root: &Path, password: &str) -> Result<()> {
     .run()?;
     // A locked account stays locked after chpasswd on some shadow versions;
     // one that was not locked makes usermod complain, which is no failure.
-    let unlocked = Task::new(
-        "usermod --unlock stack",
-        Command::new("usermod")
-            .arg("--root")
-            .arg(root_arg)
-            .args(["--unlock", "stack"])
-            .stdout(Stdio::null()),
-    )
-    .run();
+    let unlocked = usermod("--unlock");
     match unlocked {
         Err(e) if crate::interrupt::is_interrupt(&e) => Err(e),
         _ => Ok(()),
