@@ -8,6 +8,7 @@ pub mod build;
 pub mod cache;
 pub mod chroot;
 pub mod cli;
+pub mod distro;
 pub mod elements;
 pub mod fetch;
 pub mod fs;

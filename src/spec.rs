@@ -10,30 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-/// Distributions whose package manager and boot-file locations we know.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Distro {
-    Fedora,
-    Debian,
-}
-
-impl Distro {
-    pub fn name(self) -> &'static str {
-        match self {
-            Distro::Fedora => "fedora",
-            Distro::Debian => "debian",
-        }
-    }
-
-    /// The architecture name the distro's packages use (dib's `ARCH`).
-    pub fn arch(self) -> &'static str {
-        match self {
-            Distro::Fedora => "x86_64",
-            Distro::Debian => "amd64",
-        }
-    }
-}
+use crate::distro::BaseSource;
+pub use crate::distro::Distro;
 
 /// The live root's filesystem. dracut's dmsquash-live loop-mounts either.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -652,11 +630,12 @@ fn validate(spec: &Spec) -> Result<()> {
             }
         }
     }
-    if b.compose.is_some() && b.distro != Distro::Fedora {
-        bail!("base.compose: only for distro fedora");
+    let source = b.distro.facts().base;
+    if b.compose.is_some() && source != BaseSource::Compose {
+        bail!("base.compose: only for a distro built from composes (fedora)");
     }
-    if !b.include.is_empty() && b.distro != Distro::Debian {
-        bail!("base.include: only for distro debian");
+    if !b.include.is_empty() && source != BaseSource::Debootstrap {
+        bail!("base.include: only for a distro built by debootstrap (debian)");
     }
     if b.url.is_some() && b.sha256.is_none() && b.checksum_url.is_none() {
         bail!("base: a url needs sha256 or checksum_url, so the download can be verified");

@@ -69,26 +69,6 @@ pub struct BiosAssets {
     pub mbr_code: Vec<u8>,
 }
 
-/// The distro's grub-mkimage (a path in the root) and the package with the
-/// i386-pc modules.
-pub struct Tools {
-    pub mkimage: &'static str,
-    pub package: &'static str,
-}
-
-pub fn tools(distro: Distro) -> Tools {
-    match distro {
-        Distro::Debian => Tools {
-            mkimage: "usr/bin/grub-mkimage",
-            package: "grub-pc-bin",
-        },
-        Distro::Fedora => Tools {
-            mkimage: "usr/bin/grub2-mkimage",
-            package: "grub2-pc-modules and grub2-tools",
-        },
-    }
-}
-
 /// Both distros install the i386-pc modules here (Fedora's grub2-pc-modules
 /// uses /usr/lib/grub/i386-pc as well).
 pub const MODULE_DIR: &str = "usr/lib/grub/i386-pc";
@@ -106,7 +86,7 @@ fn boot_image(core: Core) -> &'static str {
 /// The one BIOS probe: the live image, the disk output and the installer
 /// all ask it.
 pub fn missing(root: &Path, distro: Distro, core: Core) -> Option<String> {
-    let t = tools(distro);
+    let t = &distro.facts().bios;
     let have = root.join(t.mkimage).is_file()
         && root.join(MODULE_DIR).join("biosdisk.mod").is_file()
         && root.join(MODULE_DIR).join(boot_image(core)).is_file();
@@ -123,7 +103,7 @@ pub fn missing(root: &Path, distro: Distro, core: Core) -> Option<String> {
 /// The grub-mkimage command line, run inside the root.
 pub fn mkimage_argv(distro: Distro, inner_out: &str) -> Vec<String> {
     let mut argv = vec![
-        format!("/{}", tools(distro).mkimage),
+        format!("/{}", distro.facts().bios.mkimage),
         "-O".into(),
         "i386-pc-eltorito".into(),
         "-d".into(),

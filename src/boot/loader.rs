@@ -1,9 +1,9 @@
 //! The EFI loader chain taken from the root.
 //!
-//! With the distro's signed shim and grub (Debian: shim-signed +
-//! grub-efi-amd64-signed; Fedora: shim-x64 + grub2-efi-x64) the image boots
-//! under Secure Boot with Microsoft's keys. Without shim we fall back to
-//! systemd-boot, which needs the kernel and initrd on the ESP itself.
+//! With the distro's signed shim and grub (each distribution's paths and
+//! package names are its `distro::Facts`) the image boots under Secure Boot
+//! with Microsoft's keys. Without shim we fall back to systemd-boot, which
+//! needs the kernel and initrd on the ESP itself.
 
 use std::path::{Path, PathBuf};
 
@@ -26,48 +26,6 @@ pub enum EfiLoader {
         efi: PathBuf,
     },
 }
-
-/// Where each distro's packages put the signed binaries, in preference
-/// order. Fedora's shim-x64 and grub2-efi-x64 install into the ESP tree
-/// (/boot/efi/EFI/fedora); Fedora 41+ can also keep the payload under
-/// /usr/lib/efi/<package>/<version>/EFI/fedora for bootupd.
-struct Locations {
-    shim: &'static [&'static str],
-    grub: &'static [&'static str],
-    mm: &'static [&'static str],
-    vendor: &'static str,
-}
-
-const DEBIAN: Locations = Locations {
-    shim: &[
-        "usr/lib/shim/shimx64.efi.signed",
-        "usr/lib/shim/shimx64.efi.signed.latest",
-    ],
-    grub: &["usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"],
-    mm: &["usr/lib/shim/mmx64.efi.signed", "usr/lib/shim/mmx64.efi"],
-    vendor: "debian",
-};
-
-const FEDORA: Locations = Locations {
-    shim: &[
-        "boot/efi/EFI/fedora/shimx64.efi",
-        "usr/lib/efi/shim/*/EFI/fedora/shimx64.efi",
-    ],
-    // The CD variant first (grub2-efi-x64-cdboot, what lorax installs as
-    // EFI/BOOT/grubx64.efi on Fedora's own media): it has the iso9660 and
-    // CD-boot modules built in. shim starts it under the name grubx64.efi.
-    grub: &[
-        "boot/efi/EFI/fedora/gcdx64.efi",
-        "usr/lib/efi/grub2-cdboot/*/EFI/fedora/gcdx64.efi",
-        "boot/efi/EFI/fedora/grubx64.efi",
-        "usr/lib/efi/grub2/*/EFI/fedora/grubx64.efi",
-    ],
-    mm: &[
-        "boot/efi/EFI/fedora/mmx64.efi",
-        "usr/lib/efi/shim/*/EFI/fedora/mmx64.efi",
-    ],
-    vendor: "fedora",
-};
 
 const SYSTEMD_BOOT: &[&str] = &[
     "usr/lib/systemd/boot/efi/systemd-bootx64.efi.signed",
@@ -105,10 +63,7 @@ fn first(root: &Path, patterns: &[&str]) -> Result<Option<PathBuf>> {
 }
 
 pub fn find(root: &Path, distro: Distro) -> Result<EfiLoader> {
-    let loc = match distro {
-        Distro::Debian => &DEBIAN,
-        Distro::Fedora => &FEDORA,
-    };
+    let loc = &distro.facts().efi;
     let shim = first(root, loc.shim)?;
     let grub = first(root, loc.grub)?;
     match (shim, grub) {
@@ -120,23 +75,14 @@ pub fn find(root: &Path, distro: Distro) -> Result<EfiLoader> {
         }),
         (Some(_), None) => bail!(
             "the root has shim but no signed grub: add package {} to an element",
-            match distro {
-                Distro::Debian => "grub-efi-amd64-signed",
-                Distro::Fedora => "grub2-efi-x64",
-            }
+            loc.grub_package
         ),
         (None, _) => match first(root, SYSTEMD_BOOT)? {
             Some(efi) => Ok(EfiLoader::SystemdBoot { efi }),
             None => bail!(
                 "no EFI boot loader in the root: add packages {} (Secure Boot capable) or {}",
-                match distro {
-                    Distro::Debian => "shim-signed and grub-efi-amd64-signed",
-                    Distro::Fedora => "shim-x64 and grub2-efi-x64",
-                },
-                match distro {
-                    Distro::Debian => "systemd-boot-efi",
-                    Distro::Fedora => "systemd-boot-unsigned",
-                }
+                loc.shim_packages,
+                loc.systemd_boot_package
             ),
         },
     }

@@ -167,12 +167,13 @@ pub fn live(r: &InRoot, extra_drivers: &[&str], out: &Path) -> Result<()> {
 /// makes an initramfs the image never uses. A link to /dev/null of the
 /// plugin's name in /etc/kernel/install.d disables it (kernel-install(8));
 /// a marker beside it says the link is ours, so `release` removes only
-/// what `hold` made. (Debian's kernel hooks honour INITRD=No instead.)
+/// what `hold` made. Only distributions whose kernel package does this
+/// (`Facts::kernel_install_runs_dracut`) get the link.
 const KERNEL_INSTALL_DRACUT: &str = "etc/kernel/install.d/50-dracut.install";
 const HELD_MARKER: &str = "etc/kernel/install.d/.undercloud-live-held";
 
 pub fn hold_kernel_install(root: &Path, distro: crate::spec::Distro) -> Result<()> {
-    if distro != crate::spec::Distro::Fedora {
+    if !distro.facts().kernel_install_runs_dracut {
         return Ok(());
     }
     let link = crate::elements::tree::resolve_in_root(root, Path::new(KERNEL_INSTALL_DRACUT))?;

@@ -27,7 +27,6 @@ use super::prepare::Prepared;
 use crate::cache::{Key, Kind, Store};
 use crate::elements::{
     hooks::Phase,
-    packages,
     plan::{self, Plan, Step},
     run::{self, IN_TARGET},
     tools, ElementSet,
@@ -155,7 +154,7 @@ pub fn restore(entry: &Path, root: &Path, progress: &Progress) -> Result<()> {
 /// the downloaded packages go, in every build, so a build from the cache
 /// and one without it go on from the same tree.
 pub fn settle(root: &Path, distro: crate::spec::Distro) -> Result<()> {
-    run::clear(root, packages::manager(distro).downloads())
+    run::clear(root, distro.facts().packages.downloads())
 }
 
 /// Stores the settled root as the layer for `key`. A cache that cannot be

@@ -97,29 +97,7 @@ pub fn os_release(root: &Path) -> Result<(Distro, String)> {
         }
     }
     let text = text.with_context(|| format!("{} has no os-release", root.display()))?;
-    let get = |k: &str| -> String {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .map(|v| v.trim().trim_matches(['"', '\'']).to_string())
-            .unwrap_or_default()
-    };
-    let ids = format!("{} {}", get("ID"), get("ID_LIKE"));
-    let distro = if ids.split_whitespace().any(|i| i == "fedora") {
-        Distro::Fedora
-    } else if ids.split_whitespace().any(|i| i == "debian") {
-        Distro::Debian
-    } else {
-        bail!(
-            "{}: os-release ID {:?} is neither debian nor fedora (nor like them)",
-            root.display(),
-            get("ID")
-        );
-    };
-    let release = match distro {
-        Distro::Debian => get("VERSION_CODENAME"),
-        Distro::Fedora => get("VERSION_ID"),
-    };
-    Ok((distro, release))
+    crate::distro::from_os_release(&text).with_context(|| root.display().to_string())
 }
 
 /// Resolve the selection (warnings on standard error); with a kickstart,

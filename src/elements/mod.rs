@@ -257,23 +257,6 @@ fn distro_provider(distro: Distro) -> String {
     format!("{} (the base)", distro.name())
 }
 
-/// diskimage-builder's distro elements for each base: every dib command
-/// line names one (`disk-image-create vm debian-minimal ...`). Here the
-/// spec's base already is that root, so the name is satisfied by the base
-/// (neither the element nor its dependencies are loaded). A distro element
-/// of another distribution is an error (see `walk`).
-pub fn base_elements(distro: Distro) -> &'static [&'static str] {
-    match distro {
-        Distro::Debian => &[
-            "debian",
-            "debian-minimal",
-            "debian-upstream",
-            "debian-systemd",
-        ],
-        Distro::Fedora => &["fedora", "fedora-minimal", "fedora-container"],
-    }
-}
-
 /// The "provider" of a name the command line excluded.
 pub const EXCLUDED: &str = "--exclude-element";
 
@@ -299,7 +282,9 @@ pub const DISK_PROVIDER: &str = "undercloud-live (its own partitions, file syste
 /// the names the command line excluded.
 fn fixed_providers(distro: Distro, exclude: &[String]) -> BTreeMap<String, String> {
     let base = distro_provider(distro);
-    let mut m: BTreeMap<String, String> = base_elements(distro)
+    let mut m: BTreeMap<String, String> = distro
+        .facts()
+        .dib_elements
         .iter()
         .chain(&["operating-system"])
         .map(|n| (n.to_string(), base.clone()))
@@ -317,7 +302,7 @@ fn fixed_providers(distro: Distro, exclude: &[String]) -> BTreeMap<String, Strin
 ///
 /// `element-provides` names satisfy dependencies and keep an element of that
 /// name out of the set; the base distro provides `operating-system` and its
-/// dib distro elements (`base_elements`), `exclude` names are left out with
+/// dib distro elements (`distro::Facts::dib_elements`), `exclude` names are left out with
 /// whatever only they needed (instack's `-x`). Errors name the chain that led
 /// to the problem: a missing element, two elements providing the same name,
 /// an element in the set that another element also provides, another
@@ -438,7 +423,7 @@ fn walk(
                     el.name,
                     chain.join(" -> "),
                     distro.name(),
-                    base_elements(distro).join(", ")
+                    distro.facts().dib_elements.join(", ")
                 );
             }
             for p in &el.provides {

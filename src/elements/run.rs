@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 
 use super::buildenv::BuildDirs;
 use super::hooks::{self, Phase};
-use super::packages::{self, PackageManager};
+use super::packages;
 use super::plan::{self, Plan, Step};
 use super::ElementSet;
 use super::{tools, tree};
@@ -458,11 +458,8 @@ impl<'a> Runner<'a> {
         for p in pkgs {
             packages::check_package_name(p).with_context(|| format!("{}: {name}", phase.dir()))?;
         }
-        let pm = packages::manager(self.cx.distro);
-        let tool = match pm {
-            PackageManager::Apt => "apt-get",
-            PackageManager::Dnf => "dnf",
-        };
+        let pm = self.cx.distro.facts().packages;
+        let tool = pm.program();
         let prefix = format!("package-installs {}/{name}", phase.dir());
         if install && !self.refreshed {
             let what = format!("{tool} metadata refresh");
@@ -524,7 +521,7 @@ impl<'a> Runner<'a> {
         if !clean_caches {
             return Ok(());
         }
-        clear(&self.root, packages::manager(self.cx.distro).leftovers())
+        clear(&self.root, self.cx.distro.facts().packages.leftovers())
     }
 
     fn unstage(&mut self) -> Result<()> {

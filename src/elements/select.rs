@@ -138,7 +138,7 @@ mod tests {
         assert!(
             sel.warnings(Distro::Debian)
                 .iter()
-                .any(|w| w.contains("Debian has no DNF modules")),
+                .any(|w| w.contains("debian has no DNF modules")),
             "{:?}",
             sel.warnings(Distro::Debian)
         );

@@ -25,10 +25,10 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 
 use super::buildenv::shell_quote;
-use super::packages::{self, PackageManager};
 use super::pkgmap::PkgMap;
 use super::plan::Context;
 use super::{tree, ElementSet};
+use crate::distro::PackageManager;
 
 /// Where install-packages goes in the root.
 pub const INSTALL_PACKAGES: &str = "usr/local/bin/install-packages";
@@ -59,7 +59,7 @@ pub fn scripts(set: &ElementSet, cx: &Context) -> Result<Vec<(&'static str, Stri
 
 /// install-packages for `cx`'s distro.
 pub fn install_packages(cx: &Context) -> String {
-    let pm = packages::manager(cx.distro);
+    let pm = cx.distro.facts().packages;
     let mut s = String::from(
         "#!/bin/bash\n# install-packages, made by undercloud-live for this root's package\n# manager.\n\n",
     );

@@ -13,6 +13,7 @@ use anyhow::{bail, Result};
 
 use super::debootstrap::{self, Debootstrap};
 use super::{fedora, Consumer, Fetcher, Source};
+use crate::distro::BaseSource;
 use crate::spec::{Distro, LoadedSpec};
 
 /// Command-line replacements for the spec's base.
@@ -88,12 +89,12 @@ pub fn plan(loaded: &LoadedSpec, overrides: &Overrides) -> Result<Plan> {
             .or_else(|| b.checksum_url.clone()),
         require_signature: false,
     };
-    match (&b.url, &b.path, b.distro) {
+    match (&b.url, &b.path, b.distro.facts().base) {
         (Some(u), _, _) => Ok(Plan::Archive(from_spec(u.clone()))),
         (None, Some(p), _) => Ok(Plan::Archive(from_spec(
             loaded.resolve(p).display().to_string(),
         ))),
-        (None, None, Distro::Fedora) => Ok(Plan::Fedora {
+        (None, None, BaseSource::Compose) => Ok(Plan::Fedora {
             mirror: b
                 .mirror
                 .clone()
@@ -104,7 +105,7 @@ pub fn plan(loaded: &LoadedSpec, overrides: &Overrides) -> Result<Plan> {
                 .clone()
                 .or_else(|| fedora::known_compose(&b.release).map(str::to_string)),
         }),
-        (None, None, Distro::Debian) => Ok(Plan::Debootstrap(Debootstrap::new(
+        (None, None, BaseSource::Debootstrap) => Ok(Plan::Debootstrap(Debootstrap::new(
             &b.release,
             b.mirror.as_deref(),
             &b.include,

@@ -58,12 +58,7 @@ pub fn explain_unreachable(err: anyhow::Error, distro: crate::spec::Distro) -> a
     let Some(u) = err.chain().find_map(|e| e.downcast_ref::<Unreachable>()) else {
         return err;
     };
-    let other = match distro {
-        crate::spec::Distro::Fedora => {
-            "build the Debian image instead (`make image BASE=debian`), "
-        }
-        crate::spec::Distro::Debian => "",
-    };
+    let other = distro.facts().unreachable_hint;
     anyhow::anyhow!(
         "{u}: {other}set base.mirror in the spec to a mirror you can reach, or pass --base FILE with a base you downloaded"
     )

@@ -19,31 +19,6 @@ use crate::fs::esp::EspFile;
 use crate::spec::Distro;
 use crate::system::command::Task;
 
-/// The distribution of a root, from its os-release.
-pub fn distro_of(root: &Path) -> Result<Distro> {
-    let text = ["etc/os-release", "usr/lib/os-release"]
-        .iter()
-        .find_map(|p| fs::read_to_string(root.join(p)).ok())
-        .context("no os-release in the root")?;
-    let ids: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("ID=").or_else(|| l.strip_prefix("ID_LIKE=")))
-        .flat_map(|v| {
-            v.trim_matches('"')
-                .split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    if ids.iter().any(|i| i == "fedora" || i == "rhel") {
-        Ok(Distro::Fedora)
-    } else if ids.iter().any(|i| i == "debian" || i == "ubuntu") {
-        Ok(Distro::Debian)
-    } else {
-        bail!("unsupported distribution in os-release (ID {ids:?})")
-    }
-}
-
 /// `/boot/grub/grub.cfg` (Fedora: `/boot/grub2/grub.cfg`) on the root.
 pub fn grub_cfg(root_uuid: &str, kver: &str, args: &[String]) -> String {
     let serial = args.iter().any(|a| a.starts_with("console=ttyS"));
@@ -71,13 +46,6 @@ pub fn stub_cfg(root_uuid: &str, grub_dir: &str) -> String {
          set prefix=($root)/boot/{grub_dir}\n\
          configfile ($root)/boot/{grub_dir}/grub.cfg\n"
     )
-}
-
-pub fn grub_dir(distro: Distro) -> &'static str {
-    match distro {
-        Distro::Debian => "grub",
-        Distro::Fedora => "grub2",
-    }
 }
 
 /// The ESP's files: shim, grub and MokManager under EFI/<vendor> and the
@@ -160,12 +128,12 @@ pub fn bios_core(
     stub: &str,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
     let root = chroot.root();
-    let mkimage = format!("/{}", bios::tools(distro).mkimage);
+    let mkimage = format!("/{}", distro.facts().bios.mkimage);
     let modules = format!("/{}", bios::MODULE_DIR);
     let cfg = "/var/tmp/undercloud-live-core.cfg";
     let out = "/var/tmp/undercloud-live-core.img";
     fs::write(root.join(&cfg[1..]), stub).context("writing the core's config")?;
-    let prefix = format!("/boot/{}", grub_dir(distro));
+    let prefix = format!("/boot/{}", distro.facts().grub_dir);
     let mut argv: Vec<String> = [
         &mkimage as &str,
         "-O",
@@ -324,21 +292,5 @@ mod tests {
         assert!(!c.contains("rd.live"));
         let s = stub_cfg("abc", "grub");
         assert!(s.contains("configfile ($root)/boot/grub/grub.cfg"));
-    }
-
-    #[test]
-    fn distro_from_os_release() {
-        let t = tempfile::tempdir().unwrap();
-        fs::create_dir_all(t.path().join("etc")).unwrap();
-        fs::write(t.path().join("etc/os-release"), "ID=debian\n").unwrap();
-        assert_eq!(distro_of(t.path()).unwrap(), Distro::Debian);
-        fs::write(
-            t.path().join("etc/os-release"),
-            "ID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n",
-        )
-        .unwrap();
-        assert_eq!(distro_of(t.path()).unwrap(), Distro::Fedora);
-        fs::write(t.path().join("etc/os-release"), "ID=arch\n").unwrap();
-        assert!(distro_of(t.path()).is_err());
     }
 }

@@ -233,7 +233,7 @@ fn make_bootable(
             .unwrap_or(&job.kernel.path);
         fs::copy(root.join(inner), &vmlinuz).context("copying the kernel to /boot")?;
     }
-    let grub_dir = bootloader::grub_dir(job.distro);
+    let grub_dir = job.distro.facts().grub_dir;
     let stub = bootloader::stub_cfg(&root_uuid, grub_dir);
     let grub_cfg = root.join(format!("boot/{grub_dir}/grub.cfg"));
     fs::create_dir_all(grub_cfg.parent().context("grub folder")?)?;

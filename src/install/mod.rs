@@ -156,8 +156,7 @@ fn plan(opts: &InstallOptions, log: &mut Log) -> Result<Plan> {
             )
         })?,
     };
-    let distro =
-        bootloader::distro_of(&source).with_context(|| format!("reading {}", source.display()))?;
+    let (distro, _) = crate::elements::apply::os_release(&source)?;
     let kernel = kernel::find(&source)?;
     // Fail on a missing loader now, not after the copy.
     bootloader::esp_files(&source, distro, "")?;

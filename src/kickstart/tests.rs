@@ -667,7 +667,7 @@ fn module_is_enabled_before_packages_on_fedora_warned_on_debian() {
     let w = translate::warnings(&ks, Distro::Debian);
     assert_eq!(w.len(), 2);
     assert!(
-        w[0].ends_with("cmd.ks:1: module --name=nodejs ignored: Debian has no DNF modules"),
+        w[0].ends_with("cmd.ks:1: module --name=nodejs ignored: debian has no DNF modules"),
         "{w:?}"
     );
 }

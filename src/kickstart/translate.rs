@@ -20,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use super::{Kickstart, PackageItem, Password, RepoSource};
+use crate::distro::PackageManager;
 use crate::spec::Distro;
 
 mod system;
@@ -101,6 +102,7 @@ pub struct PackageList {
 /// Expand `%packages` for `distro`: groups and names through the map,
 /// exclusions removed (mapped too), `@core` implied unless `--nocore`.
 pub fn package_list(ks: &Kickstart, distro: Distro, map: &PackageMap) -> Result<PackageList> {
+    let pm = distro.facts().packages;
     let p = &ks.packages;
     let mut wanted: Vec<(Option<&super::Loc>, String)> = Vec::new();
     let mut excluded: BTreeSet<String> = BTreeSet::new();
@@ -135,13 +137,14 @@ pub fn package_list(ks: &Kickstart, distro: Distro, map: &PackageMap) -> Result<
         }
         let names: Vec<String> = match map.get(&name) {
             Some(m) => m.clone(),
-            None if name.starts_with('@') => match (distro, loc) {
-                // dnf knows Fedora's groups.
-                (Distro::Fedora, _) => vec![name.clone()],
+            None if name.starts_with('@') => match (pm.has_groups_and_modules(), loc) {
+                // dnf knows the distribution's groups.
+                (true, _) => vec![name.clone()],
                 // The implied @core: the base already is a core system.
-                (Distro::Debian, None) => vec![],
-                (Distro::Debian, Some(loc)) => bail!(
-                    "{loc}: group {name} has no meaning on debian: map it to packages in the package map{}",
+                (false, None) => vec![],
+                (false, Some(loc)) => bail!(
+                    "{loc}: group {name} has no meaning on {}: map it to packages in the package map{}",
+                    distro.name(),
                     map.file
                         .as_ref()
                         .map(|f| format!(" ({})", f.display()))
@@ -156,7 +159,9 @@ pub fn package_list(ks: &Kickstart, distro: Distro, map: &PackageMap) -> Result<
             }
         }
     }
-    if distro == Distro::Fedora {
+    // dnf takes the exclusions itself (excludepkgs), so a dependency cannot
+    // pull them back in; apt has no such setting.
+    if pm == PackageManager::Dnf {
         out.exclude = excluded
             .iter()
             .filter(|e| !e.starts_with('@'))
@@ -254,8 +259,8 @@ fn write_prepare(
     prepare.push_str(&system::prepare_modules(ks, distro));
     let mut dnf_dropin = String::new();
     if ks.packages.excludedocs {
-        match distro {
-            Distro::Debian => {
+        match distro.facts().packages {
+            PackageManager::Apt => {
                 write(
                     dir,
                     "kickstart-files/dpkg-excludedocs",
@@ -264,7 +269,7 @@ fn write_prepare(
                 )?;
                 prepare.push_str("mkdir -p /etc/dpkg/dpkg.cfg.d\ncp \"$files\"/dpkg-excludedocs /etc/dpkg/dpkg.cfg.d/undercloud-live-excludedocs\n");
             }
-            Distro::Fedora => dnf_dropin.push_str("tsflags=nodocs\n"),
+            PackageManager::Dnf => dnf_dropin.push_str("tsflags=nodocs\n"),
         }
     }
     if !pkgs.exclude.is_empty() {
@@ -312,10 +317,7 @@ fn write_repos(
     if ks.repos.is_empty() {
         return Ok(());
     }
-    let folder = match distro {
-        Distro::Fedora => "/etc/yum.repos.d",
-        Distro::Debian => "/etc/apt/sources.list.d",
-    };
+    let folder = distro.facts().packages.repo_folder();
     prepare.push_str(&format!("mkdir -p {folder}\n"));
     for (loc, r) in &ks.repos {
         let (rel, text) = repo_file(loc, r, distro, release)?;
@@ -338,8 +340,8 @@ fn repo_file(
     distro: Distro,
     release: &str,
 ) -> Result<(String, String)> {
-    let file = match distro {
-        Distro::Fedora => {
+    let file = match distro.facts().packages {
+        PackageManager::Dnf => {
             let mut t = format!("# from {loc}\n[{}]\nname={}\n", r.name, r.name);
             match &r.source {
                 RepoSource::BaseUrl(u) => t.push_str(&format!("baseurl={u}\n")),
@@ -364,7 +366,7 @@ fn repo_file(
             }
             (format!("yum/{}.repo", build_only_name(&r.name)), t)
         }
-        Distro::Debian => {
+        PackageManager::Apt => {
             // A kickstart URL names an archive; suite and components
             // default to the base's release and `main`, or follow the
             // URL when given apt's way ("URL suite component...").
@@ -408,10 +410,10 @@ fn write_plain_files(ks: &Kickstart, distro: Distro, dir: &Path) -> Result<()> {
             &format!("LANG={lang}\n"),
             0o644,
         )?;
-        if distro == Distro::Debian {
+        if let Some(f) = distro.facts().config.locale {
             write(
                 dir,
-                "static/etc/default/locale",
+                &format!("static/{f}"),
                 &format!("LANG={lang}\n"),
                 0o644,
             )?;

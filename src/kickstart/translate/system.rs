@@ -16,11 +16,12 @@ use crate::spec::Distro;
 /// like the parser's.
 pub fn warnings(ks: &Kickstart, distro: Distro) -> Vec<String> {
     let mut w = Vec::new();
-    if distro == Distro::Debian {
+    if !distro.facts().packages.has_groups_and_modules() {
         for (loc, m) in &ks.modules {
             w.push(format!(
-                "{loc}: module --name={} ignored: Debian has no DNF modules",
-                m.name
+                "{loc}: module --name={} ignored: {} has no DNF modules",
+                m.name,
+                distro.name()
             ));
         }
     }
@@ -41,10 +42,10 @@ pub(super) fn write_keyboard(kb: &Keyboard, distro: Distro, dir: &Path) -> Resul
         t.push_str(&format!("XKBOPTIONS={}\n", kb.switch.join(",")));
     }
     write(dir, "static/etc/vconsole.conf", &t, 0o644)?;
-    if distro == Distro::Debian && !kb.xlayouts.is_empty() {
+    if let (Some(f), false) = (distro.facts().config.x_keyboard, kb.xlayouts.is_empty()) {
         write(
             dir,
-            "static/etc/default/keyboard",
+            &format!("static/{f}"),
             &format!(
                 "XKBMODEL=\"pc105\"\nXKBLAYOUT=\"{}\"\nXKBVARIANT=\"\"\nXKBOPTIONS=\"{}\"\nBACKSPACE=\"guess\"\n",
                 kb.xlayouts.join(","),
@@ -65,8 +66,13 @@ pub(super) fn write_timezone(tz: &Timezone, distro: Distro, dir: &Path) -> Resul
         etc.join("localtime"),
     )
     .context("creating static/etc/localtime")?;
-    if distro == Distro::Debian {
-        write(dir, "static/etc/timezone", &format!("{}\n", tz.zone), 0o644)?;
+    if let Some(f) = distro.facts().config.timezone_name {
+        write(
+            dir,
+            &format!("static/{f}"),
+            &format!("{}\n", tz.zone),
+            0o644,
+        )?;
     }
     write(
         dir,
@@ -174,7 +180,7 @@ pub(super) fn config_tail(ks: &Kickstart) -> String {
 /// `module` lines: enabled or disabled before the packages are installed,
 /// as livecd-creator does (Fedora; Debian gets a warning, see `warnings`).
 pub(super) fn prepare_modules(ks: &Kickstart, distro: Distro) -> String {
-    if distro != Distro::Fedora {
+    if !distro.facts().packages.has_groups_and_modules() {
         return String::new();
     }
     let mut s = String::new();
