@@ -42,10 +42,8 @@ pub fn require_root(what: &str) -> Result<()> {
 
 /// In a new mount namespace: stop mount events propagating to and from
 /// the host. Without MS_PRIVATE our mounts would still propagate back
-/// through shared subtrees (systemd makes / shared). A plain nix result:
-/// the sandbox calls it between fork and exec, where it reports errors
-/// its own way.
-pub fn make_mounts_private() -> nix::Result<()> {
+/// through shared subtrees (systemd makes / shared).
+fn make_mounts_private() -> nix::Result<()> {
     mount(
         None::<&str>,
         "/",

@@ -23,7 +23,6 @@ pub mod prefetch;
 pub mod progress;
 pub mod qemu;
 pub mod rootfs;
-pub mod sandbox;
 pub mod space;
 pub mod spec;
 pub mod status;

@@ -18,9 +18,9 @@ use super::hooks::{self, Phase};
 use super::packages::{self, PhasePackages};
 use super::pkgmap::PkgMap;
 use super::ElementSet;
-use crate::sandbox::{self, Sandbox};
 use crate::spec::Distro;
 use crate::system::command::Task;
+use crate::system::sandbox::{self, Sandbox};
 
 /// dib's `ARCH` for this machine: dib standardises x86-64 as `amd64` for
 /// every distro (its Fedora/CentOS root.d scripts map it back locally).
@@ -271,7 +271,7 @@ fn package_positions(phase: Phase) -> Option<(&'static str, &'static str)> {
 /// Evaluate the elements' environment.d files on top of `base` the way
 /// hooks will see them, for `when:` filters (dib squashes package-installs
 /// in a hook, after sourcing them). Planning only reads, so the files run
-/// in a sandbox (crate::sandbox) that can read the elements and the
+/// in a sandbox (crate::system::sandbox) that can read the elements and the
 /// host's /usr and /etc, and write nothing of the host.
 fn sourced_env(
     files: &[(String, PathBuf)],

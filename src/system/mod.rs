@@ -4,10 +4,14 @@
 //! missing one is reported the same way everywhere (the program, then the
 //! package that provides it), a failing one too (what it was doing, its
 //! exit status, its last words), and the rules live in one place.
+//! `process` sets children up between fork and exec (their own process
+//! group, or shut in the `sandbox` planned here); it and `blockdev` (the
+//! block-device ioctls) are the crate's only files with `unsafe` code.
 
 pub mod blockdev;
 pub mod command;
 pub mod process;
+pub mod sandbox;
 #[cfg(test)]
 pub mod testing;
 pub mod tool;
