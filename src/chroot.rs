@@ -25,7 +25,7 @@ use crate::system::command::Task;
 pub fn isolate_mounts() -> Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .context("creating a private mount namespace (are you root?)")?;
-    make_mounts_private().context("making mounts private")?;
+    crate::system::process::make_mounts_private().context("making mounts private")?;
     Ok(())
 }
 
@@ -38,19 +38,6 @@ pub fn require_root(what: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// In a new mount namespace: stop mount events propagating to and from
-/// the host. Without MS_PRIVATE our mounts would still propagate back
-/// through shared subtrees (systemd makes / shared).
-fn make_mounts_private() -> nix::Result<()> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
 }
 
 pub struct Chroot {

@@ -156,16 +156,7 @@ fn build_root(plan: &Confinement) -> Result<(), (String, Errno)> {
         move |e| (what, e)
     };
     let stage = Path::new(STAGE);
-    // Our mounts must not propagate back to the host through shared
-    // subtrees (systemd makes / shared), nor the host's reach us.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(err("making private", Path::new("/")))?;
+    make_mounts_private().map_err(err("making private", Path::new("/")))?;
     tmpfs(stage, "size=16m,mode=0755")?;
     // /tmp before the binds: an element folder under the host's /tmp
     // is then bound on top of the private /tmp, not hidden by it.
@@ -293,6 +284,20 @@ fn wait_and_exit(child: Pid) -> ! {
     // SAFETY: ends this forked process without running the parent's
     // destructors or atexit handlers.
     unsafe { libc::_exit(code) }
+}
+
+/// In a new mount namespace: stop mount events propagating to and from
+/// the host. Without MS_PRIVATE our mounts would still propagate back
+/// through shared subtrees (systemd makes / shared), and the host's would
+/// reach us.
+pub fn make_mounts_private() -> nix::Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
 }
 
 #[cfg(test)]
