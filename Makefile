@@ -58,7 +58,7 @@ test-base: deps
 # The minimal marker image the boot tests use, for poking at by hand.
 test-image: bin
 	base=$$(scripts/make-test-base | tail -n1) && \
-	$(BIN) build tests/specs/minimal.yaml --output target/test-images/minimal.iso \
+	$(BIN) build tests/fixtures/specs/minimal.yaml --output target/test-images/minimal.iso \
 	  --base "$$base/rootfs.tar.xz" --base-checksum-url "$$base/SHA256SUMS"
 
 # The whole suite: unit tests, image-format tests against independent tools,

@@ -30,7 +30,7 @@ struct Case {
 
 fn case(name: &str, spec: &str) -> Case {
     let dir = scratch(&format!("bad-{name}"));
-    let elements = repo().join("tests/elements");
+    let elements = repo().join("tests/fixtures/elements");
     std::fs::write(
         dir.join("spec.yaml"),
         spec.replace("ELEMENTS", &elements.display().to_string()),

@@ -111,7 +111,7 @@ fn build_with(
     env: &[(&str, &str)],
 ) -> String {
     let t = Instant::now();
-    let spec = repo().join("tests/specs").join(spec);
+    let spec = repo().join("tests/fixtures/specs").join(spec);
     let o = run(build_command(&spec, server, out, cache, work)
         .args(args)
         .envs(env.iter().copied())
@@ -442,8 +442,8 @@ fn persistence_and_verify(img: &Path, dir: &Path) {
     let _ = std::fs::remove_file(&copy);
 }
 
-/// A copy of tests/elements/marker with one line added to its unit file
-/// (a comment): a change to one static file of an element.
+/// A copy of tests/fixtures/elements/marker with one line added to its
+/// unit file (a comment): a change to one static file of an element.
 fn edited_marker(dir: &Path) -> PathBuf {
     let elements = dir.join("edited-elements");
     let _ = std::fs::remove_dir_all(&elements);
@@ -451,7 +451,7 @@ fn edited_marker(dir: &Path) -> PathBuf {
     tool(
         Command::new("cp")
             .arg("-a")
-            .arg(repo().join("tests/elements/marker"))
+            .arg(repo().join("tests/fixtures/elements/marker"))
             .arg(&elements),
     );
     let unit = elements.join("marker/static/etc/systemd/system/undercloud-live-marker.service");

@@ -90,7 +90,7 @@ exit $rc"#,
     .args(["elements", "apply", "--target"])
     .arg(&merged)
     .arg("--elements-path")
-    .arg(repo().join("tests/elements"))
+    .arg(repo().join("tests/fixtures/elements"))
     .args(args);
     for (k, v) in env {
         cmd.env(k, v);
@@ -404,7 +404,7 @@ fn cli(args: &[&str]) -> Output {
     run(bin()
         .args(args)
         .arg("--elements-path")
-        .arg(repo().join("tests/elements"))
+        .arg(repo().join("tests/fixtures/elements"))
         .args(["--distro", "debian", "--release", "bookworm"]))
 }
 

@@ -213,17 +213,17 @@ fn text_targets() -> Vec<Target> {
     use undercloud_live::undercloud::nodes::NodesFile;
     let kickstarts = vec![
         read("kickstart/undercloud-live.ks"),
-        read("tests/kickstart/live-base.ks"),
-        read("tests/kickstart/live-repo.ks"),
-        read("tests/kickstart/undercloud-spin.ks"),
+        read("tests/fixtures/kickstart/live-base.ks"),
+        read("tests/fixtures/kickstart/live-repo.ks"),
+        read("tests/fixtures/kickstart/undercloud-spin.ks"),
     ];
     let specs: Vec<Vec<u8>> = [
         "kickstart/undercloud-live-debian.yaml",
         "kickstart/undercloud-live-fedora.yaml",
         "kickstart/ipa-ramdisk-debian.yaml",
-        "tests/specs/minimal.yaml",
-        "tests/specs/install.yaml",
-        "tests/specs/undercloud.yaml",
+        "tests/fixtures/specs/minimal.yaml",
+        "tests/fixtures/specs/install.yaml",
+        "tests/fixtures/specs/undercloud.yaml",
     ]
     .iter()
     .map(read)
@@ -261,7 +261,7 @@ fn text_targets() -> Vec<Target> {
         },
         Target {
             name: "nodes.yaml",
-            seeds: vec![read("tests/specs/undercloud-nodes.yaml")],
+            seeds: vec![read("tests/fixtures/specs/undercloud-nodes.yaml")],
             max_len: 1 << 16,
             run: Box::new(|b, _| {
                 let _ = NodesFile::parse(&String::from_utf8_lossy(b), "fuzz");

@@ -344,7 +344,7 @@ fn unattended_install_boots_under_uefi_and_bios() {
     let img = dir.join("install.iso");
     let t = Instant::now();
     let o = run(build_command(
-        &repo().join("tests/specs/install.yaml"),
+        &repo().join("tests/fixtures/specs/install.yaml"),
         &server,
         &img,
         &cache_root(),

@@ -23,7 +23,7 @@ fn sigint_during_a_hook_cleans_up() {
         format!(
             "name: slow\nlabel: UCL-SLOW\nbase:\n  distro: debian\n  release: bookworm\n  path: {}\nelements: [slow-hook]\nelements_path: [{}]\n",
             base.join("rootfs.tar.xz").display(),
-            repo().join("tests/elements").display()
+            repo().join("tests/fixtures/elements").display()
         ),
     )
     .unwrap();

@@ -28,7 +28,7 @@ fn kickstart_image_builds_and_boots() {
     let work = dir.join("work");
     let t = Instant::now();
     let o = run(build_command(
-        &repo().join("tests/specs/kickstart.yaml"),
+        &repo().join("tests/fixtures/specs/kickstart.yaml"),
         &server,
         &img,
         &cache_root(),
@@ -70,7 +70,7 @@ fn kickstart_image_builds_and_boots() {
     );
     assert_eq!(read(&root, "etc/ucl-nochroot"), "nochroot saw the root\n");
     // %post sections ran in file order, in and out of the root interleaved
-    // (tests/kickstart/post-order.ks).
+    // (tests/fixtures/kickstart/post-order.ks).
     assert_eq!(
         read(&root, "etc/ucl-post-order"),
         "1 in the root\n2 on the host\n3 in the root\n4 on the host\n5 in the root\n"

@@ -1,5 +1,5 @@
 //! The two outputs besides the hybrid image, built from the Debian test
-//! base with the marker element (tests/specs/minimal.yaml):
+//! base with the marker element (tests/fixtures/specs/minimal.yaml):
 //!
 //! * `--format ramdisk`: NAME.kernel + NAME.initramfs, built twice with one
 //!   SOURCE_DATE_EPOCH to prove the bytes are reproducible, then booted by
@@ -26,7 +26,7 @@ const MARKER: &str = "UNDERCLOUD-LIVE-MARKER-OK";
 
 fn build(server: &Server, format: &str, out: &Path, cache: &Path, work: &Path) -> f64 {
     let t = Instant::now();
-    let spec = repo().join("tests/specs/minimal.yaml");
+    let spec = repo().join("tests/fixtures/specs/minimal.yaml");
     let o = run(build_command(&spec, server, out, cache, work)
         .args(["--format", format])
         .env("SOURCE_DATE_EPOCH", EPOCH));

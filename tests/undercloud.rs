@@ -1,8 +1,8 @@
 //! The undercloud end to end: it boots, answers, and provisions a machine,
 //! on this machine alone, from nothing.
 //!
-//! * The undercloud test image (tests/specs/undercloud.yaml: the shipped
-//!   `live` + `undercloud` elements and kickstart on Debian trixie,
+//! * The undercloud test image (tests/fixtures/specs/undercloud.yaml: the
+//!   shipped `live` + `undercloud` elements and kickstart on Debian trixie,
 //!   debootstrapped from the mirror; the deploy ramdisk through
 //!   extra_files; a persistence partition; the test's undercloud.yaml and
 //!   nodes.yaml on the ESP; cached by its inputs; Ironic's byte code
@@ -171,7 +171,8 @@ fn check_bytecode(img: &std::path::Path, dir: &std::path::Path) {
 /// The ESP's undercloud.yaml with `ironic: {tls: self-signed}` added,
 /// the rest kept: the next boot serves the API over HTTPS.
 fn esp_with_tls(img: &std::path::Path, dir: &std::path::Path) {
-    let text = std::fs::read_to_string(repo().join("tests/specs/undercloud-esp.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(repo().join("tests/fixtures/specs/undercloud-esp.yaml")).unwrap();
     assert!(
         !text.contains("\nironic:"),
         "the test's undercloud.yaml has ironic: already"

@@ -218,17 +218,18 @@ pub fn cached_build(kind: &str, inputs: &[PathBuf], make: impl FnOnce(&Path)) ->
     dir
 }
 
-/// The marker image as a `format: disk` qcow2 (tests/specs/minimal.yaml on
-/// the test base): what the provisioning test deploys.
+/// The marker image as a `format: disk` qcow2
+/// (tests/fixtures/specs/minimal.yaml on the test base): what the
+/// provisioning test deploys.
 pub fn deploy_disk_image() -> PathBuf {
     let base = test_base();
-    let spec = repo().join("tests/specs/minimal.yaml");
+    let spec = repo().join("tests/fixtures/specs/minimal.yaml");
     let dir = cached_build(
         "deploy-disk",
         &[
             spec.clone(),
-            repo().join("tests/elements/marker-hello"),
-            repo().join("tests/elements/marker"),
+            repo().join("tests/fixtures/elements/marker-hello"),
+            repo().join("tests/fixtures/elements/marker"),
             base.join("SHA256SUMS"),
         ],
         |out| {
@@ -254,20 +255,20 @@ pub fn deploy_disk_image() -> PathBuf {
     dir.join("marker.qcow2")
 }
 
-/// The undercloud test image (tests/specs/undercloud.yaml: Debian trixie
-/// debootstrapped from the mirror, the shipped elements and kickstart, the
+/// The undercloud test image (tests/fixtures/specs/undercloud.yaml: Debian
+/// trixie debootstrapped from the mirror, the shipped elements and kickstart, the
 /// deploy ramdisk through extra_files), shared by the tests that boot it:
 /// each boots a sparse copy, since booting writes to its persistence.
 pub fn undercloud_image() -> PathBuf {
     let ipa = ipa_ramdisk();
-    let spec = repo().join("tests/specs/undercloud.yaml");
+    let spec = repo().join("tests/fixtures/specs/undercloud.yaml");
     let staged = repo().join("target/test-images");
     let dir = cached_build(
         "undercloud-image",
         &[
             spec.clone(),
-            repo().join("tests/specs/undercloud-esp.yaml"),
-            repo().join("tests/specs/undercloud-nodes.yaml"),
+            repo().join("tests/fixtures/specs/undercloud-esp.yaml"),
+            repo().join("tests/fixtures/specs/undercloud-nodes.yaml"),
             repo().join("overlays"),
             repo().join("kickstart/undercloud-live.ks"),
             repo().join("kickstart/undercloud-live-debian-map.yaml"),
