@@ -10,11 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::fs::esp;
+use crate::image::layout::{ESP_ISO_PATH, ESP_LABEL};
 use crate::image::{self, HybridSpec, IsoSource};
 use crate::spec;
-
-/// Where the ESP image goes in the ISO tree (lorax uses the same path).
-pub use crate::image::ESP_ISO_PATH;
 
 #[derive(Clone, Debug)]
 pub struct AssembleOptions {
@@ -156,7 +154,7 @@ pub fn assemble(opts: &AssembleOptions) -> Result<AssembleReport> {
     let esp_report = esp::write_esp(
         &esp_files,
         &esp::EspOptions {
-            label: "UCL-ESP".into(),
+            label: ESP_LABEL.into(),
             volume_id: spec::derive_u32(&seed, crate::image::gpt::IdRole::Esp),
             epoch,
             extra_bytes: 0,

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::image::layout::{EROFS_ROOT, SQUASHFS_ROOT};
+
 /// Distributions whose package manager and boot-file locations we know.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -58,8 +60,8 @@ impl RootFormat {
     /// Where the root image lives in the ISO tree.
     pub fn iso_path(self) -> &'static str {
         match self {
-            RootFormat::Squashfs => "LiveOS/squashfs.img",
-            RootFormat::Erofs => "LiveOS/rootfs.img",
+            RootFormat::Squashfs => SQUASHFS_ROOT,
+            RootFormat::Erofs => EROFS_ROOT,
         }
     }
 

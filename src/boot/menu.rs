@@ -2,12 +2,7 @@
 //! systemd-boot. The kernel command line is the live root plus the spec's
 //! additions.
 
-/// Where the kernel and initrd live in the ISO9660 tree.
-pub const ISO_KERNEL: &str = "boot/vmlinuz";
-pub const ISO_INITRD: &str = "boot/initrd.img";
-/// Where systemd-boot finds them on the ESP (it cannot read ISO9660).
-pub const ESP_KERNEL: &str = "undercloud-live/vmlinuz";
-pub const ESP_INITRD: &str = "undercloud-live/initrd.img";
+use crate::image::layout::{ESP_INITRD, ESP_KERNEL, ISO_INITRD, ISO_KERNEL, SD_ENTRY};
 
 /// `root=live:CDLABEL=<label> rd.live.image` and what dracut needs to make
 /// the live root writable, then the spec's additions.
@@ -129,7 +124,7 @@ pub fn grub_cfg(m: &GrubMenu) -> String {
 }
 
 pub fn systemd_boot_loader_conf(timeout: u32) -> String {
-    format!("default undercloud-live.conf\ntimeout {timeout}\n")
+    format!("default {SD_ENTRY}\ntimeout {timeout}\n")
 }
 
 pub fn systemd_boot_entry(title: &str, cmdline: &str) -> String {
@@ -216,6 +211,11 @@ mod tests {
 
     #[test]
     fn systemd_boot_entry_paths() {
+        // loader.conf names the entry file the build writes.
+        assert_eq!(
+            systemd_boot_loader_conf(3),
+            "default undercloud-live.conf\ntimeout 3\n"
+        );
         let e = systemd_boot_entry("T", "a=b");
         assert!(e.contains("linux /undercloud-live/vmlinuz\n"));
         assert!(e.contains("options a=b\n"));

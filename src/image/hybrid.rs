@@ -28,11 +28,13 @@
 //! built in memory; file contents are copied straight from the sources.
 
 use super::eltorito::{self, BootEntry, PLATFORM_EFI, PLATFORM_X86};
-use super::gpt::{self as gpt_view, PartitionSpec, BACKUP_BYTES, LBA};
-use super::iso9660::{
-    self as iso, DirRecord, NameMangler, PathRecord, SystemUse, Timestamp, SECTOR,
-};
+use super::gpt::{self as gpt_view, PartitionSpec, BACKUP_BYTES};
+use super::iso9660::{self as iso, DirRecord, NameMangler, PathRecord, SystemUse, Timestamp};
 use super::isomd5;
+use super::layout::{
+    BLOCK_ALIGN_MIN, BOOT_RECORD_LBA, CATALOG_PATH, LBA, PARTITION_ALIGN, PVD_LBA, SECTOR,
+    TAIL_PAD, TERMINATOR_LBA,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -126,33 +128,17 @@ pub struct HybridReport {
     pub md5: Option<String>,
 }
 
-/// ISO path of the El Torito boot catalog in the tree.
-const CATALOG_PATH: &str = "boot.catalog";
-/// Sectors of the volume descriptors: the catalog's LBA is fixed relative to them.
-const PVD_LBA: u32 = 16;
-const BOOT_RECORD_LBA: u64 = 17;
-const TERMINATOR_LBA: u64 = 18;
-/// 1 MiB in 2048-byte sectors: the ESP and root start on such a boundary so
-/// the GPT partitions start on 2048-LBA boundaries.
-const PARTITION_ALIGN: u64 = (1 << 20) / SECTOR;
 /// A BIOS boot image is read into memory to patch its boot info table; real
 /// ones (GRUB's eltorito.img, isolinux.bin) are far smaller than this.
 const MAX_PATCHED_BIOS_IMAGE: u64 = 16 << 20;
 /// Where GRUB's boot_hybrid.img expects the LBA of its core image.
 const GRUB2_MBR_PATCH: usize = 0x1b0;
-/// Zero sectors at the end of the volume: isomd5sum leaves the last 15
-/// unchecked (burned CDs often cannot read them), so no file may lie there;
-/// 16 also hold the 9 sectors of the backup GPT.
-const TAIL_PAD: u64 = 16;
 /// Bytes copied between two reports to the checksum that follows the copy.
 /// The checksum reads large files from their sources (HASH_FROM_SOURCE_MIN)
 /// and waits on the copy only for small files and gaps, so pieces can be
 /// large: each copy_file_range call is a transaction on a filesystem that
 /// reflinks, and a 1 GiB root in 16 MiB pieces made 64 of them.
 const COPY_PIECE: u64 = 256 << 20;
-/// Files at least this big start on a 4 KiB boundary (see `assign_lbas`);
-/// the padding is at most one 2 KiB sector, under 4 % of such a file.
-const BLOCK_ALIGN_MIN: u64 = 64 << 10;
 /// Files at least this big are hashed for the media checksum from their
 /// source rather than read back from the image (see `copied_extents`).
 const HASH_FROM_SOURCE_MIN: u64 = 1 << 20;
@@ -786,7 +772,7 @@ impl Plan {
         };
         put(
             &self.encode_pvd(&spec.volume_label),
-            u64::from(PVD_LBA),
+            PVD_LBA,
             "primary volume descriptor",
         )?;
         let catalog_lba = self.files[self.catalog].lba;
@@ -1010,7 +996,7 @@ impl Plan {
                     .map_or((false, false), |b| (b.boot_info_table, b.grub2_boot_info));
                 let mut image = read_small(source, &f.iso_path, f.size)?;
                 if patch {
-                    eltorito::patch_boot_info_table(&mut image, PVD_LBA, f.lba)
+                    eltorito::patch_boot_info_table(&mut image, lba32(PVD_LBA)?, f.lba)
                         .with_context(|| format!("patching boot info table into {}", f.iso_path))?;
                 }
                 if grub2 {
