@@ -3,10 +3,11 @@
 //! additions.
 
 use crate::image::layout::{ESP_INITRD, ESP_KERNEL, ISO_INITRD, ISO_KERNEL, SD_ENTRY};
+use crate::image::{PersistLabel, VolumeLabel};
 
 /// `root=live:CDLABEL=<label> rd.live.image` and what dracut needs to make
 /// the live root writable, then the spec's additions.
-pub fn kernel_cmdline(label: &str, extra: &[String]) -> String {
+pub fn kernel_cmdline(label: &VolumeLabel, extra: &[String]) -> String {
     let mut args = vec![
         format!("root=live:CDLABEL={label}"),
         "rd.live.image".to_string(),
@@ -22,7 +23,7 @@ pub fn kernel_cmdline(label: &str, extra: &[String]) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersistBoot {
     /// ext4 label of the persistence partition.
-    pub label: String,
+    pub label: PersistLabel,
     /// PARTUUID of the root partition (the squashfs), lowercase.
     pub root_partuuid: String,
 }
@@ -33,7 +34,7 @@ pub struct GrubMenu {
     /// Title of the default entry, e.g. "Start undercloud-live".
     pub title: String,
     /// ISO volume label.
-    pub label: String,
+    pub label: VolumeLabel,
     /// The spec's kernel command-line additions.
     pub extra: Vec<String>,
     pub timeout: u32,
@@ -137,7 +138,10 @@ mod tests {
 
     #[test]
     fn cmdline_has_live_root_then_additions() {
-        let c = kernel_cmdline("UCL-X", &["console=ttyS0".into()]);
+        let c = kernel_cmdline(
+            &VolumeLabel::new("UCL-X").unwrap(),
+            &["console=ttyS0".into()],
+        );
         assert_eq!(
             c,
             "root=live:CDLABEL=UCL-X rd.live.image rd.live.overlay.overlayfs=1 console=ttyS0"
@@ -147,7 +151,7 @@ mod tests {
     fn menu() -> GrubMenu {
         GrubMenu {
             title: "Start it".into(),
-            label: "UCL-X".into(),
+            label: VolumeLabel::new("UCL-X").unwrap(),
             extra: vec!["console=ttyS0".into()],
             timeout: 3,
             ram_overlay_mib: None,
@@ -199,7 +203,7 @@ mod tests {
         let mut m = menu();
         m.ram_overlay_mib = Some(512);
         m.persistence = Some(PersistBoot {
-            label: "UCL-X-PERSIST".into(),
+            label: PersistLabel::new("UCL-X-PERSIST").unwrap(),
             root_partuuid: "0a0b0c0d-0000-4000-8000-000000000001".into(),
         });
         let g = grub_cfg(&m);

@@ -337,7 +337,7 @@ fn make_persistence(p: &Prepared, ws: &Workspace, progress: &Progress) -> Result
     ext4::make_persistence(
         &img,
         persist.size.0,
-        &label,
+        label.as_str(),
         &image::gpt::derive_guid(&p.loaded.seed(), IdRole::PersistenceFs).to_string(),
         p.epoch,
     )?;

@@ -4,7 +4,7 @@
 //! relies on; `hybrid` lays the files out and writes the file; `iso9660`,
 //! `eltorito` and `gpt` encode the individual structures; `gpt_check`
 //! checks a GPT medium as a whole (both headers, every partition inside
-//! it).
+//! it); `label` holds the validated volume labels.
 
 pub mod eltorito;
 pub mod gpt;
@@ -12,6 +12,8 @@ pub mod gpt_check;
 pub mod hybrid;
 pub mod iso9660;
 pub mod isomd5;
+pub mod label;
 pub mod layout;
 
 pub use hybrid::{write_hybrid, BiosBoot, HybridReport, HybridSpec, IsoSource};
+pub use label::{PersistLabel, VolumeLabel};
