@@ -68,8 +68,8 @@ pub const ISO_KERNEL: &str = "boot/vmlinuz";
 /// The live initrd, where grub.cfg's `initrd` line reads it.
 pub const ISO_INITRD: &str = "boot/initrd.img";
 
-/// The grub.cfg the BIOS grub reads (its prefix is /boot/grub) and the
-/// UEFI grub finds on a CD, where $cmdpath is the ISO9660 volume.
+/// The grub.cfg the BIOS grub reads: its core is made with the prefix
+/// /boot/grub on the ISO9660 volume.
 pub const ISO_GRUB_CFG: &str = "boot/grub/grub.cfg";
 
 /// A squashfs live root: the path dracut's dmsquash-live looks for first
