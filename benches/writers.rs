@@ -14,7 +14,7 @@ use divan::Bencher;
 use tempfile::TempDir;
 use undercloud_live::fs::esp::{self, EspContent, EspFile, EspOptions};
 use undercloud_live::image::gpt::{self, PartitionSpec};
-use undercloud_live::image::{write_hybrid, HybridSpec, IsoSource};
+use undercloud_live::image::{write_hybrid, HybridSpec, IsoSource, VolumeLabel};
 
 fn main() {
     divan::main();
@@ -68,7 +68,7 @@ fn tree(dir: &Path, files: usize, big: u64) -> Vec<IsoSource> {
 
 fn spec(files: Vec<IsoSource>, root: bool, md5: bool) -> HybridSpec {
     HybridSpec {
-        volume_label: "UCL-BENCH".into(),
+        volume_label: VolumeLabel::new("UCL-BENCH").unwrap(),
         epoch: 1_700_000_000,
         seed: "bench".into(),
         files,

@@ -10,11 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::fs::esp;
-use crate::image::{self, HybridSpec, IsoSource};
+use crate::image::layout::{ESP_ISO_PATH, ESP_LABEL};
+use crate::image::{self, HybridSpec, IsoSource, VolumeLabel};
 use crate::spec;
-
-/// Where the ESP image goes in the ISO tree (lorax uses the same path).
-pub use crate::image::ESP_ISO_PATH;
 
 #[derive(Clone, Debug)]
 pub struct AssembleOptions {
@@ -22,6 +20,7 @@ pub struct AssembleOptions {
     pub tree: PathBuf,
     /// Folder whose files become the EFI system partition.
     pub esp_dir: PathBuf,
+    /// ISO volume label, checked first (`VolumeLabel`).
     pub label: String,
     /// ISO path of the live root inside `tree` (GPT partition 2), if any.
     pub root: Option<String>,
@@ -111,7 +110,7 @@ fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 pub fn assemble(opts: &AssembleOptions) -> Result<AssembleReport> {
-    spec::validate_label(&opts.label)?;
+    let label = VolumeLabel::new(opts.label.as_str())?;
     let epoch = match opts.epoch {
         Some(e) => e,
         None => spec::source_date_epoch()?,
@@ -152,11 +151,11 @@ pub fn assemble(opts: &AssembleOptions) -> Result<AssembleReport> {
     let pid = std::process::id();
     let esp_img = Temp(out_dir.join(format!(".{name}.esp-{pid}")));
     let partial = Temp(out_dir.join(format!(".{name}.partial-{pid}")));
-    let seed = opts.seed.clone().unwrap_or_else(|| opts.label.clone());
+    let seed = opts.seed.clone().unwrap_or_else(|| label.to_string());
     let esp_report = esp::write_esp(
         &esp_files,
         &esp::EspOptions {
-            label: "UCL-ESP".into(),
+            label: ESP_LABEL.into(),
             volume_id: spec::derive_u32(&seed, crate::image::gpt::IdRole::Esp),
             epoch,
             extra_bytes: 0,
@@ -175,7 +174,7 @@ pub fn assemble(opts: &AssembleOptions) -> Result<AssembleReport> {
     });
     let report = image::write_hybrid(
         &HybridSpec {
-            volume_label: opts.label.clone(),
+            volume_label: label,
             epoch,
             seed,
             files,

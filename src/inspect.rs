@@ -16,9 +16,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 use crate::fs::cpio;
-use crate::image::gpt::LBA;
 use crate::image::gpt_check;
 use crate::image::isomd5::{self, Embedded};
+use crate::image::layout::{BOOT_RECORD_LBA, LBA, PVD_LBA, SECTOR};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Partition {
@@ -463,15 +463,15 @@ pub fn read_fat_file(file: &File, offset: u64, len: u64, path: &str) -> Result<O
 }
 
 fn el_torito(file: &File, volume: u64) -> Result<Vec<BootEntry>> {
-    let mut rec = vec![0u8; 2048];
-    file.read_exact_at(&mut rec, 17 * 2048)
+    let mut rec = vec![0u8; SECTOR as usize];
+    file.read_exact_at(&mut rec, BOOT_RECORD_LBA * SECTOR)
         .context("reading the El Torito boot record")?;
     if rec[0] != 0 || &rec[1..6] != b"CD001" || !rec[7..].starts_with(b"EL TORITO SPECIFICATION") {
         return Ok(Vec::new());
     }
     let catalog = u32::from_le_bytes([rec[0x47], rec[0x48], rec[0x49], rec[0x4a]]);
-    let mut cat = vec![0u8; 2048];
-    file.read_exact_at(&mut cat, u64::from(catalog) * 2048)
+    let mut cat = vec![0u8; SECTOR as usize];
+    file.read_exact_at(&mut cat, u64::from(catalog) * SECTOR)
         .context("reading the El Torito boot catalog")?;
     let platform_name = |p: u8| match p {
         0x00 => "BIOS".to_string(),
@@ -481,10 +481,11 @@ fn el_torito(file: &File, volume: u64) -> Result<Vec<BootEntry>> {
     let entry = |e: &[u8], platform: u8| -> BootEntry {
         let lba = u32::from_le_bytes([e[8], e[9], e[10], e[11]]);
         let mut bit = false;
-        if platform == 0 && u64::from(lba) * 2048 < volume {
+        if platform == 0 && u64::from(lba) * SECTOR < volume {
             let mut t = [0u8; 16];
-            if file.read_exact_at(&mut t, u64::from(lba) * 2048).is_ok() {
-                bit = u32::from_le_bytes([t[8], t[9], t[10], t[11]]) == 16
+            if file.read_exact_at(&mut t, u64::from(lba) * SECTOR).is_ok() {
+                // A boot info table names the PVD's sector, then the image's.
+                bit = u64::from(u32::from_le_bytes([t[8], t[9], t[10], t[11]])) == PVD_LBA
                     && u32::from_le_bytes([t[12], t[13], t[14], t[15]]) == lba;
             }
         }

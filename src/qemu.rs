@@ -526,14 +526,14 @@ fn check_options(opts: &BootOptions) -> Result<()> {
 /// cause; so it is refused before QEMU starts. The rule is a floor: a root
 /// that compresses better than 3x needs more.
 pub fn ramdisk_memory_mib(compressed: u64) -> u64 {
-    (4 * compressed).div_ceil(1 << 20) + 512
+    (4 * compressed).div_ceil(crate::io::MIB) + 512
 }
 
 /// What a root of `unpacked` bytes needs: the kernel unpacks the
 /// initramfs into a tmpfs that may fill at most half the memory, so twice
 /// the root, plus 512 MiB for the kernel, systemd and the services.
 pub fn unpacked_memory_mib(unpacked: u64) -> u64 {
-    (2 * unpacked).div_ceil(1 << 20) + 512
+    (2 * unpacked).div_ceil(crate::io::MIB) + 512
 }
 
 fn check_ramdisk_memory(initrd: &Path, size: u64, memory_mib: u32) -> Result<()> {
@@ -550,7 +550,7 @@ fn check_ramdisk_memory(initrd: &Path, size: u64, memory_mib: u32) -> Result<()>
         bail!(
             "initramfs {} is {} MiB compressed; unpacked in guest memory it needs about {need} MiB, more than the {memory_mib} MiB given: use --memory {suggest}",
             initrd.display(),
-            size.div_ceil(1 << 20)
+            size.div_ceil(crate::io::MIB)
         );
     }
     Ok(())
@@ -1808,7 +1808,7 @@ mod tests {
 
     #[test]
     fn ramdisk_memory_rule() {
-        const MIB: u64 = 1 << 20;
+        use crate::io::MIB;
         // A 545 MiB root (the deploy ramdisk) needs 1602 MiB: its tmpfs
         // may fill half the memory.
         assert_eq!(unpacked_memory_mib(545 * MIB), 1602);

@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 use crate::distro::BaseSource;
 pub use crate::distro::Distro;
+use crate::image::layout::{EROFS_ROOT, SQUASHFS_ROOT};
+pub use crate::image::{PersistLabel, VolumeLabel};
 
 /// The live root's filesystem. dracut's dmsquash-live loop-mounts either.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -36,8 +38,8 @@ impl RootFormat {
     /// Where the root image lives in the ISO tree.
     pub fn iso_path(self) -> &'static str {
         match self {
-            RootFormat::Squashfs => "LiveOS/squashfs.img",
-            RootFormat::Erofs => "LiveOS/rootfs.img",
+            RootFormat::Squashfs => SQUASHFS_ROOT,
+            RootFormat::Erofs => EROFS_ROOT,
         }
     }
 
@@ -422,9 +424,9 @@ pub fn validate_root(root: &RootOptions) -> Result<()> {
 #[serde(deny_unknown_fields)]
 pub struct Persistence {
     pub size: ByteSize,
-    /// ext4 label, at most 16 characters (default: derived from `label`).
+    /// ext4 label (default: derived from `label`).
     #[serde(default)]
-    pub label: Option<String>,
+    pub label: Option<PersistLabel>,
 }
 
 /// The overlay that holds changes when there is no persistence.
@@ -465,8 +467,9 @@ fn default_menu_timeout() -> u32 {
 pub struct Spec {
     /// Image name: `IMAGE_NAME` for elements, default output file name.
     pub name: String,
-    /// ISO volume label, also `root=live:CDLABEL=` on the kernel command line.
-    pub label: String,
+    /// ISO volume label, also `root=live:CDLABEL=` on the kernel command
+    /// line; checked as it is parsed.
+    pub label: VolumeLabel,
     pub base: Base,
     #[serde(default)]
     pub elements: Vec<String>,
@@ -562,15 +565,15 @@ impl LoadedSpec {
         }
     }
 
-    /// The ext4 label of the persistence partition: the spec's, else the
-    /// first 8 characters of the volume label plus "-PERSIST" (ext4 labels
-    /// hold 16 bytes).
-    pub fn persistence_label(&self) -> Option<String> {
+    /// The ext4 label of the persistence partition: the spec's, else one
+    /// derived from the volume label (`VolumeLabel::persistence`).
+    pub fn persistence_label(&self) -> Option<PersistLabel> {
         let p = self.spec.persistence.as_ref()?;
-        Some(p.label.clone().unwrap_or_else(|| {
-            let head: String = self.spec.label.chars().take(8).collect();
-            format!("{}-PERSIST", head.trim_end_matches(['-', '_']))
-        }))
+        Some(
+            p.label
+                .clone()
+                .unwrap_or_else(|| self.spec.label.persistence()),
+        )
     }
 
     pub fn seed(&self) -> String {
@@ -597,7 +600,6 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
 }
 
 fn validate(spec: &Spec) -> Result<()> {
-    validate_label(&spec.label)?;
     if spec.name.is_empty()
         || !spec
             .name
@@ -720,38 +722,12 @@ pub fn validate_persistence(p: &Persistence, format: RootFormat) -> Result<()> {
             MIN_PERSISTENCE >> 20
         );
     }
-    if let Some(l) = &p.label {
-        if l.is_empty()
-            || l.len() > 16
-            || !l
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            bail!("persistence.label {l:?}: use 1 to 16 of A-Z, a-z, 0-9, '-' and '_' (an ext4 label)");
-        }
-    }
     // dracut 059 reaches a persistent overlay only when the live root is a
     // partition of its own (a squashfs partition); an erofs root is mounted
     // through the ISO9660 volume, which then holds the whole disk so the
     // persistence partition cannot be mounted beside it.
     if format != RootFormat::Squashfs {
         bail!("persistence needs root.format squashfs (dracut cannot mount the persistence partition beside an erofs root read through the ISO volume)");
-    }
-    Ok(())
-}
-
-/// ISO9660 volume identifiers are at most 32 d-characters; '-' is accepted
-/// by every reader in practice (Fedora's labels use it) and by udev's
-/// /dev/disk/by-label, which dracut's `CDLABEL=` looks up.
-pub fn validate_label(label: &str) -> Result<()> {
-    if label.is_empty() || label.len() > 32 {
-        bail!("label {label:?}: must be 1 to 32 characters");
-    }
-    if !label
-        .chars()
-        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-')
-    {
-        bail!("label {label:?}: use A-Z, 0-9, '_' and '-' only (ISO9660 d-characters)");
     }
     Ok(())
 }
@@ -1074,12 +1050,14 @@ root:
             file: PathBuf::from("x.yaml"),
             dir: PathBuf::from("."),
         };
-        assert_eq!(loaded.persistence_label().unwrap(), "UCL-MINI-PERSIST");
-        let n = GOOD.to_string() + "persistence:\n  size: 67108864\n  label: P1\n";
         assert_eq!(
-            parse(&n).unwrap().persistence.unwrap().size,
-            ByteSize(64 << 20)
+            loaded.persistence_label().unwrap().as_str(),
+            "UCL-MINI-PERSIST"
         );
+        let n = GOOD.to_string() + "persistence:\n  size: 67108864\n  label: P1\n";
+        let p = parse(&n).unwrap().persistence.unwrap();
+        assert_eq!(p.size, ByteSize(64 << 20));
+        assert_eq!(p.label.unwrap().as_str(), "P1");
         for bad in [
             "persistence:\n  size: 1MiB\n",
             "persistence:\n  size: 1 parsec\n",
@@ -1103,13 +1081,34 @@ root:
         assert!(ByteSize::parse("99999999999TiB").is_err());
     }
 
+    /// A bad label fails the parse with one line that names the value and
+    /// the rule; the rule itself is tested with `image::label`.
     #[test]
-    fn labels_are_d_characters() {
-        assert!(validate_label("UCL_LIVE-43").is_ok());
-        assert!(validate_label("lower").is_err());
-        assert!(validate_label("HAS SPACE").is_err());
-        assert!(validate_label(&"A".repeat(33)).is_err());
-        assert!(validate_label("").is_err());
+    fn bad_labels_fail_the_parse_in_one_line() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.label.as_str(), "UCL-MINIMAL");
+        for (bad, rule) in [
+            (
+                "label: lower",
+                "\"lower\": use 1 to 32 of A-Z, 0-9, '_' and '-'",
+            ),
+            ("label: \"HAS SPACE\"", "use 1 to 32 of A-Z"),
+            ("label: \"\"", "use 1 to 32 of A-Z"),
+        ] {
+            let e = format!(
+                "{:#}",
+                parse(&GOOD.replace("label: UCL-MINIMAL", bad)).unwrap_err()
+            );
+            assert!(e.contains(rule), "{bad}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        let e = format!(
+            "{:#}",
+            parse(&(GOOD.to_string() + "persistence:\n  size: 1GiB\n  label: \"a b\"\n"))
+                .unwrap_err()
+        );
+        assert!(e.contains("persistence.label \"a b\": use 1 to 16"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
     }
 
     #[test]

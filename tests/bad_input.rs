@@ -115,6 +115,25 @@ fn unknown_spec_key() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("spec.yaml"));
 }
 
+/// A label the image cannot carry fails the spec's load, in one line
+/// naming the value and the rule, before any work starts.
+#[test]
+fn bad_volume_label() {
+    for (name, label, culprit) in [
+        (
+            "label-lower",
+            "ucl-bad",
+            "\"ucl-bad\": use 1 to 32 of A-Z, 0-9",
+        ),
+        ("label-long", &"A".repeat(33), "use 1 to 32 of A-Z, 0-9"),
+    ] {
+        let c = case(name, &SPEC.replace("UCL-BAD", label));
+        let o = build(&c, &[]);
+        assert_clean_failure(&c, &o, culprit);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("spec.yaml"));
+    }
+}
+
 #[test]
 fn missing_element() {
     let c = case(

@@ -13,7 +13,9 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use undercloud_live::image::{write_hybrid, BiosBoot, HybridReport, HybridSpec, IsoSource};
+use undercloud_live::image::{
+    write_hybrid, BiosBoot, HybridReport, HybridSpec, IsoSource, VolumeLabel,
+};
 
 const EPOCH: i64 = 1_700_000_000;
 
@@ -158,7 +160,7 @@ fn fixture() -> Fixture {
         });
     }
     let spec = HybridSpec {
-        volume_label: "UCLIVE-Test_1".to_string(),
+        volume_label: VolumeLabel::new("UCLIVE-TEST_1").unwrap(),
         epoch: EPOCH,
         seed: "image-layout-test".to_string(),
         files,
@@ -350,7 +352,7 @@ fn hybrid_image_reads_back_with_independent_tools() {
     if tools_present(&["isoinfo"]) {
         let (ok, out) = run("isoinfo", &["-d", "-i", img_s]);
         assert!(ok, "{out}");
-        assert!(out.contains("Volume id: UCLIVE-Test_1"), "{out}");
+        assert!(out.contains("Volume id: UCLIVE-TEST_1"), "{out}");
         assert!(
             out.contains("Rock Ridge signatures version 1 found"),
             "{out}"
@@ -380,7 +382,7 @@ fn hybrid_image_reads_back_with_independent_tools() {
         // GRUB's own iso9660 driver, which reads grub.cfg and the kernel at
         // boot, must see the Rock Ridge names too (grub-common ships it).
         let (ok, out) = run("grub-fstest", &[img_s, "ls", "(loop0)"]);
-        assert!(ok && out.contains("Label `UCLIVE-Test_1'"), "{out}");
+        assert!(ok && out.contains("Label `UCLIVE-TEST_1'"), "{out}");
         let (ok, out) = run("grub-fstest", &[img_s, "ls", "(loop0)/Deep/Nested"]);
         assert!(
             ok && out.contains("MixedCase/") && out.contains("mixedcase/"),
@@ -519,11 +521,11 @@ fn bad_inputs_are_errors() {
     let fx = fixture();
     let img = fx.dir.join("bad.iso");
 
-    let mut spec = fx.spec.clone();
-    spec.volume_label = "no spaces allowed".to_string();
-    let e = format!("{:#}", write_hybrid(&spec, &img).unwrap_err());
+    // A bad volume label cannot reach write_hybrid: it fails as a
+    // VolumeLabel is made.
+    let e = format!("{:#}", VolumeLabel::new("no spaces allowed").unwrap_err());
     assert!(
-        e.contains("volume label") && e.contains("no spaces allowed"),
+        e.contains("\"no spaces allowed\": use 1 to 32 of A-Z"),
         "{e}"
     );
 

@@ -18,7 +18,7 @@ use std::process::Output;
 
 use common::*;
 use undercloud_live::image::gpt::crc32;
-use undercloud_live::image::{write_hybrid, HybridSpec, IsoSource};
+use undercloud_live::image::{write_hybrid, HybridSpec, IsoSource, VolumeLabel};
 
 const LBA: u64 = 512;
 
@@ -69,7 +69,7 @@ fn image(name: &str) -> PathBuf {
         source: src.join(host),
     };
     let spec = HybridSpec {
-        volume_label: "UCL-INTEGRITY".into(),
+        volume_label: VolumeLabel::new("UCL-INTEGRITY").unwrap(),
         epoch: 1_700_000_000,
         seed: "integrity".into(),
         files: vec![

@@ -16,7 +16,7 @@ use std::process::Command;
 
 use common::{bin, have, tool_path};
 use sha2::{Digest, Sha256};
-use undercloud_live::image::{write_hybrid, HybridSpec, IsoSource};
+use undercloud_live::image::{write_hybrid, HybridSpec, IsoSource, VolumeLabel};
 
 const EPOCH: i64 = 1_700_000_000;
 
@@ -51,7 +51,7 @@ fn image(dir: &Path, persistence: Option<PathBuf>, md5: bool) -> PathBuf {
     let out = dir.join("img.iso");
     write_hybrid(
         &HybridSpec {
-            volume_label: "UCL-MEDIA".into(),
+            volume_label: VolumeLabel::new("UCL-MEDIA").unwrap(),
             epoch: EPOCH,
             seed: "media-test".into(),
             files: vec![
@@ -229,7 +229,7 @@ fn root_over_4_gib_reads_back_byte_exact_with_xorriso() {
     let started = std::time::Instant::now();
     write_hybrid(
         &HybridSpec {
-            volume_label: "UCL-BIG".into(),
+            volume_label: VolumeLabel::new("UCL-BIG").unwrap(),
             epoch: EPOCH,
             seed: "big".into(),
             files: vec![

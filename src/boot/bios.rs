@@ -56,9 +56,6 @@ pub fn modules(core: Core) -> Vec<&'static str> {
     m
 }
 
-/// Where the core image is placed in the ISO tree.
-pub const ISO_ELTORITO: &str = "boot/grub/i386-pc/eltorito.img";
-
 /// The BIOS boot files taken from the root.
 #[derive(Debug, Clone)]
 pub struct BiosAssets {

@@ -2,16 +2,12 @@
 //! systemd-boot. The kernel command line is the live root plus the spec's
 //! additions.
 
-/// Where the kernel and initrd live in the ISO9660 tree.
-pub const ISO_KERNEL: &str = "boot/vmlinuz";
-pub const ISO_INITRD: &str = "boot/initrd.img";
-/// Where systemd-boot finds them on the ESP (it cannot read ISO9660).
-pub const ESP_KERNEL: &str = "undercloud-live/vmlinuz";
-pub const ESP_INITRD: &str = "undercloud-live/initrd.img";
+use crate::image::layout::{ESP_INITRD, ESP_KERNEL, ISO_INITRD, ISO_KERNEL, SD_ENTRY};
+use crate::image::{PersistLabel, VolumeLabel};
 
 /// `root=live:CDLABEL=<label> rd.live.image` and what dracut needs to make
 /// the live root writable, then the spec's additions.
-pub fn kernel_cmdline(label: &str, extra: &[String]) -> String {
+pub fn kernel_cmdline(label: &VolumeLabel, extra: &[String]) -> String {
     let mut args = vec![
         format!("root=live:CDLABEL={label}"),
         "rd.live.image".to_string(),
@@ -27,7 +23,7 @@ pub fn kernel_cmdline(label: &str, extra: &[String]) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersistBoot {
     /// ext4 label of the persistence partition.
-    pub label: String,
+    pub label: PersistLabel,
     /// PARTUUID of the root partition (the squashfs), lowercase.
     pub root_partuuid: String,
 }
@@ -38,7 +34,7 @@ pub struct GrubMenu {
     /// Title of the default entry, e.g. "Start undercloud-live".
     pub title: String,
     /// ISO volume label.
-    pub label: String,
+    pub label: VolumeLabel,
     /// The spec's kernel command-line additions.
     pub extra: Vec<String>,
     pub timeout: u32,
@@ -84,7 +80,7 @@ pub fn grub_cfg(m: &GrubMenu) -> String {
              fi\n",
             pl = p.label,
             uuid = p.root_partuuid,
-            dir = crate::fs::ext4::OVERLAY_DIR,
+            dir = crate::image::layout::OVERLAY_DIR,
         );
     }
     let mut common = vec![
@@ -129,7 +125,7 @@ pub fn grub_cfg(m: &GrubMenu) -> String {
 }
 
 pub fn systemd_boot_loader_conf(timeout: u32) -> String {
-    format!("default undercloud-live.conf\ntimeout {timeout}\n")
+    format!("default {SD_ENTRY}\ntimeout {timeout}\n")
 }
 
 pub fn systemd_boot_entry(title: &str, cmdline: &str) -> String {
@@ -142,7 +138,10 @@ mod tests {
 
     #[test]
     fn cmdline_has_live_root_then_additions() {
-        let c = kernel_cmdline("UCL-X", &["console=ttyS0".into()]);
+        let c = kernel_cmdline(
+            &VolumeLabel::new("UCL-X").unwrap(),
+            &["console=ttyS0".into()],
+        );
         assert_eq!(
             c,
             "root=live:CDLABEL=UCL-X rd.live.image rd.live.overlay.overlayfs=1 console=ttyS0"
@@ -152,7 +151,7 @@ mod tests {
     fn menu() -> GrubMenu {
         GrubMenu {
             title: "Start it".into(),
-            label: "UCL-X".into(),
+            label: VolumeLabel::new("UCL-X").unwrap(),
             extra: vec!["console=ttyS0".into()],
             timeout: 3,
             ram_overlay_mib: None,
@@ -204,7 +203,7 @@ mod tests {
         let mut m = menu();
         m.ram_overlay_mib = Some(512);
         m.persistence = Some(PersistBoot {
-            label: "UCL-X-PERSIST".into(),
+            label: PersistLabel::new("UCL-X-PERSIST").unwrap(),
             root_partuuid: "0a0b0c0d-0000-4000-8000-000000000001".into(),
         });
         let g = grub_cfg(&m);
@@ -216,6 +215,11 @@ mod tests {
 
     #[test]
     fn systemd_boot_entry_paths() {
+        // loader.conf names the entry file the build writes.
+        assert_eq!(
+            systemd_boot_loader_conf(3),
+            "default undercloud-live.conf\ntimeout 3\n"
+        );
         let e = systemd_boot_entry("T", "a=b");
         assert!(e.contains("linux /undercloud-live/vmlinuz\n"));
         assert!(e.contains("options a=b\n"));

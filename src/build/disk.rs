@@ -16,14 +16,13 @@ use super::customise::Root;
 use super::prepare::{Output, Prepared};
 use super::workspace::{Partial, Workspace};
 use super::Written;
+use crate::image::layout::DISK_IMAGE_ESP;
 use crate::install::{self, bootloader, config::Config, copy, disk, finalize};
 use crate::interrupt;
+use crate::io::MIB;
 use crate::progress::{human_bytes, Progress};
 use crate::system::command::Task;
 
-/// An image's ESP: shim, grub and MokManager take a few MiB; 64 MiB is
-/// the smallest FAT32 the ESP writer makes (512-byte clusters).
-const IMAGE_ESP: u64 = 64 << 20;
 /// Free space left in the root by default.
 const DEFAULT_HEADROOM: u64 = 256 << 20;
 
@@ -35,7 +34,7 @@ pub fn write(p: &Prepared, ws: &Workspace, root: Root, progress: &Progress) -> R
     let distro = spec.base.distro;
     bootloader::esp_files(&root.path, distro, "")?;
     let cfg = Config {
-        esp_size: Some(crate::spec::ByteSize(IMAGE_ESP)),
+        esp_size: Some(crate::spec::ByteSize(DISK_IMAGE_ESP)),
         ..Default::default()
     };
     let why_not = crate::boot::bios::missing(&root.path, distro, cfg.filesystem.bios_core());
@@ -111,8 +110,7 @@ fn disk_size(p: &Prepared, root: &Path, bios: bool, progress: &Progress) -> Resu
 }
 
 fn choose_size(used: u64, headroom: u64, bios: bool, requested: Option<u64>) -> Result<u64> {
-    const MIB: u64 = 1 << 20;
-    let need = disk::needed(used, headroom, IMAGE_ESP, bios, 0).div_ceil(MIB) * MIB;
+    let need = disk::needed(used, headroom, DISK_IMAGE_ESP, bios, 0).div_ceil(MIB) * MIB;
     match requested {
         Some(s) if s < need => bail!(
             "disk.size {} is too small: the root holds {}, and with {} of headroom, the ESP and the partition table the image needs {}",
@@ -172,7 +170,6 @@ mod tests {
 
     #[test]
     fn size_is_content_plus_headroom_or_what_the_spec_says() {
-        const MIB: u64 = 1 << 20;
         // 700 MiB of files: a tenth for ext4, 256 MiB free, 64 MiB ESP,
         // 1 MiB BIOS boot, 1 MiB at each end for the GPT.
         let s = choose_size(700 * MIB, 256 * MIB, true, None).unwrap();

@@ -15,12 +15,14 @@ use super::Written;
 use crate::boot::{self, bios, loader::EfiLoader, menu};
 use crate::fs::{erofs, esp, ext4, squashfs};
 use crate::image::gpt::IdRole;
+use crate::image::layout::{
+    ESP_BOOT_DIR, ESP_INITRD, ESP_ISO_PATH, ESP_KERNEL, ESP_LABEL, ESP_LOADER, ISO_GRUB_CFG,
+    ISO_INITRD, ISO_KERNEL, SD_ENTRIES_DIR, SD_ENTRY, SD_LOADER_CONF,
+};
 use crate::image::{self, HybridSpec, IsoSource};
 use crate::interrupt;
 use crate::progress::{human_bytes, Progress};
 use crate::spec::{self, RootFormat};
-
-use crate::image::ESP_ISO_PATH as ISO_ESP;
 
 /// What the live boot needs from inside the root.
 pub struct LiveBoot {
@@ -80,15 +82,15 @@ pub fn write(
     // is made); free its space before the image copy adds to the disk use.
     ws.remove_root()?;
     tree.push(IsoSource {
-        iso_path: ISO_ESP.into(),
+        iso_path: ESP_ISO_PATH.into(),
         source: ws.esp_image(),
     });
     tree.push(IsoSource {
-        iso_path: menu::ISO_KERNEL.into(),
+        iso_path: ISO_KERNEL.into(),
         source: ws.kernel(),
     });
     tree.push(IsoSource {
-        iso_path: menu::ISO_INITRD.into(),
+        iso_path: ISO_INITRD.into(),
         source: live.initrd.clone(),
     });
     tree.push(IsoSource {
@@ -97,7 +99,7 @@ pub fn write(
     });
     if let Some(b) = &live.bios {
         tree.push(IsoSource {
-            iso_path: bios::ISO_ELTORITO.into(),
+            iso_path: crate::image::layout::ISO_ELTORITO.into(),
             source: b.eltorito.clone(),
         });
     }
@@ -201,7 +203,7 @@ fn boot_files(
     let report = esp::write_esp(
         &esp_files,
         &esp::EspOptions {
-            label: "UCL-ESP".into(),
+            label: ESP_LABEL.into(),
             volume_id: spec::derive_u32(&p.loaded.seed(), IdRole::Esp),
             epoch: p.epoch,
             extra_bytes: 0,
@@ -232,16 +234,17 @@ fn shim_files(
     let grub_cfg = ws.grub_cfg();
     fs::write(&grub_cfg, menu::grub_cfg(grub_menu))
         .with_context(|| format!("writing {}", grub_cfg.display()))?;
+    // shim loads grubx64.efi and mmx64.efi from its own folder.
     let mut efi = vec![
-        ("EFI/BOOT/BOOTX64.EFI".to_string(), shim.to_path_buf()),
-        ("EFI/BOOT/grubx64.efi".to_string(), grub.to_path_buf()),
+        (ESP_LOADER.to_string(), shim.to_path_buf()),
+        (format!("{ESP_BOOT_DIR}/grubx64.efi"), grub.to_path_buf()),
     ];
     if let Some(mm) = mm {
-        efi.push(("EFI/BOOT/mmx64.efi".to_string(), mm.to_path_buf()));
+        efi.push((format!("{ESP_BOOT_DIR}/mmx64.efi"), mm.to_path_buf()));
     }
     // grub reads its built-in prefix (/EFI/<vendor>) first, then the
     // folder it was started from.
-    efi.push(("EFI/BOOT/grub.cfg".to_string(), grub_cfg.clone()));
+    efi.push((format!("{ESP_BOOT_DIR}/grub.cfg"), grub_cfg.clone()));
     efi.push((format!("EFI/{vendor}/grub.cfg"), grub_cfg.clone()));
     let mut esp_files = Vec::new();
     let mut iso_files = Vec::new();
@@ -254,7 +257,10 @@ fn shim_files(
         });
         // The same files in the ISO tree: on a CD, grub's $cmdpath is the
         // ISO9660 volume, not the El Torito image.
-        if dest.starts_with("EFI/BOOT/") {
+        if dest
+            .strip_prefix(ESP_BOOT_DIR)
+            .is_some_and(|rest| rest.starts_with('/'))
+        {
             let staged = ws.iso_tree().join(dest);
             if let Some(dir) = staged.parent() {
                 fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -269,7 +275,7 @@ fn shim_files(
         }
     }
     iso_files.push(IsoSource {
-        iso_path: "boot/grub/grub.cfg".into(),
+        iso_path: ISO_GRUB_CFG.into(),
         source: grub_cfg,
     });
     Ok((esp_files, iso_files))
@@ -291,7 +297,7 @@ fn systemd_boot_files(
         fs::write(&grub_cfg, menu::grub_cfg(grub_menu))
             .with_context(|| format!("writing {}", grub_cfg.display()))?;
         iso_files.push(IsoSource {
-            iso_path: "boot/grub/grub.cfg".into(),
+            iso_path: ISO_GRUB_CFG.into(),
             source: grub_cfg,
         });
     }
@@ -299,23 +305,23 @@ fn systemd_boot_files(
     let bytes = |s: String| esp::EspContent::Bytes(s.into_bytes());
     let esp_files = vec![
         esp::EspFile {
-            dest: "EFI/BOOT/BOOTX64.EFI".into(),
+            dest: ESP_LOADER.into(),
             content: esp::EspContent::Bytes(read_file(efi)?),
         },
         esp::EspFile {
-            dest: "loader/loader.conf".into(),
+            dest: SD_LOADER_CONF.into(),
             content: bytes(menu::systemd_boot_loader_conf(spec.boot.timeout)),
         },
         esp::EspFile {
-            dest: "loader/entries/undercloud-live.conf".into(),
+            dest: format!("{SD_ENTRIES_DIR}/{SD_ENTRY}"),
             content: bytes(menu::systemd_boot_entry(&grub_menu.title, &cmdline)),
         },
         esp::EspFile {
-            dest: menu::ESP_KERNEL.into(),
+            dest: ESP_KERNEL.into(),
             content: esp::EspContent::Path(ws.kernel()),
         },
         esp::EspFile {
-            dest: menu::ESP_INITRD.into(),
+            dest: ESP_INITRD.into(),
             content: esp::EspContent::Path(live.initrd.clone()),
         },
     ];
@@ -331,7 +337,7 @@ fn make_persistence(p: &Prepared, ws: &Workspace, progress: &Progress) -> Result
     ext4::make_persistence(
         &img,
         persist.size.0,
-        &label,
+        label.as_str(),
         &image::gpt::derive_guid(&p.loaded.seed(), IdRole::PersistenceFs).to_string(),
         p.epoch,
     )?;
@@ -361,10 +367,10 @@ fn assemble(
             epoch: p.epoch,
             seed: p.loaded.seed(),
             files,
-            esp: ISO_ESP.into(),
+            esp: ESP_ISO_PATH.into(),
             root: Some(spec.root.format.iso_path().into()),
             bios_boot: bios.map(|_| image::BiosBoot {
-                iso_path: bios::ISO_ELTORITO.into(),
+                iso_path: crate::image::layout::ISO_ELTORITO.into(),
                 boot_info_table: true,
                 grub2_boot_info: true,
             }),

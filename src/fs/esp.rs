@@ -37,6 +37,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions, TimeProvider};
 
+use crate::io::MIB;
+
 /// What goes into one file of the ESP.
 #[derive(Clone, Debug)]
 pub enum EspContent {
@@ -85,7 +87,6 @@ pub struct EspReport {
 }
 
 const SECTOR: u64 = 512;
-const MIB: u64 = 1 << 20;
 const DIR_ENTRY: u64 = 32;
 /// UTF-16 units per long-name entry.
 const LFN_UNITS: u64 = 13;

@@ -17,9 +17,6 @@ use anyhow::{bail, Context, Result};
 use crate::system::command::Task;
 use crate::system::tool;
 
-/// The upper and work folders dracut looks for.
-pub const OVERLAY_DIR: &str = "/LiveOS/overlay";
-
 pub fn check_tools() -> Result<()> {
     for name in ["mkfs.ext4", "debugfs"] {
         tool::require(name, "e2fsprogs")?;

@@ -8,7 +8,7 @@
 //! BIOS+UEFI image has the BIOS entry as default and the UEFI one in a final
 //! section (the layout xorriso and lorax produce).
 
-use super::iso9660::SECTOR;
+use super::layout::SECTOR;
 use anyhow::{bail, Result};
 
 /// Platform IDs of the validation entry and section headers.

@@ -18,8 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use uuid::Uuid;
 
-/// The 512-byte logical block of the disk view (USB sticks, disk images).
-pub const LBA: u64 = 512;
+use super::layout::LBA;
 
 /// Bytes the backup GPT needs at the end of the disk: 128 entries of 128
 /// bytes (32 sectors) followed by the backup header (1 sector).

@@ -16,7 +16,8 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 
 use anyhow::{Context, Result};
 
-use super::gpt::{crc32, LBA};
+use super::gpt::crc32;
+use super::layout::LBA;
 
 /// Largest entry count accepted (as `gpt::check_headers`): real tools
 /// write 128; a larger count only makes us read more.
@@ -444,9 +445,8 @@ fn check_partitions(
 pub(crate) mod tests {
     use super::*;
     use crate::image::gpt::{protective_mbr, write_gpt, PartitionSpec};
+    use crate::io::MIB;
     use std::path::{Path, PathBuf};
-
-    const MIB: u64 = 1 << 20;
 
     /// A 16 MiB GPT disk as the hybrid writer lays one out: an ESP, a
     /// root, and a persistence partition running to the last usable LBA.

@@ -28,11 +28,14 @@
 //! built in memory; file contents are copied straight from the sources.
 
 use super::eltorito::{self, BootEntry, PLATFORM_EFI, PLATFORM_X86};
-use super::gpt::{self as gpt_view, PartitionSpec, BACKUP_BYTES, LBA};
-use super::iso9660::{
-    self as iso, DirRecord, NameMangler, PathRecord, SystemUse, Timestamp, SECTOR,
-};
+use super::gpt::{self as gpt_view, PartitionSpec, BACKUP_BYTES};
+use super::iso9660::{self as iso, DirRecord, NameMangler, PathRecord, SystemUse, Timestamp};
 use super::isomd5;
+use super::label::VolumeLabel;
+use super::layout::{
+    BLOCK_ALIGN_MIN, BOOT_RECORD_LBA, CATALOG_PATH, LBA, PARTITION_ALIGN, PVD_LBA, SECTOR,
+    TAIL_PAD, TERMINATOR_LBA,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -71,8 +74,8 @@ const GRUB2_BOOT_INFO: usize = 2548;
 /// Everything the hybrid image is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HybridSpec {
-    /// ISO volume id; `[A-Za-z0-9_-]{1,32}`.
-    pub volume_label: String,
+    /// ISO volume id.
+    pub volume_label: VolumeLabel,
     /// SOURCE_DATE_EPOCH: every timestamp in the volume.
     pub epoch: i64,
     /// Seed for the GPT disk and partition GUIDs.
@@ -126,33 +129,17 @@ pub struct HybridReport {
     pub md5: Option<String>,
 }
 
-/// ISO path of the El Torito boot catalog in the tree.
-const CATALOG_PATH: &str = "boot.catalog";
-/// Sectors of the volume descriptors: the catalog's LBA is fixed relative to them.
-const PVD_LBA: u32 = 16;
-const BOOT_RECORD_LBA: u64 = 17;
-const TERMINATOR_LBA: u64 = 18;
-/// 1 MiB in 2048-byte sectors: the ESP and root start on such a boundary so
-/// the GPT partitions start on 2048-LBA boundaries.
-const PARTITION_ALIGN: u64 = (1 << 20) / SECTOR;
 /// A BIOS boot image is read into memory to patch its boot info table; real
 /// ones (GRUB's eltorito.img, isolinux.bin) are far smaller than this.
 const MAX_PATCHED_BIOS_IMAGE: u64 = 16 << 20;
 /// Where GRUB's boot_hybrid.img expects the LBA of its core image.
 const GRUB2_MBR_PATCH: usize = 0x1b0;
-/// Zero sectors at the end of the volume: isomd5sum leaves the last 15
-/// unchecked (burned CDs often cannot read them), so no file may lie there;
-/// 16 also hold the 9 sectors of the backup GPT.
-const TAIL_PAD: u64 = 16;
 /// Bytes copied between two reports to the checksum that follows the copy.
 /// The checksum reads large files from their sources (HASH_FROM_SOURCE_MIN)
 /// and waits on the copy only for small files and gaps, so pieces can be
 /// large: each copy_file_range call is a transaction on a filesystem that
 /// reflinks, and a 1 GiB root in 16 MiB pieces made 64 of them.
 const COPY_PIECE: u64 = 256 << 20;
-/// Files at least this big start on a 4 KiB boundary (see `assign_lbas`);
-/// the padding is at most one 2 KiB sector, under 4 % of such a file.
-const BLOCK_ALIGN_MIN: u64 = 64 << 10;
 /// Files at least this big are hashed for the media checksum from their
 /// source rather than read back from the image (see `copied_extents`).
 const HASH_FROM_SOURCE_MIN: u64 = 1 << 20;
@@ -241,19 +228,6 @@ struct Plan {
     volume_date: [u8; 17],
 }
 
-/// Checks the volume label: d-characters plus lowercase and '-', which blkid
-/// reports verbatim and dracut's `CDLABEL=` matches case-sensitively.
-fn check_label(label: &str) -> Result<()> {
-    let ok = (1..=32).contains(&label.len())
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !ok {
-        bail!("volume label {label:?} must be 1 to 32 characters of A-Z, a-z, 0-9, '_' and '-'");
-    }
-    Ok(())
-}
-
 /// "/EFI//BOOT/x" -> "EFI/BOOT/x"; rejects empty, "." and ".." components
 /// and names Rock Ridge / Linux cannot carry.
 fn normalize(iso_path: &str) -> Result<String> {
@@ -274,7 +248,6 @@ fn normalize(iso_path: &str) -> Result<String> {
 
 impl Plan {
     fn new(spec: &HybridSpec) -> Result<Plan> {
-        check_label(&spec.volume_label)?;
         let stamp = Timestamp::from_epoch(spec.epoch);
         let record_date = stamp
             .record_bytes()
@@ -785,8 +758,8 @@ impl Plan {
                 .with_context(|| format!("writing {what} to {shown}"))
         };
         put(
-            &self.encode_pvd(&spec.volume_label),
-            u64::from(PVD_LBA),
+            &self.encode_pvd(spec.volume_label.as_str()),
+            PVD_LBA,
             "primary volume descriptor",
         )?;
         let catalog_lba = self.files[self.catalog].lba;
@@ -1010,7 +983,7 @@ impl Plan {
                     .map_or((false, false), |b| (b.boot_info_table, b.grub2_boot_info));
                 let mut image = read_small(source, &f.iso_path, f.size)?;
                 if patch {
-                    eltorito::patch_boot_info_table(&mut image, PVD_LBA, f.lba)
+                    eltorito::patch_boot_info_table(&mut image, lba32(PVD_LBA)?, f.lba)
                         .with_context(|| format!("patching boot info table into {}", f.iso_path))?;
                 }
                 if grub2 {
@@ -1236,7 +1209,7 @@ mod tests {
             });
         }
         let spec = HybridSpec {
-            volume_label: "T".to_string(),
+            volume_label: VolumeLabel::new("T").unwrap(),
             epoch: 0,
             seed: "s".to_string(),
             files,
@@ -1333,17 +1306,6 @@ mod tests {
         // Small files follow each other with no gap.
         assert_eq!(lba("a/6"), lba("a/5") + 2);
         assert!(lba("a/3") == lba("a/2") + BLOCK_ALIGN_MIN / SECTOR);
-    }
-
-    #[test]
-    fn labels() {
-        for ok in ["UNDERCLOUD", "Undercloud-Live_2024", &"A".repeat(32)] {
-            assert!(check_label(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "has space", "dot.ted", &"A".repeat(33), "ünï"] {
-            let e = check_label(bad).unwrap_err().to_string();
-            assert!(e.contains("volume label"), "{e}");
-        }
     }
 
     #[test]

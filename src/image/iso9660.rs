@@ -9,9 +9,7 @@ use anyhow::{bail, Result};
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
-/// ISO 9660 logical sector (and logical block) size. Everything in the volume
-/// is addressed in these units.
-pub const SECTOR: u64 = 2048;
+use super::layout::SECTOR;
 
 /// Largest extent we write for one section of a multi-extent file: the
 /// biggest multiple of the sector size that fits the 32-bit data length.

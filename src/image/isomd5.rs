@@ -28,7 +28,8 @@ use std::sync::{mpsc, Condvar, Mutex};
 use anyhow::{bail, Context, Result};
 use md5::{Digest, Md5};
 
-use super::iso9660::{APPLICATION_USE, APPLICATION_USE_LEN, SECTOR};
+use super::iso9660::{APPLICATION_USE, APPLICATION_USE_LEN};
+use super::layout::{PVD_LBA, SECTOR};
 
 pub const SKIP_SECTORS: u64 = 15;
 pub const FRAGMENT_COUNT: u64 = 20;
@@ -39,7 +40,6 @@ const CHUNK: u64 = 32 * 1024;
 const READ: u64 = 32 * CHUNK;
 /// Buffers read ahead of the hash.
 const READ_AHEAD: usize = 2;
-const FIRST_DESCRIPTOR: u64 = 16;
 
 /// What the application use field says.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -52,7 +52,7 @@ pub struct Embedded {
 
 /// The primary volume descriptor's byte offset and the volume's size.
 pub fn find_pvd(file: &File, path: &Path) -> Result<(u64, u64, Vec<u8>)> {
-    for n in FIRST_DESCRIPTOR..FIRST_DESCRIPTOR + 64 {
+    for n in PVD_LBA..PVD_LBA + 64 {
         let mut d = vec![0u8; SECTOR as usize];
         file.read_exact_at(&mut d, n * SECTOR)
             .with_context(|| format!("reading volume descriptors of {}", path.display()))?;

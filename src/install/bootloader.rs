@@ -16,6 +16,7 @@ use crate::boot::bios;
 use crate::boot::loader::{self, EfiLoader};
 use crate::chroot::Chroot;
 use crate::fs::esp::EspFile;
+use crate::image::layout::{ESP_BOOT_DIR, ESP_LOADER_NAME};
 use crate::spec::Distro;
 use crate::system::command::Task;
 
@@ -74,7 +75,7 @@ pub fn esp_files(root: &Path, distro: Distro, stub: &str) -> Result<(Vec<EspFile
     let mm = mm.map(|p| read(&p)).transpose()?;
     let mut files = Vec::new();
     for (dir, shim_name) in [
-        ("EFI/BOOT", "BOOTX64.EFI"),
+        (ESP_BOOT_DIR, ESP_LOADER_NAME),
         (&format!("EFI/{vendor}") as &str, "shimx64.efi"),
     ] {
         files.push(EspFile::bytes(format!("{dir}/{shim_name}"), shim.clone()));

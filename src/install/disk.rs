@@ -79,7 +79,7 @@ pub fn layout(job: &DiskJob, size: u64) -> Result<Layout> {
         job.cfg
             .esp_size
             .map(|s| s.0)
-            .unwrap_or(layout::DEFAULT_ESP_SIZE),
+            .unwrap_or(crate::image::layout::DEFAULT_ESP_SIZE),
         job.bios,
         job.cfg.swap.map(|s| s.0),
         &job.ids,

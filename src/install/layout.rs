@@ -18,15 +18,13 @@ use gpt::partition_types::{self, Type};
 use uuid::Uuid;
 
 use super::disk::Ids;
-use crate::image::gpt::{protective_mbr, write_gpt, IdRole, PartitionSpec, LBA};
+use crate::image::gpt::{protective_mbr, write_gpt, IdRole, PartitionSpec};
+use crate::image::layout::{BIOS_BOOT_SIZE, DISK_ALIGN, LBA};
+use crate::io::MIB;
 use crate::system::command::Task;
 
-const MIB: u64 = 1 << 20;
-/// The BIOS boot partition holds GRUB's core image (about 150 KiB).
-pub const BIOS_BOOT_SIZE: u64 = MIB;
-pub const DEFAULT_ESP_SIZE: u64 = 256 * MIB;
-/// Room the GPT needs at each end, rounded to the 1 MiB alignment.
-const EDGE: u64 = MIB;
+/// Room the GPT needs at each end, rounded to the partition alignment.
+const EDGE: u64 = DISK_ALIGN;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -89,7 +87,7 @@ impl Layout {
         swap: Option<u64>,
         ids: &Ids,
     ) -> Result<Layout> {
-        let align = |n: u64| n.div_ceil(MIB) * MIB;
+        let align = |n: u64| n.div_ceil(DISK_ALIGN) * DISK_ALIGN;
         let mut parts = Vec::new();
         let mut at = EDGE;
         let add = |role: Role, size: u64, parts: &mut Vec<Part>, at: &mut u64| -> Result<()> {
@@ -112,7 +110,7 @@ impl Layout {
         }
         // The backup GPT takes the last 33 sectors; keep the root's end
         // on a MiB boundary below them.
-        let end = (disk_size.saturating_sub(EDGE) / MIB) * MIB;
+        let end = (disk_size.saturating_sub(EDGE) / DISK_ALIGN) * DISK_ALIGN;
         if end <= at + 64 * MIB {
             bail!(
                 "{} MiB leave no room for a root after {} MiB of ESP, boot and swap partitions",
@@ -253,6 +251,7 @@ pub fn wipe_table(dev: &Path, layout: &Layout) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::layout::DEFAULT_ESP_SIZE;
 
     #[test]
     fn plan_orders_and_aligns() {

@@ -173,7 +173,7 @@ fn plan(opts: &InstallOptions, log: &mut Log) -> Result<Plan> {
     let esp = cfg
         .esp_size
         .map(|s| s.0)
-        .unwrap_or(layout::DEFAULT_ESP_SIZE);
+        .unwrap_or(crate::image::layout::DEFAULT_ESP_SIZE);
     let swap = cfg.swap.map(|s| s.0).unwrap_or(0);
     // File system overhead and room to breathe: a tenth more, 256 MiB more.
     let need = disk::needed(used, 256 << 20, esp, bios, swap);
