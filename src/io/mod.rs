@@ -26,7 +26,7 @@ pub mod xz;
 
 pub use count::Counting;
 pub use interruptible::{Interruptible, Pump};
-pub use read::{read_full, read_full_at, read_some};
+pub use read::{read_full, read_full_at, read_some, readable};
 
 /// One mebibyte, for the size limits callers pass.
 pub const MIB: u64 = 1 << 20;

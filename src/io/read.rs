@@ -6,7 +6,12 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// One read: what came, at most `buf.len()` bytes, 0 at the end. For a
 /// loop that handles each piece as it arrives (a pipe's bytes are passed
@@ -47,6 +52,22 @@ pub fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usiz
         }
     }
     Ok(n)
+}
+
+/// Waits up to `wait` for `fd` to have something to read. A signal
+/// ends the wait early with `false`, as a timeout does: the caller's loop
+/// checks its own deadline (and the interrupt flag) and waits again.
+pub fn readable(fd: impl AsFd, wait: Duration) -> io::Result<bool> {
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
+    match poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    ) {
+        Ok(n) => Ok(n > 0),
+        Err(Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@
 //! `process` sets children up between fork and exec (their own process
 //! group, or shut in the `sandbox` planned here); it and `blockdev` (the
 //! block-device ioctls) are the crate's only files with `unsafe` code.
+//! `netlink` asks the kernel about network interfaces, in safe code.
 
 pub mod blockdev;
 pub mod command;
+pub mod netlink;
 pub mod process;
 pub mod sandbox;
 #[cfg(test)]
