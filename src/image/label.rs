@@ -7,6 +7,31 @@ use std::fmt;
 
 use anyhow::{bail, Error, Result};
 
+/// What both label types share: reading one as a string, parsing one from
+/// a string through its `new` (serde's `try_from`), and printing it.
+macro_rules! label_impls {
+    ($t:ident) => {
+        impl $t {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $t {
+            type Error = Error;
+            fn try_from(s: String) -> Result<$t> {
+                $t::new(s)
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 /// The ISO9660 volume id: 1 to 32 of A-Z, 0-9, '_' and '-'.
 ///
 /// ISO9660 volume ids are d-characters (A-Z, 0-9, '_'); '-' is accepted by
@@ -24,18 +49,12 @@ impl VolumeLabel {
 
     pub fn new(label: impl Into<String>) -> Result<VolumeLabel> {
         let label = label.into();
-        let ok = (1..=Self::MAX).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !ok {
+        if !fits(&label, Self::MAX, |b| {
+            b.is_ascii_uppercase() || b.is_ascii_digit()
+        }) {
             bail!("label {label:?}: use 1 to 32 of A-Z, 0-9, '_' and '-' (an ISO9660 volume id)");
         }
         Ok(VolumeLabel(label))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 
     /// The persistence partition's default ext4 label: the first 8
@@ -47,19 +66,6 @@ impl VolumeLabel {
         // Always valid: the volume id's characters are a subset of ext4's,
         // and 8 + 8 bytes is the limit.
         PersistLabel(format!("{}-PERSIST", head.trim_end_matches(['-', '_'])))
-    }
-}
-
-impl TryFrom<String> for VolumeLabel {
-    type Error = Error;
-    fn try_from(s: String) -> Result<VolumeLabel> {
-        VolumeLabel::new(s)
-    }
-}
-
-impl fmt::Display for VolumeLabel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -76,32 +82,20 @@ impl PersistLabel {
 
     pub fn new(label: impl Into<String>) -> Result<PersistLabel> {
         let label = label.into();
-        let ok = (1..=Self::MAX).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !ok {
+        if !fits(&label, Self::MAX, |b| b.is_ascii_alphanumeric()) {
             bail!("persistence.label {label:?}: use 1 to 16 of A-Z, a-z, 0-9, '-' and '_' (an ext4 label)");
         }
         Ok(PersistLabel(label))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for PersistLabel {
-    type Error = Error;
-    fn try_from(s: String) -> Result<PersistLabel> {
-        PersistLabel::new(s)
-    }
-}
+label_impls!(VolumeLabel);
+label_impls!(PersistLabel);
 
-impl fmt::Display for PersistLabel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// 1 to `max` bytes, each `allowed` or one of '-' and '_' (both labels'
+/// separators).
+fn fits(label: &str, max: usize, allowed: impl Fn(u8) -> bool) -> bool {
+    (1..=max).contains(&label.len()) && label.bytes().all(|b| allowed(b) || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
