@@ -17,7 +17,7 @@ use crate::fs::{erofs, esp, ext4, squashfs};
 use crate::image::gpt::IdRole;
 use crate::image::layout::{
     ESP_BOOT_DIR, ESP_INITRD, ESP_ISO_PATH, ESP_KERNEL, ESP_LABEL, ESP_LOADER, ISO_GRUB_CFG,
-    ISO_INITRD, ISO_KERNEL, SD_ENTRIES_DIR, SD_ENTRY, SD_LOADER_CONF,
+    ISO_INITRD, ISO_KERNEL, SD_ENTRIES_DIR, SD_ENTRY, SD_LOADER_CONF, SHIM_GRUB_NAME, SHIM_MM_NAME,
 };
 use crate::image::{self, HybridSpec, IsoSource};
 use crate::interrupt;
@@ -237,10 +237,13 @@ fn shim_files(
     // shim loads grubx64.efi and mmx64.efi from its own folder.
     let mut efi = vec![
         (ESP_LOADER.to_string(), shim.to_path_buf()),
-        (format!("{ESP_BOOT_DIR}/grubx64.efi"), grub.to_path_buf()),
+        (
+            format!("{ESP_BOOT_DIR}/{SHIM_GRUB_NAME}"),
+            grub.to_path_buf(),
+        ),
     ];
     if let Some(mm) = mm {
-        efi.push((format!("{ESP_BOOT_DIR}/mmx64.efi"), mm.to_path_buf()));
+        efi.push((format!("{ESP_BOOT_DIR}/{SHIM_MM_NAME}"), mm.to_path_buf()));
     }
     // grub reads its built-in prefix (/EFI/<vendor>) first, then the
     // folder it was started from.
@@ -257,10 +260,7 @@ fn shim_files(
         });
         // The same files in the ISO tree: on a CD, grub's $cmdpath is the
         // ISO9660 volume, not the El Torito image.
-        if dest
-            .strip_prefix(ESP_BOOT_DIR)
-            .is_some_and(|rest| rest.starts_with('/'))
-        {
+        if Path::new(dest).starts_with(ESP_BOOT_DIR) {
             let staged = ws.iso_tree().join(dest);
             if let Some(dir) = staged.parent() {
                 fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -97,6 +97,15 @@ pub const ESP_LOADER: &str = "EFI/BOOT/BOOTX64.EFI";
 /// several folders (the installer's vendor folder and `ESP_BOOT_DIR`).
 pub const ESP_LOADER_NAME: &str = "BOOTX64.EFI";
 
+/// The grub shim starts: shim loads it by this name from its own folder,
+/// whatever the distribution called the file (Fedora's CD grub is
+/// gcdx64.efi).
+pub const SHIM_GRUB_NAME: &str = "grubx64.efi";
+
+/// MokManager, which shim loads by this name from its own folder when a
+/// key enrolment is pending.
+pub const SHIM_MM_NAME: &str = "mmx64.efi";
+
 /// Where GRUB's BIOS El Torito core is placed in the ISO tree.
 pub const ISO_ELTORITO: &str = "boot/grub/i386-pc/eltorito.img";
 

@@ -16,7 +16,7 @@ use crate::boot::bios;
 use crate::boot::loader::{self, EfiLoader};
 use crate::chroot::Chroot;
 use crate::fs::esp::EspFile;
-use crate::image::layout::{ESP_BOOT_DIR, ESP_LOADER_NAME};
+use crate::image::layout::{ESP_BOOT_DIR, ESP_LOADER_NAME, SHIM_GRUB_NAME, SHIM_MM_NAME};
 use crate::spec::Distro;
 use crate::system::command::Task;
 
@@ -79,9 +79,12 @@ pub fn esp_files(root: &Path, distro: Distro, stub: &str) -> Result<(Vec<EspFile
         (&format!("EFI/{vendor}") as &str, "shimx64.efi"),
     ] {
         files.push(EspFile::bytes(format!("{dir}/{shim_name}"), shim.clone()));
-        files.push(EspFile::bytes(format!("{dir}/grubx64.efi"), grub.clone()));
+        files.push(EspFile::bytes(
+            format!("{dir}/{SHIM_GRUB_NAME}"),
+            grub.clone(),
+        ));
         if let Some(mm) = &mm {
-            files.push(EspFile::bytes(format!("{dir}/mmx64.efi"), mm.clone()));
+            files.push(EspFile::bytes(format!("{dir}/{SHIM_MM_NAME}"), mm.clone()));
         }
         files.push(EspFile::bytes(
             format!("{dir}/grub.cfg"),
