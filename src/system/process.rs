@@ -151,12 +151,8 @@ fn map_ids(plan: &Confinement) -> Result<(), (String, Errno)> {
 }
 
 fn build_root(plan: &Confinement) -> Result<(), (String, Errno)> {
-    let err = |what: &str, p: &Path| {
-        let what = format!("{what} {}", p.display());
-        move |e| (what, e)
-    };
     let stage = Path::new(STAGE);
-    make_mounts_private().map_err(err("making private", Path::new("/")))?;
+    make_mounts_private().map_err(failed("making private", Path::new("/")))?;
     tmpfs(stage, "size=16m,mode=0755")?;
     // /tmp before the binds: an element folder under the host's /tmp
     // is then bound on top of the private /tmp, not hidden by it.
@@ -190,10 +186,10 @@ fn build_root(plan: &Confinement) -> Result<(), (String, Errno)> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     );
-    chdir(stage).map_err(err("entering", stage))?;
-    pivot_root(".", ".").map_err(err("pivot_root to", stage))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(err("detaching the old root", stage))?;
-    chdir("/").map_err(err("entering", Path::new("/")))?;
+    chdir(stage).map_err(failed("entering", stage))?;
+    pivot_root(".", ".").map_err(failed("pivot_root to", stage))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(failed("detaching the old root", stage))?;
+    chdir("/").map_err(failed("entering", Path::new("/")))?;
     // The root's own tmpfs read-only too: nothing outside /tmp takes
     // writes.
     mount(
@@ -207,7 +203,7 @@ fn build_root(plan: &Confinement) -> Result<(), (String, Errno)> {
             | MsFlags::MS_NODEV,
         None::<&str>,
     )
-    .map_err(err("making read-only", Path::new("/")))
+    .map_err(failed("making read-only", Path::new("/")))
 }
 
 fn inside(stage: &Path, path: &Path) -> PathBuf {
@@ -233,10 +229,6 @@ fn place(stage: &Path, e: &RootEntry) -> Result<(), (String, Errno)> {
                 std::fs::File::create(&at)
                     .map_err(|e| io_errno(format!("making {}", at.display()), e))?;
             }
-            let fail = |what: &str| {
-                let what = format!("{what} {}", path.display());
-                move |e| (what, e)
-            };
             mount(
                 Some(path),
                 &at,
@@ -244,12 +236,18 @@ fn place(stage: &Path, e: &RootEntry) -> Result<(), (String, Errno)> {
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .map_err(fail("binding"))?;
+            .map_err(failed("binding", path))?;
             let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | *flags;
             mount(None::<&str>, &at, None::<&str>, remount, None::<&str>)
-                .map_err(fail("making read-only"))
+                .map_err(failed("making read-only", path))
         }
     }
+}
+
+/// The error of a failed step `what` on `path`, as set-up failures carry it.
+fn failed(what: &str, path: &Path) -> impl FnOnce(Errno) -> (String, Errno) {
+    let what = format!("{what} {}", path.display());
+    move |e| (what, e)
 }
 
 fn tmpfs(at: &Path, options: &str) -> Result<(), (String, Errno)> {
@@ -260,7 +258,7 @@ fn tmpfs(at: &Path, options: &str) -> Result<(), (String, Errno)> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(options),
     )
-    .map_err(|e| (format!("mounting a tmpfs on {}", at.display()), e))
+    .map_err(failed("mounting a tmpfs on", at))
 }
 
 fn mkdir(p: &Path) -> Result<(), (String, Errno)> {
